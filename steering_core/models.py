@@ -355,6 +355,8 @@ def load_embedded(dtype: torch.dtype = torch.float32) -> SteerableModel:
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     if getattr(hf.config, "quantization_config", None) is not None:
         hf.config.quantization_config = None  # weights are dequantised; do not claim otherwise
+    if getattr(hf, "hf_quantizer", None) is not None:
+        hf.hf_quantizer = None
     try:
         tmp = target.parent / f".{target.name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -364,8 +366,8 @@ def load_embedded(dtype: torch.dtype = torch.float32) -> SteerableModel:
         (tmp / "COMPLETE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-    except OSError:
-        pass  # a read-only checkout still works, just slower to start
+    except (OSError, ValueError):
+        shutil.rmtree(tmp, ignore_errors=True)  # a read-only checkout still works, just slower to start
     return _wrap_hf(hf, tok, EMBEDDED_MODEL_ID, "embedded")
 
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random models (seconds) and, for a few tests, the embedded model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from steering_core import tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_hf():
+    return tiny_model("hf", n_layers=3, d_model=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tl():
+    return tiny_model("tl", n_layers=3, d_model=64, seed=0)
+
+
+@pytest.fixture(scope="session", params=["hf", "tl"])
+def tiny(request, tiny_hf, tiny_tl):
+    """Both backends: every steering guarantee must hold for each."""
+    return tiny_hf if request.param == "hf" else tiny_tl
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    from steering_core import load_model
+
+    return load_model("embedded")
