@@ -14,6 +14,7 @@ hooked), ``start``/``step`` (a KV-cached forward for generation) and ``forward``
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -397,11 +398,60 @@ def load_transformer_lens(name: str, device: str = "cpu", **from_pretrained_kwar
     """
     try:
         from transformer_lens import HookedTransformer
+        from transformer_lens.loading_from_pretrained import get_official_model_name
 
+        official = get_official_model_name(name)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"{name!r} is not a model TransformerLens knows (names like gpt2-small, pythia-70m, gemma-2-2b work)."
+        ) from exc
+    if not in_hf_cache(official) and not hub_reachable():
+        raise ModelLoadError(_explain_load_failure(name, ConnectionError("offline")))
+    try:
         model = HookedTransformer.from_pretrained(name, device=device, **from_pretrained_kwargs)
     except Exception as exc:  # noqa: BLE001
         raise ModelLoadError(_explain_load_failure(name, exc)) from exc
     return wrap_transformer_lens(model, name)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached? Checked first so offline users wait 3 s, not 30."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def hub_offline_if_unreachable():
+    """Inside, Hugging Face downloads use the local cache only when the hub cannot be reached:
+    a missing file fails at once instead of after half a minute of retries."""
+    import huggingface_hub.constants as hc
+
+    if hub_reachable():
+        yield
+        return
+    before = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = before
+
+
+def in_hf_cache(repo_id: str, filename: str = "config.json") -> bool:
+    """Whether a hub repo's file is already downloaded (so loading needs no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def wrap_transformer_lens(model: torch.nn.Module, name: str, source: str = "transformer_lens") -> SteerableModel:

@@ -123,13 +123,17 @@ def load_pretrained_sae(release: str, sae_id: str, model=None) -> LoadedSAE:
     release, sae_id = (release or "").strip(), (sae_id or "").strip()
     if not release or not sae_id:
         raise SAELoadError("Give both an sae_lens release (e.g. gpt2-small-res-jb) and an SAE id.")
+    from .models import hub_offline_if_unreachable
+
     try:
-        sae = SAE.from_pretrained(release, sae_id, device="cpu")
+        with hub_offline_if_unreachable():
+            sae = SAE.from_pretrained(release, sae_id, device="cpu")
         if isinstance(sae, tuple):  # older sae_lens returned (sae, cfg, sparsity)
             sae = sae[0]
     except Exception as exc:  # noqa: BLE001
         text = f"{type(exc).__name__}: {exc}"
-        if any(k in text for k in ("Connection", "offline", "Offline", "LocalEntryNotFound", "resolve", "Max retries")):
+        if any(k in text for k in ("Connection", "offline", "Offline", "LocalEntryNotFound", "resolve", "Max retries",
+                                   "cannot find the requested files", "outgoing traffic has been disabled")):
             msg = (f"Could not load SAE {release}/{sae_id}: it is not on this machine and the Hugging Face hub "
                    "cannot be reached (offline). Connect once to download it, or use the embedded SAE.")
         else:
@@ -177,3 +181,24 @@ def save_sae(loaded: LoadedSAE, path: str | Path) -> Path:
     if "hook_name" not in json.dumps(cfg):
         raise SAELoadError("sae_lens did not record the hook name; refusing to write an SAE that cannot be reattached.")
     return path
+
+
+def load_sae(spec: str | None, model=None) -> LoadedSAE | None:
+    """Load an SAE from a short spec: ``None``/``""`` (none), ``tiny`` (random, for demos),
+    a folder path in ``sae_lens`` disk format, or ``release/id`` / ``release:id`` (pretrained)."""
+    spec = (spec or "").strip()
+    if not spec or spec == "none":
+        return None
+    if spec == "tiny":
+        if model is None:
+            raise SAELoadError("A tiny random SAE needs the model it should fit.")
+        return tiny_sae(model)
+    if Path(spec).expanduser().is_dir():
+        return load_sae_from_disk(Path(spec).expanduser(), model)
+    if ":" in spec:
+        release, sae_id = spec.split(":", 1)
+        return load_pretrained_sae(release, sae_id, model)
+    if "/" in spec and not spec.startswith(("/", ".", "~")):
+        release, sae_id = spec.split("/", 1)
+        return load_pretrained_sae(release, sae_id, model)
+    raise SAELoadError(f"{spec!r} is neither an SAE folder on this machine nor a release:id pair.")

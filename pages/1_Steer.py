@@ -1,0 +1,96 @@
+"""Steer: drag α and watch steered and unsteered completions side by side, streamed."""
+
+import streamlit as st
+
+import ui
+from steering_core import GenerationConfig, SteeringCoreError
+from steering_core.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
+
+ui.setup_page("Steer")
+st.title("🎚️ Steer")
+model = ui.current_model()
+sae = ui.current_sae()
+norms = model.residual_norms()
+
+with st.sidebar:
+    st.subheader("Vector")
+    sources = ["Random unit vector", "SAE feature (decoder row)", "Upload (.safetensors / .npy / .pt)"]
+    source = st.radio("Source", sources, index=1 if sae is not None else 0, key="vec_source")
+    resolved, error = None, None
+    try:
+        if source == sources[0]:
+            seed_v = st.number_input("Direction seed", value=0, step=1, key="vec_seed")
+            resolved = random_direction(model, int(seed_v))
+        elif source == sources[1]:
+            fid = st.text_input("Feature id", value=st.session_state.get("steer_feature", "0"), key="vec_feature")
+            resolved = sae_direction(model, sae, fid)
+        else:
+            up = st.file_uploader("Vector file", type=["safetensors", "npy", "pt", "pth"], key="vec_upload")
+            normalize = st.checkbox("Normalise to unit norm", value=True, key="vec_norm")
+            if up is None:
+                st.info("Upload a vector of length d_model = %d." % model.d_model)
+            else:
+                resolved = uploaded_direction(model, up.getvalue(), up.name, normalize)
+    except SteeringCoreError as exc:
+        error = str(exc)
+    if error:
+        st.error(error)
+    elif resolved is not None:
+        st.caption(f"{resolved.description} · original norm {resolved.original_norm:.3g}")
+
+    default_layer = resolved.suggested_layer if resolved and resolved.suggested_layer is not None else model.default_layer
+    layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, int(default_layer), key="layer")
+    norm = norms[layer]
+    limit = float(max(1.0, round(3 * norm)))
+    alpha = st.slider("α", -limit, limit, float(st.session_state.get("steer_alpha", round(norm / 2, 1))),
+                      step=max(limit / 300, 0.01), key="alpha")
+    st.caption(f"‖resid‖ at layer {layer} ≈ **{norm:.1f}** → α is **{alpha / norm:+.2f}×** the typical norm.")
+
+st.subheader("Prompt")
+prompt = st.text_area("Prompt", value="Tell me about your weekend plans.", key="prompt", label_visibility="collapsed")
+c1, c2, c3, c4, c5 = st.columns(5)
+chat = c1.toggle("Chat template", value=bool(model.chat_template), key="chat",
+                 disabled=not model.chat_template)
+n_samples = c2.number_input("Samples", 1, 16, 2, key="n_samples")
+max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, 48, key="max_tokens",
+                             help="More than the model allows per call is clamped (and said).")
+temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, 0.8, step=0.1, key="temperature")
+seed = c5.number_input("Seed", value=0, step=1, key="seed")
+
+go = st.button("Generate", type="primary", disabled=resolved is None, key="generate")
+left, right = st.columns(2)
+left.markdown("#### Unsteered")
+right.markdown(f"#### Steered (α = {alpha:+.1f}, layer {layer})")
+
+if go and resolved is not None:
+    request = SideBySide(
+        prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
+        config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
+                                seed=int(seed)),
+    )
+    slots_l = [left.empty() for _ in range(int(n_samples))]
+    slots_r = [right.empty() for _ in range(int(n_samples))]
+    bar = st.progress(0.0, text="Generating…")
+    try:
+        update = None
+        for update in side_by_side(model, request):
+            if update.step % 2 == 0 or update.done:
+                for slot, text in zip(slots_l, update.unsteered):
+                    slot.info(text or "…")
+                for slot, text in zip(slots_r, update.steered):
+                    slot.success(text or "…")
+                bar.progress(min(1.0, (update.step + 1) / request.config.max_new_tokens),
+                             text=f"{update.step + 1} tokens")
+        bar.empty()
+        if update is not None:
+            st.session_state.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
+            for note in update.notes:
+                st.warning(note)
+    except SteeringCoreError as exc:
+        bar.empty()
+        st.error(str(exc))
+elif "steer_last" in st.session_state:
+    for text in st.session_state.steer_last["unsteered"]:
+        left.info(text or "…")
+    for text in st.session_state.steer_last["steered"]:
+        right.success(text or "…")

@@ -1,0 +1,102 @@
+"""The live Steer view as a library call: steered and unsteered completions side by side.
+
+Both halves run in **one batch** with the same per-sample seeds (row j of each half samples with
+``seed + j``): the unsteered rows carry α = 0, which is bit-for-bit no steering, so the only
+difference between a pair of completions is the vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from .errors import SteeringError
+from .generation import GenerationConfig, stream
+from .steering import Steering, make_term, random_unit_vector
+from .vectors import check_vector, read_vector_bytes
+
+MAX_SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class ResolvedVector:
+    """A steering direction ready to use, with what the UI should say about it."""
+
+    vector: torch.Tensor  # [d_model]
+    description: str
+    original_norm: float
+    suggested_layer: int | None = None
+
+
+def random_direction(model, seed: int) -> ResolvedVector:
+    v = random_unit_vector(model.d_model, int(seed))
+    return ResolvedVector(v, f"random unit vector (seed {int(seed)})", 1.0)
+
+
+def sae_direction(model, sae, feature_id) -> ResolvedVector:
+    if sae is None:
+        raise SteeringError("No SAE is loaded: pick one on the home page, or use another vector source.")
+    fid = sae.check_feature(feature_id)
+    raw = sae.decoder_direction(fid, normalize=False)
+    return ResolvedVector(raw / raw.norm().clamp_min(1e-12), f"SAE feature {fid} decoder row",
+                          float(raw.norm()), suggested_layer=sae.layer)
+
+
+def uploaded_direction(model, data: bytes, filename: str, normalize: bool = True) -> ResolvedVector:
+    v = read_vector_bytes(data, filename, d_model=model.d_model)
+    if v.dim() != 1:
+        raise SteeringError(f"{filename} holds {v.shape[0]} vectors; upload a single vector.")
+    norm = float(v.norm())
+    if normalize:
+        if norm == 0:
+            raise SteeringError(f"{filename} is the zero vector; it has no direction to steer along.")
+        v = v / norm
+    return ResolvedVector(v, f"uploaded {filename}" + (" (normalised)" if normalize else ""), norm)
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    prompt: str
+    layer: int
+    vector: torch.Tensor
+    alpha: float
+    chat: bool = True
+    n_samples: int = 2
+    config: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=0.8, top_k=50)
+
+
+@dataclass
+class SideBySideUpdate:
+    step: int
+    unsteered: list[str]
+    steered: list[str]
+    done: bool
+    notes: list[str] = field(default_factory=list)
+    formatted_prompt: str = ""
+
+
+def side_by_side(model, request: SideBySide) -> Iterator[SideBySideUpdate]:
+    """Stream both columns together; validation errors are raised before any token is made."""
+    n = request.n_samples
+    if not isinstance(n, int) or n < 1:
+        raise SteeringError(f"Number of samples must be at least 1, got {n!r}.")
+    notes: list[str] = []
+    if n > MAX_SAMPLES:
+        notes.append(f"{n} samples clamped to {MAX_SAMPLES}.")
+        n = MAX_SAMPLES
+    vec = check_vector(torch.as_tensor(request.vector), model.d_model)
+    prompt = model.format_prompt(request.prompt, chat=request.chat) if request.prompt.strip() else request.prompt
+    try:
+        alpha = float(request.alpha)
+    except (TypeError, ValueError):
+        raise SteeringError(f"alpha must be a number, got {request.alpha!r}.") from None
+    if not torch.isfinite(torch.tensor(alpha)):
+        raise SteeringError(f"alpha must be a finite number, got {request.alpha}.")
+    alphas = torch.tensor([0.0] * n + [alpha] * n)
+    term = make_term(model, request.layer, vec, alphas)
+    seeds = [request.config.seed + j for j in range(n)] * 2
+    for ev in stream(model, [prompt] * (2 * n), request.config, Steering.of([term]), row_seeds=seeds, notes=notes):
+        done = all(ev.finished)
+        yield SideBySideUpdate(ev.step, ev.texts[:n], ev.texts[n:], done, list(notes), prompt)

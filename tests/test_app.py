@@ -1,0 +1,104 @@
+"""The Streamlit app, driven headlessly with AppTest on the tiny random model and SAE."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["STEERING_MODEL"] = "tiny"
+os.environ["STEERING_SAE"] = "tiny"
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+
+def _app(path: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
+    return at
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [str(m.value) for m in at.metric]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [s.value for s in at.success]
+    parts += [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_shows_model_sae_hook_and_norm():
+    at = _app("app.py").run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Model"] == "tiny-llama-2x64"
+    assert metrics["Hook point"] == "blocks.1.hook_resid_post"
+    assert float(metrics["Residual norm (layer 1)"]) > 0
+    assert "tiny-random-128" in metrics["SAE"]
+
+
+def _steer(**set_values) -> AppTest:
+    at = _app("pages/1_Steer.py").run()
+    assert not at.exception, at.exception
+    for key, value in set_values.items():
+        for kind in ("text_input", "text_area", "number_input", "slider", "radio", "toggle"):
+            try:
+                w = getattr(at, kind)(key=key)
+            except KeyError:
+                continue
+            w.set_value(value)
+            break
+        else:
+            raise KeyError(key)
+    at.run()
+    return at
+
+
+def test_steer_page_generates_side_by_side_and_steering_changes_text():
+    at = _steer(vec_feature="5", alpha=5.0, temperature=0.0, max_tokens=12, n_samples=2, prompt="hello")
+    assert not at.exception, at.exception
+    at.button(key="generate").click().run()
+    assert not at.exception, at.exception
+    unsteered = [i.value for i in at.info]
+    steered = [s.value for s in at.success]
+    assert len(unsteered) == 2 and len(steered) == 2
+    assert unsteered != steered  # the vector did something visible
+    at.slider(key="alpha").set_value(0.0).run()
+    at.button(key="generate").click().run()
+    assert [i.value for i in at.info] == [s.value for s in at.success]  # α = 0 → identical columns
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"vec_feature": "-3"}, "does not exist"),
+        ({"vec_feature": "abc"}, "whole number"),
+        ({"vec_feature": "999999"}, "does not exist"),
+    ],
+)
+def test_steer_page_bad_feature_ids_get_a_message(values, message):
+    at = _steer(**values)
+    assert not at.exception
+    assert any(message in e.value for e in at.error)
+    assert at.button(key="generate").disabled
+
+
+def test_steer_page_empty_prompt_and_absurd_max_tokens():
+    at = _steer(prompt="   ", temperature=0.0)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert any("empty" in e.value for e in at.error)
+    at = _steer(prompt="hi", max_tokens=1_000_000, temperature=0.0)
+    at.button(key="generate").click().run()
+    assert not at.exception
+    assert any("clamped" in w.value for w in at.warning)
+    assert len(at.success) == 2
+
+
+def test_model_picker_offline_name_explains_and_keeps_serving():
+    at = _app("app.py").run()
+    at.sidebar.radio(key="picker_kind").set_value("TransformerLens name").run()
+    at.sidebar.text_input(key="picker_tl").set_value("gpt2-small").run()
+    at.sidebar.button(key="picker_load").click().run()
+    assert not at.exception
+    assert any("offline" in e.value or "not on this machine" in e.value for e in at.error)
+    assert {m.label: m.value for m in at.metric}["Model"] == "tiny-llama-2x64"
