@@ -1,46 +1,7 @@
-"""Home: what is loaded (model, SAE, hook point, residual norms) and where to go next."""
+"""Entry point: `streamlit run app.py`. Routes to the pages in pages/ (see ui.PAGES)."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
 
-ui.setup_page("Home")
-st.title("🧭 Steering workbench")
-st.caption("Steer a language model's residual stream and see what your vectors really do.")
-
-model = ui.current_model()
-sae = ui.current_sae()
-norms = model.residual_norms()
-layer = sae.layer if sae is not None else model.default_layer
-
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Model", model.name)
-c2.metric("SAE", sae.source.split("/")[-1] if sae else "none")
-c3.metric("Hook point", sae.hook_name if sae else model.hook_names[layer])
-c4.metric(f"Residual norm (layer {layer})", f"{norms[layer]:.1f}")
-
-left, right = st.columns([2, 3])
-with left:
-    st.subheader("Model")
-    st.table({k: [str(v)] for k, v in model.describe().items()}, border="horizontal")
-    st.subheader("SAE")
-    if sae is None:
-        st.info("No SAE loaded. The embedded SAE pack appears here once it is built; any sae_lens "
-                "SAE can be loaded from the sidebar (Model and SAE).")
-    else:
-        st.table({k: [str(v)] for k, v in sae.describe().items()}, border="horizontal")
-with right:
-    st.subheader("Mean residual norm after each block")
-    fig = go.Figure(go.Bar(
-        x=list(range(len(norms))), y=norms,
-        marker_color=["#d62728" if i == layer else "#1f77b4" for i in range(len(norms))],
-        hovertemplate="layer %{x}: ‖resid‖ ≈ %{y:.1f}<extra></extra>",
-    ))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="layer", yaxis_title="‖resid‖")
-    st.plotly_chart(fig, width="stretch")
-    st.caption("α is in residual-stream units for a unit-norm vector: α equal to the bar's height "
-               "adds a vector as long as what is typically there (first token excluded).")
-
-st.subheader("Pages")
-ui.page_links()
+st.navigation([st.Page(path, title=title, default=(i == 0)) for i, (path, title, _help) in enumerate(ui.PAGES)]).run()

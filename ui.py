@@ -6,8 +6,6 @@ No maths here: everything is a call into ``steering_core``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import streamlit as st
 
 from steering_core import SteeringCoreError, load_model
@@ -16,9 +14,10 @@ from steering_core.saes import load_sae
 
 DEFAULT_MODEL = os.environ.get("STEERING_MODEL", "embedded")
 
+#: Every page of the app: (file, title, one-line description). app.py routes to these in order.
 PAGES = [
-    ("app.py", "Home", "🏠", "Model, SAE, hook point and residual norms."),
-    ("pages/1_Steer.py", "Steer", "🎚️", "Live α slider: steered and unsteered completions side by side."),
+    ("pages/home.py", "Home", "Model, SAE, hook point and residual norms."),
+    ("pages/steer.py", "Steer", "Live α slider: steered and unsteered completions side by side."),
 ]
 
 
@@ -129,11 +128,10 @@ def show_error(exc: Exception) -> None:
 
 
 def page_links() -> None:
-    for path, label, icon, help_text in PAGES:
-        if Path(path).exists() or path == "app.py":
-            st.page_link(path, label=f"**{label}** — {help_text}", icon=icon)
+    for path, title, help_text in PAGES:
+        st.page_link(path, label=f"{title}: {help_text}")
 
 
 def setup_page(title: str) -> None:
-    st.set_page_config(page_title=f"{title} · steering", page_icon="🧭", layout="wide")
+    st.set_page_config(page_title=f"{title} · steering workbench", layout="wide")
     model_picker()

@@ -30,14 +30,15 @@ def test_home_shows_model_sae_hook_and_norm():
     at = _app("app.py").run()
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Model"] == "tiny-llama-2x64"
-    assert metrics["Hook point"] == "blocks.1.hook_resid_post"
+    header = at.markdown[0].value
+    assert "`tiny-llama-2x64`" in header and "`blocks.1.hook_resid_post`" in header
+    assert "`tiny-random-128`" in header
+    assert metrics["Layers"] == "2" and metrics["SAE features"] == "128"
     assert float(metrics["Residual norm (layer 1)"]) > 0
-    assert "tiny-random-128" in metrics["SAE"]
 
 
 def _steer(**set_values) -> AppTest:
-    at = _app("pages/1_Steer.py").run()
+    at = _app("pages/steer.py").run()
     assert not at.exception, at.exception
     for key, value in set_values.items():
         for kind in ("text_input", "text_area", "number_input", "slider", "radio", "toggle"):
@@ -101,4 +102,4 @@ def test_model_picker_offline_name_explains_and_keeps_serving():
     at.sidebar.button(key="picker_load").click().run()
     assert not at.exception
     assert any("offline" in e.value or "not on this machine" in e.value for e in at.error)
-    assert {m.label: m.value for m in at.metric}["Model"] == "tiny-llama-2x64"
+    assert "`tiny-llama-2x64`" in at.markdown[0].value

@@ -7,7 +7,7 @@ from steering_core import GenerationConfig, SteeringCoreError
 from steering_core.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
 
 ui.setup_page("Steer")
-st.title("🎚️ Steer")
+st.title("Steer")
 model = ui.current_model()
 sae = ui.current_sae()
 norms = model.residual_norms()
@@ -82,6 +82,8 @@ if go and resolved is not None:
                 bar.progress(min(1.0, (update.step + 1) / request.config.max_new_tokens),
                              text=f"{update.step + 1} tokens")
         bar.empty()
+        st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
+                   f"{2 * int(n_samples)} rows in one batch, same seeds on both sides.")
         if update is not None:
             st.session_state.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
             for note in update.notes:
