@@ -1,0 +1,77 @@
+"""The Steer page's library call: one batch, same seeds, only the vector differs."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from steering_core import GenerationConfig, SteeringError, VectorFileError, generate, random_unit_vector
+from steering_core.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
+from steering_core.saes import tiny_sae
+
+
+def _last(model, **kw):
+    req = SideBySide(**{"prompt": "hello", "layer": 1, "vector": random_unit_vector(model.d_model, 3),
+                        "alpha": 6.0, "n_samples": 2,
+                        "config": GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5), **kw})
+    updates = list(side_by_side(model, req))
+    assert updates[-1].done and all(not u.done for u in updates[:-1])
+    return updates[-1]
+
+
+def test_unsteered_column_equals_plain_generation_and_steered_differs(tiny_hf):
+    last = _last(tiny_hf)
+    prompt = tiny_hf.format_prompt("hello")
+    plain = generate(tiny_hf, [prompt] * 2, GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5))
+    assert last.unsteered == plain.texts  # same per-sample seeds (5, 6), α = 0 rows
+    assert last.steered != last.unsteered
+
+
+def test_alpha_zero_gives_identical_columns(tiny_hf):
+    last = _last(tiny_hf, alpha=0.0)
+    assert last.steered == last.unsteered
+
+
+def test_too_many_samples_are_clamped_and_said(tiny_hf):
+    last = _last(tiny_hf, n_samples=40, config=GenerationConfig(max_new_tokens=2, seed=0))
+    assert len(last.steered) == 16 and any("clamped" in n for n in last.notes)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), "abc"])
+def test_bad_alpha_is_refused_before_generating(tiny_hf, alpha):
+    with pytest.raises(SteeringError, match="alpha"):
+        _last(tiny_hf, alpha=alpha)
+
+
+def test_sae_direction_needs_an_sae_and_a_valid_id(tiny_hf):
+    with pytest.raises(SteeringError, match="No SAE"):
+        sae_direction(tiny_hf, None, 3)
+    sae = tiny_sae(tiny_hf, layer=1, d_sae=32)
+    r = sae_direction(tiny_hf, sae, "7")
+    assert r.suggested_layer == 1
+    assert torch.allclose(r.vector, sae.sae.W_dec[7] / sae.sae.W_dec[7].norm())
+    assert random_direction(tiny_hf, 4).vector.norm().item() == pytest.approx(1.0)
+
+
+def test_uploaded_direction_normalises_and_refuses_bad_files(tiny_hf, tmp_path):
+    buf = io.BytesIO()
+    np.save(buf, np.full(tiny_hf.d_model, 2.0, dtype=np.float32))
+    r = uploaded_direction(tiny_hf, buf.getvalue(), "v.npy")
+    assert r.original_norm == pytest.approx(2.0 * tiny_hf.d_model ** 0.5)
+    assert r.vector.norm().item() == pytest.approx(1.0)
+    raw = uploaded_direction(tiny_hf, buf.getvalue(), "v.npy", normalize=False)
+    assert torch.equal(raw.vector, torch.full((tiny_hf.d_model,), 2.0))
+    zero = io.BytesIO()
+    np.save(zero, np.zeros(tiny_hf.d_model, dtype=np.float32))
+    with pytest.raises(SteeringError, match="zero vector"):
+        uploaded_direction(tiny_hf, zero.getvalue(), "z.npy")
+    with pytest.raises(VectorFileError):
+        uploaded_direction(tiny_hf, pickle.dumps({"v": [1.0] * tiny_hf.d_model}), "v.npy")
+    stack = io.BytesIO()
+    np.save(stack, np.ones((3, tiny_hf.d_model), dtype=np.float32))
+    with pytest.raises(SteeringError, match="3 vectors"):
+        uploaded_direction(tiny_hf, stack.getvalue(), "s.npy")
