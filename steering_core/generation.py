@@ -42,7 +42,8 @@ class GenerationConfig:
 
     @property
     def is_greedy(self) -> bool:
-        return self.greedy or self.temperature == 0
+        # below 1e-5, dividing logits by the temperature overflows float32: that is argmax anyway
+        return self.greedy or self.temperature < 1e-5
 
 
 @dataclass
@@ -216,7 +217,7 @@ def stream(
             yield GenerationStep(
                 step=step,
                 new_tokens=new,
-                token_ids=out,
+                token_ids=[list(r) for r in out],
                 finished=[bool(f) or last for f in finished],
                 texts=[model.decode(r) for r in out] if decode_texts else [],
             )

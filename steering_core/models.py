@@ -597,7 +597,12 @@ def load_model(spec: str = "embedded") -> SteerableModel:
     if spec == "tiny-tl":
         return tiny_model("tl")
     if spec.startswith("hf:"):
-        return load_huggingface(spec[3:].strip())
+        target = spec[3:].strip()
+        if not target:
+            raise ModelLoadError("Empty model folder: give hf:<folder or hub id>.")
+        if target.startswith(("/", ".", "~")) and not Path(target).expanduser().is_dir():
+            raise ModelLoadError(f"The folder {target} does not exist on this machine.")
+        return load_huggingface(str(Path(target).expanduser()) if target.startswith("~") else target)
     if spec.startswith("tl:"):
         spec = spec[3:].strip()
     if not spec:

@@ -8,6 +8,8 @@ not a finite real vector of the right length, gets a :class:`VectorFileError` th
 from __future__ import annotations
 
 import io
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +56,15 @@ def read_vector_bytes(
                 raise VectorFileError(f"The .npy array has dtype {getattr(arr, 'dtype', '?')}; a numeric vector is needed.")
             t = torch.from_numpy(np.array(arr, dtype=np.float32))
         elif suffix in (".pt", ".pth"):
-            obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            try:
+                obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+            except pickle.UnpicklingError as exc:
+                if "weights only" not in str(exc).lower():
+                    raise
+                raise VectorFileError(
+                    f"{filename!r} is not a tensor-only .pt file (pickled Python objects, or not PyTorch data "
+                    "at all); it was refused unread. Save vectors with safetensors or .npy instead."
+                ) from None
             if isinstance(obj, dict):
                 obj = _pick({k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}, key, d_model)
             if not isinstance(obj, torch.Tensor):
@@ -65,7 +75,7 @@ def read_vector_bytes(
     except VectorFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is the file's fault
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise VectorFileError(f"Could not read {filename!r} as a {suffix} tensor file: {first}") from None
     return check_vector(t, d_model)
 

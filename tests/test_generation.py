@@ -1,0 +1,272 @@
+"""Generation: reproducible sampling, greedy equivalences, streaming, EOS, validation; both backends."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from steering_core import (
+    GenerationConfig,
+    GenerationError,
+    generate,
+    random_unit_vector,
+    stream,
+    tiny_model,
+)
+from steering_core.generation import sample_next
+
+PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
+
+
+def _greedy(model, prompts, n=12):
+    return generate(model, prompts, GenerationConfig(max_new_tokens=n, greedy=True, stop_at_eos=False)).token_ids
+
+
+# --- seeds and sampling ----------------------------------------------------------------------
+
+
+def test_same_seed_same_tokens_different_seed_different_tokens(tiny):
+    cfg = GenerationConfig(max_new_tokens=16, temperature=1.0, seed=5, stop_at_eos=False)
+    a = generate(tiny, PROMPTS, cfg)
+    b = generate(tiny, PROMPTS, cfg)
+    c = generate(tiny, PROMPTS, GenerationConfig(max_new_tokens=16, temperature=1.0, seed=6, stop_at_eos=False))
+    assert a.token_ids == b.token_ids and a.texts == b.texts
+    assert all(len(r) == 16 for r in a.token_ids)
+    for i in range(len(PROMPTS)):
+        assert a.token_ids[i] != c.token_ids[i]
+    # sampling really samples: it is not the greedy path
+    assert a.token_ids != _greedy(tiny, PROMPTS, 16)
+
+
+def test_default_row_seeds_are_seed_plus_row_index(tiny):
+    cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5, stop_at_eos=False)
+    batch = generate(tiny, [PROMPTS[0], PROMPTS[0]], cfg).token_ids
+    assert batch[0] != batch[1]  # same prompt, different per-row streams
+    assert batch[0] == generate(tiny, [PROMPTS[0]], cfg).token_ids[0]
+    assert batch[1] == generate(tiny, [PROMPTS[0]], cfg, row_seeds=[6]).token_ids[0]
+
+
+def test_top_k_one_equals_greedy(tiny):
+    greedy = _greedy(tiny, PROMPTS)
+    for seed in (0, 1):
+        cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, top_k=1, seed=seed, stop_at_eos=False)
+        assert generate(tiny, PROMPTS, cfg).token_ids == greedy
+
+
+def test_tiny_top_p_equals_greedy(tiny):
+    greedy = _greedy(tiny, PROMPTS)
+    cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, top_p=1e-6, seed=3, stop_at_eos=False)
+    assert generate(tiny, PROMPTS, cfg).token_ids == greedy
+
+
+def test_temperature_zero_equals_greedy(tiny):
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0.0, seed=9, stop_at_eos=False)
+    assert generate(tiny, PROMPTS, cfg).token_ids == _greedy(tiny, PROMPTS)
+
+
+def test_tiny_positive_temperature_behaves_like_greedy(tiny_hf):
+    """A temperature of 1e-38 passes validation; it must then pick the argmax, not overflow into garbage."""
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    gens = [torch.Generator().manual_seed(i) for i in range(4)]
+    assert torch.equal(sample_next(logits, GenerationConfig(temperature=1e-38), gens), logits.argmax(-1))
+    cfg = GenerationConfig(max_new_tokens=12, temperature=1e-38, seed=0, stop_at_eos=False)
+    assert generate(tiny_hf, PROMPTS, cfg).token_ids == _greedy(tiny_hf, PROMPTS)
+
+
+def test_sample_next_row_is_independent_of_the_rest_of_the_batch():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50, generator=g)
+    other = logits.clone()
+    other[[0, 1, 3]] = torch.randn(3, 50, generator=g) * 5  # different neighbours for row 2
+    for cfg in (
+        GenerationConfig(temperature=1.0),
+        GenerationConfig(temperature=0.7, top_k=10),
+        GenerationConfig(temperature=1.3, top_p=0.8),
+    ):
+        batch_gens = [torch.Generator().manual_seed(s) for s in (10, 11, 12, 13)]
+        other_gens = [torch.Generator().manual_seed(s) for s in (20, 21, 12, 23)]
+        solo_gen = [torch.Generator().manual_seed(12)]
+        in_batch, with_others, alone = [], [], []
+        for _ in range(40):
+            in_batch.append(int(sample_next(logits, cfg, batch_gens)[2]))
+            with_others.append(int(sample_next(other, cfg, other_gens)[2]))
+            alone.append(int(sample_next(logits[2:3], cfg, solo_gen)[0]))
+        assert in_batch == alone == with_others
+        assert len(set(alone)) > 3  # it really samples
+        if cfg.top_k is not None:
+            allowed = set(torch.topk(logits[2], cfg.top_k).indices.tolist())
+            assert set(alone) <= allowed
+
+
+def test_sample_next_follows_the_distribution():
+    probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
+    logits = probs.log().unsqueeze(0)
+    gen = [torch.Generator().manual_seed(123)]
+    n = 4000
+    draws = torch.tensor([int(sample_next(logits, GenerationConfig(temperature=1.0), gen)[0]) for _ in range(n)])
+    freq = torch.bincount(draws, minlength=4).float() / n
+    assert torch.allclose(freq, probs, atol=0.03)
+    # top_p = 0.8 keeps the smallest prefix holding 0.8 of the mass ({0, 1} here) and renormalises
+    gen = [torch.Generator().manual_seed(7)]
+    cfg = GenerationConfig(temperature=1.0, top_p=0.8)
+    draws = torch.tensor([int(sample_next(logits, cfg, gen)[0]) for _ in range(n)])
+    freq = torch.bincount(draws, minlength=4).float() / n
+    assert freq[2] == 0 and freq[3] == 0
+    assert abs(float(freq[0]) - 0.6 / 0.85) < 0.03
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+def test_stream_yields_one_step_per_token_and_matches_generate(tiny):
+    cfg = GenerationConfig(max_new_tokens=7, temperature=1.0, seed=4, stop_at_eos=False)
+    reference = generate(tiny, PROMPTS, cfg)
+    per_row: list[list[int]] = [[] for _ in PROMPTS]
+    n_steps = 0
+    final = None
+    for i, step in enumerate(stream(tiny, PROMPTS, cfg)):
+        assert step.step == i
+        assert all(t is not None for t in step.new_tokens)
+        for row, tok in enumerate(step.new_tokens):
+            per_row[row].append(tok)
+        assert step.finished == [i == 6] * len(PROMPTS)
+        n_steps += 1
+        final = step
+    assert n_steps == 7
+    assert per_row == reference.token_ids
+    assert final.token_ids == reference.token_ids
+    assert final.texts == reference.texts == [tiny.decode(r) for r in reference.token_ids]
+
+
+def test_stream_steps_are_snapshots(tiny):
+    """A consumer that keeps the steps (e.g. ``list(stream(...))``) must see each step's own state."""
+    cfg = GenerationConfig(max_new_tokens=5, greedy=True, stop_at_eos=False)
+    steps = list(stream(tiny, PROMPTS, cfg))
+    assert len(steps) == 5
+    for i, step in enumerate(steps):
+        assert [len(r) for r in step.token_ids] == [i + 1] * len(PROMPTS)
+        assert step.texts == [tiny.decode(r) for r in step.token_ids]
+
+
+# --- EOS -----------------------------------------------------------------------------------------
+
+
+def _eos_direction(model) -> torch.Tensor:
+    eos = model.eos_token_id
+    w = model.module.lm_head.weight[eos] if model.backend.kind == "hf" else model.module.W_U[:, eos]
+    return (w / w.norm()).detach().clone()
+
+
+def test_row_that_emits_eos_finishes_with_no_tokens(tiny):
+    last = tiny.n_layers - 1
+    direction = _eos_direction(tiny)
+    eos = tiny.eos_token_id
+    prompts = [PROMPTS[0], PROMPTS[1]]
+    # row 0 is pushed hard towards EOS, row 1 is not steered at all
+    st = [(last, direction, torch.tensor([500.0, 0.0]))]
+    cfg = GenerationConfig(max_new_tokens=6, greedy=True)
+    res = generate(tiny, prompts, cfg, steering=st)
+    assert res.token_ids[0] == [] and res.texts[0] == ""
+    assert res.token_ids[1] == generate(tiny, [prompts[1]], cfg).token_ids[0]
+    assert len(res.token_ids[1]) == 6 and eos not in res.token_ids[1]
+    first = next(iter(stream(tiny, prompts, cfg, steering=st)))
+    assert first.new_tokens[0] is None and first.finished[0] is True
+    assert first.new_tokens[1] is not None and first.finished[1] is False
+    # without stop_at_eos the row goes on, and keeps emitting EOS
+    keep_going = generate(tiny, prompts, GenerationConfig(max_new_tokens=6, greedy=True, stop_at_eos=False), steering=st)
+    assert keep_going.token_ids[0] == [eos] * 6
+    assert keep_going.token_ids[1] == res.token_ids[1]
+
+
+def test_all_rows_at_eos_end_the_stream_after_one_step(tiny):
+    st = [(tiny.n_layers - 1, _eos_direction(tiny), 500.0)]
+    steps = list(stream(tiny, PROMPTS, GenerationConfig(max_new_tokens=20, greedy=True), steering=st))
+    assert len(steps) == 1
+    assert steps[0].new_tokens == [None] * 3 and steps[0].finished == [True] * 3
+    assert steps[0].token_ids == [[], [], []]
+
+
+# --- prompts and limits ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompts", ["", "   ", "\n\t", ["ok", ""], ["ok", "  "], [], [3]])
+def test_bad_prompts_raise(tiny_hf, prompts):
+    with pytest.raises(GenerationError):
+        generate(tiny_hf, prompts, GenerationConfig(max_new_tokens=2))
+
+
+def test_huge_max_new_tokens_is_clamped_with_a_note(tiny):
+    limit = min(1024, tiny.n_ctx - 8)
+    cfg = GenerationConfig(max_new_tokens=10**9, greedy=True, stop_at_eos=False)
+    res = generate(tiny, ["x"], cfg)  # short enough that the context is not what limits it
+    assert res.notes == [f"max_new_tokens 1000000000 clamped to {limit} (the most this model and app allow per call)."]
+    assert len(res.token_ids[0]) == limit
+    assert res.token_ids[0][:12] == _greedy(tiny, ["x"], 12)[0]
+
+
+
+def test_zero_max_new_tokens_is_raised_to_one_with_a_note(tiny_hf):
+    res = generate(tiny_hf, ["hi"], GenerationConfig(max_new_tokens=0, greedy=True, stop_at_eos=False))
+    assert res.notes == ["max_new_tokens 0 raised to 1."]
+    assert len(res.token_ids[0]) == 1
+
+
+@pytest.fixture(scope="module", params=["hf", "tl"])
+def short_ctx(request):
+    return tiny_model(request.param, n_layers=1, d_model=32, seed=1, n_ctx=32)
+
+
+def test_generation_stops_at_the_context_window(short_ctx):
+    prompt = "abcdefghijklmnopqrst"  # 20 bytes
+    n_prompt = short_ctx.tokenize([prompt])[0].shape[1]
+    room = short_ctx.n_ctx - n_prompt
+    res = generate(short_ctx, [prompt], GenerationConfig(max_new_tokens=20, greedy=True, stop_at_eos=False))
+    assert len(res.token_ids[0]) == room
+    assert res.notes == [f"max_new_tokens reduced to {room} to fit the model's context of 32."]
+    with pytest.raises(GenerationError, match="at most 32"):
+        generate(short_ctx, ["a" * 40], GenerationConfig(max_new_tokens=2))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"temperature": -0.5}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"top_p": float("nan")}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": -3}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"max_new_tokens": "10"}, "max_new_tokens"),
+        ({"max_new_tokens": float("nan")}, "max_new_tokens"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": "1"}, "seed"),
+    ],
+)
+def test_bad_config_raises(tiny_hf, kwargs, match):
+    with pytest.raises(GenerationError, match=match):
+        generate(tiny_hf, ["hi"], GenerationConfig(**{"max_new_tokens": 2, **kwargs}))
+
+
+# --- the embedded model --------------------------------------------------------------------------
+
+
+def test_embedded_strong_direction_changes_greedy_text_and_unsteered_restores_it(embedded):
+    prompt = embedded.format_prompt("What is the capital of France?")
+    cfg = GenerationConfig(max_new_tokens=20, greedy=True)
+    original = generate(embedded, [prompt], cfg)
+    assert "Paris" in original.texts[0]
+    norm15 = embedded.residual_norms()[15]
+    assert math.isfinite(norm15) and norm15 > 0
+    v = random_unit_vector(embedded.d_model, seed=0) * 4 * norm15
+    steered = generate(embedded, [prompt], cfg, steering=[(15, v, 1.0)])
+    assert steered.texts[0] != original.texts[0]
+    assert "Paris" not in steered.texts[0]
+    again = generate(embedded, [prompt], cfg)
+    assert again.token_ids == original.token_ids and again.texts == original.texts
