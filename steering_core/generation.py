@@ -55,6 +55,7 @@ class GenerationStep:
     token_ids: list[list[int]]  # generated ids so far, per row
     finished: list[bool]
     texts: list[str]
+    prompt_lengths: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -189,6 +190,7 @@ def stream(
     max_new = min(config.max_new_tokens, room)
     if max_new < config.max_new_tokens and notes is not None:
         notes.append(f"max_new_tokens reduced to {max_new} to fit the model's context of {model.n_ctx}.")
+    prompt_lengths = [int(n) for n in mask.sum(-1)]
     eos = model.eos_token_id
     pad = model.pad_token_id
     batch = len(prompts)
@@ -220,6 +222,7 @@ def stream(
                 token_ids=[list(r) for r in out],
                 finished=[bool(f) or last for f in finished],
                 texts=[model.decode(r) for r in out] if decode_texts else [],
+                prompt_lengths=prompt_lengths,
             )
             if last:
                 break
@@ -239,10 +242,10 @@ def generate(
     notes: list[str] = []
     t0 = time.perf_counter()
     token_ids: list[list[int]] = [[] for _ in prompts]
+    lengths: list[int] = []
     for ev in stream(model, prompts, config, steering, row_seeds, notes, decode_texts=False):
-        token_ids = ev.token_ids
+        token_ids, lengths = ev.token_ids, ev.prompt_lengths
     seconds = time.perf_counter() - t0
-    lengths = [int(m.sum()) for m in model.tokenize(prompts)[1]]
     return GenerationResult(
         prompts=prompts,
         texts=[model.decode(r) for r in token_ids],

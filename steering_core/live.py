@@ -14,7 +14,7 @@ import torch
 
 from .errors import SteeringError
 from .generation import GenerationConfig, stream
-from .steering import Steering, make_term, random_unit_vector
+from .steering import Steering, check_alpha, make_term, random_unit_vector
 from .vectors import check_vector, read_vector_bytes
 
 MAX_SAMPLES = 16
@@ -88,12 +88,9 @@ def side_by_side(model, request: SideBySide) -> Iterator[SideBySideUpdate]:
         n = MAX_SAMPLES
     vec = check_vector(torch.as_tensor(request.vector), model.d_model)
     prompt = model.format_prompt(request.prompt, chat=request.chat) if request.prompt.strip() else request.prompt
-    try:
-        alpha = float(request.alpha)
-    except (TypeError, ValueError):
-        raise SteeringError(f"alpha must be a number, got {request.alpha!r}.") from None
-    if not torch.isfinite(torch.tensor(alpha)):
-        raise SteeringError(f"alpha must be a finite number, got {request.alpha}.")
+    alpha = check_alpha(request.alpha)
+    if not isinstance(alpha, float):
+        raise SteeringError("alpha must be one number for the Steer view.")
     alphas = torch.tensor([0.0] * n + [alpha] * n)
     term = make_term(model, request.layer, vec, alphas)
     seeds = [request.config.seed + j for j in range(n)] * 2

@@ -94,7 +94,8 @@ def _as_tensor(x, what: str) -> torch.Tensor:
     return t.float()
 
 
-def _check_alpha(alpha) -> float | torch.Tensor:
+def check_alpha(alpha) -> float | torch.Tensor:
+    """A finite number, or a finite 1-D tensor of per-row values; anything else is a SteeringError."""
     if isinstance(alpha, (int, float, np.floating, np.integer)) and not isinstance(alpha, bool):
         a = float(alpha)
         if not math.isfinite(a):
@@ -102,7 +103,7 @@ def _check_alpha(alpha) -> float | torch.Tensor:
         return a
     t = _as_tensor(alpha, "alpha")
     if t.dim() == 0:
-        return _check_alpha(float(t))
+        return check_alpha(float(t))
     if t.dim() != 1:
         raise SteeringError(f"alpha must be a number or a 1-D tensor of per-row values, got shape {tuple(t.shape)}.")
     if not torch.isfinite(t).all():
@@ -130,7 +131,7 @@ def make_term(model, layer, vector, alpha=1.0, term_cls: type[SteeringTerm] = St
         )
     if not torch.isfinite(v).all():
         raise SteeringError("vector contains NaN or infinite values.")
-    a = _check_alpha(alpha)
+    a = check_alpha(alpha)
     if isinstance(a, torch.Tensor) and v.dim() == 2 and a.shape[0] != v.shape[0]:
         raise SteeringError(f"{a.shape[0]} alphas for {v.shape[0]} vectors: give one alpha per row.")
     dev, dt = model.device, model.dtype
