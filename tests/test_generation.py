@@ -270,3 +270,9 @@ def test_embedded_strong_direction_changes_greedy_text_and_unsteered_restores_it
     assert "Paris" not in steered.texts[0]
     again = generate(embedded, [prompt], cfg)
     assert again.token_ids == original.token_ids and again.texts == original.texts
+
+
+def test_result_reports_each_prompts_token_length(tiny_hf):
+    prompts = ["ab", "a longer prompt"]
+    res = generate(tiny_hf, prompts, GenerationConfig(max_new_tokens=2, greedy=True))
+    assert res.prompt_lengths == [len(tiny_hf.tokenizer(p)["input_ids"]) for p in prompts]
