@@ -228,6 +228,9 @@ def _make_hook(key: int, layer: int):
         if not active and not recorders:
             return None
         hidden = output[0] if isinstance(output, tuple) else output
+        for rec in recorders:
+            if rec.before_steering and rec.key == key and layer in rec.layers:
+                rec.keep(layer, hidden)
         changed = False
         for owner, steer_set in active:
             if owner == key and layer in steer_set.layers:
@@ -235,7 +238,8 @@ def _make_hook(key: int, layer: int):
                 changed = True
         for rec in recorders:
             if rec.key == key and layer in rec.layers:
-                rec.store[layer] = hidden.detach().clone()
+                if not rec.before_steering:
+                    rec.keep(layer, hidden)
                 if rec.stop_after is not None and layer == rec.stop_after:
                     raise _StopForward
         if not changed:
@@ -306,6 +310,15 @@ class _Recorder:
     layers: set[int]
     stop_after: int | None
     store: dict[int, torch.Tensor] = field(default_factory=dict)
+    before_steering: bool = False
+    append: bool = False
+    chunks: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+
+    def keep(self, layer: int, hidden: torch.Tensor) -> None:
+        if self.append:
+            self.chunks.setdefault(layer, []).append(hidden.detach().clone())
+        else:
+            self.store[layer] = hidden.detach().clone()
 
 
 def record_residuals(
@@ -337,6 +350,31 @@ def record_residuals(
         finally:
             _RECORDERS.reset(token)
     return {layer: rec.store[layer] for layer in layers}
+
+
+@contextlib.contextmanager
+def recording(model, layers: Sequence[int], before_steering: bool = True) -> Iterator[dict[int, list[torch.Tensor]]]:
+    """Collect the residual after the given blocks on *every* forward pass inside the scope.
+
+    Yields ``{layer: [chunk, ...]}``: one ``[batch, new_positions, d_model]`` chunk per forward
+    call (the prefill, then one per decoding step). With ``before_steering`` the residual is read
+    before this layer's own steering is added. Because steering at block l only changes what
+    blocks after l see, that is exactly what an unsteered re-run of the steered rollout would
+    give at block l, so effect measurement needs no second pass over the rollouts.
+    """
+    layers = sorted({int(layer) for layer in layers})
+    for layer in layers:
+        if not 0 <= layer < model.n_layers:
+            raise SteeringError(f"layer {layer} is out of range 0..{model.n_layers - 1}.")
+    rec = _Recorder(id(model.module), set(layers), None, before_steering=before_steering, append=True)
+    for layer in layers:
+        rec.chunks[layer] = []
+    with _hooks_on(model, layers):
+        token = _RECORDERS.set(_RECORDERS.get() + (rec,))
+        try:
+            yield rec.chunks
+        finally:
+            _RECORDERS.reset(token)
 
 
 def random_unit_vector(d_model: int, seed: int = 0) -> torch.Tensor:
