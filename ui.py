@@ -6,6 +6,8 @@ No maths here: everything is a call into ``steering_core``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
 import streamlit as st
 
 from steering_core import SteeringCoreError, load_model
@@ -33,6 +35,29 @@ def default_sae_spec(model_spec: str) -> str:
         if (pack_sae / "cfg.json").is_file():
             return str(pack_sae)
     return ""
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _cached_pack(path: str):
+    from steering_core.packreader import FeaturePack
+
+    return FeaturePack(path)
+
+
+def current_pack():
+    """The feature pack that goes with the current SAE (the shipped one for the embedded model),
+    or None. Packs are read-only, so one open handle serves every session."""
+    from steering_core.packreader import default_pack_dir
+
+    model_spec, sae_spec = _specs()
+    d = default_pack_dir()
+    if not sae_spec or Path(sae_spec).resolve() != (d / "sae").resolve() or not (d / "pack.duckdb").exists():
+        return None
+    try:
+        return _cached_pack(str(d))
+    except SteeringCoreError as exc:
+        st.warning(f"Feature pack not opened: {exc}")
+        return None
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -135,3 +160,10 @@ def page_links() -> None:
 def setup_page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · steering workbench", layout="wide")
     model_picker()
+
+
+def fmt(v) -> str:
+    """Numbers to 3 significant digits, everything else as is (for metric lists)."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

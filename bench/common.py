@@ -8,12 +8,7 @@ import sys
 import time
 from typing import Callable
 
-#: The short open prompts of document 001 §3 (SAE-TS effects measurement).
-SAETS_PROMPTS = [
-    "I think", "Breaking news", "Last night", "For sale", "The weather", "Dear Sir/Madam",
-    "Preheat the oven", "It's interesting that", "Assistant:", "I went up to", "New study suggests",
-    "Once upon a time", "My favorite", "In the beginning",
-]
+from steering_core.effects import SAETS_PROMPTS  # noqa: F401,E402  (re-exported for benches)
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

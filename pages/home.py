@@ -32,6 +32,11 @@ with left:
                 "SAE can be loaded from the sidebar (Model and SAE).")
     else:
         st.markdown("\n".join(f"- **{k}**: {v}" for k, v in sae.describe().items()))
+    pack = ui.current_pack()
+    if pack is not None:
+        st.subheader("Feature pack")
+        summ = pack.summary()
+        st.markdown("\n".join(f"- **{k.replace('_', ' ')}**: {ui.fmt(v)}" for k, v in summ.items() if v is not None))
 with right:
     st.subheader("Mean residual norm after each block")
     fig = go.Figure(go.Bar(

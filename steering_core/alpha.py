@@ -52,7 +52,7 @@ def solve_alpha(g: torch.Tensor, c: torch.Tensor, target: float, fallback: torch
     disc = g * g + 2 * c * target
     root = torch.where(c.abs() > 1e-12, (-g + torch.sqrt(disc.clamp(min=0))) / c.where(c.abs() > 1e-12, torch.ones_like(c)),
                        target / g.where(g.abs() > 1e-12, torch.ones_like(g)))
-    ok = torch.isfinite(root) & (root > 0) & (disc >= 0)
+    ok = torch.isfinite(root) & (root > 0) & (disc >= 0) & ((c.abs() > 1e-12) | (g.abs() > 1e-12))
     return torch.where(ok, root, fallback.double()).float()
 
 
@@ -76,8 +76,13 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
     assumes no linear term for the first solve (2 evaluations per vector when the check passes,
     which is what a pack of thousands of features can afford).
     """
-    if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+    try:
+        target_f = float(target)
+    except (TypeError, ValueError):
+        target_f = float("nan")
+    if isinstance(target, bool) or not (math.isfinite(target_f) and target_f > 0):
         raise SteeringError(f"The ΔCE target must be a positive number of nats, got {target!r}.")
+    target = target_f
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     f = vectors.shape[0]
     if probe is None:

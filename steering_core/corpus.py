@@ -158,7 +158,7 @@ def read_parts(paths: list[Path]) -> list[str]:
     return docs
 
 
-def pack_windows(model, docs: list[str], window: int, max_tokens: int | None = None) -> np.ndarray:
+def pack_windows(model, docs, window: int, max_tokens: int | None = None) -> np.ndarray:
     """Concatenate documents (EOS between them) and cut the stream into equal windows."""
     tok = model.tokenizer
     sep = model.eos_token_id if model.eos_token_id is not None else model.pad_token_id
@@ -184,7 +184,7 @@ def build_corpus(model, spec: CorpusSpec, out: Path, seed: int, log_path: Path |
     parts = generate_parts(model, spec, out / "parts", seed, log_path, show_bar)
     gen = pack_windows(model, read_parts(parts), spec.window) if parts else np.zeros((0, spec.window), np.int64)
     if spec.package_tokens > 0 and extra_texts is not None:
-        pkg = pack_windows(model, list(extra_texts()), spec.window, spec.package_tokens)
+        pkg = pack_windows(model, extra_texts(), spec.window, spec.package_tokens)
     else:
         pkg = np.zeros((0, spec.window), np.int64)
     tokens = np.concatenate([gen, pkg])

@@ -368,7 +368,9 @@ class Builder:
                                             self.cfg.seed) - base.unsqueeze(0)
                 mat[ids] = eff.numpy()
                 mat.flush()
+                _crash_point(f"effects:{ci}:before_commit")
                 self._commit_effects(ci, ids, eff, base, a.alpha, a.dce)
+                _crash_point(f"effects:{ci}:after_commit")
                 bar.update(1)
         self.finish("effects", {"chunks": len(chunks), "features": len(live)},
                     {"effects_measured_features": str(len(live))})
@@ -469,7 +471,7 @@ class Builder:
             eff2 = steered_feature_means(self.model, self.sae, self.layer, self.directions(sub), alphas[i:i + per],
                                          self.cfg.effects, self.cfg.seed + 1) - base.unsqueeze(0)
             for r, f in enumerate(sub):
-                a = set(torch.from_numpy(np.asarray(mat[f])).topk(10).indices.tolist())
+                a = set(torch.from_numpy(np.array(mat[f])).topk(10).indices.tolist())
                 b = set(eff2[r].topk(10).indices.tolist())
                 overlaps.append(len(a & b))
         eff, live = self.effect_matrix()
@@ -525,6 +527,15 @@ def ship_pack(con, workdir: Path, target: Path) -> None:
         target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: ``STEERING_PACK_CRASH_AT=name`` SIGKILLs the build right here, so tests can
+    prove that a kill at the worst moment loses nothing."""
+    if os.environ.get("STEERING_PACK_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _insert_df(con, table: str, rows: list[tuple], cols: list[str]) -> None:

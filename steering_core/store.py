@@ -48,7 +48,7 @@ def connect(path: str | Path, read_only: bool = False):
     if path.exists() and path.is_file() and path.stat().st_size > 0:
         with open(path, "rb") as fh:
             head = fh.read(16)
-        if len(head) >= 12 and head[8:12] != b"DUCK":
+        if len(head) < 12 or head[8:12] != b"DUCK":
             raise StoreError(f"{path} is not a DuckDB database (corrupted or a different file); "
                              "move it away and rebuild.")
     try:

@@ -1,0 +1,227 @@
+"""The pack pipeline end to end on a tiny random model: contract tables, a build killed at the
+worst moments that resumes to identical tables, and clear refusals of bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steering_core.pack import Builder, PackConfigError, load_config
+from steering_core.store import StoreError, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY_TOML = """
+name = "tiny"
+model = "{model}"
+layer = 1
+out_dir = "{out}"
+ship_to = "{ship}"
+sae = "{sae}"
+top_effects = 8
+neighbors = 5
+stability_features = 4
+[corpus]
+generated_tokens = 600
+package_tokens = 2400
+window = 32
+gen_batch = 8
+gen_new_tokens = 16
+heldout_fraction = 0.1
+[sae_train]
+d_sae = 40
+k = 4
+training_tokens = 8192
+batch_size = 256
+n_checkpoints = 2
+[stats]
+top_snippets = 3
+[effects]
+prompts = ["I think", "Hello", "The weather"]
+new_tokens = 4
+baseline_rollouts_per_prompt = 2
+max_rows = 24
+"""
+
+#: meta keys that legitimately differ between two builds of the same config
+VOLATILE = ("seconds_", "build_date", "umap_build_s", "config")
+
+
+def write_config(tmp: Path, model: str = "tiny", sae: str = "train", **over) -> Path:
+    text = TINY_TOML.format(model=model, out=tmp / "build", ship=tmp / "pack", sae=sae)
+    for k, v in over.items():
+        text = text.replace(f"\n{k} = ", f"\n{k} = {v!r}\n#", 1) if f"\n{k} = " in text else f"{k} = {v!r}\n" + text
+    path = tmp / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "steering_core.pack", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def tables(db: Path) -> dict:
+    con = connect(db, read_only=True)
+    try:
+        out = {
+            "features": con.execute("SELECT * EXCLUDE (dec_x, dec_y, eff_x, eff_y) FROM features ORDER BY feature_id").fetchall(),
+            "maps": con.execute("SELECT dec_x, dec_y, eff_x, eff_y FROM features ORDER BY feature_id").fetchnumpy(),
+            "effects": con.execute("SELECT * FROM feature_effects ORDER BY source_feature, rank").fetchall(),
+            "neighbors": con.execute("SELECT * FROM feature_neighbors ORDER BY kind, feature_id, rank").fetchall(),
+            "snippets": con.execute("SELECT * FROM feature_snippets ORDER BY feature_id, kind, rank").fetchall(),
+            "meta": {k: v for k, v in con.execute("SELECT * FROM meta").fetchall() if not k.startswith(VOLATILE)},
+        }
+    finally:
+        con.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_build(tmp_path_factory):
+    """One uninterrupted tiny build (in a subprocess, as a user would run it)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    cfg = write_config(tmp)
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp
+
+
+def test_contract_tables_and_every_live_feature_measured(reference_build):
+    db = reference_build / "pack" / "pack.duckdb"
+    assert (reference_build / "pack" / "sae" / "cfg.json").exists()
+    assert (reference_build / "pack" / "approximator.safetensors").exists()
+    con = connect(db, read_only=True)
+    try:
+        names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert {"meta", "features", "feature_effects"} <= names
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        for key in ("model_id", "hook_point", "layer", "d_model", "d_sae", "sae_id", "effects_rollouts", "build_date",
+                    "sae_explained_variance", "approximator_r2_heldout", "stability_median_top10_overlap"):
+            assert key in meta, key
+        assert meta["hook_point"] == "blocks.1.hook_resid_post"
+        live = [r[0] for r in con.execute("SELECT feature_id FROM features WHERE live").fetchall()]
+        assert live
+        counts = dict(con.execute("SELECT source_feature, count(*) FROM feature_effects GROUP BY 1").fetchall())
+        assert all(counts.get(f, 0) == 8 for f in live)  # top_effects = 8 in the tiny config
+        # stored values are the k largest |effect| of the dense measurement
+        mat = np.load(reference_build / "build" / "effects.npy")
+        f = live[0]
+        stored = con.execute("SELECT target_feature, effect FROM feature_effects WHERE source_feature = ? ORDER BY rank",
+                             [f]).fetchall()
+        expect = np.argsort(-np.abs(mat[f]), kind="stable")[:8]
+        assert sorted(t for t, _ in stored) == sorted(expect.tolist())
+        for t, e in stored:
+            assert e == pytest.approx(float(mat[f, t]), abs=1e-6)
+        alphas = con.execute("SELECT alpha FROM features WHERE live").fetchall()
+        assert all(a[0] is not None and a[0] > 0 for a in alphas)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("point", ["effects:1:before_commit", "effects:2:after_commit"])
+def test_kill_mid_effects_resumes_to_identical_tables(reference_build, tmp_path, point):
+    cfg = write_config(tmp_path)
+    res = run_cli(["build", str(cfg), "--quiet"], {"STEERING_PACK_CRASH_AT": point})
+    assert res.returncode == -9, (res.returncode, res.stderr[-2000:])
+    con = connect(tmp_path / "build" / "build.duckdb", read_only=True)
+    chunks = con.execute("SELECT count(*) FROM effect_chunks").fetchone()[0]
+    con.close()
+    assert chunks == (1 if point.endswith("before_commit") else 3)
+    assert not (tmp_path / "pack").exists()
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = tables(reference_build / "pack" / "pack.duckdb")
+    b = tables(tmp_path / "pack" / "pack.duckdb")
+    for key in ("features", "effects", "neighbors", "snippets", "meta"):
+        assert a[key] == b[key], key
+    for col in a["maps"]:
+        np.testing.assert_allclose(a["maps"][col], b["maps"][col], atol=1e-4)
+
+
+def test_bad_hook_is_refused_before_any_work(tmp_path):
+    cfg = write_config(tmp_path)
+    text = cfg.read_text().replace("layer = 1", 'hook = "blocks.9.hook_resid_post"')
+    cfg.write_text(text)
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 2
+    assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "build" / "corpus.npz").exists()
+
+
+def test_sae_of_the_wrong_size_is_refused(tmp_path, tiny_hf):
+    from steering_core.models import tiny_model
+    from steering_core.saes import save_sae, tiny_sae
+
+    other = tiny_model("hf", n_layers=3, d_model=32, seed=1)
+    save_sae(tiny_sae(other, 1, d_sae=16), tmp_path / "wrong_sae")
+    cfg = load_config(write_config(tmp_path, sae=str(tmp_path / "wrong_sae")))
+    with pytest.raises(Exception) as info:
+        Builder(cfg, show_bar=False, model=tiny_hf).run()
+    assert "32" in str(info.value) and "64" in str(info.value)
+    assert not (tmp_path / "build" / "corpus.npz").exists()
+
+
+def test_existing_sae_skips_training(tmp_path, tiny_tl):
+    """A TransformerLens model with an existing sae_lens SAE: no SAE training, effects measured."""
+    from steering_core.saes import save_sae, tiny_sae
+
+    save_sae(tiny_sae(tiny_tl, 1, d_sae=24, k=4), tmp_path / "given_sae")
+    cfg = load_config(write_config(tmp_path, sae=str(tmp_path / "given_sae")))
+    cfg.corpus.generated_tokens = 0
+    Builder(cfg, show_bar=False, model=tiny_tl).run()
+    assert not (tmp_path / "build" / "sae_checkpoints").exists()
+    con = connect(tmp_path / "pack" / "pack.duckdb", read_only=True)
+    n = con.execute("SELECT count(DISTINCT source_feature) FROM feature_effects").fetchone()[0]
+    live = con.execute("SELECT count(*) FROM features WHERE live").fetchone()[0]
+    con.close()
+    assert n == live > 0
+
+
+def test_corrupted_and_locked_build_database(tmp_path):
+    cfg = write_config(tmp_path)
+    (tmp_path / "build").mkdir()
+    db = tmp_path / "build" / "build.duckdb"
+    db.write_bytes(b"this is not a database" * 100)
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 2 and "not a DuckDB database" in res.stderr
+    assert db.read_bytes() == b"this is not a database" * 100  # untouched
+    db.unlink()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        res = run_cli(["build", str(cfg), "--quiet"])
+        assert res.returncode == 2 and "another process" in res.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_unknown_config_keys_are_errors(tmp_path):
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text() + "\n[effects2]\nx = 1\n")
+    with pytest.raises(PackConfigError, match="Unknown"):
+        load_config(cfg)
+    cfg.write_text(TINY_TOML.replace("new_tokens = 4", "new_tokenz = 4").format(model="tiny", out="o", ship="s", sae="train"))
+    with pytest.raises(PackConfigError, match="new_tokenz"):
+        load_config(cfg)
+
+
+def test_disk_full_during_commit_writes_nothing(tmp_path, monkeypatch):
+    from steering_core import store
+
+    con = connect(tmp_path / "x.duckdb")
+    store.ensure_schema(con)
+    with pytest.raises(OSError):
+        with store.transaction(con):
+            con.execute("INSERT INTO meta VALUES ('a', 'b')")
+            raise OSError(28, "No space left on device")
+    assert con.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
+    con.close()
