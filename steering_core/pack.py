@@ -594,6 +594,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         raise
+    except Exception as exc:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            print(f"error: a database write failed ({str(exc).splitlines()[0]}); the transaction was rolled back, "
+                  "finished work is kept, rerun the same command to resume.", file=sys.stderr)
+            return 3
+        raise
     return 0
 
 

@@ -37,3 +37,15 @@ def embedded():
     from steering_core import load_model
 
     return load_model("embedded")
+
+
+@pytest.fixture(scope="session")
+def tiny_pack_build(tmp_path_factory):
+    """One uninterrupted tiny pack build, run through the CLI as a user would: ``<dir>/build`` is
+    the work directory, ``<dir>/pack`` the shipped pack (pack.duckdb, sae/, approximator)."""
+    from packs_util import run_cli, write_config
+
+    tmp = tmp_path_factory.mktemp("tinypack")
+    res = run_cli(["build", str(write_config(tmp)), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp

@@ -103,3 +103,13 @@ def test_model_picker_offline_name_explains_and_keeps_serving():
     assert not at.exception
     assert any("offline" in e.value or "not on this machine" in e.value for e in at.error)
     assert "`tiny-llama-2x64`" in at.markdown[0].value
+
+
+def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tiny_pack_build))
+    monkeypatch.setenv("STEERING_SAE", str(tiny_pack_build / "pack" / "sae"))
+    at = _app("app.py").run()
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "Feature pack" in [h.value for h in at.subheader]
+    assert "live features" in text and "explained variance" in text and "approximator r2" in text

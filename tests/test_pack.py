@@ -14,57 +14,7 @@ import pytest
 from steering_core.pack import Builder, PackConfigError, load_config
 from steering_core.store import StoreError, connect
 
-ROOT = Path(__file__).resolve().parent.parent
-
-TINY_TOML = """
-name = "tiny"
-model = "{model}"
-layer = 1
-out_dir = "{out}"
-ship_to = "{ship}"
-sae = "{sae}"
-top_effects = 8
-neighbors = 5
-stability_features = 4
-[corpus]
-generated_tokens = 600
-package_tokens = 2400
-window = 32
-gen_batch = 8
-gen_new_tokens = 16
-heldout_fraction = 0.1
-[sae_train]
-d_sae = 40
-k = 4
-training_tokens = 8192
-batch_size = 256
-n_checkpoints = 2
-[stats]
-top_snippets = 3
-[effects]
-prompts = ["I think", "Hello", "The weather"]
-new_tokens = 4
-baseline_rollouts_per_prompt = 2
-max_rows = 24
-"""
-
-#: meta keys that legitimately differ between two builds of the same config
-VOLATILE = ("seconds_", "build_date", "umap_build_s", "config")
-
-
-def write_config(tmp: Path, model: str = "tiny", sae: str = "train", **over) -> Path:
-    text = TINY_TOML.format(model=model, out=tmp / "build", ship=tmp / "pack", sae=sae)
-    for k, v in over.items():
-        text = text.replace(f"\n{k} = ", f"\n{k} = {v!r}\n#", 1) if f"\n{k} = " in text else f"{k} = {v!r}\n" + text
-    path = tmp / "tiny.toml"
-    path.write_text(text)
-    return path
-
-
-def run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "steering_core.pack", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+from packs_util import VOLATILE, run_cli, write_config  # noqa: E402
 
 
 def tables(db: Path) -> dict:
@@ -84,13 +34,8 @@ def tables(db: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference_build(tmp_path_factory):
-    """One uninterrupted tiny build (in a subprocess, as a user would run it)."""
-    tmp = tmp_path_factory.mktemp("ref")
-    cfg = write_config(tmp)
-    res = run_cli(["build", str(cfg), "--quiet"])
-    assert res.returncode == 0, res.stderr[-3000:]
-    return tmp
+def reference_build(tiny_pack_build):
+    return tiny_pack_build
 
 
 def test_contract_tables_and_every_live_feature_measured(reference_build):
@@ -212,6 +157,26 @@ def test_unknown_config_keys_are_errors(tmp_path):
     cfg.write_text(TINY_TOML.replace("new_tokens = 4", "new_tokenz = 4").format(model="tiny", out="o", ship="s", sae="train"))
     with pytest.raises(PackConfigError, match="new_tokenz"):
         load_config(cfg)
+
+
+def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
+    """The CLI answers a full disk with a sentence, and leaves no partial corpus file behind."""
+    import steering_core.corpus as corpus_mod
+    from steering_core import pack as pack_mod
+
+    real = np.savez_compressed
+
+    def full_disk(path, **arrays):
+        real(path, **arrays)  # a partial file exists when the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(corpus_mod.np, "savez_compressed", full_disk)
+    monkeypatch.setattr(pack_mod, "load_model", lambda spec: __import__("steering_core").tiny_model("hf", 3, 64, 0))
+    cfg = write_config(tmp_path)
+    assert pack_mod.main(["build", str(cfg), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "disk is full" in err
+    assert not list((tmp_path / "build").glob("corpus*"))
 
 
 def test_disk_full_during_commit_writes_nothing(tmp_path, monkeypatch):

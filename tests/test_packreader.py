@@ -1,0 +1,80 @@
+"""Reading a built pack: what the feature views ask for, and clear answers to bad ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from steering_core.packreader import FeatureLookupError, FeaturePack
+from steering_core.store import StoreError, connect
+
+
+@pytest.fixture(scope="module")
+def pack(tiny_pack_build):
+    p = FeaturePack(tiny_pack_build / "pack")
+    yield p
+    p.close()
+
+
+def test_summary_reports_quality_figures(pack):
+    s = pack.summary()
+    assert s["hook"] == "blocks.1.hook_resid_post"
+    assert s["d_sae"] == 40
+    assert s["measured_features"] == s["live_features"] > 0
+    assert -1.0 <= s["explained_variance"] <= 1.0
+    assert s["approximator_r2"] is not None and s["stability_top10_overlap"] is not None
+
+
+def test_effects_are_ranked_by_magnitude_and_labelled(pack):
+    fid = pack.con.execute("SELECT min(feature_id) FROM features WHERE measured").fetchone()[0]
+    effs = pack.effects(fid)
+    assert len(effs) == 8
+    mags = [abs(e.value) for e in effs]
+    assert mags == sorted(mags, reverse=True)
+    assert all(e.label for e in effs)
+
+
+def test_neighbor_kinds(pack):
+    fid = pack.con.execute("SELECT min(feature_id) FROM features WHERE measured").fetchone()[0]
+    cos = pack.neighbors("cosine", fid)
+    assert len(cos) == 5 and fid not in [c.feature_id for c in cos]
+    assert [c.value for c in cos] == sorted([c.value for c in cos], reverse=True)
+    sim = pack.neighbors("effect_similar", fid)
+    assert len(sim) == 5 and all(-1.0001 <= c.value <= 1.0001 for c in sim)
+    # actions of t: sources whose measured effect on t is largest and positive
+    t = pack.con.execute("SELECT feature_id FROM feature_neighbors WHERE kind = 'action' LIMIT 1").fetchone()[0]
+    acts = pack.neighbors("action", t)
+    assert acts and all(a.value > 0 for a in acts)
+
+
+def test_snippets_have_per_token_activations(pack):
+    fid = pack.con.execute("SELECT min(feature_id) FROM features WHERE live").fetchone()[0]
+    snips = pack.snippets(fid)
+    top = [s for s in snips if s["kind"] == "top"]
+    assert 1 <= len(top) <= 3
+    for s in top:
+        assert len(s["tokens"]) == len(s["acts"])
+        assert max(s["acts"]) == pytest.approx(s["max_act"], rel=1e-3)
+    assert top[0]["max_act"] >= top[-1]["max_act"]
+
+
+@pytest.mark.parametrize("bad", [-1, 40, 10**9, "abc", "3.5", None, ""])
+def test_bad_feature_ids_get_a_sentence(pack, bad):
+    with pytest.raises(FeatureLookupError) as info:
+        pack.feature(bad)
+    assert "0 to 39" in str(info.value)
+
+
+def test_numeric_strings_are_accepted(pack):
+    assert pack.feature(" 3 ")["feature_id"] == 3
+
+
+def test_empty_database_is_not_a_pack(tmp_path):
+    con = connect(tmp_path / "empty.duckdb")
+    con.close()
+    with pytest.raises(StoreError, match="not a feature pack"):
+        FeaturePack(tmp_path / "empty.duckdb")
+
+
+def test_missing_pack(tmp_path):
+    with pytest.raises(StoreError, match="No pack database"):
+        FeaturePack(tmp_path / "nothing_here")
