@@ -5,6 +5,7 @@ renders instantly."""
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,15 @@ class FeaturePack:
             raise StoreError(f"{db} is not a feature pack (missing tables {sorted(missing)}).")
         self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
         self.n_features = int(self.con.execute("SELECT count(*) FROM features").fetchone()[0])
+        self._local = threading.local()
+        self._cache: dict[str, object] = {}
+        self._cache_lock = threading.RLock()
+        self._cursors: list = []
 
     def close(self) -> None:
+        for cur in self._cursors:
+            cur.close()
+        self._cursors.clear()
         self.con.close()
 
     @property
@@ -74,6 +82,8 @@ class FeaturePack:
         }
 
     def check_feature(self, feature_id) -> int:
+        if self.n_features == 0:
+            raise FeatureLookupError("This pack has no features (an empty or unfinished build); rebuild it.")
         try:
             fid = int(str(feature_id).strip())
         except (TypeError, ValueError):
@@ -119,6 +129,145 @@ class FeaturePack:
     def baseline(self) -> np.ndarray | None:
         p = self.dir / "baseline.npy"
         return np.load(p) if p.exists() else None
+
+    # -- reads behind the feature browser (steering_core.explore) ------------------------------
+    # A pack is opened once per app process and shared by every browser session (each on its own
+    # Streamlit thread); one DuckDB connection must not run two queries at once, so these reads
+    # go through a per-thread cursor, and the large arrays are loaded once and kept.
+
+    def cursor(self):
+        """This thread's cursor on the pack (created on first use)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self.con.cursor()
+            with self._cache_lock:
+                self._cursors.append(cur)
+        return cur
+
+    def cached(self, key: str, load):
+        """``load()`` once per pack and key (a pack never changes while open, so this is safe)."""
+        with self._cache_lock:
+            if key not in self._cache:
+                self._cache[key] = load()
+            return self._cache[key]
+
+    @property
+    def pack_id(self) -> str:
+        """A stable name for this build of the pack (user notes are keyed by it): model, hook,
+        SAE width and build date, or the pack's folder when the meta table lacks any of them."""
+        parts = [self.meta.get(k) for k in ("model_id", "hook_point", "d_sae", "build_date")]
+        if all(parts):
+            return "|".join(str(p) for p in parts)
+        return f"path:{self.dir.resolve()}"
+
+    def effect_rows(self, feature_id) -> list[tuple]:
+        """Every stored effect of this source, rank order: ``(target, effect, rel_effect, label,
+        auto_label, density)``. All of them (a pack stores its top-k only), so callers can filter
+        without losing rows that a filter would allow."""
+        fid = self.check_feature(feature_id)
+        return self.cursor().execute(
+            "SELECT e.target_feature, e.effect, e.rel_effect, f.label, f.auto_label, f.density "
+            "FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
+            "WHERE e.source_feature = ? ORDER BY e.rank", [fid]).fetchall()
+
+    def neighbor_rows(self, kind: str, feature_id) -> list[tuple]:
+        """Every stored neighbour of one kind, rank order: ``(other, value, label, auto_label, density)``."""
+        fid = self.check_feature(feature_id)
+        return self.cursor().execute(
+            "SELECT n.other_id, n.value, f.label, f.auto_label, f.density "
+            "FROM feature_neighbors n LEFT JOIN features f ON f.feature_id = n.other_id "
+            "WHERE n.kind = ? AND n.feature_id = ? ORDER BY n.rank", [kind, fid]).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        return self.cached(f"table:{name}", lambda: bool(self.cursor().execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0]))
+
+    def feature_columns(self, columns: list[str], ids: list[int] | None = None) -> list[tuple]:
+        """Selected columns of the features table (all features, or the given ids), id order."""
+        allowed = {"feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
+                   "baseline_act", "alpha", "alpha_dce", "measured", "dec_x", "dec_y", "eff_x", "eff_y", "cluster"}
+        bad = [c for c in columns if c not in allowed]
+        if bad:
+            raise FeatureLookupError(f"Unknown feature column(s) {bad}.")
+        sql = f"SELECT {', '.join(columns)} FROM features"
+        if ids is None:
+            return self.cursor().execute(sql + " ORDER BY feature_id").fetchall()
+        return self.cursor().execute(sql + " WHERE feature_id IN (SELECT unnest(?)) ORDER BY feature_id",
+                                     [[int(i) for i in ids]]).fetchall()
+
+    def label_matches(self, text: str) -> list[tuple]:
+        """Features whose label or auto label contains ``text`` (case-insensitive), id order:
+        ``(feature_id, label, auto_label, density)``. A plain substring test, so the user's
+        ``%`` or ``_`` mean themselves."""
+        q = str(text).lower()
+        return self.cursor().execute(
+            "SELECT feature_id, label, auto_label, density FROM features "
+            "WHERE contains(lower(coalesce(label, '')), ?) OR contains(lower(coalesce(auto_label, '')), ?) "
+            "ORDER BY feature_id", [q, q]).fetchall()
+
+    def is_measured(self, feature_id) -> bool:
+        """Whether this feature's effects were measured (its ``measured`` flag or any stored row)."""
+        fid = self.check_feature(feature_id)
+        row = self.cursor().execute(
+            "SELECT coalesce(measured, false) OR EXISTS (SELECT 1 FROM feature_effects WHERE source_feature = ?) "
+            "FROM features WHERE feature_id = ?", [fid, fid]).fetchone()
+        return bool(row and row[0])
+
+    def decoder_row(self, feature_id) -> np.ndarray:
+        """The raw decoder row of a feature from ``sae/sae_weights.safetensors`` (one row read,
+        no sae_lens needed)."""
+        from safetensors import safe_open
+
+        fid = self.check_feature(feature_id)
+        path = self.sae_dir / "sae_weights.safetensors"
+        if not path.is_file():
+            raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
+        with safe_open(str(path), framework="np") as fh:
+            if "W_dec" not in fh.keys():
+                raise FeatureLookupError(f"{path} has no W_dec tensor.")
+            return np.asarray(fh.get_slice("W_dec")[fid : fid + 1], dtype=np.float32)[0]
+
+    def decoder_matrix(self) -> np.ndarray:
+        """All decoder rows ``[d_sae, d_model]``, unit-normalised (loaded once per pack)."""
+        def load():
+            from safetensors.numpy import load_file
+
+            path = self.sae_dir / "sae_weights.safetensors"
+            if not path.is_file():
+                raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
+            w = load_file(str(path)).get("W_dec")
+            if w is None:
+                raise FeatureLookupError(f"{path} has no W_dec tensor.")
+            w = np.asarray(w, dtype=np.float32)
+            return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        return self.cached("decoder_matrix", load)
+
+    def approximator(self):
+        """The pack's effect approximator (loaded once), or None when the pack has none."""
+        def load():
+            from .approximator import Approximator
+
+            path = self.dir / "approximator.safetensors"
+            return Approximator.load(path) if path.is_file() else None
+        return self.cached("approximator", load)
+
+    def cached_baseline(self) -> np.ndarray | None:
+        """:meth:`baseline`, read once."""
+        return self.cached("baseline", self.baseline)
+
+    def label_embedding_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(feature_ids, unit embeddings [n, dim])`` of the pack labels (loaded once)."""
+        def load():
+            if not self.has_table("label_embeddings"):
+                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            got = self.cursor().execute("SELECT feature_id, embedding FROM label_embeddings "
+                                        "WHERE embedding IS NOT NULL ORDER BY feature_id").fetchnumpy()
+            if len(got["feature_id"]) == 0:
+                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            ids = np.asarray(got["feature_id"], np.int64)
+            emb = np.stack([np.asarray(e, np.float32) for e in got["embedding"]])
+            return ids, emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return self.cached("label_embeddings", load)
 
 
 def open_default_pack() -> FeaturePack | None:
