@@ -20,6 +20,7 @@ DEFAULT_MODEL = os.environ.get("STEERING_MODEL", "embedded")
 PAGES = [
     ("pages/home.py", "Home", "Model, SAE, hook point and residual norms."),
     ("pages/steer.py", "Steer", "Live α slider: steered and unsteered completions side by side."),
+    ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
 ]
 
 
@@ -167,3 +168,10 @@ def fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return str(v)
+
+
+def user_notes():
+    """The user's own labels and notes (a separate DuckDB file: the shipped pack stays read-only)."""
+    from steering_core.usernotes import open_user_notes
+
+    return open_user_notes()

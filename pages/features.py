@@ -1,0 +1,346 @@
+"""Features: EffectVis-style browser over the pack: search, feature cards with measured effects,
+actions, cosine- and effect-similar lists, a pinned workspace with cross-highlighting, the
+cosine-vs-effect comparison, and the UMAP map."""
+
+import html
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from steering_core import SteeringCoreError
+from steering_core import explore as ex
+from steering_core.usernotes import Workspace, effective_label
+
+ui.setup_page("Features")
+st.title("Features")
+pack = ui.current_pack()
+if pack is None:
+    st.info("No feature pack is open. The embedded model opens the shipped pack in cache/pack/; "
+            "build one for your own model with `python -m steering_core.pack build CONFIG`.")
+    st.stop()
+notes = ui.user_notes()
+ss = st.session_state
+ss.setdefault("pins", [])
+ss.setdefault("selected", None)
+LISTS = [("Effects", "effects", ex.effects_list, "what steering with this feature does"),
+         ("Actions", "actions", ex.actions_list, "features whose steering raises this one most"),
+         ("Cosine-similar", "cosine", ex.cosine_list, "decoder directions pointing the same way"),
+         ("Effect-similar", "effsim", ex.effect_similar_list, "features whose effects look the same")]
+
+
+def open_feature(fid: int) -> None:
+    """Pin a card (newest first) and make it the selected feature everywhere."""
+    fid = int(fid)
+    if fid in ss.pins:
+        ss.pins.remove(fid)
+    ss.pins.insert(0, fid)
+    del ss.pins[8:]
+    ss.selected = fid
+
+
+# -- filters (sidebar; apply to every list) --------------------------------------------------------
+with st.sidebar:
+    st.subheader("List filters")
+    min_abs = st.number_input("Minimum |value|", 0.0, 1e9, 0.0, step=0.01, key="f_min_abs")
+    min_rel = st.number_input("Minimum |relative effect| (0 = off)", 0.0, 1e9, 0.0, step=0.1, key="f_min_rel",
+                              help="effect ÷ (baseline activation + 0.01): finds features that go from silent to active.")
+    hide_dense = st.toggle("Hide dense features", value=True, key="f_hide_dense")
+    max_density = st.slider("Density threshold", 0.0, 1.0, 0.2, 0.01, key="f_max_density", disabled=not hide_dense)
+    sign = st.radio("Sign", ex.SIGNS, horizontal=True, key="f_sign")
+try:
+    flt = ex.ListFilter(min_abs=min_abs, min_rel=min_rel or None, max_density=max_density if hide_dense else None,
+                        sign=sign)
+except SteeringCoreError as exc:
+    st.sidebar.error(str(exc))
+    flt = ex.ListFilter()
+
+s = pack.summary()
+st.caption(f"Pack: `{s['model']}` · `{s['hook']}` · {s['d_sae']} features ({s['measured_features']} with measured "
+           f"effects) · click any row to open its card; the selected feature is highlighted everywhere.")
+
+
+# -- rendering helpers ---------------------------------------------------------------------------
+def rows_frame(rows) -> pd.DataFrame:
+    return pd.DataFrame([{"feature": r.feature_id, "value": r.value, "relative": r.rel_value, "label": r.label,
+                          "density": r.density, "predicted": r.predicted} for r in rows],
+                        columns=["feature", "value", "relative", "label", "density", "predicted"])
+
+
+def show_list(title: str, rows, key: str) -> None:
+    """A ranked list with inline bars; a click opens that feature; the selected one is highlighted."""
+    df = rows_frame(rows)
+    if df.empty:
+        st.caption(f"{title}: nothing to show (no rows, or every row filtered out).")
+        return
+    if df["predicted"].any():
+        st.caption("Predicted by the effect approximator (this feature has no measured effects).")
+    vmax = float(df["value"].abs().max()) or 1.0
+    sel = ss.selected
+    styled = df.drop(columns=["predicted"]).style.apply(
+        lambda r: ["background-color: #ffe08a" if r["feature"] == sel else "" for _ in r], axis=1)
+    event = st.dataframe(
+        styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
+        column_config={
+            "value": st.column_config.ProgressColumn("value", min_value=-vmax if (df["value"] < 0).any() else 0.0,
+                                                     max_value=vmax, format="%.3f"),
+            "relative": st.column_config.NumberColumn("relative", format="%.2f"),
+            "density": st.column_config.NumberColumn("density", format="%.4f"),
+        },
+    )
+    picked = event.selection.rows if event and event.selection else []
+    if picked:
+        fid = int(df.iloc[picked[0]]["feature"])
+        if fid != ss.get(f"{key}_last"):
+            ss[f"{key}_last"] = fid
+            open_feature(fid)
+            st.rerun()
+    c1, c2 = st.columns(2)
+    c1.download_button("CSV", ex.rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
+    c2.download_button("JSON", ex.rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
+
+
+def snippet_html(snip: dict) -> str:
+    top = max(snip["max_act"], 1e-9)
+    spans = []
+    for tok, a in zip(snip["tokens"], snip["acts"]):
+        alpha = max(0.0, min(1.0, a / top))
+        spans.append(f'<span title="{a:.3f}" style="background: rgba(255,140,0,{alpha:.2f}); border-radius:3px">'
+                     f"{html.escape(tok).replace(chr(10), '⏎')}</span>")
+    return f'<div style="font-family:monospace; font-size:0.85em; margin-bottom:4px">{"".join(spans)}</div>'
+
+
+def steer_with(fid: int, feat: dict) -> None:
+    """Open the Steer page with this decoder row, the pack's layer and the loss-matched α."""
+    ss["vec_source"] = "SAE feature (decoder row)"
+    ss["vec_feature"] = str(fid)
+    ss["steer_feature"] = str(fid)
+    ss["layer"] = int(pack.meta.get("layer", 0))
+    if feat.get("alpha"):
+        ss["alpha"] = float(round(feat["alpha"], 1))
+        ss["steer_alpha"] = ss["alpha"]
+    st.switch_page("pages/steer.py")
+
+
+def card(fid: int, key: str, compact: bool = False) -> None:
+    feat = pack.feature(fid)
+    label = effective_label(pack, fid, notes)
+    mark = "🟨 " if ss.selected == fid else ""
+    st.markdown(f"### {mark}#{fid} · {html.escape(label)}")
+    m = st.columns(4)
+    m[0].metric("Density", f"{(feat['density'] or 0):.2%}")
+    m[1].metric("Max activation", f"{(feat['max_act'] or 0):.3g}")
+    m[2].metric("Loss-matched α", f"{feat['alpha']:.1f}" if feat.get("alpha") else "—",
+                help="α at which steering with this unit decoder row raises next-token loss by ≈0.5 nats.")
+    m[3].metric("Baseline activation", f"{(feat.get('baseline_act') or 0):.3g}")
+    b1, b2, b3 = st.columns(3)
+    if b1.button("Steer with this feature", key=f"{key}_steer", type="primary"):
+        steer_with(fid, feat)
+    if b2.button("Select", key=f"{key}_select"):
+        ss.selected = fid
+        st.rerun()
+    if b3.button("Unpin", key=f"{key}_unpin"):
+        ss.pins = [p for p in ss.pins if p != fid]
+        st.rerun()
+    with st.expander("Label and notes", expanded=False):
+        note = notes.get(pack, fid)
+        new_label = st.text_input("Label", value=label, key=f"{key}_label")
+        new_notes = st.text_area("Notes", value=note.notes or "", key=f"{key}_notes")
+        if st.button("Save", key=f"{key}_save"):
+            try:
+                notes.set_label(pack, fid, new_label)
+                notes.set_notes(pack, fid, new_notes)
+                st.success("Saved (in your user database; the shipped pack is unchanged).")
+            except SteeringCoreError as exc:
+                st.error(str(exc))
+    if not compact:
+        left, right = st.columns([1, 1])
+        with left:
+            counts = feat.get("hist_counts") or []
+            if counts and feat.get("hist_max"):
+                width = feat["hist_max"] / len(counts)
+                fig = go.Figure(go.Bar(x=[(i + 0.5) * width for i in range(len(counts))], y=counts))
+                fig.update_layout(height=200, margin=dict(l=0, r=0, t=20, b=0), title="Activation histogram",
+                                  yaxis_type="log", xaxis_title="activation")
+                st.plotly_chart(fig, width="stretch", key=f"{key}_hist")
+        with right:
+            top = ", ".join(f"`{html.escape(t.strip() or repr(t))}`" for t in (feat.get("top_logits") or []))
+            bot = ", ".join(f"`{html.escape(t.strip() or repr(t))}`" for t in (feat.get("bottom_logits") or []))
+            st.markdown(f"**Promotes** {top}\n\n**Suppresses** {bot}")
+        snips = pack.snippets(fid)
+        if snips:
+            with st.expander(f"Top activating snippets ({sum(s['kind'] == 'top' for s in snips)}) and lower quantiles",
+                             expanded=True):
+                st.markdown("".join(snippet_html(s) + ("" if s["kind"] == "top" else
+                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') for s in snips[:24]),
+                            unsafe_allow_html=True)
+    cols = st.columns(2 if compact else 4)
+    for i, (title, slug, fn, help_text) in enumerate(LISTS):
+        with cols[i % len(cols)]:
+            st.markdown(f"**{title}**", help=help_text)
+            try:
+                rows = fn(pack, fid, flt, k=32, notes=notes)
+            except SteeringCoreError as exc:
+                st.warning(str(exc))
+                continue
+            show_list(title, rows, f"{key}_{slug}")
+
+
+# -- tabs ------------------------------------------------------------------------------------------
+t_search, t_work, t_compare, t_map = st.tabs(["Search", "Workspace", "Compare", "Map"])
+
+with t_search:
+    mode = st.radio("Search by", ["Feature id", "Label text", "Meaning (semantic)", "What fires here"],
+                    horizontal=True, key="search_mode")
+    query = st.text_input("Query", key="search_query",
+                          placeholder="e.g. 12 · wedding · talk about cooking · a sentence to analyse")
+    if query.strip():
+        try:
+            if mode == "Feature id":
+                hit = ex.search_id(pack, query, notes)
+                open_feature(hit.feature_id)
+                st.success(f"Opened #{hit.feature_id} · {hit.label}")
+            elif mode == "What fires here":
+                toks = ex.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
+                                          notes=notes)
+                st.markdown("".join(
+                    f'<span title="{html.escape(", ".join(f"#{f.feature_id} {f.activation:.2f}" for f in t.features))}" '
+                    f'style="background: rgba(255,140,0,{min(1.0, (t.features[0].activation if t.features else 0) / 10):.2f});'
+                    f'border-radius:3px; font-family:monospace">{html.escape(t.token)}</span>' for t in toks),
+                    unsafe_allow_html=True)
+                df = pd.DataFrame([{"position": t.position, "token": t.token, "feature": f.feature_id,
+                                    "activation": f.activation, "label": f.label} for t in toks for f in t.features])
+                if df.empty:
+                    st.info("No feature fires on this text.")
+                else:
+                    ev = st.dataframe(df, key="fires_table", on_select="rerun", selection_mode="single-row",
+                                      hide_index=True, height=300)
+                    if ev.selection.rows:
+                        open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+            else:
+                hits = (ex.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
+                        else ex.semantic_search(pack, query, k=20, notes=notes))
+                if not hits:
+                    st.info(f"No feature matches {query!r}. Try fewer words, or search by meaning.")
+                else:
+                    df = pd.DataFrame([{"feature": h.feature_id, "label": h.label, "density": h.density,
+                                        "score": h.score} for h in hits])
+                    ev = st.dataframe(df, key="search_table", on_select="rerun", selection_mode="single-row",
+                                      hide_index=True, height=300)
+                    if ev.selection.rows:
+                        open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+        except SteeringCoreError as exc:
+            st.error(str(exc))
+    if ss.pins:
+        st.divider()
+        card(ss.pins[0], f"card_{ss.pins[0]}")
+
+with t_work:
+    if not ss.pins:
+        st.info("Open features from Search, a list row or the Map; they are pinned here side by side.")
+    for row_start in range(0, len(ss.pins), 2):
+        cols = st.columns(2)
+        for col, fid in zip(cols, ss.pins[row_start:row_start + 2]):
+            with col, st.container(border=True):
+                card(fid, f"ws_{fid}", compact=True)
+    st.divider()
+    w1, w2 = st.columns(2)
+    ws = Workspace.capture(pack, notes, ss.pins)
+    w1.download_button("Export workspace (JSON)", ws.to_json(), "workspace.json", "application/json", key="ws_export")
+    up = w2.file_uploader("Import workspace", type=["json"], key="ws_import")
+    if up is not None and ss.get("ws_imported") != up.file_id:
+        try:
+            loaded = Workspace.from_json(up.getvalue(), pack)
+            loaded.apply(pack, notes)
+            ss.pins = list(loaded.pinned)[:8]
+            ss.ws_imported = up.file_id
+            st.success(f"Imported {len(loaded.pinned)} pinned cards, {len(loaded.labels)} labels, "
+                       f"{len(loaded.notes)} notes.")
+        except SteeringCoreError as exc:
+            st.error(str(exc))
+
+with t_compare:
+    default = str(ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else 0))
+    cid = st.text_input("Feature", value=default, key="compare_id")
+    k = st.slider("Neighbours per list", 4, 32, 16, key="compare_k")
+    try:
+        fid = pack.check_feature(cid)
+        nb = ex.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
+        st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
+        fig = go.Figure()
+        fig.add_shape(type="circle", x0=0, y0=0, x1=2, y1=2, fillcolor="rgba(31,119,180,0.3)", line_width=1)
+        fig.add_shape(type="circle", x0=1.2, y0=0, x1=3.2, y1=2, fillcolor="rgba(255,127,14,0.3)", line_width=1)
+        fig.add_trace(go.Scatter(x=[0.6, 1.6, 2.6, 0.6, 2.6], y=[1, 1, 1, 2.2, 2.2], mode="text",
+                                 text=[str(len(nb.cosine_only)), str(len(nb.both)), str(len(nb.effect_only)),
+                                       "cosine-similar", "effect-similar"], textfont_size=16))
+        fig.update_layout(height=240, xaxis_visible=False, yaxis_visible=False, showlegend=False,
+                          margin=dict(l=0, r=0, t=10, b=0))
+        st.plotly_chart(fig, width="stretch", key="venn")
+        c1, c2, c3 = st.columns(3)
+        for col, title, items in ((c1, "Cosine only", nb.cosine_only), (c2, "Both", nb.both),
+                                  (c3, "Effect only", nb.effect_only)):
+            col.markdown(f"**{title}**")
+            col.dataframe(pd.DataFrame([{"feature": i.feature_id, "label": i.label} for i in items],
+                                       columns=["feature", "label"]), hide_index=True, key=f"cmp_{title}")
+        st.subheader("Growing groups (document 001, Appendix E)")
+        g = st.columns(2)
+        size = g[0].slider("Group size", 4, 32, 12, key="group_size")
+        per_step = g[1].slider("Added per step", 1, 4, 2, key="group_step")
+        cmp = ex.compare_groups(pack, fid, size=size, per_step=per_step, flt=flt, notes=notes)
+        st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {len(cmp.both)} features in both.")
+        gl, gr = st.columns(2)
+        both = {m.feature_id for m in cmp.both}
+        for col, title, grp in ((gl, "By effect similarity", cmp.effect_group), (gr, "By cosine similarity", cmp.cosine_group)):
+            col.markdown(f"**{title}**")
+            col.dataframe(pd.DataFrame([{"step": m.step, "feature": m.feature_id, "label": m.label,
+                                         "in both": m.feature_id in both} for m in grp]),
+                          hide_index=True, key=f"grp_{title}")
+    except SteeringCoreError as exc:
+        st.error(str(exc))
+
+with t_map:
+    c1, c2 = st.columns(2)
+    layout = c1.radio("Layout", ["Decoder directions", "Effect vectors"], horizontal=True, key="map_layout")
+    colour = c2.radio("Colour", ["Density", "Cluster"], horizontal=True, key="map_colour")
+    pts = pack.feature_columns(["feature_id", "dec_x", "dec_y", "eff_x", "eff_y", "density", "cluster", "label"])
+    xi, yi = (1, 2) if layout == "Decoder directions" else (3, 4)
+    pts = [p for p in pts if p[xi] is not None]
+    if not pts:
+        st.info("This pack has no map coordinates (its maps stage did not run).")
+    else:
+        ids = [p[0] for p in pts]
+        fig = go.Figure(go.Scattergl(
+            x=[p[xi] for p in pts], y=[p[yi] for p in pts], mode="markers", customdata=ids,
+            text=[f"#{p[0]} {p[7]}" for p in pts], hovertemplate="%{text}<extra></extra>",
+            marker=dict(size=5, color=[(p[5] or 0) if colour == "Density" else (p[6] or 0) for p in pts],
+                        colorscale="Viridis" if colour == "Density" else "Turbo", showscale=colour == "Density",
+                        opacity=0.7), name="features"))
+        focus = ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else None)
+        if focus is not None:
+            where = {p[0]: (p[xi], p[yi]) for p in pts}
+            for title, fn, colr in (("effect neighbours", ex.effects_list, "red"),
+                                    ("cosine neighbours", ex.cosine_list, "blue")):
+                try:
+                    near = [r.feature_id for r in fn(pack, focus, None, k=16) if r.feature_id in where]
+                except SteeringCoreError:
+                    near = []
+                fig.add_trace(go.Scatter(x=[where[i][0] for i in near], y=[where[i][1] for i in near], mode="markers",
+                                         marker=dict(size=11, color="rgba(0,0,0,0)", line=dict(color=colr, width=2)),
+                                         name=title, customdata=near, hoverinfo="skip"))
+            if focus in where:
+                fig.add_trace(go.Scatter(x=[where[focus][0]], y=[where[focus][1]], mode="markers",
+                                         marker=dict(size=16, symbol="star", color="gold", line_width=1),
+                                         name=f"#{focus}", hoverinfo="skip"))
+        fig.update_layout(height=600, margin=dict(l=0, r=0, t=10, b=0), legend_orientation="h")
+        ev = st.plotly_chart(fig, width="stretch", key="feature_map", on_select="rerun",
+                             selection_mode=("points", "box", "lasso"))
+        chosen = [int(p["customdata"]) for p in (ev.selection.points if ev and ev.selection else [])
+                  if p.get("customdata") is not None]
+        if chosen and chosen != ss.get("map_last"):
+            ss.map_last = chosen
+            for fid in reversed(chosen[:8]):
+                open_feature(fid)
+            st.rerun()
+        st.caption("Click or lasso points to open their cards (up to 8). Red rings: the focused feature's largest "
+                   "effects; blue rings: its cosine neighbours.")

@@ -1,0 +1,141 @@
+"""The Features page (AppTest) on a tiny pack the tests build: search, card, the four lists,
+filters, compare, map, and clear messages for bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["STEERING_MODEL"] = "tiny"
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+
+@pytest.fixture()
+def app_env(tiny_pack_build, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
+    monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
+    return cache
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "features.py"), default_timeout=120)
+    return at.run()
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [str(m.value) for m in at.metric]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [s.value for s in at.success]
+    parts += [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def _search(at: AppTest, mode: str, query: str) -> AppTest:
+    at.radio(key="search_mode").set_value(mode)
+    at.text_input(key="search_query").set_value(query)
+    return at.run()
+
+
+def test_search_by_id_opens_a_full_card(app_env):
+    at = _search(_page(), "Feature id", "3")
+    assert not at.exception, at.exception
+    text = _text(at)
+    assert "### #3 ·" in text or "#3 ·" in text
+    labels = {m.label for m in at.metric}
+    assert {"Density", "Max activation", "Loss-matched α", "Baseline activation"} <= labels
+    for title in ("Effects", "Actions", "Cosine-similar", "Effect-similar"):
+        assert f"**{title}**" in text
+    # the four lists render as tables with rows
+    assert len(at.dataframe) >= 3
+    assert at.session_state["pins"][0] == 3
+
+
+@pytest.mark.parametrize("query, message", [("-1", "does not exist"), ("99999", "does not exist"),
+                                            ("abc", "whole numbers")])
+def test_bad_ids_get_a_sentence(app_env, query, message):
+    at = _search(_page(), "Feature id", query)
+    assert not at.exception
+    assert message in " ".join(e.value for e in at.error)
+
+
+def test_label_and_semantic_search(app_env):
+    at = _page()
+    at = _search(at, "Label text", "zzzz-no-such-label")
+    assert "No feature matches" in _text(at)
+    from steering_core.packreader import FeaturePack
+
+    p = FeaturePack(app_env / "pack")
+    label = p.feature(5)["label"]
+    p.close()
+    at = _search(at, "Label text", label)
+    assert not at.exception
+    df = at.dataframe[0].value
+    assert 5 in df["feature"].tolist()
+    at = _search(at, "Meaning (semantic)", label)
+    assert not at.exception
+    assert at.dataframe[0].value["feature"].iloc[0] == 5 or 5 in at.dataframe[0].value["feature"].tolist()
+
+
+def test_what_fires_here(app_env):
+    at = _search(_page(), "What fires here", "Hello there, general Kenobi")
+    assert not at.exception, at.exception
+    df = at.dataframe[0].value
+    assert {"token", "feature", "activation"} <= set(df.columns) and len(df) > 0
+
+
+def test_filters_shrink_lists(app_env):
+    at = _search(_page(), "Feature id", "3")
+    before = sum(len(d.value) for d in at.dataframe)
+    at.number_input(key="f_min_abs").set_value(1e6)
+    at = at.run()
+    assert not at.exception
+    after = sum(len(d.value) for d in at.dataframe)
+    assert after < before
+    assert "nothing to show" in _text(at)
+
+
+def test_compare_and_groups(app_env):
+    at = _search(_page(), "Feature id", "3")
+    assert any(m.label.startswith("Jaccard") for m in at.metric)
+    assert "Jaccard of the two groups" in _text(at)
+
+
+def test_map_has_points(app_env):
+    at = _search(_page(), "Feature id", "3")
+    charts = at.get("plotly_chart")
+    assert charts, "no plotly charts"
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in charts]
+    scatter = [s for s in specs if any(t.get("type") == "scattergl" for t in s.get("data", []))]
+    assert scatter and len(scatter[0]["data"][0]["x"]) > 10
+
+
+def test_label_edit_is_saved_outside_the_pack(app_env):
+    before = (app_env / "pack" / "pack.duckdb").read_bytes()
+    at = _search(_page(), "Feature id", "3")
+    at.text_input(key="card_3_label").set_value("my own label")
+    at.button(key="card_3_save").click()
+    at = at.run()
+    assert "Saved" in _text(at)
+    at = _page()
+    at = _search(at, "Feature id", "3")
+    assert "my own label" in _text(at)
+    assert (app_env / "pack" / "pack.duckdb").read_bytes() == before
+    assert (app_env / "user.duckdb").exists()
+
+
+def test_no_pack_is_a_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STEERING_SAE", "tiny")
+    at = _page()
+    assert not at.exception
+    assert "No feature pack is open" in _text(at)
