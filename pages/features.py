@@ -78,6 +78,9 @@ def show_list(title: str, rows, key: str) -> None:
         st.caption("Predicted by the effect approximator (this feature has no measured effects).")
     vmax = float(df["value"].abs().max()) or 1.0
     sel = ss.selected
+    if sel is not None and sel in set(df["feature"]):
+        rank = int(df.index[df["feature"] == sel][0]) + 1
+        st.caption(f"🟨 #{sel} is in this list (rank {rank})")
     styled = df.drop(columns=["predicted"]).style.apply(
         lambda r: ["background-color: #ffe08a" if r["feature"] == sel else "" for _ in r], axis=1)
     event = st.dataframe(
@@ -199,8 +202,10 @@ with t_search:
         try:
             if mode == "Feature id":
                 hit = ex.search_id(pack, query, notes)
-                open_feature(hit.feature_id)
-                st.success(f"Opened #{hit.feature_id} · {hit.label}")
+                if ss.get("last_id_search") != query:  # open once per new query, not on every rerun
+                    ss.last_id_search = query
+                    open_feature(hit.feature_id)
+                st.success(f"#{hit.feature_id} · {hit.label}")
             elif mode == "What fires here":
                 toks = ex.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
                                           notes=notes)
@@ -216,7 +221,8 @@ with t_search:
                 else:
                     ev = st.dataframe(df, key="fires_table", on_select="rerun", selection_mode="single-row",
                                       hide_index=True, height=300)
-                    if ev.selection.rows:
+                    if ev.selection.rows and ss.get("fires_last") != ev.selection.rows[0]:
+                        ss.fires_last = ev.selection.rows[0]
                         open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
             else:
                 hits = (ex.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
@@ -228,7 +234,8 @@ with t_search:
                                         "score": h.score} for h in hits])
                     ev = st.dataframe(df, key="search_table", on_select="rerun", selection_mode="single-row",
                                       hide_index=True, height=300)
-                    if ev.selection.rows:
+                    if ev.selection.rows and ss.get("search_last") != (query, ev.selection.rows[0]):
+                        ss.search_last = (query, ev.selection.rows[0])
                         open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
         except SteeringCoreError as exc:
             st.error(str(exc))
