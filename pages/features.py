@@ -80,7 +80,7 @@ def show_list(title: str, rows, key: str) -> None:
     sel = ss.selected
     if sel is not None and sel in set(df["feature"]):
         rank = int(df.index[df["feature"] == sel][0]) + 1
-        st.caption(f"🟨 #{sel} is in this list (rank {rank})")
+        st.caption(f"★ #{sel} is in this list (rank {rank})")
     styled = df.drop(columns=["predicted"]).style.apply(
         lambda r: ["background-color: #ffe08a" if r["feature"] == sel else "" for _ in r], axis=1)
     event = st.dataframe(
@@ -129,7 +129,7 @@ def steer_with(fid: int, feat: dict) -> None:
 def card(fid: int, key: str, compact: bool = False) -> None:
     feat = pack.feature(fid)
     label = effective_label(pack, fid, notes)
-    mark = "🟨 " if ss.selected == fid else ""
+    mark = "★ " if ss.selected == fid else ""
     st.markdown(f"### {mark}#{fid} · {html.escape(label)}")
     m = st.columns(4)
     m[0].metric("Density", f"{(feat['density'] or 0):.2%}")

@@ -139,3 +139,34 @@ def test_no_pack_is_a_message(tmp_path, monkeypatch):
     at = _page()
     assert not at.exception
     assert "No feature pack is open" in _text(at)
+
+
+def test_empty_pack_is_a_message(tmp_path, monkeypatch):
+    from steering_core.store import connect, ensure_schema
+
+    (tmp_path / "pack").mkdir()
+    con = connect(tmp_path / "pack" / "pack.duckdb")
+    ensure_schema(con)
+    con.close()
+    (tmp_path / "pack" / "sae").mkdir()
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STEERING_SAE", str(tmp_path / "pack" / "sae"))
+    at = _page()
+    assert not at.exception
+    at = _search(at, "Feature id", "0")
+    assert not at.exception
+    assert "no features" in _text(at).lower() or "No feature pack" in _text(at)
+
+
+def test_steer_with_this_feature_fills_the_steer_page(app_env):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.switch_page("pages/features.py")
+    at = _search(at.run(), "Feature id", "3")
+    at.button(key="card_3_steer").click()
+    at = at.run()
+    assert not at.exception, at.exception
+    assert "Steer" in [t.value for t in at.title]  # landed on the Steer page
+    assert at.text_input(key="vec_feature").value == "3"
+    assert at.session_state["vec_feature"] == "3"
+    assert at.session_state["layer"] == 1
+    assert at.session_state["alpha"] > 0
