@@ -29,6 +29,8 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.generation
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.effects
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.lookup
 
 clean-cache:
 	rm -rf cache/models
