@@ -80,7 +80,7 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
         target_f = float(target)
     except (TypeError, ValueError):
         target_f = float("nan")
-    if isinstance(target, bool) or not (math.isfinite(target_f) and target_f > 0):
+    if isinstance(target, (bool, str, bytes)) or not (math.isfinite(target_f) and target_f > 0):
         raise SteeringError(f"The ΔCE target must be a positive number of nats, got {target!r}.")
     target = target_f
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
