@@ -14,7 +14,7 @@ import pytest
 from steering_core.pack import Builder, PackConfigError, load_config
 from steering_core.store import StoreError, connect
 
-from packs_util import VOLATILE, run_cli, write_config  # noqa: E402
+from packs_util import TINY_TOML, VOLATILE, run_cli, write_config  # noqa: E402
 
 
 def tables(db: Path) -> dict:
