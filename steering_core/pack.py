@@ -94,7 +94,7 @@ def _from_dict(cls, data: dict, where: str):
         raise PackConfigError(f"Unknown setting(s) {unknown} in [{where}]; known: {sorted(names)}.")
     kwargs = {}
     for k, v in data.items():
-        default = getattr(cls(), k) if k != "name" and cls is not PackConfig else None
+        default = getattr(cls(), k)
         if dataclasses.is_dataclass(default):
             kwargs[k] = _from_dict(type(default), v, k)
         elif isinstance(default, tuple) and isinstance(v, list):
@@ -505,7 +505,8 @@ def ship_pack(con, workdir: Path, target: Path) -> None:
     (tmp / "sae" / "COMPLETE").unlink(missing_ok=True)
     if (workdir / "approximator.safetensors").exists():
         shutil.copy2(workdir / "approximator.safetensors", tmp / "approximator.safetensors")
-    np.save(tmp / "baseline.npy", np.load(workdir / "baseline.npy")) if (workdir / "baseline.npy").exists() else None
+    if (workdir / "baseline.npy").exists():
+        shutil.copy2(workdir / "baseline.npy", tmp / "baseline.npy")
     db = tmp / "pack.duckdb"
     con.execute(f"ATTACH '{db}' AS shipped")
     try:
