@@ -49,3 +49,14 @@ def tiny_pack_build(tmp_path_factory):
     res = run_cli(["build", str(write_config(tmp)), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a busy 2-core machine: intra-op threads only spin against other load."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

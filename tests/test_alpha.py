@@ -14,12 +14,7 @@ from steering_core.errors import SteeringError
 from steering_core.models import REFERENCE_TEXTS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ref_ids(model, rows: int = 4) -> torch.Tensor:

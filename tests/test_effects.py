@@ -22,13 +22,7 @@ PROMPTS = ["I think", "Breaking news", "Once upon a time"]
 LAYER = 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a busy machine: intra-op threads only spin against the other load.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(**kw) -> EffectSpec:
