@@ -31,6 +31,9 @@ class SAETrainSpec:
     lr: float = 4e-4
     n_checkpoints: int = 8
     aux_loss_coefficient: float = 1.0
+    # steps without firing before a feature counts as dead and gets the auxiliary loss's gradient;
+    # None: a quarter of the run (capped at 1000)
+    dead_feature_window: int | None = None
 
 
 # -- activations ---------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ def train_sae(model, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrai
         lr_end=spec.lr / 10,
         n_checkpoints=spec.n_checkpoints,
         checkpoint_path=str(ckpt_dir),
-        dead_feature_window=max(50, min(1000, spec.training_tokens // spec.batch_size // 4)),
+        dead_feature_window=spec.dead_feature_window or max(50, min(1000, spec.training_tokens // spec.batch_size // 4)),
         feature_sampling_window=max(100, min(2000, spec.training_tokens // spec.batch_size // 2)),
         n_batches_for_norm_estimate=20,
     )

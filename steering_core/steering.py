@@ -75,6 +75,42 @@ class SteeringTerm:
         return hidden + delta
 
 
+@dataclass(frozen=True)
+class AceTerm(SteeringTerm):
+    """Affine concept editing (document 000 eq. 2.2): a ← a − proj_r(a) + proj_r(a₀) + α·r.
+
+    Plain addition shifts every activation by the same amount, so an input already far along r
+    overshoots. ACE *sets* the component along r to a₀'s component plus α·|r|, whatever it was,
+    and leaves the orthogonal part alone. With r = CAA and a₀ = the negatives' mean, α = 0 puts
+    every activation at the negatives' level and α = 1 at the positives'. ``vector`` is r,
+    ``reference`` is a₀ ``[d_model]``.
+    """
+
+    reference: torch.Tensor | None = None
+
+    def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        r = self.vector.to(hidden.dtype)
+        r = r if r.dim() == 2 else r.unsqueeze(0)  # [rows or 1, d]
+        r_hat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        now = (hidden * r_hat.unsqueeze(1)).sum(-1)  # [batch, pos]: current component along r̂
+        a = self.alpha
+        a = a.to(hidden.dtype).view(-1, 1) if isinstance(a, torch.Tensor) and a.dim() == 1 else float(a)
+        target = (r_hat @ self.reference.to(hidden.dtype)).view(-1, 1) + a * r.norm(dim=-1).view(-1, 1)
+        return hidden + (target - now).unsqueeze(-1) * r_hat.unsqueeze(1)
+
+
+def ace_term(model, layer, direction, reference, alpha=1.0) -> AceTerm:
+    """Validated :class:`AceTerm`: ``reference`` must be a finite ``[d_model]`` vector."""
+    ref = _as_tensor(reference, "reference")
+    if ref.dim() != 1 or ref.shape[0] != model.d_model:
+        raise SteeringError(f"ACE reference has shape {tuple(ref.shape)}; it must be a vector of length {model.d_model}.")
+    if not torch.isfinite(ref).all():
+        raise SteeringError("ACE reference contains NaN or infinite values.")
+    if float(_as_tensor(direction, "vector").norm()) == 0.0:
+        raise SteeringError("ACE needs a non-zero direction.")
+    return make_term(model, layer, direction, alpha, term_cls=AceTerm, reference=ref.to(model.device, model.dtype))
+
+
 def _as_tensor(x, what: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach()

@@ -185,3 +185,59 @@ def test_per_row_vectors_with_wrong_batch_are_refused(tiny_hf):
     with pytest.raises(SteeringError, match="rows"):
         _logits(tiny_hf, PROMPTS, [(1, vecs, 1.0)])
     assert installed_hook_count(tiny_hf) == 0
+
+
+# -- ACE: an operator other than addition -------------------------------------------------------
+
+
+def test_ace_moves_the_reference_point_to_exactly_a0_plus_alpha_r():
+    from steering_core.steering import AceTerm
+
+    g = torch.Generator().manual_seed(0)
+    r, a0 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    term = AceTerm(layer=0, vector=r, alpha=0.7, reference=a0)
+    hidden = a0.expand(2, 3, 16).clone()
+    out = term.apply(hidden, term.delta)
+    assert torch.allclose(out, (a0 + 0.7 * r).expand(2, 3, 16), atol=1e-5)
+
+
+def test_ace_sets_the_component_along_r_and_keeps_the_rest():
+    from steering_core.steering import AceTerm
+
+    g = torch.Generator().manual_seed(1)
+    r, a0 = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    r_hat = r / r.norm()
+    term = AceTerm(layer=0, vector=r, alpha=-1.3, reference=a0)
+    hidden = 5 * torch.randn(4, 7, 16, generator=g)
+    out = term.apply(hidden, term.delta)
+    # set, not added to: every position ends at the same component, whatever it started at
+    target = float(a0 @ r_hat) - 1.3 * float(r.norm())
+    assert torch.allclose(out @ r_hat, torch.full((4, 7), target), atol=1e-4)
+    perp = lambda x: x - (x @ r_hat).unsqueeze(-1) * r_hat  # noqa: E731
+    assert torch.allclose(perp(out), perp(hidden), atol=1e-4)
+
+
+def test_ace_through_the_model_sets_the_residual_component(tiny):
+    from steering_core.steering import ace_term
+
+    d = tiny.d_model
+    r, a0 = random_unit_vector(d, seed=3) * 2.0, random_unit_vector(d, seed=4)
+    ids, mask = tiny.tokenize(PROMPTS)
+    st = steering(tiny, ace_term(tiny, 1, r, a0, alpha=0.5))
+    res = record_residuals(tiny, ids, mask, [1], steering=st)[1]
+    r_hat = r / r.norm()
+    comp = (res.float() @ r_hat)[mask.bool()]
+    assert torch.allclose(comp, torch.full_like(comp, float(a0 @ r_hat) + 0.5 * 2.0), atol=1e-3)
+    # and it is not a no-op even at α = 0 (it still moves every activation onto a₀'s level)
+    assert not steering(tiny, ace_term(tiny, 1, r, a0, alpha=0.0)).is_noop()
+
+
+def test_ace_term_validates_its_reference(tiny):
+    from steering_core.steering import ace_term
+
+    with pytest.raises(SteeringError, match="reference"):
+        ace_term(tiny, 1, random_unit_vector(tiny.d_model), torch.zeros(3))
+    with pytest.raises(SteeringError, match="NaN"):
+        ace_term(tiny, 1, random_unit_vector(tiny.d_model), torch.full((tiny.d_model,), float("nan")))
+    with pytest.raises(SteeringError, match="non-zero"):
+        ace_term(tiny, 1, torch.zeros(tiny.d_model), torch.zeros(tiny.d_model))
