@@ -122,3 +122,17 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
         g[idx], c[idx] = g2, c2
         evals += 1
     return AlphaResult(alpha=a1, dce=d1, curvature=c.float(), slope=g.float(), evals_per_vector=evals)
+
+
+def reference_ids(model, window: int = 32, windows: int = 4) -> torch.Tensor:
+    """Equal-length rows of neutral reference text (``models.REFERENCE_TEXTS`` run together) for
+    ΔCE when no pack corpus is at hand: ``[windows, window]`` token ids (fewer rows if the text
+    runs out)."""
+    from .models import REFERENCE_TEXTS
+
+    ids, mask = model.tokenize([" ".join(t.strip() for t in REFERENCE_TEXTS)])
+    stream = ids[0][mask[0].bool()]
+    n = max(1, min(windows, stream.numel() // window))
+    if stream.numel() < window:
+        raise SteeringError(f"The reference text has only {stream.numel()} tokens; a window of {window} is too long.")
+    return stream[: n * window].view(n, window).to(model.device)

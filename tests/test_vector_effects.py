@@ -1,0 +1,99 @@
+""""What does this vector do?" on the tiny pack: cosine, predicted and measured effects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steering_core import load_model
+from steering_core.packreader import FeaturePack
+from steering_core.saes import load_sae_from_disk
+from steering_core.vector_effects import (
+    EffectCache,
+    VectorEffectsError,
+    cosine_rows,
+    effect_rows,
+    measure,
+    predicted,
+)
+
+
+@pytest.fixture(scope="module")
+def env(tiny_pack_build, one_thread):
+    pack = FeaturePack(tiny_pack_build / "pack")
+    model = load_model("tiny")
+    sae = load_sae_from_disk(pack.sae_dir, model)
+    yield pack, model, sae
+    pack.close()
+
+
+def _measured_feature(pack):
+    return pack.con.execute("SELECT feature_id, alpha FROM features WHERE measured ORDER BY feature_id LIMIT 1").fetchone()
+
+
+def test_a_decoder_row_is_most_cosine_similar_to_its_own_feature(env):
+    pack, _, _ = env
+    fid, _ = _measured_feature(pack)
+    rows = cosine_rows(pack, torch.from_numpy(pack.decoder_row(fid)) * 3.0, k=5)
+    assert rows[0].feature_id == fid and rows[0].value == pytest.approx(1.0, abs=1e-5)
+    assert [r.value for r in rows] == sorted((r.value for r in rows), reverse=True)
+
+
+def test_predicted_effects_are_the_approximator_on_the_unit_vector(env):
+    pack, _, _ = env
+    v = torch.randn(pack.decoder_matrix().shape[1], generator=torch.Generator().manual_seed(0))
+    got = predicted(pack, 5 * v)
+    approx = pack.approximator()
+    ref = (v / v.norm()) @ approx.M + approx.b
+    assert np.allclose(got, ref.numpy(), atol=1e-5)
+    rows = effect_rows(pack, got, k=6, is_predicted=True)
+    assert all(r.predicted for r in rows) and len(rows) == 6
+    assert [abs(r.value) for r in rows] == sorted((abs(r.value) for r in rows), reverse=True)
+
+
+def test_measuring_a_features_decoder_row_reproduces_the_packs_effects(env):
+    pack, model, sae = env
+    fid, alpha = _measured_feature(pack)
+    m = measure(model, sae, pack, torch.from_numpy(pack.decoder_row(fid)), layer=1, alpha=alpha, seed=0)
+    stored = {e.feature_id: e.value for e in pack.effects(fid, k=8)}
+    for target, eff in stored.items():
+        assert m.effects[target] == pytest.approx(eff, abs=1e-4)
+    rows = effect_rows(pack, m.effects, k=8)
+    assert not any(r.predicted for r in rows)
+    assert {r.feature_id for r in rows} == set(stored)
+
+
+def test_measurement_is_cached_by_vector_alpha_and_seed(env, tmp_path):
+    pack, model, sae = env
+    cache = EffectCache(tmp_path / "lib.duckdb")
+    v = torch.from_numpy(pack.decoder_row(0))
+    a = measure(model, sae, pack, v, layer=1, alpha=2.0, cache=cache)
+    b = measure(model, sae, pack, v, layer=1, alpha=2.0, cache=cache)
+    assert not a.from_cache and b.from_cache and np.allclose(a.effects, b.effects, atol=1e-6)
+    c = measure(model, sae, pack, v, layer=1, alpha=3.0, cache=cache)
+    assert not c.from_cache
+    auto = measure(model, sae, pack, v, layer=1, alpha=None, cache=cache)
+    assert auto.alpha > 0 and auto.dce is not None
+    cache.close()
+    # survives a reopen
+    again = EffectCache(tmp_path / "lib.duckdb")
+    assert measure(model, sae, pack, v, layer=1, alpha=2.0, cache=again).from_cache
+    again.close()
+
+
+def test_bad_vectors_get_a_sentence(env):
+    pack, model, sae = env
+    d = pack.decoder_matrix().shape[1]
+    with pytest.raises(VectorEffectsError, match="dimensions"):
+        cosine_rows(pack, torch.ones(d + 1))
+    with pytest.raises(VectorEffectsError, match="zero"):
+        predicted(pack, torch.zeros(d))
+    bad = torch.ones(d)
+    bad[0] = float("nan")
+    with pytest.raises(VectorEffectsError, match="NaN"):
+        predicted(pack, bad)
+    with pytest.raises(VectorEffectsError, match="block 2"):
+        measure(model, sae, pack, torch.ones(d), layer=2, alpha=1.0)
+    with pytest.raises(VectorEffectsError, match="finite"):
+        measure(model, sae, pack, torch.ones(d), layer=1, alpha=float("inf"))
