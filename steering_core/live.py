@@ -14,7 +14,7 @@ import torch
 
 from .errors import SteeringError
 from .generation import GenerationConfig, stream
-from .steering import Steering, check_alpha, make_term, random_unit_vector
+from .steering import Steering, ace_term, check_alpha, make_term, random_unit_vector
 from .vectors import check_vector, read_vector_bytes
 
 MAX_SAMPLES = 16
@@ -65,6 +65,7 @@ class SideBySide:
     chat: bool = True
     n_samples: int = 2
     config: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=0.8, top_k=50)
+    reference: torch.Tensor | None = None  # ACE's a₀: the vector then *sets* its component (see AceTerm)
 
 
 @dataclass
@@ -92,7 +93,11 @@ def side_by_side(model, request: SideBySide) -> Iterator[SideBySideUpdate]:
     if not isinstance(alpha, float):
         raise SteeringError("alpha must be one number for the Steer view.")
     alphas = torch.tensor([0.0] * n + [alpha] * n)
-    term = make_term(model, request.layer, vec, alphas)
+    if request.reference is not None:
+        # ACE edits even at α = 0, so the unsteered half is masked out rather than given α = 0
+        term = ace_term(model, request.layer, vec, request.reference, alphas, active=[False] * n + [True] * n)
+    else:
+        term = make_term(model, request.layer, vec, alphas)
     seeds = [request.config.seed + j for j in range(n)] * 2
     for ev in stream(model, [prompt] * (2 * n), request.config, Steering.of([term]), row_seeds=seeds, notes=notes):
         done = all(ev.finished)

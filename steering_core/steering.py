@@ -87,6 +87,7 @@ class AceTerm(SteeringTerm):
     """
 
     reference: torch.Tensor | None = None
+    active: torch.Tensor | None = None  # [batch] bool: rows left untouched where False
 
     def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         r = self.vector.to(hidden.dtype)
@@ -96,11 +97,17 @@ class AceTerm(SteeringTerm):
         a = self.alpha
         a = a.to(hidden.dtype).view(-1, 1) if isinstance(a, torch.Tensor) and a.dim() == 1 else float(a)
         target = (r_hat @ self.reference.to(hidden.dtype)).view(-1, 1) + a * r.norm(dim=-1).view(-1, 1)
-        return hidden + (target - now).unsqueeze(-1) * r_hat.unsqueeze(1)
+        edited = hidden + (target - now).unsqueeze(-1) * r_hat.unsqueeze(1)
+        if self.active is None:
+            return edited
+        if self.active.shape[0] != hidden.shape[0]:
+            raise SteeringError(f"ACE row mask has {self.active.shape[0]} rows but the batch has {hidden.shape[0]}.")
+        return torch.where(self.active.view(-1, 1, 1).to(hidden.device), edited, hidden)
 
 
-def ace_term(model, layer, direction, reference, alpha=1.0) -> AceTerm:
-    """Validated :class:`AceTerm`: ``reference`` must be a finite ``[d_model]`` vector."""
+def ace_term(model, layer, direction, reference, alpha=1.0, active=None) -> AceTerm:
+    """Validated :class:`AceTerm`: ``reference`` must be a finite ``[d_model]`` vector; ``active``
+    (optional ``[batch]`` bools) edits only some rows, e.g. the steered half of a side-by-side batch."""
     ref = _as_tensor(reference, "reference")
     if ref.dim() != 1 or ref.shape[0] != model.d_model:
         raise SteeringError(f"ACE reference has shape {tuple(ref.shape)}; it must be a vector of length {model.d_model}.")
@@ -108,7 +115,10 @@ def ace_term(model, layer, direction, reference, alpha=1.0) -> AceTerm:
         raise SteeringError("ACE reference contains NaN or infinite values.")
     if float(_as_tensor(direction, "vector").norm()) == 0.0:
         raise SteeringError("ACE needs a non-zero direction.")
-    return make_term(model, layer, direction, alpha, term_cls=AceTerm, reference=ref.to(model.device, model.dtype))
+    if active is not None:
+        active = torch.as_tensor(active, dtype=torch.bool).reshape(-1)
+    return make_term(model, layer, direction, alpha, term_cls=AceTerm, reference=ref.to(model.device, model.dtype),
+                     active=active)
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:

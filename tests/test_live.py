@@ -31,6 +31,15 @@ def test_unsteered_column_equals_plain_generation_and_steered_differs(tiny_hf):
     assert last.steered != last.unsteered
 
 
+def test_ace_vector_edits_only_the_steered_column(tiny_hf):
+    ref = 3 * random_unit_vector(tiny_hf.d_model, 9)
+    last = _last(tiny_hf, reference=ref, alpha=0.0)
+    prompt = tiny_hf.format_prompt("hello")
+    plain = generate(tiny_hf, [prompt] * 2, GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5))
+    assert last.unsteered == plain.texts  # the mask keeps ACE off the unsteered rows
+    assert last.steered != last.unsteered  # ACE at α = 0 still moves activations to a₀'s level
+
+
 def test_alpha_zero_gives_identical_columns(tiny_hf):
     last = _last(tiny_hf, alpha=0.0)
     assert last.steered == last.unsteered
