@@ -134,6 +134,9 @@ def sample_next(
     """
     if config.is_greedy:
         return logits.argmax(-1)
+    u = torch.stack([torch.rand((), generator=g) for g in generators])
+    if config.top_k is not None and config.top_k < logits.shape[-1] and (config.top_p is None or config.top_p >= 1):
+        return _sample_top_k(logits, config, u)
     logits = logits.float() / config.temperature
     if config.top_k is not None and config.top_k < logits.shape[-1]:
         kth = torch.topk(logits, config.top_k, dim=-1).values[:, -1:]
@@ -145,7 +148,7 @@ def sample_next(
         sorted_p = sorted_p.masked_fill(before >= config.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     cdf = probs.cumsum(-1)
-    u = torch.stack([torch.rand((), generator=g) for g in generators]).to(cdf.device, cdf.dtype)
+    u = u.to(cdf.device, cdf.dtype)
     idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
     # never pick a zero-probability token at the clamp edge
     idx = idx.clamp(max=probs.shape[-1] - 1)
@@ -153,6 +156,24 @@ def sample_next(
     if zero.any():
         idx = torch.where(zero, probs.argmax(-1), idx)
     return idx
+
+
+def _sample_top_k(logits: torch.Tensor, config: GenerationConfig, u: torch.Tensor) -> torch.Tensor:
+    """Top-k inverse-CDF sampling on the k candidates only (softmax, cumsum and search over k
+    values instead of the whole vocabulary, which dominated sampling time for big batches). The
+    candidates are walked in vocabulary order, as the full-vocabulary walk does, so a row's token
+    for a given uniform is the same either way (barring exact ties at the k-th logit)."""
+    vals, idx = torch.topk(logits, config.top_k, dim=-1)
+    idx, order = idx.sort(dim=-1)
+    vals = vals.gather(-1, order).float() / config.temperature
+    probs = torch.softmax(vals, dim=-1)
+    cdf = probs.cumsum(-1)
+    j = torch.searchsorted(cdf, (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    j = j.clamp(max=probs.shape[-1] - 1)
+    zero = probs.gather(1, j.unsqueeze(1)).squeeze(1) <= 0  # never a zero-probability candidate
+    if zero.any():
+        j = torch.where(zero, probs.argmax(-1), j)
+    return idx.gather(1, j.unsqueeze(1)).squeeze(1)
 
 
 def stream(
