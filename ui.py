@@ -175,3 +175,60 @@ def user_notes():
     from steering_core.usernotes import open_user_notes
 
     return open_user_notes()
+
+
+def rows_frame(rows):
+    import pandas as pd
+
+    return pd.DataFrame([{"feature": r.feature_id, "value": r.value, "relative": r.rel_value, "label": r.label,
+                          "density": r.density, "predicted": r.predicted} for r in rows],
+                        columns=["feature", "value", "relative", "label", "density", "predicted"])
+
+
+def feature_list(title: str, rows, key: str, selected: int | None = None, on_open=None) -> None:
+    """A ranked feature list with inline bars (the browser's list component, shared by every page
+    that lists features). A click calls ``on_open(feature_id)``; ``selected`` is highlighted."""
+    from steering_core import explore as ex
+
+    df = rows_frame(rows)
+    if df.empty:
+        st.caption(f"{title}: nothing to show (no rows, or every row filtered out).")
+        return
+    if df["predicted"].any():
+        st.caption("Predicted by the effect approximator, not measured.")
+    vmax = float(df["value"].abs().max()) or 1.0
+    if selected is not None and selected in set(df["feature"]):
+        rank = int(df.index[df["feature"] == selected][0]) + 1
+        st.caption(f"★ #{selected} is in this list (rank {rank})")
+    styled = df.drop(columns=["predicted"]).style.apply(
+        lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1)
+    event = st.dataframe(
+        styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
+        column_config={
+            "value": st.column_config.ProgressColumn("value", min_value=-vmax if (df["value"] < 0).any() else 0.0,
+                                                     max_value=vmax, format="%.3f"),
+            "relative": st.column_config.NumberColumn("relative", format="%.2f"),
+            "density": st.column_config.NumberColumn("density", format="%.4f"),
+        },
+    )
+    picked = event.selection.rows if event and event.selection else []
+    if picked and on_open is not None:
+        fid = int(df.iloc[picked[0]]["feature"])
+        if fid != st.session_state.get(f"{key}_last"):
+            st.session_state[f"{key}_last"] = fid
+            on_open(fid)
+            st.rerun()
+    c1, c2 = st.columns(2)
+    c1.download_button("CSV", ex.rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
+    c2.download_button("JSON", ex.rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
+
+
+def open_feature_card(fid: int) -> None:
+    """Pin a feature's card on the Features page and go there (from any other page)."""
+    pins = st.session_state.setdefault("pins", [])
+    if fid in pins:
+        pins.remove(fid)
+    pins.insert(0, int(fid))
+    del pins[8:]
+    st.session_state.selected = int(fid)
+    st.switch_page("pages/features.py")

@@ -62,46 +62,8 @@ st.caption(f"Pack: `{s['model']}` · `{s['hook']}` · {s['d_sae']} features ({s[
 
 
 # -- rendering helpers ---------------------------------------------------------------------------
-def rows_frame(rows) -> pd.DataFrame:
-    return pd.DataFrame([{"feature": r.feature_id, "value": r.value, "relative": r.rel_value, "label": r.label,
-                          "density": r.density, "predicted": r.predicted} for r in rows],
-                        columns=["feature", "value", "relative", "label", "density", "predicted"])
-
-
 def show_list(title: str, rows, key: str) -> None:
-    """A ranked list with inline bars; a click opens that feature; the selected one is highlighted."""
-    df = rows_frame(rows)
-    if df.empty:
-        st.caption(f"{title}: nothing to show (no rows, or every row filtered out).")
-        return
-    if df["predicted"].any():
-        st.caption("Predicted by the effect approximator (this feature has no measured effects).")
-    vmax = float(df["value"].abs().max()) or 1.0
-    sel = ss.selected
-    if sel is not None and sel in set(df["feature"]):
-        rank = int(df.index[df["feature"] == sel][0]) + 1
-        st.caption(f"★ #{sel} is in this list (rank {rank})")
-    styled = df.drop(columns=["predicted"]).style.apply(
-        lambda r: ["background-color: #ffe08a" if r["feature"] == sel else "" for _ in r], axis=1)
-    event = st.dataframe(
-        styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
-        column_config={
-            "value": st.column_config.ProgressColumn("value", min_value=-vmax if (df["value"] < 0).any() else 0.0,
-                                                     max_value=vmax, format="%.3f"),
-            "relative": st.column_config.NumberColumn("relative", format="%.2f"),
-            "density": st.column_config.NumberColumn("density", format="%.4f"),
-        },
-    )
-    picked = event.selection.rows if event and event.selection else []
-    if picked:
-        fid = int(df.iloc[picked[0]]["feature"])
-        if fid != ss.get(f"{key}_last"):
-            ss[f"{key}_last"] = fid
-            open_feature(fid)
-            st.rerun()
-    c1, c2 = st.columns(2)
-    c1.download_button("CSV", ex.rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
-    c2.download_button("JSON", ex.rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
+    ui.feature_list(title, rows, key, selected=ss.selected, on_open=open_feature)
 
 
 def snippet_html(snip: dict) -> str:
