@@ -1,0 +1,61 @@
+"""Dataset → named vector, and the sweeps, on a tiny model with a shipped example dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from steering_core.datasets import ContrastiveDataset, Pair, load_example
+from steering_core.extraction import ActivationCache, pair_activations
+from steering_core.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
+from steering_core.methods import FitContext, FitError
+
+
+@pytest.fixture(scope="module")
+def wedding():
+    return load_example("wedding_vs_neutral")
+
+
+def test_fit_uses_the_training_split_and_records_where_the_vector_came_from(tiny_hf, wedding, tmp_path):
+    cache = ActivationCache(tmp_path)
+    seen = []
+    res, vec = fit_dataset(tiny_hf, FitRequest(wedding, layer=1, method="caa", name="w1"), cache=cache,
+                           on_progress=lambda d, t: seen.append((d, t)))
+    train = wedding.train
+    acts = pair_activations(tiny_hf, [p.positive for p in train], [p.negative for p in train], [1], cache=None)[1]
+    assert torch.allclose(vec.direction, (acts.pos - acts.neg).mean(0), atol=1e-5)
+    assert vec.name == "w1" and vec.layer == 1 and vec.method == "caa" and vec.dataset == wedding.name
+    assert vec.model_id == tiny_hf.name and vec.meta["pairs_used"] == len(train)
+    assert seen and seen[-1][0] == seen[-1][1] == 2 * len(train)
+
+
+def test_ace_fit_gives_an_ace_vector(tiny_hf, wedding):
+    _, vec = fit_dataset(tiny_hf, FitRequest(wedding, layer=2, method="ace"))
+    assert vec.operator == "ace" and vec.reference is not None and vec.name == "wedding_vs_neutral-ace-L2"
+
+
+def test_feature_methods_without_an_sae_say_so(tiny_hf, wedding):
+    with pytest.raises(FitError, match="needs an SAE"):
+        fit_dataset(tiny_hf, FitRequest(wedding, layer=1, method="feature_delta"), FitContext())
+
+
+def test_layer_sweep_scores_every_layer_on_heldout_pairs(tiny_hf, wedding):
+    ticks = []
+    scores = sweep_layers(tiny_hf, wedding, [0, 1, 2], on_progress=lambda d, t: ticks.append((d, t)))
+    assert [s.layer for s in scores] == [0, 1, 2]
+    assert all(0.0 <= s.pair_accuracy <= 1.0 and 0.0 <= s.probe_accuracy <= 1.0 for s in scores)
+    assert ticks[-1][0] == ticks[-1][1]
+
+
+def test_pair_sweep_has_a_point_per_count_and_method(tiny_hf, wedding):
+    pts = sweep_pairs(tiny_hf, wedding, 1, ["caa", "pca_diff"], repeats=2)
+    n_train = len(wedding.train)
+    assert {p.n_pairs for p in pts if p.method == "caa"} == {4, 8, 16, 32, n_train}
+    assert {p.method for p in pts} == {"caa", "pca_diff"}
+
+
+def test_a_dataset_without_heldout_pairs_gets_a_seeded_split(tiny_hf):
+    ds = ContrastiveDataset("tiny", [Pair(f"good day {i}", f"bad day {i}") for i in range(8)])
+    a = sweep_layers(tiny_hf, ds, [1])
+    b = sweep_layers(tiny_hf, ds, [1])
+    assert a == b
