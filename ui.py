@@ -20,6 +20,8 @@ DEFAULT_MODEL = os.environ.get("STEERING_MODEL", "embedded")
 PAGES = [
     ("pages/home.py", "Home", "Model, SAE, hook point and residual norms."),
     ("pages/steer.py", "Steer", "Live α slider: steered and unsteered completions side by side."),
+    ("pages/dataset_editor.py", "Datasets", "Contrastive pairs: edit, generate from templates or stories, import, split."),
+    ("pages/vectors.py", "Vectors", "Fit vectors with every method, keep a library, ask what a vector does, sweeps."),
     ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
 ]
 
@@ -232,3 +234,41 @@ def open_feature_card(fid: int) -> None:
     del pins[8:]
     st.session_state.selected = int(fid)
     st.switch_page("pages/features.py")
+
+
+def dataset_store():
+    """The user's saved datasets (``cache_dir()/library.duckdb``; one store per process)."""
+    from steering_core.datasets import open_dataset_store
+
+    return open_dataset_store()
+
+
+@st.cache_resource(show_spinner=False)
+def _vector_store(root: str):
+    from steering_core.vectors import VectorStore
+
+    return VectorStore(root)
+
+
+def vector_store():
+    """The user's saved vectors (tensors in ``cache_dir()/vectors``, metadata in library.duckdb)."""
+    return _vector_store(str(cache_dir()))
+
+
+@st.cache_resource(show_spinner=False)
+def _effect_cache(root: str):
+    from steering_core.vector_effects import EffectCache
+
+    return EffectCache(Path(root) / "library.duckdb")
+
+
+def effect_cache():
+    """Measured vector effects, cached so a second look is instant."""
+    return _effect_cache(str(cache_dir()))
+
+
+def progress_callback(bar, text: str):
+    """An ``on_progress(done, total)`` for library calls that draws on a Streamlit progress bar."""
+    def update(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(1, total)), text=f"{text} {done}/{total}")
+    return update

@@ -4,7 +4,14 @@ import streamlit as st
 
 import ui
 from steering_core import GenerationConfig, SteeringCoreError
-from steering_core.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
+from steering_core.live import (
+    SideBySide,
+    random_direction,
+    sae_direction,
+    saved_direction,
+    side_by_side,
+    uploaded_direction,
+)
 
 ui.setup_page("Steer")
 st.title("Steer")
@@ -14,7 +21,8 @@ norms = model.residual_norms()
 
 with st.sidebar:
     st.subheader("Vector")
-    sources = ["Random unit vector", "SAE feature (decoder row)", "Upload (.safetensors / .npy / .pt)"]
+    sources = ["Random unit vector", "SAE feature (decoder row)", "Upload (.safetensors / .npy / .pt)",
+               "Saved vector (Vectors page)"]
     source = st.radio("Source", sources, index=1 if sae is not None else 0, key="vec_source")
     resolved, error = None, None
     try:
@@ -24,6 +32,14 @@ with st.sidebar:
         elif source == sources[1]:
             fid = st.text_input("Feature id", value=st.session_state.get("steer_feature", "0"), key="vec_feature")
             resolved = sae_direction(model, sae, fid)
+        elif source == sources[3]:
+            vstore = ui.vector_store()
+            names = vstore.names()
+            if not names:
+                st.info("No saved vectors yet: fit one on the Vectors page.")
+            else:
+                pick = st.selectbox("Vector", names, key="vec_saved")
+                resolved = saved_direction(model, vstore, pick)
         else:
             up = st.file_uploader("Vector file", type=["safetensors", "npy", "pt", "pth"], key="vec_upload")
             normalize = st.checkbox("Normalise to unit norm", value=True, key="vec_norm")
@@ -36,7 +52,8 @@ with st.sidebar:
     if error:
         st.error(error)
     elif resolved is not None:
-        st.caption(f"{resolved.description} · original norm {resolved.original_norm:.3g}")
+        st.caption(f"{resolved.description} · original norm {resolved.original_norm:.3g}"
+                   + (" (α = that norm reproduces the dataset's mean gap)" if source == sources[3] else ""))
 
     default_layer = resolved.suggested_layer if resolved and resolved.suggested_layer is not None else model.default_layer
     layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, int(default_layer), key="layer")
@@ -65,6 +82,7 @@ right.markdown(f"#### Steered (α = {alpha:+.1f}, layer {layer})")
 if go and resolved is not None:
     request = SideBySide(
         prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
+        reference=resolved.reference,
         config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
                                 seed=int(seed)),
     )

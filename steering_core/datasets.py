@@ -316,6 +316,19 @@ def _dup_key(row: Any) -> tuple[str, str] | None:
     return None
 
 
+def table_rows(records: Iterable[dict]) -> list[dict]:
+    """Rows of an edited table as validation input: cells that are NaN/None become None, and rows
+    with nothing on either side (the blank row a table editor appends) are dropped, so only rows a
+    person actually wrote in get checked."""
+    out = []
+    for r in records:
+        row = {k: (None if _is_missing(v) else v) for k, v in dict(r).items()}
+        if row.get("positive") in (None, "") and row.get("negative") in (None, ""):
+            continue
+        out.append(row)
+    return out
+
+
 def drop_duplicates(rows: Iterable[Any]) -> list[Any]:
     """The rows with later repeats of a pair removed (first occurrence kept, order and row type
     unchanged), for a "remove duplicates" button: duplicates are refused by

@@ -28,6 +28,7 @@ class ResolvedVector:
     description: str
     original_norm: float
     suggested_layer: int | None = None
+    reference: torch.Tensor | None = None  # ACE vectors: a₀ (the Steer view then sets, not adds)
 
 
 def random_direction(model, seed: int) -> ResolvedVector:
@@ -54,6 +55,21 @@ def uploaded_direction(model, data: bytes, filename: str, normalize: bool = True
             raise SteeringError(f"{filename} is the zero vector; it has no direction to steer along.")
         v = v / norm
     return ResolvedVector(v, f"uploaded {filename}" + (" (normalised)" if normalize else ""), norm)
+
+
+def saved_direction(model, store, name: str) -> ResolvedVector:
+    """A vector from the user's library as a unit direction (α in residual-stream units, like
+    every other source); its own norm is reported, since α = that norm reproduces the dataset's
+    mean gap for fitted vectors."""
+    vec = store.load(name)
+    if vec.d_model != model.d_model:
+        raise SteeringError(f"{name} has {vec.d_model} dimensions but {model.name} has d_model {model.d_model}: "
+                            "it was fitted on another model.")
+    norm = vec.norm
+    kind = "ACE, sets the component" if vec.operator == "ace" else vec.method
+    return ResolvedVector(vec.unit(), f"saved vector {name} ({kind}, block {vec.layer})", norm,
+                          suggested_layer=vec.layer if vec.layer < model.n_layers else None,
+                          reference=vec.reference)
 
 
 @dataclass(frozen=True)

@@ -351,3 +351,23 @@ def fit(method: str, pos: torch.Tensor | None, neg: torch.Tensor | None, ctx: Fi
     if float(res.direction.norm()) == 0.0:
         raise FitError(f"{m.label} produced a zero vector: the two sides do not differ.")
     return res
+
+
+def parse_feature_weights(text: str | None) -> dict[int, float]:
+    """``"812:1.0, 95:-0.5, 7"`` → ``{812: 1.0, 95: -0.5, 7: 1.0}`` (a bare id weighs 1). Empty text
+    is an empty dict; anything unreadable is a FitError naming the bad piece."""
+    out: dict[int, float] = {}
+    for piece in (text or "").replace(";", ",").split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        fid_s, _, w_s = piece.partition(":")
+        try:
+            fid = int(fid_s.strip())
+            w = float(w_s) if w_s.strip() else 1.0
+        except ValueError:
+            raise FitError(f"Cannot read {piece!r}: write feature weights as id:weight, e.g. 812:1.0.") from None
+        if fid < 0 or not math.isfinite(w):
+            raise FitError(f"{piece!r}: feature ids are whole numbers ≥ 0 and weights finite numbers.")
+        out[fid] = out.get(fid, 0.0) + w
+    return out

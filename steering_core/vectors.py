@@ -642,6 +642,15 @@ def export_gguf(vectors: "list[SteeringVector] | SteeringVector", path: str | os
     return path
 
 
+def gguf_bytes(vectors: "list[SteeringVector] | SteeringVector", model_hint: str) -> bytes:
+    """:func:`export_gguf` into memory, for a download button."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = export_gguf(vectors, Path(d) / "control_vector.gguf", model_hint)
+        return Path(path).read_bytes()
+
+
 def _gguf_text(reader, key: str) -> str | None:
     f = reader.get_field(key)
     if f is None:

@@ -189,3 +189,13 @@ def test_every_registered_method_has_a_label_and_minimum():
     assert len(METHODS) >= 11
     for m in METHODS.values():
         assert m.label and m.about and m.min_pairs >= 0
+
+
+def test_feature_weights_are_read_from_text():
+    from steering_core.methods import parse_feature_weights
+
+    assert parse_feature_weights("812:1.0, 95:-0.5; 7") == {812: 1.0, 95: -0.5, 7: 1.0}
+    assert parse_feature_weights("  ") == {}
+    for bad in ("x:1", "3:abc", "-1:2", "4:nan"):
+        with pytest.raises(FitError):
+            parse_feature_weights(bad)

@@ -1,0 +1,189 @@
+"""Datasets: build and edit contrastive pair datasets (table, templates, stories, uploads), split off
+held-out pairs, wrap in the chat template, save to the library.
+
+(The file is not called datasets.py: Streamlit puts pages/ on the import path, and a datasets.py
+there would shadow the `datasets` package that transformer_lens imports.)"""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from steering_core import SteeringCoreError
+from steering_core import datasets as dsm
+
+ui.setup_page("Datasets")
+st.title("Datasets")
+st.caption("Contrastive pairs: each row is a positive text (the behaviour you want) and a negative one "
+           "(the same text without it). Vectors are fitted on the *train* pairs and checked on the *heldout* ones.")
+ss = st.session_state
+store = ui.dataset_store()
+COLUMNS = ["positive", "negative", "split"]
+
+
+def set_table(pairs, name: str | None = None, description: str | None = None, flash: str = "") -> None:
+    """Replace the table. Name and description widgets can only change before they are drawn, so
+    they (and a message to show) wait in session state for the next run."""
+    ss.ds_rows = [{"positive": p.positive, "negative": p.negative, "split": p.split} for p in pairs]
+    ss.ds_version = ss.get("ds_version", 0) + 1
+    ss.ds_pending = {"name": name, "description": description, "flash": flash}
+
+
+def apply_pending() -> None:
+    pending = ss.pop("ds_pending", None) or {}
+    if pending.get("name") is not None:
+        ss.ds_name = pending["name"]
+    if pending.get("description") is not None:
+        ss.ds_description = pending["description"]
+    if pending.get("flash"):
+        ss.ds_flash = pending["flash"]
+
+
+def current_rows() -> list[dict]:
+    return list(ss.get("ds_rows", []))
+
+
+# -- open --------------------------------------------------------------------------------------------
+saved = store.names()
+examples = dsm.example_datasets()
+options = ["(new, empty)"] + [f"saved: {n}" for n in saved] + [f"example: {n}" for n in examples]
+c1, c2 = st.columns([3, 1])
+choice = c1.selectbox("Open", options, key="ds_open")
+if c2.button("Load", key="ds_load", width="stretch") or "ds_rows" not in ss:
+    try:
+        if choice.startswith("saved: "):
+            ds = store.load(choice[len("saved: "):])
+            set_table(ds.pairs, ds.name, ds.description)
+        elif choice.startswith("example: "):
+            ds = dsm.load_example(choice[len("example: "):])
+            set_table(ds.pairs, ds.name, ds.description)
+        else:
+            set_table([], "my-dataset", "")
+    except SteeringCoreError as exc:
+        ui.show_error(exc)
+apply_pending()
+if ss.get("ds_flash"):
+    st.success(ss.pop("ds_flash"))
+
+edit, gen, io = st.tabs(["Edit", "Generate", "Import / export"])
+
+with edit:
+    n1, n2 = st.columns([1, 2])
+    name = n1.text_input("Name", key="ds_name")
+    description = n2.text_input("Description", key="ds_description")
+    df = pd.DataFrame(current_rows(), columns=COLUMNS)
+    edited = st.data_editor(
+        df, key=f"ds_editor_{ss.get('ds_version', 0)}", num_rows="dynamic", width="stretch", height=360,
+        column_config={
+            "positive": st.column_config.TextColumn("positive", width="large"),
+            "negative": st.column_config.TextColumn("negative", width="large"),
+            "split": st.column_config.SelectboxColumn("split", options=list(dsm.SPLITS), default="train"),
+        },
+    )
+    rows = dsm.table_rows(edited.to_dict("records"))
+    n_held = sum(1 for r in rows if r.get("split") == "heldout")
+    st.caption(f"{len(rows)} pairs · {len(rows) - n_held} train · {n_held} heldout")
+    b1, b2, b3, b4 = st.columns(4)
+    overwrite = b1.checkbox("Overwrite if it exists", key="ds_overwrite")
+    if b1.button("Save", type="primary", key="ds_save"):
+        try:
+            pairs, warnings = dsm.validate_pairs(rows)
+            warn = store.save(dsm.ContrastiveDataset(name, pairs, description), overwrite=overwrite)
+            for w in dict.fromkeys(list(warnings) + list(warn or [])):
+                st.warning(w)
+            st.success(f"Saved {dsm.validate_name(name)} ({len(pairs)} pairs).")
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+    if b2.button("Remove duplicates", key="ds_dedupe"):
+        kept = dsm.drop_duplicates(rows)
+        ss.ds_rows = kept
+        ss.ds_version = ss.get("ds_version", 0) + 1
+        st.toast(f"Removed {len(rows) - len(kept)} duplicate pairs.")
+        st.rerun()
+    frac = b3.slider("Held-out share", 0.0, 0.5, 0.2, 0.05, key="ds_frac")
+    if b3.button("Split", key="ds_split"):
+        try:
+            pairs, _ = dsm.validate_pairs([{**r, "split": "train"} for r in rows])
+            set_table(dsm.split_heldout(pairs, frac, seed=0))
+            st.rerun()
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+    model = ui.current_model()
+    if b4.button("Wrap in chat template", key="ds_chat", disabled=not model.chat_template,
+                 help="Each text becomes a user turn of the current model's chat template."):
+        try:
+            pairs, _ = dsm.validate_pairs(rows)
+            set_table(dsm.wrap_chat(pairs, model.format_prompt))
+            st.rerun()
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+    if name in saved and st.button(f"Delete saved dataset {name}", key="ds_delete"):
+        store.delete(name)
+        st.success(f"Deleted {name}.")
+        st.rerun()
+
+with gen:
+    st.markdown("**Template × context × target** (document 000 §3.2): every template with every context and "
+                "every (positive, negative) target pair. Use `<context>` and `<target>` in templates.")
+    t1, t2 = st.columns(2)
+    templates = t1.text_area("Templates, one per line", "Everyone thought <context> would lose. In the end they <target>.",
+                             key="gen_templates")
+    contexts = t2.text_area("Contexts, one per line", "the home team\nthe young candidate\nthe small startup",
+                            key="gen_contexts")
+    t3, t4 = st.columns(2)
+    pos_t = t3.text_area("Positive targets, one per line", "won easily", key="gen_pos")
+    neg_t = t4.text_area("Negative targets, one per line (aligned)", "lost badly", key="gen_neg")
+    lines = lambda s: [x for x in s.splitlines() if x.strip()]  # noqa: E731
+    g1, g2 = st.columns(2)
+    for col, mode in ((g1, "Append to table"), (g2, "Replace table")):
+        if col.button(mode, key=f"gen_tpl_{mode}"):
+            try:
+                new = dsm.from_templates(lines(templates), lines(contexts), lines(pos_t), lines(neg_t))
+                keep = [] if mode == "Replace table" else dsm.validate_pairs(current_rows())[0] if current_rows() else []
+                set_table(keep + new, flash=f"{len(new)} pairs generated.")
+                st.rerun()
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
+    st.divider()
+    st.markdown("**Story pairs** (document 002): one shared beginning, positive and negative endings.")
+    beginning = st.text_area("Beginning", "After the ceremony, the two of them walked out into the sunshine and",
+                             key="gen_begin")
+    s1, s2 = st.columns(2)
+    pos_e = s1.text_area("Positive endings, one per line", "threw the bouquet to the cheering guests.", key="gen_pos_e")
+    neg_e = s2.text_area("Negative endings, one per line (aligned)", "caught the bus back to the office.",
+                         key="gen_neg_e")
+    if st.button("Append story pairs", key="gen_story"):
+        try:
+            new = dsm.story_pairs(beginning, lines(pos_e), lines(neg_e))
+            keep = dsm.validate_pairs(current_rows())[0] if current_rows() else []
+            set_table(keep + new, flash=f"{len(new)} story pairs added.")
+            st.rerun()
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+
+with io:
+    up = st.file_uploader("Upload pairs (.csv with positive,negative[,split] columns, .jsonl, .json)",
+                          type=["csv", "jsonl", "json"], key="ds_upload")
+    if up is not None and st.button("Load the file into the table", key="ds_upload_go"):
+        try:
+            pairs, warnings = dsm.parse_upload(up.getvalue(), up.name)
+            stem = up.name.rsplit(".", 1)[0]
+            set_table(pairs, stem, "", flash=" ".join([f"{len(pairs)} pairs loaded from {up.name}; review and save them."]
+                                                      + list(warnings)))
+            st.rerun()
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+    try:
+        pairs_now, _ = dsm.validate_pairs(current_rows()) if current_rows() else ([], [])
+    except SteeringCoreError as exc:
+        pairs_now = []
+        st.caption(f"Export needs a valid table: {exc}")
+    if pairs_now:
+        d1, d2 = st.columns(2)
+        stem = ss.get("ds_name") or "dataset"
+        d1.download_button("Download CSV", dsm.to_csv(pairs_now), f"{stem}.csv", "text/csv", key="ds_dl_csv")
+        d2.download_button("Download JSONL", dsm.to_jsonl(pairs_now), f"{stem}.jsonl", "application/json",
+                           key="ds_dl_jsonl")
+
+if saved:
+    st.subheader("Saved datasets")
+    st.dataframe(pd.DataFrame(store.summaries()), hide_index=True, width="stretch")

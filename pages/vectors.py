@@ -1,0 +1,243 @@
+"""Vectors: fit steering vectors from datasets with every standard method, keep a library (arithmetic,
+safetensors and GGUF export/import), ask any vector what it does, and choose layer and dataset size."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from steering_core import SteeringCoreError
+from steering_core import datasets as dsm
+from steering_core import vector_effects as ve
+from steering_core import vectors as vm
+from steering_core.explore import ListFilter
+from steering_core.extraction import POSITIONS
+from steering_core.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
+from steering_core.methods import METHODS, FitContext, parse_feature_weights
+
+ui.setup_page("Vectors")
+st.title("Vectors")
+ss = st.session_state
+model = ui.current_model()
+sae = ui.current_sae()
+pack = ui.current_pack()
+dstore, vstore = ui.dataset_store(), ui.vector_store()
+approx = pack.approximator() if pack is not None else None
+
+
+def dataset_choices() -> list[str]:
+    return [f"saved: {n}" for n in dstore.names()] + [f"example: {n}" for n in dsm.example_datasets()]
+
+
+def open_dataset(choice: str):
+    if choice.startswith("saved: "):
+        return dstore.load(choice[len("saved: "):])
+    return dsm.load_example(choice[len("example: "):])
+
+
+def context(weights_text: str = "", top: int = 8) -> FitContext:
+    return FitContext(sae=sae, approximator=approx, feature_weights=parse_feature_weights(weights_text) or None,
+                      top_features=int(top))
+
+
+default_layer = sae.layer if sae is not None else model.default_layer
+fit_tab, lib_tab, what_tab, layer_tab, eff_tab = st.tabs(
+    ["Fit", "Library", "What does it do?", "Layer sweep", "Data efficiency"])
+
+# -- fit -----------------------------------------------------------------------------------------------
+with fit_tab:
+    c1, c2, c3 = st.columns([2, 1, 1])
+    choice = c1.selectbox("Dataset", dataset_choices(), key="fit_dataset")
+    layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
+    position = c3.selectbox("Token position", POSITIONS, key="fit_position",
+                            help="last token · mean over tokens · mean over the tokens where the pair differs")
+    usable = {m.name for m in METHODS.values()
+              if (not m.needs_sae or sae is not None) and (not m.needs_approximator or approx is not None)}
+    names = list(METHODS)
+    method = st.selectbox("Method", names, key="fit_method",
+                          format_func=lambda n: METHODS[n].label + ("" if n in usable else " (needs SAE/pack)"))
+    st.caption(METHODS[method].about)
+    weights_text, top = "", 8
+    if METHODS[method].needs_sae:
+        w1, w2 = st.columns([3, 1])
+        weights_text = w1.text_input("Target features (id:weight, comma-separated; empty = from the dataset)",
+                                     key="fit_weights", placeholder="e.g. 812:1.0, 95:0.5")
+        top = w2.number_input("Features from the dataset", 1, 64, 8, key="fit_top")
+    name = st.text_input("Save as", value="", key="fit_name", placeholder="default: <dataset>-<method>-L<layer>")
+    overwrite = st.checkbox("Overwrite a vector with that name", key="fit_overwrite")
+    if st.button("Fit and save", type="primary", key="fit_go"):
+        bar = st.progress(0.0, text="Extracting activations…")
+        try:
+            ds = open_dataset(choice)
+            res, vec = fit_dataset(model, FitRequest(ds, int(layer), method, position, name.strip()),
+                                   context(weights_text, top), on_progress=ui.progress_callback(bar, "texts"))
+            saved = vstore.save(vec, overwrite=overwrite)
+            bar.progress(1.0, text="Done")
+            for w in res.warnings:
+                st.warning(w)
+            st.success(f"Saved **{saved}**: {METHODS[method].label}, block {vec.layer}, norm {vec.norm:.3g}.")
+            ss.what_vector = saved
+        except SteeringCoreError as exc:
+            bar.empty()
+            ui.show_error(exc)
+
+# -- library ---------------------------------------------------------------------------------------------
+with lib_tab:
+    rows = vstore.summaries()
+    if not rows:
+        st.info("No saved vectors yet: fit one in the Fit tab, or import a file below.")
+    else:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        pick = st.selectbox("Vector", vstore.names(), key="lib_pick")
+        try:
+            vec = vstore.load(pick)
+            e1, e2, e3, e4 = st.columns(4)
+            e1.download_button("safetensors", vm.to_safetensors_bytes(vec), f"{pick}.safetensors", key="lib_dl_st")
+            try:
+                e2.download_button("GGUF (llama.cpp / repeng)", vm.gguf_bytes(vec, model.name), f"{pick}.gguf",
+                                   key="lib_dl_gguf")
+            except SteeringCoreError as exc:
+                e2.caption(f"GGUF: {exc}")
+            if e3.button("Steer with it", key="lib_steer"):
+                ss.vec_source = "Saved vector (Vectors page)"
+                ss.vec_saved = pick
+                ss.layer = min(vec.layer, model.n_layers - 1)
+                st.switch_page("pages/steer.py")
+            if e4.button("Delete", key="lib_delete"):
+                vstore.delete(pick)
+                st.rerun()
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+        st.markdown("**Arithmetic**: a weighted sum of vectors on the same layer.")
+        a1, a2, a3, a4 = st.columns(4)
+        va = a1.selectbox("A", vstore.names(), key="ar_a")
+        wa = a2.number_input("× weight", value=1.0, key="ar_wa")
+        vb = a3.selectbox("B", ["(none)"] + vstore.names(), key="ar_b")
+        wb = a4.number_input("× weight ", value=-1.0, key="ar_wb")
+        ar_name = st.text_input("Save the result as", key="ar_name", placeholder="default: a formula")
+        if st.button("Combine and save", key="ar_go"):
+            try:
+                terms = [(vstore.load(va), wa)] + ([(vstore.load(vb), wb)] if vb != "(none)" else [])
+                out = vm.combine(terms, ar_name.strip() or None)
+                st.success(f"Saved {vstore.save(out)} (norm {out.norm:.3g}).")
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
+    st.markdown("**Import** a `.safetensors` vector or a GGUF control vector (every layer in it becomes a vector).")
+    up = st.file_uploader("Vector file", type=["safetensors", "gguf"], key="lib_upload")
+    if up is not None and st.button("Import", key="lib_import"):
+        try:
+            data = up.getvalue()
+            stem = up.name.rsplit(".", 1)[0]
+            got = vm.import_gguf(data, name=stem) if up.name.lower().endswith(".gguf") else [
+                vm.from_safetensors_bytes(data, name=stem)]
+            for v in got:
+                vstore.save(v)
+            st.success(f"Imported {', '.join(v.name for v in got)}.")
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+
+# -- what does it do ---------------------------------------------------------------------------------------
+with what_tab:
+    if pack is None:
+        st.info("Comparing a vector with SAE features needs a feature pack (the embedded model opens the shipped one).")
+    elif not vstore.names():
+        st.info("No saved vectors yet: fit one in the Fit tab.")
+    else:
+        names = vstore.names()
+        idx = names.index(ss.what_vector) if ss.get("what_vector") in names else 0
+        pick = st.selectbox("Vector", names, index=idx, key="what_pick")
+        try:
+            vec = vstore.load(pick)
+            st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")
+            hide = st.toggle("Hide dense features", value=True, key="what_hide_dense")
+            flt = ListFilter(max_density=0.2 if hide else None)
+            cols = st.columns(3)
+            with cols[0]:
+                st.markdown("**Cosine-similar features** (what it looks like)")
+                ui.feature_list("cosine", ve.cosine_rows(pack, vec.direction, flt, k=32), "what_cos",
+                                on_open=ui.open_feature_card)
+            with cols[1]:
+                st.markdown("**Predicted effects** (approximator)")
+                if approx is None:
+                    st.caption("This pack has no effect approximator.")
+                else:
+                    ui.feature_list("predicted", ve.effect_rows(pack, ve.predicted(pack, vec.direction), flt, k=32,
+                                                                is_predicted=True), "what_pred",
+                                    on_open=ui.open_feature_card)
+            with cols[2]:
+                st.markdown("**Measured effects** (rollouts, loss-matched α)")
+                try:
+                    ve.check_layer(pack, vec.layer)
+                    key = f"measured::{pack.pack_id}::{pick}::{vec.created}"
+                    if st.button("Measure effects", key="what_measure",
+                                 help="Generates the pack's rollouts with this vector at the α that raises "
+                                      "next-token loss by 0.5 nats; cached afterwards."):
+                        with st.spinner("Finding α and generating rollouts…"):
+                            ss[key] = ve.measure(model, sae, pack, vec.direction, vec.layer, cache=ui.effect_cache())
+                    m = ss.get(key)
+                    if m is not None:
+                        st.caption(f"α = {m.alpha:.1f}" + (f" · ΔCE {m.dce:.2f} nats" if m.dce is not None else "")
+                                   + (" · from cache" if m.from_cache else f" · {m.seconds:.1f} s"))
+                        ui.feature_list("measured", ve.effect_rows(pack, m.effects, flt, k=32), "what_meas",
+                                        on_open=ui.open_feature_card)
+                except SteeringCoreError as exc:
+                    st.caption(str(exc))
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+
+# -- layer sweep -------------------------------------------------------------------------------------------
+with layer_tab:
+    l1, l2, l3 = st.columns([2, 1, 1])
+    lchoice = l1.selectbox("Dataset", dataset_choices(), key="ls_dataset")
+    lmethod = l2.selectbox("Method", [m for m in METHODS if not METHODS[m].needs_sae], key="ls_method")
+    lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
+    layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
+    if st.button("Run layer sweep", key="ls_go"):
+        bar = st.progress(0.0, text="Extracting activations…")
+        try:
+            scores = sweep_layers(model, open_dataset(lchoice), layers, lmethod, lpos,
+                                  on_progress=ui.progress_callback(bar, "steps"))
+            ss.ls_result = pd.DataFrame([s.__dict__ for s in scores])
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+        bar.empty()
+    res = ss.get("ls_result")
+    if res is not None and not res.empty:
+        fig = go.Figure()
+        fig.add_scatter(x=res["layer"], y=res["pair_accuracy"], name="pair accuracy (vector)", mode="lines+markers")
+        fig.add_scatter(x=res["layer"], y=res["probe_accuracy"], name="probe accuracy", mode="lines+markers")
+        fig.add_scatter(x=res["layer"], y=res["projection_gap"], name="projection gap (d′)", mode="lines+markers",
+                        yaxis="y2")
+        fig.update_layout(height=360, xaxis_title="layer", yaxis=dict(title="held-out accuracy", range=[0, 1.05]),
+                          yaxis2=dict(title="d′", overlaying="y", side="right"), legend=dict(orientation="h"))
+        st.plotly_chart(fig, width="stretch")
+        best = res.sort_values(["pair_accuracy", "projection_gap"], ascending=False).iloc[0]
+        st.caption(f"Best held-out separation at block {int(best['layer'])} (pair accuracy "
+                   f"{best['pair_accuracy']:.2f}, d′ {best['projection_gap']:.2f}).")
+
+# -- data efficiency ---------------------------------------------------------------------------------------
+with eff_tab:
+    d1, d2, d3 = st.columns([2, 1, 1])
+    echoice = d1.selectbox("Dataset", dataset_choices(), key="de_dataset")
+    elayer = d2.number_input("Layer", 0, model.n_layers - 1, int(default_layer), key="de_layer")
+    repeats = d3.number_input("Subsets per point", 1, 10, 3, key="de_repeats")
+    emethods = st.multiselect("Methods", [m for m in METHODS if m in usable and METHODS[m].uses_pairs],
+                              default=["caa", "pca_diff", "probe"], key="de_methods")
+    if st.button("Run data-efficiency sweep", key="de_go"):
+        bar = st.progress(0.0, text="Extracting activations…")
+        try:
+            pts = sweep_pairs(model, open_dataset(echoice), int(elayer), emethods, ctx=context(),
+                              repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
+            ss.de_result = pd.DataFrame([p.__dict__ for p in pts])
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+        bar.empty()
+    res = ss.get("de_result")
+    if res is not None and not res.empty:
+        fig = go.Figure()
+        for m, g in res.groupby("method"):
+            fig.add_scatter(x=g["n_pairs"], y=g["pair_accuracy"], name=METHODS[m].label, mode="lines+markers",
+                            error_y=dict(type="data", array=g["accuracy_sd"]))
+        fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
+                          yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=dict(orientation="h"))
+        st.plotly_chart(fig, width="stretch")

@@ -1,0 +1,159 @@
+"""The Datasets and Vectors pages (AppTest) on the tiny model and the tiny pack: load, generate and
+save datasets; fit, list, combine, inspect and sweep vectors; clear messages for bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["STEERING_MODEL"] = "tiny"
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+
+@pytest.fixture()
+def app_env(tiny_pack_build, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
+    monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
+    return cache
+
+
+def _page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=180).run()
+
+
+def _text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [m.value for m in at.caption]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [s.value for s in at.success]
+    parts += [i.value for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+def _button(at: AppTest, key: str) -> AppTest:
+    return at.button(key=key).click().run()
+
+
+# -- datasets -----------------------------------------------------------------------------------------
+
+
+def test_load_an_example_and_save_it_to_the_library(app_env):
+    from steering_core.datasets import DatasetStore
+
+    at = _page("dataset_editor.py")
+    at.selectbox(key="ds_open").set_value("example: london_vs_paris")
+    at = _button(at, "ds_load")
+    assert not at.exception, at.exception
+    assert "44 pairs · 35 train · 9 heldout" in _text(at)
+    at.text_input(key="ds_name").set_value("london test")
+    at = _button(at, "ds_save")
+    assert "Saved london test (44 pairs)" in _text(at)
+    at.selectbox(key="ds_open").set_value("saved: london test")  # now offered
+    store = DatasetStore(app_env / "library-copy.duckdb")  # a different file: nothing leaks into it
+    assert store.names() == []
+    store.close()
+
+
+def test_bad_dataset_name_is_refused_and_nothing_is_saved(app_env):
+    at = _page("dataset_editor.py")
+    at.selectbox(key="ds_open").set_value("example: formal_vs_casual")
+    at = _button(at, "ds_load")
+    at.text_input(key="ds_name").set_value("../escape")
+    at = _button(at, "ds_save")
+    assert at.error and "separator" in at.error[0].value.lower() or "path" in at.error[0].value.lower()
+    assert not any("saved:" in o for o in at.selectbox(key="ds_open").options)
+    assert not (app_env.parent / "escape").exists()
+
+
+def test_template_generator_fills_the_table(app_env):
+    at = _page("dataset_editor.py")
+    at.text_area(key="gen_templates").set_value("<context> was sure they would <target>.\nIn the end <context> <target>.")
+    at.text_area(key="gen_contexts").set_value("Ann\nBob\nthe team")
+    at.text_area(key="gen_pos").set_value("win\nsmile")
+    at.text_area(key="gen_neg").set_value("lose\nfrown")
+    at = _button(at, "gen_tpl_Replace table")
+    assert not at.exception, at.exception
+    assert "12 pairs generated" in _text(at)
+    assert "12 pairs · 12 train · 0 heldout" in _text(at)
+    # unequal target lists: a message, the table is unchanged
+    at.text_area(key="gen_neg").set_value("lose")
+    at = _button(at, "gen_tpl_Replace table")
+    assert at.error and "12 pairs · 12 train" in _text(at)
+
+
+# -- vectors ------------------------------------------------------------------------------------------
+
+
+def _fit(at: AppTest, method: str, name: str, layer: int = 1, weights: str | None = None) -> AppTest:
+    at.selectbox(key="fit_dataset").set_value("example: wedding_vs_neutral")
+    at.number_input(key="fit_layer").set_value(layer)
+    at.selectbox(key="fit_method").set_value(method)
+    at = at.run()
+    if weights is not None:
+        at.text_input(key="fit_weights").set_value(weights)
+    at.text_input(key="fit_name").set_value(name)
+    return _button(at, "fit_go")
+
+
+def test_fit_save_and_list_vectors_with_several_methods(app_env):
+    from steering_core.vectors import VectorStore
+
+    at = _page("vectors.py")
+    for method, name in (("caa", "w-caa"), ("ace", "w-ace"), ("probe", "w-probe"), ("feature_delta", "w-fd"),
+                         ("saets", "w-saets")):
+        at = _fit(at, method, name)
+        assert not at.exception, at.exception
+        assert f"Saved **{name}**" in _text(at), (method, _text(at)[-500:])
+    store = VectorStore(app_env)
+    assert set(store.names()) == {"w-caa", "w-ace", "w-probe", "w-fd", "w-saets"}
+    assert store.load("w-ace").operator == "ace" and store.load("w-caa").dataset == "wedding_vs_neutral"
+    store.close()
+
+
+def test_bad_feature_weights_and_existing_names_get_messages(app_env):
+    at = _fit(_page("vectors.py"), "sae_combo", "combo", weights="12:abc")
+    assert at.error and "id:weight" in at.error[0].value
+    at = _fit(at, "caa", "dup")
+    at = _fit(at, "caa", "dup")
+    assert at.error and "exists" in at.error[0].value.lower()
+
+
+def test_what_does_it_do_lists_and_measures(app_env):
+    at = _fit(_page("vectors.py"), "caa", "wv")
+    at.selectbox(key="what_pick").set_value("wv")
+    at = at.run()
+    text = _text(at)
+    assert "**Cosine-similar features**" in text and "**Predicted effects**" in text
+    n_tables = len(at.dataframe)
+    at = _button(at, "what_measure")
+    assert not at.exception, at.exception
+    assert "α = " in _text(at) and len(at.dataframe) > n_tables
+    # a vector for another block than the pack's SAE cannot be compared, and says so
+    at = _fit(at, "caa", "wv2", layer=0)
+    at.selectbox(key="what_pick").set_value("wv2")
+    at = at.run()
+    assert "steers block 0" in _text(at)
+
+
+def test_combine_and_sweeps_draw_their_results(app_env):
+    at = _fit(_page("vectors.py"), "caa", "a")
+    at = _fit(at, "pca_diff", "b")
+    at.selectbox(key="ar_a").set_value("a")
+    at.selectbox(key="ar_b").set_value("b")
+    at.text_input(key="ar_name").set_value("a minus b")
+    at = _button(at, "ar_go")
+    assert "Saved a minus b" in _text(at)
+    at.selectbox(key="ls_dataset").set_value("example: positive_vs_negative")
+    at = _button(at, "ls_go")
+    assert not at.exception, at.exception
+    assert "Best held-out separation at block" in _text(at)
+    at = _button(at, "de_go")
+    assert not at.exception, at.exception
+    assert at.session_state["de_result"]["n_pairs"].max() == 35
