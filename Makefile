@@ -31,6 +31,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.generation
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.effects
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.lookup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.fitting
 
 clean-cache:
 	rm -rf cache/models

@@ -67,6 +67,10 @@ class GenerationState:
     positions: torch.Tensor  # [batch] position id of the next token
 
 
+def _contiguous_input(_module, args):
+    return (args[0].contiguous(), *args[1:])
+
+
 class _HFBackend:
     """A Hugging Face causal LM (Llama-style: ``model.model.layers``)."""
 
@@ -88,6 +92,12 @@ class _HFBackend:
         self.d_model = int(getattr(cfg, "hidden_size", getattr(cfg, "n_embd", 0)))
         self.n_layers = len(layers)
         self.n_ctx = int(getattr(cfg, "max_position_embeddings", getattr(cfg, "n_positions", 2048)))
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is not None:
+            # The prefill keeps only the last position (logits_to_keep=1), a strided [batch, 1, d]
+            # view; a Linear on it runs as a batched matmul against a broadcast weight, 8x slower
+            # than the plain matmul on a contiguous copy (measured: 1.3 s vs 0.15 s at batch 252).
+            head.register_forward_pre_hook(_contiguous_input)
 
     def layer_module(self, layer: int) -> torch.nn.Module:
         return self.layers[layer]
