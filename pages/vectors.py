@@ -149,6 +149,9 @@ with what_tab:
         try:
             vec = vstore.load(pick)
             st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")
+            if vec.operator == "ace":
+                st.caption("ACE vector: the lists treat its direction r as an added vector (effects of ACE's "
+                           "set-the-component operator are not measured here).")
             hide = st.toggle("Hide dense features", value=True, key="what_hide_dense")
             flt = ListFilter(max_density=0.2 if hide else None)
             cols = st.columns(3)

@@ -67,7 +67,8 @@ def test_bad_dataset_name_is_refused_and_nothing_is_saved(app_env):
     at = _button(at, "ds_load")
     at.text_input(key="ds_name").set_value("../escape")
     at = _button(at, "ds_save")
-    assert at.error and "separator" in at.error[0].value.lower() or "path" in at.error[0].value.lower()
+    assert at.error, "a path-like name must be refused"
+    assert "separator" in at.error[0].value.lower() or "path" in at.error[0].value.lower()
     assert not any("saved:" in o for o in at.selectbox(key="ds_open").options)
     assert not (app_env.parent / "escape").exists()
 
