@@ -32,6 +32,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.effects
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.lookup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.fitting
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.alpha
 
 clean-cache:
 	rm -rf cache/models
