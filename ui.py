@@ -22,6 +22,7 @@ PAGES = [
     ("pages/steer.py", "Steer", "Live α slider: steered and unsteered completions side by side."),
     ("pages/dataset_editor.py", "Datasets", "Contrastive pairs: edit, generate from templates or stories, import, split."),
     ("pages/vectors.py", "Vectors", "Fit vectors with every method, keep a library, ask what a vector does, sweeps."),
+    ("pages/sweep.py", "Sweep", "Behaviour × coherence over α, the automatic α, and the next-token view."),
     ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
 ]
 
@@ -272,3 +273,15 @@ def progress_callback(bar, text: str):
     def update(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(1, total)), text=f"{text} {done}/{total}")
     return update
+
+
+@st.cache_resource(show_spinner=False)
+def _sweep_cache(root: str):
+    from steering_core.sweep import SweepCache
+
+    return SweepCache(Path(root) / "library.duckdb")
+
+
+def sweep_cache():
+    """Sweep results, α by α: a sweep reopens without recomputing."""
+    return _sweep_cache(str(cache_dir()))

@@ -136,3 +136,16 @@ def reference_ids(model, window: int = 32, windows: int = 4) -> torch.Tensor:
     if stream.numel() < window:
         raise SteeringError(f"The reference text has only {stream.numel()} tokens; a window of {window} is too long.")
     return stream[: n * window].view(n, window).to(model.device)
+
+
+def auto_alpha(model, layer: int, vector, target: float = 0.5, ref_ids: torch.Tensor | None = None) -> AlphaResult:
+    """The α at which steering along ``vector`` (unit-normalised) raises next-token loss on
+    neutral reference text by ``target`` nats: the symmetric probe, a quadratic solve, one
+    verifying evaluation (a refit when it misses by more than 20 %). What the Steer and Sweep
+    pages offer as "automatic α" and what the pack uses per feature."""
+    v = torch.as_tensor(vector, dtype=torch.float32).reshape(-1)
+    n = float(v.norm())
+    if not math.isfinite(n) or n == 0.0:
+        raise SteeringError("Automatic α needs a non-zero, finite vector.")
+    ref = ref_ids if ref_ids is not None else reference_ids(model)
+    return loss_matched_alpha(model, ref, layer, (v / n)[None], target=target, symmetric=True)

@@ -175,3 +175,16 @@ def test_bad_target_raises(tiny_hf, target):
         loss_matched_alpha(tiny_hf, ref, 1, random_unit_vector(tiny_hf.d_model), target=target)
     assert isinstance(info.value, ValueError)
     assert "target" in str(info.value)
+
+
+def test_auto_alpha_hits_the_target_on_reference_text(tiny_hf):
+    from steering_core.alpha import auto_alpha, delta_ce, reference_ids
+
+    v = 7.0 * random_unit_vector(tiny_hf.d_model, seed=11)
+    res = auto_alpha(tiny_hf, 1, v, target=0.3)
+    unit = v / v.norm()
+    check = float(delta_ce(tiny_hf, reference_ids(tiny_hf), 1, unit[None], res.alpha)[0])
+    assert check == pytest.approx(float(res.dce[0]), abs=1e-5)
+    assert abs(check - 0.3) <= 0.2 * 0.3
+    with pytest.raises(SteeringError, match="non-zero"):
+        auto_alpha(tiny_hf, 1, torch.zeros(tiny_hf.d_model))

@@ -1,0 +1,159 @@
+"""Sweep: behaviour and coherence over α for a vector or an SAE feature, the automatic α, and the
+next-token view (document 004)."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from steering_core import SteeringCoreError
+from steering_core.alpha import auto_alpha
+from steering_core.nexttoken import dce_curve, next_token_curves
+from steering_core.sweep import SweepSpec, run_sweep
+
+ui.setup_page("Sweep")
+st.title("Sweep α")
+ss = st.session_state
+model = ui.current_model()
+sae = ui.current_sae()
+vstore = ui.vector_store()
+
+# -- what to sweep -------------------------------------------------------------------------------------
+with st.sidebar:
+    st.subheader("Vector")
+    sources = ["Saved vector", "SAE feature (decoder row)"]
+    source = st.radio("Source", sources, key="sw_source", index=0 if vstore.names() else 1)
+    vector, layer, reference, label = None, None, None, ""
+    try:
+        if source == sources[0]:
+            names = vstore.names()
+            if not names:
+                st.info("No saved vectors: fit one on the Vectors page, or sweep an SAE feature.")
+            else:
+                pick = st.selectbox("Vector", names, key="sw_vector")
+                vec = vstore.load(pick)
+                vector, layer, reference, label = vec.unit(), vec.layer, vec.reference, pick
+        else:
+            if sae is None:
+                st.info("No SAE is loaded.")
+            else:
+                fid = sae.check_feature(st.text_input("Feature id", "0", key="sw_feature"))
+                vector, layer, label = sae.decoder_direction(fid), sae.layer, f"feature {fid}"
+    except SteeringCoreError as exc:
+        ui.show_error(exc)
+    if layer is not None and layer >= model.n_layers:
+        st.error(f"This vector is for block {layer}; {model.name} has {model.n_layers} blocks.")
+        vector = None
+    if vector is not None:
+        norm = model.residual_norms()[layer]
+        st.caption(f"Unit direction at block {layer}; ‖resid‖ there ≈ {norm:.1f}.")
+
+if vector is None:
+    st.stop()
+
+sweep_tab, token_tab = st.tabs(["Behaviour × coherence", "Next token"])
+
+with sweep_tab:
+    c1, c2 = st.columns(2)
+    prompts = c1.text_area("Prompts, one per line", "I think\nTell me about your weekend.\nWrite a short story.",
+                           key="sw_prompts")
+    mode = c2.radio("α grid", ["Around the automatic α", "Manual"], key="sw_mode", horizontal=True)
+    target = c2.number_input("ΔCE target for the automatic α (nats)", 0.05, 5.0, 0.5, 0.05, key="sw_target")
+    manual = c2.text_input("Manual grid (comma-separated)", "0, 10, 20, 40, 80", key="sw_grid",
+                           disabled=mode != "Manual")
+    c3, c4, c5 = st.columns(3)
+    samples = c3.number_input("Samples per prompt and α", 1, 64, 4, key="sw_samples")
+    new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
+    seed = c5.number_input("Seed", value=0, step=1, key="sw_seed")
+    s1, s2, s3 = st.columns(3)
+    use_kw = s1.checkbox("Keyword hit rate", value=True, key="sw_use_kw")
+    keywords = s1.text_input("Keywords (comma-separated)", "wedding, bride, groom, married", key="sw_keywords",
+                             disabled=not use_kw)
+    use_sim = s2.checkbox("Similarity to a concept (MiniLM)", value=False, key="sw_use_sim")
+    concept = s2.text_input("Concept description", "weddings and marriage", key="sw_concept", disabled=not use_sim)
+    use_tf = s3.checkbox("Target SAE features", value=False, key="sw_use_tf", disabled=sae is None)
+    target_features = s3.text_input("Feature ids (comma-separated)", "", key="sw_tf", disabled=not use_tf)
+    behaviours = [b for b, on in (("keywords", use_kw), ("similarity", use_sim), ("target", use_tf)) if on]
+    behaviour = st.radio("Behavioural score in the product", behaviours or ["keywords"], key="sw_behaviour",
+                         horizontal=True)
+    if st.button("Run sweep", type="primary", key="sw_go"):
+        bar = st.progress(0.0, text="Preparing…")
+        try:
+            if mode == "Manual":
+                grid = tuple(float(x) for x in manual.replace(";", ",").split(",") if x.strip())
+                auto = None
+            else:
+                bar.progress(0.0, text="Finding the automatic α…")
+                res = auto_alpha(model, layer, vector, target=float(target))
+                auto = float(res.alpha[0])
+                grid = tuple(auto * k for k in (0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0))
+            ids = tuple(int(x) for x in target_features.replace(";", ",").split(",") if x.strip()) if use_tf else ()
+            spec = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=grid, samples=int(samples),
+                             new_tokens=int(new_tokens), seed=int(seed),
+                             keywords=tuple(keywords.split(",")) if use_kw else None,
+                             concept=concept if use_sim else None, target_features=ids, behaviour=behaviour)
+            points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
+                               cache=ui.sweep_cache(),
+                               on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
+            ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour}
+        except SteeringCoreError as exc:  # (a ValueError too: keep this first)
+            ui.show_error(exc)
+        except ValueError:
+            ui.show_error(SteeringCoreError("The manual grid must be numbers separated by commas."))
+        bar.empty()
+    res = ss.get("sw_result")
+    if res:
+        pts = res["points"]
+        df = pd.DataFrame([{"alpha": p.alpha, **p.scores} for p in pts])
+        fig = go.Figure()
+        for name in [c for c in ("keywords", "similarity", "target", "coherence", "product") if c in df]:
+            y = df[name].to_numpy(dtype=float)
+            se = df[name + "_se"].to_numpy(dtype=float) if name + "_se" in df else None
+            fig.add_scatter(x=df["alpha"], y=y, name=name, mode="lines+markers")
+            if se is not None:
+                fig.add_scatter(x=np.r_[df["alpha"], df["alpha"][::-1]], y=np.r_[y + se, (y - se)[::-1]],
+                                fill="toself", opacity=0.15, line=dict(width=0), showlegend=False, hoverinfo="skip")
+        if res["auto"] is not None:
+            fig.add_vline(x=res["auto"], line_dash="dot", annotation_text="automatic α")
+        fig.update_layout(height=380, xaxis_title="α", yaxis_title="score", legend=dict(orientation="h"))
+        st.plotly_chart(fig, width="stretch")
+        best = df.loc[df["product"].idxmax()] if df["product"].notna().any() else None
+        if best is not None:
+            st.caption(f"{res['label']}: peak {res['behaviour']} × coherence = {best['product']:.2f} at α = "
+                       f"{best['alpha']:.1f}" + (f" (automatic α {res['auto']:.1f})" if res["auto"] else ""))
+        cols = [c for c in df.columns if not c.endswith("_se")]
+        st.dataframe(df[cols], hide_index=True, width="stretch")
+        at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
+        for text in next(p for p in pts if round(p.alpha, 2) == at).samples[:8]:
+            st.text(text)
+
+with token_tab:
+    t1, t2 = st.columns(2)
+    nt_prompt = t1.text_input("Prompt", "I went to a", key="nt_prompt")
+    nt_tokens = t2.text_input("Tokens to follow (comma-separated)", " wedding, party, store", key="nt_tokens")
+    top = st.slider("Also show the tokens that move most", 0, 16, 6, key="nt_top")
+    hi = st.number_input("Largest |α|", 1.0, 1e4, float(round(model.residual_norms()[layer], 0)), key="nt_hi")
+    if st.button("Compute", key="nt_go"):
+        try:
+            grid = list(np.linspace(-hi, hi, 21))
+            ss.nt_result = (next_token_curves(model, nt_prompt, vector, layer, grid, nt_tokens.split(","), top),
+                            dce_curve(model, layer, vector, grid))
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+    if ss.get("nt_result"):
+        cur, dc = ss.nt_result
+        fig = go.Figure()
+        for j, tok in enumerate(cur.tokens):
+            fig.add_scatter(x=cur.alphas, y=cur.delta_p[:, j], name=repr(tok) + ("" if cur.chosen[j] else " (mover)"),
+                            mode="lines", line=dict(width=3 if cur.chosen[j] else 1))
+        fig.update_layout(height=340, xaxis_title="α", yaxis_title="Δp(z | α)", legend=dict(orientation="h"))
+        st.plotly_chart(fig, width="stretch")
+        fit = dc.slope * dc.alphas + 0.5 * dc.curvature * dc.alphas ** 2
+        fig2 = go.Figure()
+        fig2.add_scatter(x=dc.alphas, y=dc.dce, name="ΔCE (measured)", mode="lines+markers")
+        fig2.add_scatter(x=dc.alphas, y=fit, name=f"g·α + ½c·α² (fit for |α| ≤ {dc.fit_range:.0f})",
+                         mode="lines", line=dict(dash="dash"))
+        fig2.update_layout(height=300, xaxis_title="α", yaxis_title="ΔCE on reference text (nats)",
+                           legend=dict(orientation="h"))
+        st.plotly_chart(fig2, width="stretch")
