@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from steering_core import GenerationConfig, SteeringCoreError
+from steering_core.alpha import auto_alpha
 from steering_core.live import (
     SideBySide,
     random_direction,
@@ -59,9 +60,36 @@ with st.sidebar:
     layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, int(default_layer), key="layer")
     norm = norms[layer]
     limit = float(max(1.0, round(3 * norm)))
+    if "pending_alpha" in st.session_state:  # set by the buttons below, applied before the slider exists
+        st.session_state.alpha = max(-limit, min(limit, st.session_state.pop("pending_alpha")))
     alpha = st.slider("α", -limit, limit, float(st.session_state.get("steer_alpha", round(norm / 2, 1))),
                       step=max(limit / 300, 0.01), key="alpha")
     st.caption(f"‖resid‖ at layer {layer} ≈ **{norm:.1f}** → α is **{alpha / norm:+.2f}×** the typical norm.")
+    a1, a2 = st.columns(2)
+    additive = resolved is not None and resolved.reference is None
+    if a1.button("Automatic α", key="auto_alpha", disabled=not additive,
+                 help="The α at which next-token loss on neutral text rises by 0.5 nats (quadratic fit, "
+                      "then one check)."):
+        try:
+            res = auto_alpha(model, layer, resolved.vector)
+            st.session_state.pending_alpha = float(res.alpha[0])
+            st.session_state.auto_alpha_note = (f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE "
+                                                f"{float(res.dce[0]):+.2f} nats, {res.evals_per_vector} evaluations).")
+            st.rerun()
+        except SteeringCoreError as exc:
+            st.error(str(exc))
+    if st.session_state.get("auto_alpha_note"):
+        st.caption(st.session_state.auto_alpha_note)
+    sweepable = resolved is not None and source in (sources[1], sources[3])
+    if a2.button("Sweep around this α", key="sweep_here", disabled=not sweepable,
+                 help="Open the Sweep page with this vector and a grid from 0 to 2α."):
+        st.session_state.sw_mode = "Manual"
+        st.session_state.sw_grid = ", ".join(f"{alpha * k:.1f}" for k in (0, 0.25, 0.5, 0.75, 1, 1.5, 2))
+        if source == sources[1]:
+            st.session_state.sw_source, st.session_state.sw_feature = "SAE feature (decoder row)", str(fid)
+        else:
+            st.session_state.sw_source, st.session_state.sw_vector = "Saved vector", pick
+        st.switch_page("pages/sweep.py")
 
 st.subheader("Prompt")
 prompt = st.text_area("Prompt", value="Tell me about your weekend plans.", key="prompt", label_visibility="collapsed")

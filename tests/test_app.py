@@ -113,3 +113,21 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     text = _text(at)
     assert "Feature pack" in [h.value for h in at.subheader]
     assert "live features" in text and "explained variance" in text and "approximator r2" in text
+
+
+def test_steer_page_automatic_alpha_sets_the_slider():
+    from steering_core import load_model
+    from steering_core.alpha import auto_alpha
+    from steering_core.saes import load_sae
+
+    at = _steer(vec_feature="5")
+    at.button(key="auto_alpha").click().run()
+    assert not at.exception, at.exception
+    note = next(c.value for c in at.caption if c.value.startswith("Automatic α ="))
+    assert "checked ΔCE" in note
+    model = load_model("tiny")
+    sae = load_sae("tiny", model)
+    layer = at.slider(key="layer").value
+    expected = float(auto_alpha(model, layer, sae.decoder_direction(5)).alpha[0])
+    limit = float(max(1.0, round(3 * model.residual_norms()[layer])))
+    assert at.slider(key="alpha").value == pytest.approx(max(-limit, min(limit, expected)), rel=1e-3)
