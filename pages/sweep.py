@@ -9,6 +9,7 @@ import streamlit as st
 import ui
 from steering_core import SteeringCoreError
 from steering_core.alpha import auto_alpha
+from steering_core.comparison import Candidate, compare
 from steering_core.nexttoken import dce_curve, next_token_curves
 from steering_core.sweep import SweepSpec, run_sweep
 
@@ -52,7 +53,7 @@ with st.sidebar:
 if vector is None:
     st.stop()
 
-sweep_tab, token_tab = st.tabs(["Behaviour × coherence", "Next token"])
+sweep_tab, token_tab, compare_tab = st.tabs(["Behaviour × coherence", "Next token", "Compare methods"])
 
 with sweep_tab:
     c1, c2 = st.columns(2)
@@ -157,3 +158,37 @@ with token_tab:
         fig2.update_layout(height=300, xaxis_title="α", yaxis_title="ΔCE on reference text (nats)",
                            legend=dict(orientation="h"))
         st.plotly_chart(fig2, width="stretch")
+
+with compare_tab:
+    st.caption("One task run across vectors (document 001, Table 2): each candidate is swept from 0 to 3× its own "
+               "automatic α on the prompts and keywords of the first tab; the table gives the peak keyword hit "
+               "rate × coherence and the α where it peaks.")
+    chosen = st.multiselect("Saved vectors", vstore.names(), key="cmp_vectors")
+    feats = st.text_input("SAE features (ids, comma-separated)", "", key="cmp_features", disabled=sae is None)
+    if st.button("Compare", key="cmp_go"):
+        bar = st.progress(0.0, text="Comparing…")
+        try:
+            cands = []
+            for name in chosen:
+                v = vstore.load(name)
+                cands.append(Candidate(name, v.unit(), v.layer, v.reference))
+            for piece in [x for x in feats.replace(";", ",").split(",") if x.strip()] if sae is not None else []:
+                fid = sae.check_feature(piece)
+                cands.append(Candidate(f"feature {fid}", sae.decoder_direction(fid), sae.layer))
+            task = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=(0.0,), samples=int(samples),
+                             new_tokens=int(new_tokens), seed=int(seed), keywords=tuple(keywords.split(",")))
+            rows, curves = compare(model, cands, task, cache=ui.sweep_cache(),
+                                   on_candidate=lambda i, n, name: bar.progress(i / max(1, n), text=f"{name} ({i}/{n})"))
+            ss.cmp_result = (rows, curves)
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+        bar.empty()
+    if ss.get("cmp_result"):
+        rows, curves = ss.cmp_result
+        st.dataframe(pd.DataFrame([r.__dict__ for r in rows]), hide_index=True, width="stretch")
+        fig = go.Figure()
+        for name, pts in curves.items():
+            fig.add_scatter(x=[p.alpha for p in pts], y=[p.get("product") for p in pts], name=name,
+                            mode="lines+markers")
+        fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence", legend=dict(orientation="h"))
+        st.plotly_chart(fig, width="stretch")

@@ -62,3 +62,19 @@ def test_next_token_view(page):
     cur, dc = at.session_state["nt_result"]
     assert len(cur.alphas) == 21 and cur.delta_p.shape[0] == 21
     assert len(at.get("plotly_chart")) >= 2
+
+
+def test_compare_methods_tab(page):
+    page.text_input(key="sw_keywords").set_value("the, a")
+    page.number_input(key="sw_samples").set_value(1)
+    page.number_input(key="sw_tokens").set_value(4)
+    page.text_input(key="cmp_features").set_value("1, 2")
+    at = page.button(key="cmp_go").click().run()
+    assert not at.exception, at.exception
+    rows, curves = at.session_state["cmp_result"]
+    assert {r.name for r in rows} == {"feature 1", "feature 2"} and set(curves) == {"feature 1", "feature 2"}
+    at = at.button(key="cmp_go").click().run()  # the same comparison again: served from the sweep cache
+    assert not at.exception
+    page.text_input(key="cmp_features").set_value("")
+    at = page.button(key="cmp_go").click().run()
+    assert at.error and "at least one" in at.error[0].value
