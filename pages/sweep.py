@@ -10,6 +10,7 @@ import ui
 from steering_core import SteeringCoreError
 from steering_core.alpha import auto_alpha
 from steering_core.comparison import Candidate, compare
+from steering_core.judge import JudgeConfig
 from steering_core.nexttoken import dce_curve, next_token_curves
 from steering_core.sweep import SweepSpec, run_sweep
 
@@ -49,6 +50,12 @@ with st.sidebar:
     if vector is not None:
         norm = model.residual_norms()[layer]
         st.caption(f"Unit direction at block {layer}; ‖resid‖ there ≈ {norm:.1f}.")
+    with st.expander("LLM judge (optional, off by default)"):
+        st.caption("An OpenAI-compatible endpoint scores each rollout 1–10 with document 001's rubric. "
+                   "Nothing else needs it; if it cannot be reached, the other scores are kept.")
+        judge_url = st.text_input("Endpoint (…/v1)", "", key="judge_url", placeholder="https://api.openai.com/v1")
+        judge_model = st.text_input("Model", "gpt-4o-mini", key="judge_model")
+        judge_key = st.text_input("API key", "", key="judge_key", type="password")
 
 if vector is None:
     st.stop()
@@ -75,7 +82,11 @@ with sweep_tab:
     concept = s2.text_input("Concept description", "weddings and marriage", key="sw_concept", disabled=not use_sim)
     use_tf = s3.checkbox("Target SAE features", value=False, key="sw_use_tf", disabled=sae is None)
     target_features = s3.text_input("Feature ids (comma-separated)", "", key="sw_tf", disabled=not use_tf)
-    behaviours = [b for b, on in (("keywords", use_kw), ("similarity", use_sim), ("target", use_tf)) if on]
+    use_judge = bool(judge_url.strip())
+    criterion = st.text_input("Judge criterion", "The text contains discussion about a wedding", key="sw_criterion",
+                              disabled=not use_judge, help="Used only when a judge endpoint is set in the sidebar.")
+    behaviours = [b for b, on in (("keywords", use_kw), ("similarity", use_sim), ("target", use_tf),
+                                  ("judge", use_judge)) if on]
     behaviour = st.radio("Behavioural score in the product", behaviours or ["keywords"], key="sw_behaviour",
                          horizontal=True)
     if st.button("Run sweep", type="primary", key="sw_go"):
@@ -93,9 +104,11 @@ with sweep_tab:
             spec = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=grid, samples=int(samples),
                              new_tokens=int(new_tokens), seed=int(seed),
                              keywords=tuple(keywords.split(",")) if use_kw else None,
-                             concept=concept if use_sim else None, target_features=ids, behaviour=behaviour)
+                             concept=concept if use_sim else None, target_features=ids, behaviour=behaviour,
+                             judge_criterion=criterion if use_judge else None)
+            judge = JudgeConfig(judge_url, judge_model, judge_key).check() if use_judge else None
             points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
-                               cache=ui.sweep_cache(),
+                               cache=ui.sweep_cache(), judge=judge,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
             ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour}
         except SteeringCoreError as exc:  # (a ValueError too: keep this first)
@@ -106,9 +119,12 @@ with sweep_tab:
     res = ss.get("sw_result")
     if res:
         pts = res["points"]
+        for note in dict.fromkeys(n for p in pts for n in p.notes):
+            st.warning(note)
         df = pd.DataFrame([{"alpha": p.alpha, **p.scores} for p in pts])
         fig = go.Figure()
-        for name in [c for c in ("keywords", "similarity", "target", "coherence", "product") if c in df]:
+        for name in [c for c in ("keywords", "similarity", "target", "judge", "judge_coherence", "coherence", "product")
+                     if c in df]:
             y = df[name].to_numpy(dtype=float)
             se = df[name + "_se"].to_numpy(dtype=float) if name + "_se" in df else None
             fig.add_scatter(x=df["alpha"], y=y, name=name, mode="lines+markers")

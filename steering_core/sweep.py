@@ -56,6 +56,7 @@ class SweepSpec:
     concept: str | None = None  # None: similarity score off
     target_features: tuple[int, ...] = ()
     behaviour: str = "keywords"  # which behavioural score the product uses
+    judge_criterion: str | None = None  # e.g. "The text contains discussion about a wedding"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -99,8 +100,13 @@ def check_spec(spec: SweepSpec, residual_norm: float | None = None) -> SweepSpec
             raise SweepError("The concept description is empty (or only spaces): describe the concept in words, "
                              "or turn the similarity score off.")
         concept = concept.strip()
+    criterion = spec.judge_criterion
+    if criterion is not None:
+        if not isinstance(criterion, str) or not criterion.strip():
+            raise SweepError("The judge criterion is empty: say what the text should contain, or turn the judge off.")
+        criterion = criterion.strip()
     behaviours = {"keywords": keywords is not None, "similarity": concept is not None,
-                  "target": bool(spec.target_features)}
+                  "target": bool(spec.target_features), "judge": criterion is not None}
     if spec.behaviour not in behaviours:
         raise SweepError(f"Unknown behavioural score {spec.behaviour!r}; choose one of {', '.join(behaviours)}.")
     if not behaviours[spec.behaviour]:
@@ -108,7 +114,7 @@ def check_spec(spec: SweepSpec, residual_norm: float | None = None) -> SweepSpec
                          "give keywords, a concept description or target features.")
     return SweepSpec(prompts, tuple(sorted(set(alphas))), spec.samples, spec.new_tokens, spec.temperature,
                      spec.top_k, spec.seed, spec.chat, keywords, concept, tuple(int(f) for f in spec.target_features),
-                     spec.behaviour)
+                     spec.behaviour, criterion)
 
 
 # -- scores (pure functions) -------------------------------------------------------------------------
@@ -140,6 +146,7 @@ class AlphaPoint:
     alpha: float
     scores: dict[str, float]  # name → mean; name + "_se" → standard error
     samples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why the judge's scores are missing
 
     def get(self, name: str) -> float:
         return float(self.scores.get(name, float("nan")))
@@ -193,7 +200,7 @@ def _unsteered_pass(model, prompts, token_ids, sae=None, features: Sequence[int]
 
 
 def measure_alpha(model, vector, layer: int, alpha: float, spec: SweepSpec, sae=None, reference=None,
-                  ref_ids=None) -> AlphaPoint:
+                  ref_ids=None, judge=None) -> AlphaPoint:
     """All scores at one α (see the module docstring)."""
     from .alpha import delta_ce
 
@@ -218,7 +225,17 @@ def measure_alpha(model, vector, layer: int, alpha: float, spec: SweepSpec, sae=
     if ref_ids is not None and reference is None:
         v = torch.as_tensor(vector, dtype=torch.float32)
         scores["dce"] = float(delta_ce(model, ref_ids, layer, v[None], torch.tensor([float(alpha)]))[0])
-    return AlphaPoint(float(alpha), scores, list(res.texts))
+    notes = []
+    if judge is not None and spec.judge_criterion:
+        from .judge import JudgeError, judge_rollouts
+
+        try:
+            beh, coh = judge_rollouts(judge, spec.judge_criterion, prompts, res.texts)
+            put("judge", beh)
+            put("judge_coherence", coh)
+        except JudgeError as exc:
+            notes.append(str(exc))
+    return AlphaPoint(float(alpha), scores, list(res.texts), notes)
 
 
 def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
@@ -230,7 +247,8 @@ def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
         p.scores["coherence"] = coh
         b = p.get(behaviour)
         b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
-        p.scores["product"] = b * coh if math.isfinite(b) and math.isfinite(coh) else float("nan")
+        c = p.get("judge_coherence") if behaviour == "judge" else coh  # the paper's B×C: both from the judge
+        p.scores["product"] = b * c if math.isfinite(b) and math.isfinite(c) else float("nan")
     return points
 
 
@@ -280,13 +298,15 @@ def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=No
 
 
 def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=None,
-              cache: SweepCache | None = None, with_dce: bool = True,
+              cache: SweepCache | None = None, with_dce: bool = True, judge=None,
               on_point: Callable[[int, int, AlphaPoint], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[AlphaPoint]:
     """Scores at every α of the grid (α = 0 always included), cached α by α.
 
     ``should_stop`` is polled between α values: a stopped sweep returns (and has stored) the
-    points done so far.
+    points done so far. ``judge`` (a :class:`~steering_core.judge.JudgeConfig`) adds the judge's
+    scores when ``spec.judge_criterion`` is set; if it fails, the point keeps every other score
+    and says why in ``notes``.
     """
     from .alpha import reference_ids
 
@@ -303,8 +323,8 @@ def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=No
         else:
             if should_stop is not None and should_stop():
                 break
-            p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids)
-            if cache is not None:
+            p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids, judge)
+            if cache is not None and not p.notes:  # a point missing its judge scores is redone next time
                 cache.put(key, p)
         points.append(p)
         if on_point is not None:

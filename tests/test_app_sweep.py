@@ -78,3 +78,18 @@ def test_compare_methods_tab(page):
     page.text_input(key="cmp_features").set_value("")
     at = page.button(key="cmp_go").click().run()
     assert at.error and "at least one" in at.error[0].value
+
+
+def test_unreachable_judge_warns_and_keeps_the_curves(page):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    page.text_input(key="judge_url").set_value(f"http://127.0.0.1:{port}/v1")
+    at = _sweep(page.run(), "0, 5")
+    assert not at.exception, at.exception
+    assert at.warning and "cannot be reached" in at.warning[0].value
+    pts = at.session_state["sw_result"]["points"]
+    assert [p.alpha for p in pts] == [0.0, 5.0] and all("keywords" in p.scores for p in pts)
