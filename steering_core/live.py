@@ -73,6 +73,16 @@ def saved_direction(model, store, name: str) -> ResolvedVector:
 
 
 @dataclass(frozen=True)
+class ExtraVector:
+    """One more vector applied together with the main one (steered column only)."""
+
+    layer: int
+    vector: torch.Tensor
+    alpha: float
+    reference: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class SideBySide:
     prompt: str
     layer: int
@@ -82,6 +92,11 @@ class SideBySide:
     n_samples: int = 2
     config: GenerationConfig = GenerationConfig(max_new_tokens=48, temperature=0.8, top_k=50)
     reference: torch.Tensor | None = None  # ACE's a₀: the vector then *sets* its component (see AceTerm)
+    extra: tuple[ExtraVector, ...] = ()  # several vectors at once, each with its own α
+    # multi-turn chat: earlier (user, assistant) turns of each column (they differ: each column
+    # keeps its own replies); ``prompt`` is the new user message
+    history_unsteered: tuple[tuple[str, str], ...] = ()
+    history_steered: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -105,6 +120,13 @@ def side_by_side(model, request: SideBySide) -> Iterator[SideBySideUpdate]:
         n = MAX_SAMPLES
     vec = check_vector(torch.as_tensor(request.vector), model.d_model)
     prompt = model.format_prompt(request.prompt, chat=request.chat) if request.prompt.strip() else request.prompt
+    prompts = [prompt] * (2 * n)
+    if request.history_unsteered or request.history_steered:
+        if not request.prompt.strip():
+            raise SteeringError("Type a message to continue the conversation.")
+        pu = model.format_conversation([*request.history_unsteered, (request.prompt, None)])
+        ps = model.format_conversation([*request.history_steered, (request.prompt, None)])
+        prompts, prompt = [pu] * n + [ps] * n, ps
     alpha = check_alpha(request.alpha)
     if not isinstance(alpha, float):
         raise SteeringError("alpha must be one number for the Steer view.")
@@ -114,7 +136,16 @@ def side_by_side(model, request: SideBySide) -> Iterator[SideBySideUpdate]:
         term = ace_term(model, request.layer, vec, request.reference, alphas, active=[False] * n + [True] * n)
     else:
         term = make_term(model, request.layer, vec, alphas)
+    terms = [term]
+    for e in request.extra:
+        ev = check_vector(torch.as_tensor(e.vector), model.d_model)
+        ea = check_alpha(e.alpha)
+        if not isinstance(ea, float):
+            raise SteeringError("Each extra vector needs one α.")
+        rows = torch.tensor([0.0] * n + [ea] * n)
+        terms.append(ace_term(model, e.layer, ev, e.reference, rows, active=[False] * n + [True] * n)
+                     if e.reference is not None else make_term(model, e.layer, ev, rows))
     seeds = [request.config.seed + j for j in range(n)] * 2
-    for ev in stream(model, [prompt] * (2 * n), request.config, Steering.of([term]), row_seeds=seeds, notes=notes):
+    for ev in stream(model, prompts, request.config, Steering.of(terms), row_seeds=seeds, notes=notes):
         done = all(ev.finished)
         yield SideBySideUpdate(ev.step, ev.texts[:n], ev.texts[n:], done, list(notes), prompt)

@@ -240,6 +240,23 @@ class SteerableModel:
         ]
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def format_conversation(self, turns, system: str | None = None) -> str:
+        """A multi-turn chat through the template: ``turns`` are (user, assistant) pairs, the last
+        one's assistant ``None`` (the reply to generate). Without a chat template the turns are
+        joined as plain "User:/Assistant:" text."""
+        turns = list(turns)
+        if not turns or turns[-1][1] is not None:
+            raise ModelLoadError("A conversation must end with a user message awaiting a reply.")
+        if not self.chat_template:
+            lines = [f"User: {u}\nAssistant: {a}" for u, a in turns[:-1]]
+            return "\n".join(lines + [f"User: {turns[-1][0]}\nAssistant:"])
+        messages = [{"role": "system", "content": system}] if system else []
+        for u, a in turns:
+            messages.append({"role": "user", "content": u})
+            if a is not None:
+                messages.append({"role": "assistant", "content": a})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded token ids and attention mask; left padding keeps every row's last token aligned."""
         bos = self.tokenizer.bos_token

@@ -84,3 +84,28 @@ def test_uploaded_direction_normalises_and_refuses_bad_files(tiny_hf, tmp_path):
     np.save(stack, np.ones((3, tiny_hf.d_model), dtype=np.float32))
     with pytest.raises(SteeringError, match="3 vectors"):
         uploaded_direction(tiny_hf, stack.getvalue(), "s.npy")
+
+
+def test_extra_vectors_steer_the_steered_column_together(tiny_hf):
+    from steering_core.live import ExtraVector
+    from steering_core.steering import make_term, steering
+
+    v1, v2 = random_unit_vector(tiny_hf.d_model, 3), random_unit_vector(tiny_hf.d_model, 8)
+    last = _last(tiny_hf, extra=(ExtraVector(2, v2, 4.0),))
+    prompt = tiny_hf.format_prompt("hello")
+    cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5)
+    both = generate(tiny_hf, [prompt] * 2, cfg,
+                    steering=steering(tiny_hf, make_term(tiny_hf, 1, v1, 6.0), make_term(tiny_hf, 2, v2, 4.0)))
+    assert last.steered == both.texts
+    assert last.unsteered == generate(tiny_hf, [prompt] * 2, cfg).texts
+
+
+def test_multi_turn_columns_keep_their_own_histories(tiny_hf):
+    hu, hs = (("hi", "plain reply"),), (("hi", "steered reply"),)
+    last = _last(tiny_hf, prompt="and then?", history_unsteered=hu, history_steered=hs)
+    cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5)
+    conv = tiny_hf.format_conversation([*hu, ("and then?", None)])
+    assert "plain reply" in conv and "and then?" in conv
+    assert last.unsteered == generate(tiny_hf, [conv] * 2, cfg).texts
+    with pytest.raises(SteeringError, match="Type a message"):
+        _last(tiny_hf, prompt="  ", history_unsteered=hu, history_steered=hs)
