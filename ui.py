@@ -285,3 +285,15 @@ def _sweep_cache(root: str):
 def sweep_cache():
     """Sweep results, α by α: a sweep reopens without recomputing."""
     return _sweep_cache(str(cache_dir()))
+
+
+@st.cache_resource(show_spinner=False)
+def _preset_store(root: str):
+    from steering_core.presets import PresetStore
+
+    return PresetStore(Path(root) / "library.duckdb")
+
+
+def preset_store():
+    """Named Steer-page presets."""
+    return _preset_store(str(cache_dir()))

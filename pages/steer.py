@@ -6,6 +6,7 @@ import ui
 from steering_core import GenerationConfig, SteeringCoreError
 from steering_core.alpha import auto_alpha
 from steering_core.live import (
+    ExtraVector,
     SideBySide,
     random_direction,
     sae_direction,
@@ -19,6 +20,12 @@ st.title("Steer")
 model = ui.current_model()
 sae = ui.current_sae()
 norms = model.residual_norms()
+ss = st.session_state
+vstore = ui.vector_store()
+PRESET_KEYS = ["vec_source", "vec_seed", "vec_feature", "vec_saved", "layer", "alpha", "prompt", "n_samples",
+               "max_tokens", "temperature", "seed", "chat", "extra_vectors"]
+for key, value in (ss.pop("pending_widgets", None) or {}).items():  # a loaded preset, before any widget exists
+    ss[key] = value
 
 with st.sidebar:
     st.subheader("Vector")
@@ -34,7 +41,6 @@ with st.sidebar:
             fid = st.text_input("Feature id", value=st.session_state.get("steer_feature", "0"), key="vec_feature")
             resolved = sae_direction(model, sae, fid)
         elif source == sources[3]:
-            vstore = ui.vector_store()
             names = vstore.names()
             if not names:
                 st.info("No saved vectors yet: fit one on the Vectors page.")
@@ -91,7 +97,47 @@ with st.sidebar:
             st.session_state.sw_source, st.session_state.sw_vector = "Saved vector", pick
         st.switch_page("pages/sweep.py")
 
+    with st.expander("More vectors (applied together)"):
+        extras = []
+        try:
+            for nm in st.multiselect("Saved vectors", vstore.names(), key="extra_vectors"):
+                a = st.number_input(f"α for {nm}", value=0.0, key=f"extra_alpha_{nm}")
+                v = vstore.load(nm)
+                extras.append(ExtraVector(v.layer, v.unit(), float(a), v.reference))
+        except SteeringCoreError as exc:
+            st.error(str(exc))
+        st.caption("Each is added at its own block with its own α, in the steered column only.")
+    with st.expander("Presets"):
+        presets = ui.preset_store()
+        pname = st.text_input("Save these settings as", key="preset_name")
+        if st.button("Save preset", key="preset_save"):
+            try:
+                keep = {k: ss[k] for k in PRESET_KEYS if k in ss}
+                keep.update({k: ss[k] for k in ss if isinstance(k, str) and k.startswith("extra_alpha_")})
+                st.success(f"Saved preset {presets.save(pname, keep)}.")
+            except SteeringCoreError as exc:
+                st.error(str(exc))
+        if presets.names():
+            chosen = st.selectbox("Preset", presets.names(), key="preset_pick")
+            if st.button("Load preset", key="preset_load"):
+                ss.pending_widgets = presets.load(chosen)
+                st.rerun()
+
 st.subheader("Prompt")
+chat_mode = st.toggle("Multi-turn chat (each column keeps its own replies)", key="chat_mode",
+                      disabled=not model.chat_template)
+ss.setdefault("hist_u", [])
+ss.setdefault("hist_s", [])
+if chat_mode:
+    if ss.hist_u:
+        h1, h2 = st.columns(2)
+        for col, hist in ((h1, ss.hist_u), (h2, ss.hist_s)):
+            for user, reply in hist:
+                col.markdown(f"**You:** {user}")
+                col.markdown(f"**Model:** {reply}")
+    if st.button("Reset conversation", key="chat_reset"):
+        ss.hist_u, ss.hist_s = [], []
+        st.rerun()
 prompt = st.text_area("Prompt", value="Tell me about your weekend plans.", key="prompt", label_visibility="collapsed")
 c1, c2, c3, c4, c5 = st.columns(5)
 chat = c1.toggle("Chat template", value=bool(model.chat_template), key="chat",
@@ -110,7 +156,9 @@ right.markdown(f"#### Steered (α = {alpha:+.1f}, layer {layer})")
 if go and resolved is not None:
     request = SideBySide(
         prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
-        reference=resolved.reference,
+        reference=resolved.reference, extra=tuple(extras),
+        history_unsteered=tuple(map(tuple, ss.hist_u)) if chat_mode else (),
+        history_steered=tuple(map(tuple, ss.hist_s)) if chat_mode else (),
         config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
                                 seed=int(seed)),
     )
@@ -132,6 +180,9 @@ if go and resolved is not None:
                    f"{2 * int(n_samples)} rows in one batch, same seeds on both sides.")
         if update is not None:
             st.session_state.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
+            if chat_mode:  # sample 1 of each column becomes that column's reply
+                ss.hist_u.append((prompt, update.unsteered[0]))
+                ss.hist_s.append((prompt, update.steered[0]))
             for note in update.notes:
                 st.warning(note)
     except SteeringCoreError as exc:

@@ -11,6 +11,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["STEERING_MODEL"] = "tiny"
 os.environ["STEERING_SAE"] = "tiny"
 
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Saved vectors, presets and caches of these tests go to a temporary folder, never cache/."""
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
+
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
@@ -131,3 +137,32 @@ def test_steer_page_automatic_alpha_sets_the_slider():
     expected = float(auto_alpha(model, layer, sae.decoder_direction(5)).alpha[0])
     limit = float(max(1.0, round(3 * model.residual_norms()[layer])))
     assert at.slider(key="alpha").value == pytest.approx(max(-limit, min(limit, expected)), rel=1e-3)
+
+
+def test_steer_presets_and_extra_vectors(tmp_path):
+    from steering_core import random_unit_vector
+    from steering_core.vectors import SteeringVector, VectorStore
+
+    store = VectorStore(tmp_path / "cache")
+    store.save(SteeringVector("extra-one", 1, random_unit_vector(64, 7) * 3, method="manual"))
+    store.close()
+    at = _steer(vec_feature="5", alpha=5.0, temperature=0.0, max_tokens=6, n_samples=1, prompt="hello")
+    at.multiselect(key="extra_vectors").set_value(["extra-one"]).run()
+    at.number_input(key="extra_alpha_extra-one").set_value(30.0).run()
+    at.button(key="generate").click().run()
+    assert not at.exception, at.exception
+    with_extra = at.session_state["steer_last"]["steered"]
+    at.text_input(key="preset_name").set_value("my preset").run()
+    at.button(key="preset_save").click().run()
+    assert any("Saved preset my preset" in m.value for m in at.success)
+    # change everything, then load the preset back
+    at.multiselect(key="extra_vectors").set_value([]).run()
+    at.slider(key="alpha").set_value(-5.0).run()
+    at.button(key="generate").click().run()
+    assert at.session_state["steer_last"]["steered"] != with_extra
+    at.selectbox(key="preset_pick").set_value("my preset").run()
+    at.button(key="preset_load").click().run()
+    assert not at.exception, at.exception
+    assert at.slider(key="alpha").value == 5.0 and at.multiselect(key="extra_vectors").value == ["extra-one"]
+    at.button(key="generate").click().run()
+    assert at.session_state["steer_last"]["steered"] == with_extra
