@@ -166,3 +166,18 @@ def test_steer_presets_and_extra_vectors(tmp_path):
     assert at.slider(key="alpha").value == 5.0 and at.multiselect(key="extra_vectors").value == ["extra-one"]
     at.button(key="generate").click().run()
     assert at.session_state["steer_last"]["steered"] == with_extra
+
+
+def test_steer_multi_turn_chat_keeps_a_history_per_column():
+    at = _steer(vec_feature="5", alpha=8.0, temperature=0.0, max_tokens=5, n_samples=1, prompt="hello")
+    at.toggle(key="chat_mode").set_value(True).run()
+    at.button(key="generate").click().run()
+    at.text_area(key="prompt").set_value("and then?").run()
+    at.button(key="generate").click().run()
+    assert not at.exception, at.exception
+    hu, hs = at.session_state["hist_u"], at.session_state["hist_s"]
+    assert [u for u, _ in hu] == [u for u, _ in hs] == ["hello", "and then?"]
+    assert hu != hs  # the steered column's replies are its own
+    assert any(m.value.startswith("**You:** hello") for m in at.markdown)
+    at.button(key="chat_reset").click().run()
+    assert at.session_state["hist_u"] == [] and at.session_state["hist_s"] == []
