@@ -305,18 +305,23 @@ def cosine_list(pack: FeaturePack, feature_id, flt: ListFilter | None = None, k:
     w = pack.decoder_matrix()
     if fid >= w.shape[0]:
         return []
-    ft = _features(pack)
     cos = (w @ w[fid]).astype(np.float64)
     cos[fid] = np.nan  # a feature is not its own neighbour
+    return _with_user_labels(pack, rank_cosine(pack, cos, flt, k), notes)
+
+
+def rank_cosine(pack: FeaturePack, cos: np.ndarray, flt: ListFilter, k: int) -> list[ListRow]:
+    """Cosines over all features as list rows: filtered, then the ``k`` highest (ties by id);
+    NaN entries never appear."""
+    ft = _features(pack)
     dens = np.full(len(cos), np.nan)
     m = min(len(cos), len(ft.density))
     dens[:m] = ft.density[:m]
     ok = flt.mask(cos, np.full(len(cos), np.nan), dens)
     idx = np.nonzero(ok)[0]
     order = idx[np.lexsort((idx, -cos[idx]))][:k]
-    rows = [ListRow(int(o), float(cos[o]), None, ft.label_of(int(o)), None if math.isnan(dens[o]) else float(dens[o]))
+    return [ListRow(int(o), float(cos[o]), None, ft.label_of(int(o)), None if math.isnan(dens[o]) else float(dens[o]))
             for o in order]
-    return _with_user_labels(pack, rows, notes)
 
 
 def effect_similar_list(pack: FeaturePack, feature_id, flt: ListFilter | None = None, k: int = 64,

@@ -29,7 +29,16 @@ import numpy as np
 import torch
 
 from .errors import SteeringCoreError
-from .explore import ListFilter, ListRow, _check_filter, _check_k, _features, _with_user_labels, rank_predicted
+from .explore import (
+    ListFilter,
+    ListRow,
+    _check_filter,
+    _check_k,
+    _features,
+    _with_user_labels,
+    rank_cosine,
+    rank_predicted,
+)
 from .packreader import FeaturePack
 
 
@@ -67,19 +76,8 @@ def cosine_rows(pack: FeaturePack, vector, flt: ListFilter | None = None, k: int
                 notes=None) -> list[ListRow]:
     """Features whose decoder rows are most cosine-similar to the vector (highest first)."""
     flt, k = _check_filter(flt), _check_k(k)
-    v = _vector(pack, vector)
-    w = pack.decoder_matrix().astype(np.float64)
-    cos = w @ v
-    ft = _features(pack)
-    dens = np.full(len(cos), np.nan)
-    m = min(len(cos), len(ft.density))
-    dens[:m] = ft.density[:m]
-    ok = flt.mask(cos, np.full(len(cos), np.nan), dens)
-    idx = np.nonzero(ok)[0]
-    order = idx[np.lexsort((idx, -cos[idx]))][:k]
-    rows = [ListRow(int(i), float(cos[i]), None, ft.label_of(int(i)), None if math.isnan(dens[i]) else float(dens[i]))
-            for i in order]
-    return _with_user_labels(pack, rows, notes)
+    cos = pack.decoder_matrix().astype(np.float64) @ _vector(pack, vector)
+    return _with_user_labels(pack, rank_cosine(pack, cos, flt, k), notes)
 
 
 def predicted(pack: FeaturePack, vector) -> np.ndarray:

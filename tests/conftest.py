@@ -60,3 +60,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture()
+def app_env(tiny_pack_build, tmp_path, monkeypatch):
+    """The app on the tiny model with a copy of the tiny pack as its cache (pages that read a pack)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
+    monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
+    return cache

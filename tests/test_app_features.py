@@ -4,7 +4,6 @@ filters, compare, map, and clear messages for bad input."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,6 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["STEERING_MODEL"] = "tiny"
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
-
-
-@pytest.fixture()
-def app_env(tiny_pack_build, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
-    monkeypatch.setenv("STEERING_MODEL", "tiny")
-    monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
-    monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
-    return cache
 
 
 def _page() -> AppTest:
