@@ -4,12 +4,10 @@ to come back to. Stored as JSON in ``cache_dir()/library.duckdb`` (table ``steer
 from __future__ import annotations
 
 import json
-import threading
-from pathlib import Path
 from typing import Any
 
 from .errors import SteeringCoreError
-from .store import connect, transaction
+from .store import LibraryTable, transaction
 
 MAX_PRESET_BYTES = 64_000
 
@@ -18,15 +16,9 @@ class PresetError(SteeringCoreError):
     """A preset that cannot be saved or found."""
 
 
-class PresetStore:
-    def __init__(self, path: str | Path | None = None):
-        from .models import cache_dir
-
-        self._lock = threading.RLock()
-        self.con = connect(Path(path) if path else cache_dir() / "library.duckdb")
-        with self._lock:
-            self.con.execute("CREATE TABLE IF NOT EXISTS steer_presets (name TEXT PRIMARY KEY, settings TEXT, "
-                             "updated TIMESTAMP DEFAULT current_timestamp)")
+class PresetStore(LibraryTable):
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS steer_presets (name TEXT PRIMARY KEY, settings TEXT, "
+              "updated TIMESTAMP DEFAULT current_timestamp)",)
 
     def save(self, name: Any, settings: dict, overwrite: bool = True) -> str:
         """Store ``settings`` (JSON-serialisable, finite numbers only) under a validated name."""
@@ -65,7 +57,3 @@ class PresetStore:
     def delete(self, name: str) -> None:
         with self._lock, transaction(self.con):
             self.con.execute("DELETE FROM steer_presets WHERE name = ?", [name])
-
-    def close(self) -> None:
-        with self._lock:
-            self.con.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -107,3 +108,26 @@ def stage_done(con, stage: str) -> bool:
 
 def mark_stage(con, stage: str, info: dict | None = None) -> None:
     con.execute("INSERT OR REPLACE INTO stages (stage, info) VALUES (?, ?)", [stage, json.dumps(info or {})])
+
+
+class LibraryTable:
+    """A small store over the user's library DuckDB file (``cache_dir()/library.duckdb`` unless
+    given a path or an open connection): one lock around the connection, its own tables created
+    on open. Subclasses list their ``CREATE TABLE IF NOT EXISTS`` statements in ``SCHEMA``."""
+
+    SCHEMA: tuple[str, ...] = ()
+
+    def __init__(self, path: str | Path | None = None, con=None):
+        if con is None:
+            from .models import cache_dir
+
+            con = connect(Path(path) if path else cache_dir() / "library.duckdb")
+        self._lock = threading.RLock()
+        self.con = con
+        with self._lock, transaction(self.con):
+            for stmt in self.SCHEMA:
+                self.con.execute(stmt)
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()

@@ -22,15 +22,14 @@ import hashlib
 import json
 import math
 import re
-import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .errors import SteeringCoreError
+from .store import LibraryTable
 
 #: Largest |α| accepted in a grid, in multiples of the residual norm at the layer.
 MAX_ALPHA_NORMS = 20.0
@@ -255,19 +254,12 @@ def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
 # -- cache -----------------------------------------------------------------------------------------------
 
 
-class SweepCache:
+class SweepCache(LibraryTable):
     """Sweep points in DuckDB, one row per (sweep key, α), each written in its own statement."""
 
-    def __init__(self, path: str | Path | None = None, con=None):
-        from .models import cache_dir
-        from .store import connect
-
-        self._lock = threading.RLock()
-        self.con = con if con is not None else connect(Path(path) if path else cache_dir() / "library.duckdb")
-        with self._lock:
-            self.con.execute("""CREATE TABLE IF NOT EXISTS sweep_points (
-                key TEXT, alpha DOUBLE, scores TEXT, samples TEXT,
-                created TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (key, alpha))""")
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS sweep_points (
+        key TEXT, alpha DOUBLE, scores TEXT, samples TEXT,
+        created TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (key, alpha))""",)
 
     def get(self, key: str) -> dict[float, AlphaPoint]:
         with self._lock:
@@ -279,10 +271,6 @@ class SweepCache:
         with self._lock:
             self.con.execute("INSERT OR REPLACE INTO sweep_points (key, alpha, scores, samples) VALUES (?, ?, ?, ?)",
                              [key, p.alpha, json.dumps(raw), json.dumps(p.samples)])
-
-    def close(self) -> None:
-        with self._lock:
-            self.con.close()
 
 
 def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=None) -> str:

@@ -20,10 +20,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,6 +38,7 @@ from .explore import (
     rank_predicted,
 )
 from .packreader import FeaturePack
+from .store import LibraryTable
 
 
 class VectorEffectsError(SteeringCoreError):
@@ -115,19 +114,12 @@ class MeasuredEffects:
     from_cache: bool = False
 
 
-class EffectCache:
+class EffectCache(LibraryTable):
     """Measured vector effects in a DuckDB file (one row per measurement, written in one statement)."""
 
-    def __init__(self, path: str | Path | None = None, con=None):
-        from .models import cache_dir
-        from .store import connect
-
-        self._lock = threading.RLock()
-        self.con = con if con is not None else connect(Path(path) if path else cache_dir() / "library.duckdb")
-        with self._lock:
-            self.con.execute("""CREATE TABLE IF NOT EXISTS vector_effect_cache (
-                key TEXT PRIMARY KEY, pack_id TEXT, alpha DOUBLE, dce DOUBLE, seconds DOUBLE,
-                effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""")
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS vector_effect_cache (
+        key TEXT PRIMARY KEY, pack_id TEXT, alpha DOUBLE, dce DOUBLE, seconds DOUBLE,
+        effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""",)
 
     def get(self, key: str) -> MeasuredEffects | None:
         with self._lock:
@@ -143,10 +135,6 @@ class EffectCache:
             self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
                              [key, pack_id, m.alpha, m.dce, m.seconds, m.effects.astype(np.float32).tolist()])
-
-    def close(self) -> None:
-        with self._lock:
-            self.con.close()
 
 
 def effect_spec_of(pack: FeaturePack):
