@@ -4,4 +4,5 @@ import streamlit as st
 
 import ui
 
-st.navigation([st.Page(path, title=title, default=(i == 0)) for i, (path, title, _help) in enumerate(ui.PAGES)]).run()
+st.navigation([st.Page(path, title=title, default=(i == 0)) for i, (path, title, _help) in enumerate(ui.PAGES)],
+              position="hidden").run()

@@ -161,8 +161,16 @@ def page_links() -> None:
         st.page_link(path, label=f"{title}: {help_text}")
 
 
+def sidebar_links() -> None:
+    """The page list in the sidebar. Drawn by us rather than by st.navigation, because
+    Streamlit's own list first flashes the pages/ files under their file names."""
+    for path, title, help_text in PAGES:
+        st.sidebar.page_link(path, label=title, help=help_text)
+
+
 def setup_page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · steering workbench", layout="wide")
+    sidebar_links()
     model_picker()
 
 
