@@ -164,8 +164,13 @@ def page_links() -> None:
 def sidebar_links() -> None:
     """The page list in the sidebar. Drawn by us rather than by st.navigation, because
     Streamlit's own list first flashes the pages/ files under their file names."""
-    for path, title, help_text in PAGES:
-        st.sidebar.page_link(path, label=title, help=help_text)
+    from streamlit.errors import StreamlitAPIException
+
+    try:
+        for path, title, help_text in PAGES:
+            st.sidebar.page_link(path, label=title, help=help_text)
+    except StreamlitAPIException:
+        pass  # a page run on its own (not through app.py's st.navigation) has no pages to link
 
 
 def setup_page(title: str) -> None:
@@ -181,6 +186,23 @@ def fmt(v) -> str:
     return str(v)
 
 
+def _library(open_fn):
+    """Open one of the user's library files, or stop the page with a sentence. The usual cause is
+    a second app or build holding the same cache (DuckDB lets one process write a file); the file
+    itself is untouched."""
+    import functools
+
+    @functools.wraps(open_fn)
+    def opened():
+        try:
+            return open_fn()
+        except SteeringCoreError as exc:
+            st.error(f"{exc} Your saved datasets, vectors and labels are safe; this page needs that file.")
+            st.stop()
+    return opened
+
+
+@_library
 def user_notes():
     """The user's own labels and notes (a separate DuckDB file: the shipped pack stays read-only)."""
     from steering_core.usernotes import open_user_notes
@@ -245,6 +267,7 @@ def open_feature_card(fid: int) -> None:
     st.switch_page("pages/features.py")
 
 
+@_library
 def dataset_store():
     """The user's saved datasets (``cache_dir()/library.duckdb``; one store per process)."""
     from steering_core.datasets import open_dataset_store
@@ -259,6 +282,7 @@ def _vector_store(root: str):
     return VectorStore(root)
 
 
+@_library
 def vector_store():
     """The user's saved vectors (tensors in ``cache_dir()/vectors``, metadata in library.duckdb)."""
     return _vector_store(str(cache_dir()))
@@ -271,6 +295,7 @@ def _effect_cache(root: str):
     return EffectCache(Path(root) / "library.duckdb")
 
 
+@_library
 def effect_cache():
     """Measured vector effects, cached so a second look is instant."""
     return _effect_cache(str(cache_dir()))
@@ -290,6 +315,7 @@ def _sweep_cache(root: str):
     return SweepCache(Path(root) / "library.duckdb")
 
 
+@_library
 def sweep_cache():
     """Sweep results, α by α: a sweep reopens without recomputing."""
     return _sweep_cache(str(cache_dir()))
@@ -302,6 +328,7 @@ def _preset_store(root: str):
     return PresetStore(Path(root) / "library.duckdb")
 
 
+@_library
 def preset_store():
     """Named Steer-page presets."""
     return _preset_store(str(cache_dir()))

@@ -89,7 +89,23 @@ with sweep_tab:
                                   ("judge", use_judge)) if on]
     behaviour = st.radio("Behavioural score in the product", behaviours or ["keywords"], key="sw_behaviour",
                          horizontal=True)
-    if st.button("Run sweep", type="primary", key="sw_go"):
+    b1, b2 = st.columns([1, 5])
+    go_sweep = b1.button("Run sweep", type="primary", key="sw_go")
+    # Clicking Stop while a sweep runs interrupts it at its next progress update (Streamlit stops a
+    # script run when the same session asks for a new one); every finished α is already saved.
+    if b2.button("Stop", key="sw_stop", help="Stop a running sweep; the α values finished so far are kept."):
+        last = ss.get("sw_running")
+        if last is None:
+            st.caption("No sweep is running.")
+        else:
+            kept = run_sweep(model, last["vector"], last["layer"], last["spec"], sae=sae, reference=last["reference"],
+                             cache=ui.sweep_cache(), should_stop=lambda: True)
+            ss.sw_result = {"points": kept, "auto": last["auto"], "label": last["label"],
+                            "behaviour": last["spec"].behaviour}
+            st.info(f"Stopped. {len(kept)} of {len(last['spec'].alphas)} α values were finished and are kept; "
+                    "Run sweep again computes only the missing ones.")
+        ss.pop("sw_running", None)
+    if go_sweep:
         bar = st.progress(0.0, text="Preparing…")
         try:
             if mode == "Manual":
@@ -107,6 +123,8 @@ with sweep_tab:
                              concept=concept if use_sim else None, target_features=ids, behaviour=behaviour,
                              judge_criterion=criterion if use_judge else None)
             judge = JudgeConfig(judge_url, judge_model, judge_key).check() if use_judge else None
+            ss.sw_running = {"vector": vector, "layer": layer, "spec": spec, "reference": reference, "auto": auto,
+                             "label": label}
             points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
                                cache=ui.sweep_cache(), judge=judge,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
@@ -116,6 +134,7 @@ with sweep_tab:
         except ValueError:
             ui.show_error(SteeringCoreError("The manual grid must be numbers separated by commas."))
         bar.empty()
+        ss.pop("sw_running", None)  # reached unless a Stop click interrupted the run
     res = ss.get("sw_result")
     if res:
         pts = res["points"]

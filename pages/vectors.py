@@ -172,11 +172,18 @@ with what_tab:
                 try:
                     ve.check_layer(pack, vec.layer)
                     key = f"measured::{pack.pack_id}::{pick}::{vec.created}"
-                    if st.button("Measure effects", key="what_measure",
-                                 help="Generates the pack's rollouts with this vector at the α that raises "
-                                      "next-token loss by 0.5 nats; cached afterwards."):
-                        with st.spinner("Finding α and generating rollouts…"):
-                            ss[key] = ve.measure(model, sae, pack, vec.direction, vec.layer, cache=ui.effect_cache())
+                    m1, m2 = st.columns(2)
+                    measure_now = m1.button("Measure effects", key="what_measure",
+                                            help="Generates the pack's rollouts with this vector at the α that "
+                                                 "raises next-token loss by 0.5 nats; cached afterwards.")
+                    if m2.button("Stop", key="what_stop", help="Cancel a running measurement (nothing is cached)."):
+                        st.caption("Measurement stopped; nothing was cached.")
+                    if measure_now:
+                        bar = st.progress(0.0, text="Finding α…")
+                        step = ui.progress_callback(bar, "Finding α, then generating rollouts: step")
+                        ss[key] = ve.measure(model, sae, pack, vec.direction, vec.layer, cache=ui.effect_cache(),
+                                             on_progress=step)
+                        bar.empty()
                     m = ss.get(key)
                     if m is not None:
                         st.caption(f"α = {m.alpha:.1f}" + (f" · ΔCE {m.dce:.2f} nats" if m.dce is not None else "")

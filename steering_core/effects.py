@@ -61,13 +61,13 @@ def _row_plan(spec: EffectSpec, rollouts: int, seed: int) -> tuple[list[str], li
 
 
 def generated_feature_means(model, sae, layer: int, prompts: list[str], seeds: list[int], spec: EffectSpec,
-                            group: int, steer_set=None) -> torch.Tensor:
+                            group: int, steer_set=None, on_step=None) -> torch.Tensor:
     """Generate one batch and return the SAE feature means over generated positions, averaged over
     consecutive groups of ``group`` rows: ``[rows // group, d_sae]``."""
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     with recording(model, [layer], before_steering=True) as chunks:
-        generate(model, prompts, cfg, steering=steer_set, row_seeds=seeds)
+        generate(model, prompts, cfg, steering=steer_set, row_seeds=seeds, on_step=on_step)
     steps = chunks[layer][1:]  # the prefill chunk holds prompt positions: excluded
     if len(steps) != spec.new_tokens:
         raise SteeringError(f"expected {spec.new_tokens} generated positions, got {len(steps)}.")
@@ -92,9 +92,10 @@ def measure_baseline(model, sae, layer: int, spec: EffectSpec, seed: int = 0) ->
 
 
 def steered_feature_means(model, sae, layer: int, vectors: torch.Tensor, alphas: torch.Tensor | Sequence[float],
-                          spec: EffectSpec, seed: int = 0) -> torch.Tensor:
+                          spec: EffectSpec, seed: int = 0, on_step=None) -> torch.Tensor:
     """Mean feature activations under steering, one batch row per (vector, prompt, rollout):
-    ``[n_vectors, d_sae]``. Call with at most ``spec.vectors_per_call`` vectors per batch."""
+    ``[n_vectors, d_sae]``. Call with at most ``spec.vectors_per_call`` vectors per batch.
+    ``on_step(step, total)`` follows the decoding steps."""
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
@@ -103,7 +104,7 @@ def steered_feature_means(model, sae, layer: int, vectors: torch.Tensor, alphas:
     prompts, seeds = _row_plan(spec, spec.rollouts_per_prompt, seed)
     prompts, seeds = prompts * vectors.shape[0], seeds * vectors.shape[0]
     st = steering(model, (layer, vectors.repeat_interleave(rows, 0), alphas.repeat_interleave(rows, 0)))
-    return generated_feature_means(model, sae, layer, prompts, seeds, spec, group=rows, steer_set=st)
+    return generated_feature_means(model, sae, layer, prompts, seeds, spec, group=rows, steer_set=st, on_step=on_step)
 
 
 def measure_effects(model, sae, layer: int, vectors: torch.Tensor, alphas, spec: EffectSpec,

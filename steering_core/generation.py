@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -257,15 +257,21 @@ def generate(
     config: GenerationConfig = GenerationConfig(),
     steering: Steering | Sequence | None = None,
     row_seeds: Sequence[int] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
-    """Generate completions for a batch of prompts (steered if ``steering`` is given)."""
+    """Generate completions for a batch of prompts (steered if ``steering`` is given).
+
+    ``on_step(step, max_new_tokens)`` runs after every decoding step: a progress bar, and the
+    place a caller may raise to cancel (hooks are removed on the way out)."""
     prompts = _check_prompts(model, prompts)
     notes: list[str] = []
     t0 = time.perf_counter()
     token_ids: list[list[int]] = [[] for _ in prompts]
     lengths: list[int] = []
-    for ev in stream(model, prompts, config, steering, row_seeds, notes, decode_texts=False):
+    for i, ev in enumerate(stream(model, prompts, config, steering, row_seeds, notes, decode_texts=False)):
         token_ids, lengths = ev.token_ids, ev.prompt_lengths
+        if on_step is not None:
+            on_step(i + 1, config.max_new_tokens)
     seconds = time.perf_counter() - t0
     return GenerationResult(
         prompts=prompts,

@@ -533,10 +533,9 @@ def ship_pack(con, workdir: Path, target: Path) -> None:
 def _crash_point(name: str) -> None:
     """Test hook: ``STEERING_PACK_CRASH_AT=name`` SIGKILLs the build right here, so tests can
     prove that a kill at the worst moment loses nothing."""
-    if os.environ.get("STEERING_PACK_CRASH_AT") == name:
-        import signal
+    from .crashpoints import crash_point
 
-        os.kill(os.getpid(), signal.SIGKILL)
+    crash_point(name, env="STEERING_PACK_CRASH_AT")
 
 
 def _insert_df(con, table: str, rows: list[tuple], cols: list[str]) -> None:

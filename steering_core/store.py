@@ -52,6 +52,11 @@ def connect(path: str | Path, read_only: bool = False):
         if len(head) < 12 or head[8:12] != b"DUCK":
             raise StoreError(f"{path} is not a DuckDB database (corrupted or a different file); "
                              "move it away and rebuild.")
+    if not read_only:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the folder {path.parent} ({exc.strerror}).") from None
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .crashpoints import crash_point
 from .errors import SteeringCoreError
 from .store import LibraryTable
 
@@ -314,6 +315,7 @@ def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=No
             p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids, judge)
             if cache is not None and not p.notes:  # a point missing its judge scores is redone next time
                 cache.put(key, p)
+                crash_point("sweep:point_written")
         points.append(p)
         if on_point is not None:
             on_point(i + 1, len(spec.alphas), p)

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from .errors import SteeringCoreError
 from .models import cache_dir
 from .packreader import FeaturePack
+from .crashpoints import crash_point
 from .store import connect, transaction
 
 #: Longest label and note accepted (labels are shown in one table cell; notes are free text).
@@ -168,6 +169,7 @@ class UserNotes:
                 if label is not None or note is not None:
                     self.con.execute("INSERT INTO user_features (pack_id, feature_id, label, notes) VALUES (?, ?, ?, ?)",
                                      [pack_id, fid, label, note])
+                crash_point("label_edit:mid_transaction")
 
 
 _SHARED: dict[Path, UserNotes] = {}

@@ -22,10 +22,12 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from .crashpoints import crash_point
 from .errors import SteeringCoreError
 from .explore import (
     ListFilter,
@@ -158,12 +160,14 @@ def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float 
 
 
 def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None = None,
-            target_dce: float = 0.5, seed: int = 0, cache: EffectCache | None = None) -> MeasuredEffects:
+            target_dce: float = 0.5, seed: int = 0, cache: EffectCache | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> MeasuredEffects:
     """Measure what steering with ``vector`` does to the pack's features.
 
     The vector is unit-normalised (the pack's features were measured as unit decoder rows); with
     ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats on neutral reference
-    text), as every feature did.
+    text), as every feature did. ``on_progress(done, total)`` follows the α search and every
+    decoding step; raising from it cancels, and nothing is cached then.
     """
     from .alpha import loss_matched_alpha, reference_ids
     from .effects import steered_feature_means
@@ -184,12 +188,18 @@ def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alp
             return hit
     t0 = time.perf_counter()
     dce = None
+    total = spec.new_tokens + 2  # one for the α search, then the decoding steps (+1: the prefill's token)
+    report = on_progress or (lambda done, n: None)
+    report(0, total)
     if alpha is None:
         res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False)
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
-    means = steered_feature_means(model, sae, layer, v[None], [float(alpha)], spec, seed)[0]
+    report(1, total)
+    means = steered_feature_means(model, sae, layer, v[None], [float(alpha)], spec, seed,
+                                  on_step=lambda i, n: report(1 + i, total))[0]
     eff = means.double().numpy() - np.asarray(base, dtype=np.float64)[: means.shape[0]]
     out = MeasuredEffects(eff, float(alpha), dce, time.perf_counter() - t0)
+    crash_point("vector_effects:measured")
     if cache is not None:
         cache.put(key, pack.pack_id, out)
     return out

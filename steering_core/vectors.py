@@ -63,6 +63,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .crashpoints import crash_point
 from .errors import SteeringCoreError, VectorFileError
 
 #: Uploads larger than this are refused before parsing.
@@ -753,8 +754,13 @@ _VECTORS_TABLE = """CREATE TABLE IF NOT EXISTS vectors (
 
 
 class VectorStore:
-    """Saved vectors: tensors in ``<root>/vectors/<name>.safetensors``, one row each in the
-    ``vectors`` table of ``<root>/library.duckdb`` (``root`` defaults to ``cache_dir()``).
+    """Saved vectors: tensors in ``<root>/vectors/<name>.<version>.safetensors``, one row each in
+    the ``vectors`` table of ``<root>/library.duckdb`` (``root`` defaults to ``cache_dir()``).
+
+    Crash safety: each save writes a new file, then commits the row that points at it, then
+    removes the file it replaced. A ``kill -9`` anywhere in between leaves the old vector whole
+    (row and file) or the new one; the only leftover is a file no row points at, which the next
+    open removes. The row is the truth; a file is never overwritten in place.
 
     DuckDB lets a process open a file once, so a caller holding a connection to
     ``library.duckdb`` (the dataset store shares it) passes it as ``con``, with the lock that
@@ -779,10 +785,22 @@ class VectorStore:
         try:
             with self._lock, transaction(self.con):
                 self.con.execute(_VECTORS_TABLE)
+            self._remove_orphans()
         except BaseException:
             if self._owns_con:
                 self.con.close()
             raise
+
+    def _remove_orphans(self) -> None:
+        """Delete what an interrupted save or delete left behind: temporary files and files no
+        row points at. Only on open, when this process holds the library file (DuckDB's lock)."""
+        with self._lock:
+            kept = {r[0] for r in self.con.execute("SELECT file FROM vectors").fetchall()}
+            for p in self.folder.iterdir():
+                stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+                if p.is_file() and (stale_tmp or (p.suffix == ".safetensors" and p.name not in kept)):
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -798,11 +816,15 @@ class VectorStore:
         self.close()
 
     # -- reads -----------------------------------------------------------------------------------
-    def _path(self, name: str) -> Path:
-        p = self.folder / f"{name}.safetensors"
+    def _path(self, file: str) -> Path:
+        p = self.folder / file
         if p.parent != self.folder:  # cannot happen for a cleaned name; kept as a last guard
-            raise VectorError(f"The name {name!r} would leave the vector folder.")
+            raise VectorError(f"The file name {file!r} would leave the vector folder.")
         return p
+
+    def _file_of(self, name: str) -> str | None:
+        row = self.con.execute("SELECT file FROM vectors WHERE name = ?", [name]).fetchone()
+        return None if row is None else row[0]
 
     def names(self) -> list[str]:
         with self._lock:
@@ -831,10 +853,11 @@ class VectorStore:
         """The saved vector (its file is authoritative for the tensor and metadata)."""
         name = _clean_name(name)
         with self._lock:
-            if self.con.execute("SELECT count(*) FROM vectors WHERE name = ?", [name]).fetchone()[0] == 0:
+            file = self._file_of(name)
+            if file is None:
                 raise VectorError(f"No saved vector named {name!r}.")
             try:
-                data = self._path(name).read_bytes()
+                data = self._path(file).read_bytes()
             except FileNotFoundError:
                 raise VectorError(f"The file of saved vector {name!r} is missing from {self.folder}; delete the "
                                   "entry and save the vector again.") from None
@@ -877,7 +900,7 @@ class VectorStore:
             vec = dataclasses.replace(vec, name=name)
         data = to_safetensors_bytes(vec)
         _check_size(len(data), "vector file")
-        path = self._path(name)
+        path = self._path(f"{name}.{os.urandom(4).hex()}.safetensors")
         with self._lock:
             rows = [r[0] for r in self.con.execute("SELECT name FROM vectors WHERE lower(name) = lower(?)", [name]).fetchall()]
             clash = [r for r in rows if r != name]
@@ -886,39 +909,42 @@ class VectorStore:
                                   "share one file on some systems, so choose another name.")
             if rows and not overwrite:
                 raise VectorError(f"A vector named {name!r} already exists; delete it first or save with overwrite=True.")
+            old_file = self._file_of(name)
             try:
-                old = path.read_bytes() if path.exists() else None
                 self._write_file(path, data)
             except OSError as exc:
                 raise VectorError(f"Could not write {path} ({exc.strerror or _first_line(exc)}); nothing was saved.") from None
+            crash_point("vector_save:file_written")
             try:
                 with self._transaction(self.con):
                     self.con.execute("DELETE FROM vectors WHERE name = ?", [name])
                     self._insert(vec, path.name)
+                    crash_point("vector_save:before_commit")
             except BaseException as exc:
-                try:
-                    if old is None:
-                        path.unlink(missing_ok=True)
-                    else:
-                        self._write_file(path, old)
-                except OSError:
-                    pass  # the database still has the old row (or none); the file is the only casualty
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)  # the old row and file are untouched
                 if isinstance(exc, SteeringCoreError) or not isinstance(exc, Exception):
                     raise
                 raise VectorError(f"Could not record {name!r} in the vector library ({_first_line(exc)}); "
                                   "nothing was saved.") from exc
+            crash_point("vector_save:committed")
+            if old_file is not None and old_file != path.name:
+                with contextlib.suppress(OSError):
+                    self._path(old_file).unlink(missing_ok=True)
         return name
 
     def delete(self, name: str) -> None:
         """Remove a saved vector: its row first (one transaction), then its file."""
         name = _clean_name(name)
         with self._lock:
-            if self.con.execute("SELECT count(*) FROM vectors WHERE name = ?", [name]).fetchone()[0] == 0:
+            file = self._file_of(name)
+            if file is None:
                 raise VectorError(f"No saved vector named {name!r}.")
             with self._transaction(self.con):
                 self.con.execute("DELETE FROM vectors WHERE name = ?", [name])
-            with contextlib.suppress(FileNotFoundError):
-                self._path(name).unlink()
+            crash_point("vector_delete:committed")
+            with contextlib.suppress(OSError):
+                self._path(file).unlink(missing_ok=True)
 
 
 __all__ = ["MAX_VECTOR_FILE_BYTES", "OPERATORS", "SteeringVector", "VectorError", "VectorStore", "check_vector",
