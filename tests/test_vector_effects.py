@@ -82,6 +82,36 @@ def test_measurement_is_cached_by_vector_alpha_and_seed(env, tmp_path):
     again.close()
 
 
+def test_a_measurement_cancelled_from_its_progress_callback_caches_nothing(env, tmp_path):
+    """The page's Stop button interrupts at a progress update: the hooks come off, nothing is
+    cached, and the next measurement equals an uncancelled one."""
+    from steering_core.steering import installed_hook_count
+
+    pack, model, sae = env
+    cache = EffectCache(tmp_path / "lib.duckdb")
+    v = torch.from_numpy(pack.decoder_row(0))
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        measure(model, sae, pack, v, layer=1, alpha=2.0, cache=cache, on_progress=progress)
+    assert seen[:4] == [(0, seen[0][1]), (1, seen[0][1]), (2, seen[0][1]), (3, seen[0][1])]
+    assert installed_hook_count(model) == 0
+    assert cache.con.execute("SELECT count(*) FROM vector_effect_cache").fetchone()[0] == 0
+    full = []
+    m = measure(model, sae, pack, v, layer=1, alpha=2.0, cache=cache, on_progress=lambda d, t: full.append((d, t)))
+    assert full[-1][0] == full[-1][1]  # the bar reaches its end
+    assert np.allclose(m.effects, measure(model, sae, pack, v, layer=1, alpha=2.0).effects, atol=1e-6)
+    cache.close()
+
+
 def test_bad_vectors_get_a_sentence(env):
     pack, model, sae = env
     d = pack.decoder_matrix().shape[1]
