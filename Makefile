@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# localhost only: the app has no authentication (make run ADDRESS=0.0.0.0 to share it on purpose)
+ADDRESS ?= localhost
 
 .PHONY: run test bench setup browser clean-cache
 
@@ -18,7 +20,7 @@ $(STAMP): requirements.txt Makefile
 setup: $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} $(BIN)/streamlit run app.py --server.port $(PORT)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE-1} $(BIN)/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 # Browser tests need Debian's chromium; installed here when missing (apt is reachable).
 browser:
