@@ -233,7 +233,8 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
     if selected is not None and selected in set(df["feature"]):
         rank = int(df.index[df["feature"] == selected][0]) + 1
         st.caption(f"★ #{selected} is in this list (rank {rank})")
-    styled = df.drop(columns=["predicted"]).style.apply(
+    shown = df.drop(columns=["predicted"] + [c for c in ("relative", "density", "label") if df[c].isna().all()])
+    styled = shown.style.apply(
         lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1)
     event = st.dataframe(
         styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
