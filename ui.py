@@ -179,6 +179,13 @@ def setup_page(title: str) -> None:
     model_picker()
 
 
+def md_escape(text: str) -> str:
+    """User text shown literally inside markdown (labels can hold *, _, <, # …)."""
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", str(text))
+
+
 def fmt(v) -> str:
     """Numbers to 3 significant digits, everything else as is (for metric lists)."""
     if isinstance(v, float):
@@ -238,9 +245,12 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
         lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1)
     event = st.dataframe(
         styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
-        column_config={
+        column_order=[c for c in ("feature", "value", "label", "relative", "density") if c in shown],
+        column_config={  # narrow lists (three across) still show id, label and value without scrolling
+            "feature": st.column_config.NumberColumn("feature", width="small", format="%d"),
+            "label": st.column_config.TextColumn("label", width="medium"),
             "value": st.column_config.ProgressColumn("value", min_value=-vmax if (df["value"] < 0).any() else 0.0,
-                                                     max_value=vmax, format="%.3f"),
+                                                     max_value=vmax, format="%.3f", width="small"),
             "relative": st.column_config.NumberColumn("relative", format="%.2f"),
             "density": st.column_config.NumberColumn("density", format="%.4f"),
         },

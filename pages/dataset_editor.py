@@ -63,6 +63,8 @@ if c2.button("Load", key="ds_load", width="stretch") or "ds_rows" not in ss:
 apply_pending()
 if ss.get("ds_flash"):
     st.success(ss.pop("ds_flash"))
+for w in ss.pop("ds_save_warnings", []):
+    st.warning(w)
 
 edit, gen, io = st.tabs(["Edit", "Generate", "Import / export"])
 
@@ -88,9 +90,9 @@ with edit:
         try:
             pairs, warnings = dsm.validate_pairs(rows)
             warn = store.save(dsm.ContrastiveDataset(name, pairs, description), overwrite=overwrite)
-            for w in dict.fromkeys(list(warnings) + list(warn or [])):
-                st.warning(w)
-            st.success(f"Saved {dsm.validate_name(name)} ({len(pairs)} pairs).")
+            ss.ds_pending = {"flash": f"Saved {dsm.validate_name(name)} ({len(pairs)} pairs)."}
+            ss.ds_save_warnings = list(dict.fromkeys(list(warnings) + list(warn or [])))
+            st.rerun()  # so the Open list and the saved-datasets table include it
         except SteeringCoreError as exc:
             ui.show_error(exc)
     if b2.button("Remove duplicates", key="ds_dedupe"):

@@ -92,7 +92,7 @@ def card(fid: int, key: str, compact: bool = False) -> None:
     feat = pack.feature(fid)
     label = effective_label(pack, fid, notes)
     mark = "★ " if ss.selected == fid else ""
-    st.markdown(f"### {mark}#{fid} · {html.escape(label)}")
+    st.markdown(f"### {mark}#{fid} · {ui.md_escape(label)}")
     m = st.columns(4)
     m[0].metric("Density", f"{(feat['density'] or 0):.2%}")
     m[1].metric("Max activation", f"{(feat['max_act'] or 0):.3g}")
@@ -130,8 +130,9 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                                   yaxis_type="log", xaxis_title="activation")
                 st.plotly_chart(fig, width="stretch", key=f"{key}_hist")
         with right:
-            top = ", ".join(f"`{html.escape(t.strip() or repr(t))}`" for t in (feat.get("top_logits") or []))
-            bot = ", ".join(f"`{html.escape(t.strip() or repr(t))}`" for t in (feat.get("bottom_logits") or []))
+            # double-backtick code spans show any token literally (quotes, <tags>, a lone backtick)
+            top = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("top_logits") or []))
+            bot = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("bottom_logits") or []))
             st.markdown(f"**Promotes** {top}\n\n**Suppresses** {bot}")
         snips = pack.snippets(fid)
         if snips:
@@ -231,6 +232,9 @@ with t_work:
 
 with t_compare:
     default = str(ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else 0))
+    if ss.get("compare_follows") != ss.selected:  # a newly opened feature becomes the one compared
+        ss.compare_id = default
+        ss.compare_follows = ss.selected
     cid = st.text_input("Feature", value=default, key="compare_id")
     k = st.slider("Neighbours per list", 4, 32, 16, key="compare_k")
     try:

@@ -77,3 +77,47 @@ def browser_page():
             yield page
         finally:
             browser.close()
+
+
+# -- small driving helpers for Streamlit pages (used by the end-to-end walk) -------------------------
+def wait_idle(page, timeout: float = 120_000) -> None:
+    """Wait until the Streamlit script is not running (the app's own run-state attribute). The
+    short pause first lets a rerun that was just triggered mark the app as running."""
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached",
+                                                                                        timeout=timeout)
+
+
+def go_to_page(page, title: str) -> None:
+    """Click a page's link in the sidebar, as a person does (the session and its state are kept)."""
+    page.get_by_test_id("stSidebar").get_by_role("link", name=title, exact=True).click()
+
+
+def choose(scope, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` inside ``scope`` (a page or a locator)."""
+    page = getattr(scope, "page", scope)  # a Locator knows its page; a Page is its own
+    scope.get_by_role("combobox", name=label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def fill_number(scope, label: str, value) -> None:
+    """Type a value into a number input and commit it (Enter), as a person does."""
+    box = scope.get_by_role("spinbutton", name=label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def screenshot_all(page, path) -> None:
+    """A screenshot of the whole app. Streamlit scrolls inside its own container, so a plain
+    full-page screenshot stops at the window: grow the window to the content for the shot."""
+    size = page.viewport_size
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll("
+        "'[data-testid=stMain], [data-testid=stAppViewContainer], [data-testid=stSidebarContent]')]"
+        ".map(e => e.scrollHeight), window.innerHeight)")
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 12_000)})
+    try:
+        page.wait_for_timeout(500)  # relayout (plotly redraws at the new size)
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
