@@ -14,7 +14,6 @@ from steering_core import SteeringCoreError, load_model
 from steering_core.models import EMBEDDED_MODEL_ID, cache_dir
 from steering_core.saes import load_sae
 
-DEFAULT_MODEL = os.environ.get("STEERING_MODEL", "embedded")
 
 #: Every page of the app: (file, title, one-line description). app.py routes to these in order.
 PAGES = [
@@ -25,6 +24,11 @@ PAGES = [
     ("pages/sweep.py", "Sweep", "Behaviour × coherence over α, the automatic α, and the next-token view."),
     ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
 ]
+
+
+def default_model_spec() -> str:
+    """The model a new session starts with (``STEERING_MODEL``, read per session, not per import)."""
+    return os.environ.get("STEERING_MODEL", "embedded")
 
 
 def default_sae_spec(model_spec: str) -> str:
@@ -77,8 +81,8 @@ def _cached_sae(spec: str, model_spec: str):
 def _specs() -> tuple[str, str]:
     ss = st.session_state
     if "model_spec" not in ss:
-        ss.model_spec = DEFAULT_MODEL
-        ss.sae_spec = default_sae_spec(DEFAULT_MODEL)
+        ss.model_spec = default_model_spec()
+        ss.sae_spec = default_sae_spec(ss.model_spec)
     return ss.model_spec, ss.get("sae_spec", "")
 
 

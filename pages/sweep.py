@@ -116,7 +116,12 @@ with sweep_tab:
                 res = auto_alpha(model, layer, vector, target=float(target))
                 auto = float(res.alpha[0])
                 grid = tuple(auto * k for k in (0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0))
-            ids = tuple(int(x) for x in target_features.replace(";", ",").split(",") if x.strip()) if use_tf else ()
+            ids = ()
+            if use_tf:
+                try:
+                    ids = tuple(int(x) for x in target_features.replace(";", ",").split(",") if x.strip())
+                except ValueError:
+                    raise SteeringCoreError("Target feature ids must be whole numbers separated by commas.") from None
             spec = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=grid, samples=int(samples),
                              new_tokens=int(new_tokens), seed=int(seed),
                              keywords=tuple(keywords.split(",")) if use_kw else None,

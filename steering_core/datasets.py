@@ -364,7 +364,8 @@ def _decode(data: bytes, filename: str) -> str:
 
 
 def _parse_csv(text: str, filename: str) -> tuple[list[Any], list[int], list[str]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a field that silently swallows the rows after it
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -390,6 +391,9 @@ def _parse_csv(text: str, filename: str) -> tuple[list[Any], list[int], list[str
         except StopIteration:
             break
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise DatasetError(f"{filename} has a quote (\") opened on line {start} that is never closed, so "
+                                   "everything after it would be read as one text; close or remove it.") from None
             raise DatasetError(f"{filename} is not valid CSV near line {reader.line_num} ({exc}).") from None
         if not any(c.strip() for c in rec):
             continue  # blank line, or a spreadsheet's empty row ",,"
@@ -421,6 +425,9 @@ def _parse_jsonl(text: str, filename: str) -> tuple[list[Any], list[int], list[s
         except json.JSONDecodeError as exc:
             raise DatasetError(f"Line {i} of {filename} is not valid JSON ({exc.msg} at column {exc.colno}); "
                                "each line must be one object like {\"positive\": ..., \"negative\": ...}.") from None
+        except RecursionError:
+            raise DatasetError(f"Line {i} of {filename} nests JSON too deeply to read; each line must be one "
+                               "object like {\"positive\": ..., \"negative\": ...}.") from None
         if not isinstance(obj, dict):
             raise DatasetError(f"Line {i} of {filename} is a JSON {_kind(obj)}, not an object like "
                                "{\"positive\": ..., \"negative\": ...}.")
@@ -438,6 +445,9 @@ def _parse_json(text: str, filename: str) -> tuple[list[Any], list[int], list[st
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{filename} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                            f"column {exc.colno}).") from None
+    except RecursionError:
+        raise DatasetError(f"{filename} nests JSON too deeply to read; it must be a list of objects like "
+                           "[{\"positive\": ..., \"negative\": ...}, ...].") from None
     if not isinstance(doc, list):
         kind = "object" if isinstance(doc, dict) else _kind(doc)
         raise DatasetError(f"{filename} holds a JSON {kind}; it must be a list of objects like "
@@ -669,6 +679,11 @@ def _clean_note(value: Any, what: str, limit: int) -> str:
         raise DatasetError(f"The dataset {what} is at most {limit:,} characters; this one has {len(value):,}.")
     if "\x00" in value:
         raise DatasetError(f"The dataset {what} contains a NUL character; remove it.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"The dataset {what} contains a character that cannot be stored (an unpaired "
+                           "surrogate); remove it.") from None
     return value.strip()
 
 

@@ -364,6 +364,11 @@ def _query_text(text: Any, what: str) -> str:
     q = text.strip()
     if not q:
         raise ExploreError(f"Type {what} to search for; the search box is empty.")
+    try:
+        q.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ExploreError("The search contains a character that cannot be encoded (an unpaired surrogate); "
+                           "remove it.") from None
     if len(q) > 2000:
         raise ExploreError(f"Searches are at most 2,000 characters; this one has {len(q):,}.")
     return q

@@ -227,6 +227,8 @@ def pair_activations(model, positives: Sequence[str], negatives: Sequence[str], 
             out[layer] = hit
         else:
             missing.append(layer)
+    if not missing and on_batch is not None:
+        on_batch(2 * len(positives))  # all cached: the progress bar still reaches its end
     if missing:
         sp = sn = None
         if position == "diff":

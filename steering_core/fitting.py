@@ -61,6 +61,9 @@ def fit_dataset(model, req: FitRequest, ctx: FitContext | None = None, cache: Ac
     pos_acts = neg_acts = None
     n_used = 0
     if m.uses_pairs and not (m.features_suffice and ctx.feature_weights):
+        from .datasets import validate_pairs
+
+        validate_pairs(req.dataset)  # a dataset built in code gets the same checks as a saved one
         train, _ = _split(req.dataset)
         idx = list(range(len(req.dataset.pairs))) if req.use_heldout else train
         pos, neg = _texts(req.dataset, idx)

@@ -121,6 +121,11 @@ def _check_prompts(model, prompts: Sequence[str]) -> list[str]:
             raise GenerationError(f"Prompts must be strings, got {type(p).__name__}.")
         if not p.strip():
             raise GenerationError("The prompt is empty: type some text to continue.")
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise GenerationError("The prompt contains a character that cannot be encoded (an unpaired surrogate, "
+                                  "usually from a broken copy and paste); remove it.") from None
     return prompts
 
 

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import sys
@@ -113,6 +114,8 @@ def load_config(path: str | Path) -> PackConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PackConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except OSError as exc:  # a folder, or no permission to read it
+        raise PackConfigError(f"Cannot read the pack config {path} ({exc.strerror or exc}).") from None
     if "name" not in data:
         data["name"] = path.stem
     nested = {k: data.pop(k) for k in ("corpus", "sae_train", "stats", "effects", "alpha") if k in data}
@@ -122,7 +125,73 @@ def load_config(path: str | Path) -> PackConfig:
     cfg = PackConfig(**data)
     for k, v in nested.items():
         setattr(cfg, k, _from_dict(type(getattr(cfg, k)), v, k))
+    _check_values(cfg)
     return cfg
+
+
+#: Settings whose default is None but which take a whole number when given.
+_OPTIONAL_INTS = {"layer", "dead_feature_window"}
+
+
+def _check_value(key: str, value, default, name: str = "") -> None:
+    """One setting against the type of its default: whole numbers and numbers must be finite and
+    not negative, texts must be text, lists hold items like the default's."""
+    def fail(why: str) -> None:
+        raise PackConfigError(f"{key} {why}, not {value!r}.")
+
+    if default is None:
+        default = 0 if name in _OPTIONAL_INTS else ""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("must be a whole number")
+        if value < 0:
+            fail("cannot be negative")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("must be a number")
+        if not math.isfinite(value):
+            fail("must be a finite number")
+        if value < 0:
+            fail("cannot be negative")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            fail("must be text")
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            fail("must be a list")
+        if default:
+            for i, item in enumerate(value):
+                _check_value(f"{key}[{i}]", item, default[0])
+                if isinstance(item, str) and not item.strip():
+                    raise PackConfigError(f"{key}[{i}] is empty; every item must be non-empty text.")
+
+
+def _check_values(cfg: PackConfig) -> None:
+    """Refuse impossible values before anything is written (a NaN or negative setting would
+    otherwise surface as a traceback, or as a wrong pack, after minutes of building)."""
+    from .names import InvalidNameError, clean_name
+
+    try:
+        clean_name(cfg.name, "pack")  # the name becomes a folder under cache/build
+    except InvalidNameError as exc:
+        raise PackConfigError(str(exc)) from None
+    fresh = PackConfig(name=cfg.name)
+    for f in dataclasses.fields(PackConfig):
+        value, default = getattr(cfg, f.name), getattr(fresh, f.name)
+        items = ([(f"[{f.name}] {g.name}", g.name, getattr(value, g.name), getattr(default, g.name))
+                  for g in dataclasses.fields(default)] if dataclasses.is_dataclass(default)
+                 else [(f.name, f.name, value, default)])
+        for key, name, v, d in items:
+            if v is not None:  # None only where the default is None and the setting was left out
+                _check_value(key, v, d, name)
+    if cfg.hook:
+        try:
+            layer_of_hook(cfg.hook)  # the form; the range is checked against the model
+        except SteeringCoreError as exc:
+            raise PackConfigError(str(exc)) from None
 
 
 def resolve_layer(cfg: PackConfig, model) -> int:
@@ -584,7 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "status":
             print(json.dumps(status(cfg), indent=1))
             return 0
-        Builder(cfg, show_bar=not args.quiet).run(args.until)
+        model = load_model(cfg.model)
+        resolve_layer(cfg, model)  # a hook or layer the model lacks is refused before anything is written
+        Builder(cfg, show_bar=not args.quiet, model=model).run(args.until)
     except SteeringCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -302,6 +302,11 @@ def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=No
     spec = check_spec(spec, model.residual_norms()[layer])
     if spec.target_features and sae is None:
         raise SweepError("Target-feature scores need an SAE at some layer; load one or drop the target features.")
+    for f in spec.target_features:  # before any generation: a bad id must not cost a sweep
+        try:
+            sae.check_feature(f)
+        except SteeringCoreError as exc:
+            raise SweepError(f"Target feature: {exc}") from None
     key = sweep_key(model.name, vector, layer, spec, reference)
     have = cache.get(key) if cache is not None else {}
     ref_ids = reference_ids(model) if with_dce else None

@@ -65,6 +65,7 @@ def clean_label(label: Any) -> str | None:
     if not isinstance(label, str):
         raise UserNotesError(f"A label must be text, not {type(label).__name__}.")
     text = " ".join(label.split())
+    _check_text(text, "label")
     if len(text) > MAX_LABEL_CHARS:
         raise UserNotesError(f"Labels are at most {MAX_LABEL_CHARS} characters; this one has {len(text)}.")
     return text or None
@@ -78,7 +79,17 @@ def clean_notes(notes: Any) -> str | None:
         raise UserNotesError(f"Notes must be text, not {type(notes).__name__}.")
     if len(notes) > MAX_NOTES_CHARS:
         raise UserNotesError(f"Notes are at most {MAX_NOTES_CHARS} characters; these have {len(notes)}.")
+    _check_text(notes, "notes")
     return notes if notes.strip() else None
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuse what the database cannot store faithfully: NUL and lone surrogates (broken
+    copy-paste), with the position so the person can find it."""
+    for i, ch in enumerate(text):
+        if ch == "\x00" or "\ud800" <= ch <= "\udfff":
+            raise UserNotesError(f"The {what} holds a character that cannot be stored ({ch!r} at position {i}); "
+                                 "remove it and save again.")
 
 
 class UserNotes:
@@ -243,6 +254,8 @@ class Workspace:
                                  f"this one has {len(raw):,} bytes.")
         try:
             doc = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise UserNotesError("The workspace file is nested too deeply to be a workspace.") from None
         except UnicodeDecodeError:
             raise UserNotesError("The workspace file is not UTF-8 text.") from None
         except json.JSONDecodeError as exc:

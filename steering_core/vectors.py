@@ -265,9 +265,10 @@ class SteeringVector:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise VectorError("A steering vector needs a name (non-empty text).")
-        for attr in ("method", "dataset", "model_id", "created"):
+        for attr in ("method", "dataset", "model_id", "created"):  # (the name is checked when saved)
             if not isinstance(getattr(self, attr), str):
                 raise VectorError(f"{attr} must be text, not {type(getattr(self, attr)).__name__}.")
+            _check_encodable(getattr(self, attr), attr)
         if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)):
             raise VectorError(f"layer must be a whole number (the block whose output is steered), not {self.layer!r}.")
         if self.layer < 0:
@@ -290,9 +291,13 @@ class SteeringVector:
         if not isinstance(self.meta, dict):
             raise VectorError(f"meta must be a dict, not {type(self.meta).__name__}.")
         try:
-            self.meta = json.loads(json.dumps(self.meta, allow_nan=False))  # a private, JSON-exact copy
+            text = json.dumps(self.meta, allow_nan=False)
+            self.meta = json.loads(text)  # a private, JSON-exact copy
         except (TypeError, ValueError) as exc:
             raise VectorError(f"meta must hold only JSON values (text, finite numbers, lists, dicts): {_first_line(exc)}.") from None
+        except RecursionError:
+            raise VectorError("meta is nested too deeply to be saved.") from None
+        _check_encodable(json.dumps(self.meta, ensure_ascii=False), "meta")
 
     # -- views -----------------------------------------------------------------------------------
     @property
@@ -444,6 +449,16 @@ def _check_size(n: int, what: str) -> None:
         raise VectorError(f"The {what} has {n:,} bytes; the limit is {limit:,} bytes ({limit / 2**20:.1f} MiB).")
 
 
+def _check_encodable(text: str, what: str) -> None:
+    """Text that cannot be written as UTF-8 (a lone surrogate, e.g. from a broken copy-paste)
+    would fail half-way through a save; refuse it up front."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise VectorError(f"The vector's {what} holds a character that cannot be stored as UTF-8 "
+                          f"(position {exc.start}: {text[exc.start]!r}).") from None
+
+
 def _refuse_pickle(head: bytes) -> None:
     # Pickle protocol 2+ starts with PROTO (0x80); legacy torch.save starts with a pickled magic
     # number (also 0x80); torch.save's default zip archive starts with a local-file header.
@@ -471,6 +486,15 @@ def to_safetensors_bytes(vec: SteeringVector) -> bytes:
     return st_save(tensors, metadata=metadata)
 
 
+def _looks_like_safetensors(data: bytes) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object: never a
+    pickle (whose second byte is a protocol number, not part of a length followed by '{')."""
+    if len(data) < 10:
+        return False
+    (n,) = struct.unpack("<Q", data[:8])
+    return 2 <= n <= len(data) - 8 and data[8:9] == b"{"
+
+
 def _safetensors_header(data: bytes) -> dict:
     """The JSON header of a safetensors file, checked before the tensors are parsed."""
     not_st = "This is not a safetensors file (its header is missing or malformed)."
@@ -481,7 +505,7 @@ def _safetensors_header(data: bytes) -> dict:
         raise VectorError(not_st)
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise VectorError(not_st) from None
     if not isinstance(header, dict):
         raise VectorError(not_st)
@@ -512,7 +536,8 @@ def from_safetensors_bytes(data: bytes, name: str | None = None, layer: int | No
     _check_size(len(data), "vector file")
     if not data:
         raise VectorError("The vector file is empty.")
-    _refuse_pickle(data[:4])
+    if not _looks_like_safetensors(data):  # a header length of 128 mod 256 also starts with 0x80
+        _refuse_pickle(data[:4])
     header = _safetensors_header(data)
     try:
         tensors = st_load(data)
@@ -556,7 +581,7 @@ def from_safetensors_bytes(data: bytes, name: str | None = None, layer: int | No
         layer = int(raw.strip())
     try:
         meta = json.loads(md.get("meta", "{}") or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise VectorError("The file's 'meta' metadata is not valid JSON.") from None
     if not isinstance(meta, dict):
         raise VectorError("The file's 'meta' metadata must be a JSON object.")

@@ -74,3 +74,14 @@ def app_env(tiny_pack_build, tmp_path, monkeypatch):
     monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
     monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
     return cache
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many hostile inputs tests/test_hostile.py tried, when it was collected."""
+    mod = next((m for name, m in list(sys.modules.items()) if name.rsplit(".", 1)[-1] == "test_hostile"), None)
+    cases = getattr(mod, "CASES", None)
+    if cases:
+        controls = sum(c.control for c in cases)
+        known = sum(bool(c.xfail) for c in cases)
+        terminalreporter.write_line(f"hostile-input cases: {len(cases) - controls} (plus {controls} controls that "
+                                    f"must work; {known} rows are known bugs marked xfail)")
