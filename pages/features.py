@@ -235,7 +235,7 @@ with t_compare:
     if ss.get("compare_follows") != ss.selected:  # a newly opened feature becomes the one compared
         ss.compare_id = default
         ss.compare_follows = ss.selected
-    cid = st.text_input("Feature", value=default, key="compare_id")
+    cid = st.text_input("Feature", key="compare_id")  # its value is kept in ss.compare_id (set above)
     k = st.slider("Neighbours per list", 4, 32, 16, key="compare_k")
     try:
         fid = pack.check_feature(cid)

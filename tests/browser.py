@@ -29,7 +29,8 @@ def _free_port() -> int:
 def serve_app(env: dict[str, str], timeout: float = 180):
     """Run `streamlit run app.py` on a free port; yield its URL; stop it afterwards."""
     port = _free_port()
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("STEERING_")}  # only what the test says
+    full_env = {**inherited, "HF_HUB_OFFLINE": "1", **env}
     log = open(ARTIFACTS / f"server-{port}.log", "w") if ARTIFACTS.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -74,7 +75,12 @@ def browser_page():
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
-            yield page
+            try:
+                yield page
+            except BaseException:  # what the page showed when the test failed: the first thing to look at
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(ARTIFACTS / f"failure-{time.strftime('%H%M%S')}.png"))
+                raise
         finally:
             browser.close()
 

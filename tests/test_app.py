@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
+
+
+@pytest.fixture(autouse=True)
+def _tiny_app(monkeypatch):
+    """Pages in these tests run on the tiny model (set per test, so nothing leaks into others)."""
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_SAE", "tiny")
+
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ["STEERING_MODEL"] = "tiny"
-os.environ["STEERING_SAE"] = "tiny"
 
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
     """Saved vectors, presets and caches of these tests go to a temporary folder, never cache/."""
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path / "cache"))
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
 def _app(path: str) -> AppTest:

@@ -3,15 +3,19 @@ samples, the cache on reopening, bad grids, and the next-token view."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
+
+
+@pytest.fixture(autouse=True)
+def _tiny_app(monkeypatch):
+    """Pages in these tests run on the tiny model (set per test, so nothing leaks into others)."""
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ["STEERING_MODEL"] = "tiny"
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
 @pytest.fixture()
