@@ -232,7 +232,7 @@ with t_work:
 
 with t_compare:
     default = str(ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else 0))
-    if ss.get("compare_follows") != ss.selected:  # a newly opened feature becomes the one compared
+    if "compare_id" not in ss or ss.get("compare_follows") != ss.selected:  # a newly opened feature is compared
         ss.compare_id = default
         ss.compare_follows = ss.selected
     cid = st.text_input("Feature", key="compare_id")  # its value is kept in ss.compare_id (set above)

@@ -95,9 +95,12 @@ def test_filters_shrink_lists(app_env):
 
 
 def test_compare_and_groups(app_env):
-    at = _search(_page(), "Feature id", "3")
+    fresh = _page()
+    assert fresh.text_input(key="compare_id").value == "0" and not fresh.error  # nothing opened yet: feature 0
+    at = _search(fresh, "Feature id", "3")
     assert any(m.label.startswith("Jaccard") for m in at.metric)
     assert "Jaccard of the two groups" in _text(at)
+    assert at.text_input(key="compare_id").value == "3"  # the opened feature is the one compared
 
 
 def test_map_has_points(app_env):

@@ -22,7 +22,7 @@ def test_search_card_click_effect_row_cross_highlights(tiny_pack_build, tmp_path
     with serve_app(env) as url, browser_page() as page:
         page.goto(url + "/features")
         page.get_by_role("heading", name="Features").first.wait_for()
-        page.get_by_text("Feature id").first.click()
+        page.get_by_text("Feature id", exact=True).first.click()
         query = page.get_by_role("textbox", name="Query")
         query.fill(str(first))
         query.press("Enter")
