@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import SteeringCoreError
 from .models import cache_dir
-from .names import InvalidNameError, clean_name
+from .names import InvalidNameError, clean_name, unencodable_at
 from .store import connect, transaction
 
 #: Longest positive or negative text accepted (a few paragraphs; longer texts are almost
@@ -189,9 +189,7 @@ def _text_problem(x: Any) -> str | None:
         return "empty"
     if "\x00" in x:
         return "chars"
-    try:
-        x.encode("utf-8")
-    except UnicodeEncodeError:
+    if unencodable_at(x) is not None:
         return "chars"
     if len(x) > MAX_TEXT_CHARS:
         return "long"
@@ -679,11 +677,9 @@ def _clean_note(value: Any, what: str, limit: int) -> str:
         raise DatasetError(f"The dataset {what} is at most {limit:,} characters; this one has {len(value):,}.")
     if "\x00" in value:
         raise DatasetError(f"The dataset {what} contains a NUL character; remove it.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if unencodable_at(value) is not None:
         raise DatasetError(f"The dataset {what} contains a character that cannot be stored (an unpaired "
-                           "surrogate); remove it.") from None
+                           f"surrogate, at position {unencodable_at(value)}); remove it.")
     return value.strip()
 
 

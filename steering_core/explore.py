@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import SteeringCoreError
+from .names import unencodable_at
 from .packreader import FeaturePack
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -364,11 +365,9 @@ def _query_text(text: Any, what: str) -> str:
     q = text.strip()
     if not q:
         raise ExploreError(f"Type {what} to search for; the search box is empty.")
-    try:
-        q.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ExploreError("The search contains a character that cannot be encoded (an unpaired surrogate); "
-                           "remove it.") from None
+    if unencodable_at(q) is not None:
+        raise ExploreError("The search contains a character that cannot be encoded (an unpaired surrogate, at "
+                           f"position {unencodable_at(q)}); remove it.")
     if len(q) > 2000:
         raise ExploreError(f"Searches are at most 2,000 characters; this one has {len(q):,}.")
     return q

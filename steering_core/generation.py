@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .errors import GenerationError
+from .names import unencodable_at
 from .steering import Steering, steer, steering as build_steering
 
 #: Hard ceiling on new tokens per call; larger requests are clamped and the result says so.
@@ -121,11 +122,9 @@ def _check_prompts(model, prompts: Sequence[str]) -> list[str]:
             raise GenerationError(f"Prompts must be strings, got {type(p).__name__}.")
         if not p.strip():
             raise GenerationError("The prompt is empty: type some text to continue.")
-        try:
-            p.encode("utf-8")
-        except UnicodeEncodeError:
-            raise GenerationError("The prompt contains a character that cannot be encoded (an unpaired surrogate, "
-                                  "usually from a broken copy and paste); remove it.") from None
+        if unencodable_at(p) is not None:
+            raise GenerationError("The prompt contains a character that cannot be encoded (an unpaired surrogate at "
+                                  f"position {unencodable_at(p)}, usually from a broken copy and paste); remove it.")
     return prompts
 
 

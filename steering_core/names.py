@@ -26,6 +26,17 @@ class InvalidNameError(SteeringCoreError):
     """A name for a saved object that is empty, too long or could be read as a path."""
 
 
+def unencodable_at(text: str) -> int | None:
+    """Where ``text`` holds a character UTF-8 cannot carry (an unpaired surrogate, left by a broken
+    copy and paste), or None. Such text fails half-way through a tokenizer, a query or a save, so
+    every place that takes text from a person checks it first and says where."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def clean_name(name: Any, what: str = "dataset") -> str:
     """The name as it will be stored, or an :class:`InvalidNameError` saying which rule it breaks.
 

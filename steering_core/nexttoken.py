@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import SteeringCoreError
+from .names import unencodable_at
 
 
 class NextTokenError(SteeringCoreError):
@@ -61,11 +62,9 @@ def next_token_curves(model, prompt: str, vector, layer: int, alphas: Sequence[f
     for t in tokens:
         if not isinstance(t, str) or not t.strip("\n"):
             continue
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
+        if unencodable_at(t) is not None:
             raise NextTokenError(f"The token {t!r} contains a character that cannot be encoded (an unpaired "
-                                 "surrogate); remove it.") from None
+                                 "surrogate); remove it.")
         tid = model.tokenizer(t, add_special_tokens=False)["input_ids"]
         if tid and tid[0] not in chosen_ids:
             chosen_ids.append(int(tid[0]))

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .crashpoints import crash_point
 from .errors import SteeringCoreError
 from .models import cache_dir
+from .names import unencodable_at
 from .packreader import FeaturePack
-from .crashpoints import crash_point
 from .store import connect, transaction
 
 #: Longest label and note accepted (labels are shown in one table cell; notes are free text).
@@ -86,10 +87,10 @@ def clean_notes(notes: Any) -> str | None:
 def _check_text(text: str, what: str) -> None:
     """Refuse what the database cannot store faithfully: NUL and lone surrogates (broken
     copy-paste), with the position so the person can find it."""
-    for i, ch in enumerate(text):
-        if ch == "\x00" or "\ud800" <= ch <= "\udfff":
-            raise UserNotesError(f"The {what} holds a character that cannot be stored ({ch!r} at position {i}); "
-                                 "remove it and save again.")
+    at = text.find("\x00") if "\x00" in text else unencodable_at(text)
+    if at is not None:
+        raise UserNotesError(f"The {what} holds a character that cannot be stored ({text[at]!r} at position {at}); "
+                             "remove it and save again.")
 
 
 class UserNotes:

@@ -65,6 +65,7 @@ import torch
 
 from .crashpoints import crash_point
 from .errors import SteeringCoreError, VectorFileError
+from .names import unencodable_at
 
 #: Uploads larger than this are refused before parsing.
 MAX_VECTOR_FILE_BYTES = 64 * 1024 * 1024
@@ -452,11 +453,10 @@ def _check_size(n: int, what: str) -> None:
 def _check_encodable(text: str, what: str) -> None:
     """Text that cannot be written as UTF-8 (a lone surrogate, e.g. from a broken copy-paste)
     would fail half-way through a save; refuse it up front."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
+    at = unencodable_at(text)
+    if at is not None:
         raise VectorError(f"The vector's {what} holds a character that cannot be stored as UTF-8 "
-                          f"(position {exc.start}: {text[exc.start]!r}).") from None
+                          f"(position {at}: {text[at]!r}).")
 
 
 def _refuse_pickle(head: bytes) -> None:
