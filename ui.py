@@ -304,16 +304,17 @@ def vector_store():
 
 
 @st.cache_resource(show_spinner=False)
-def _effect_cache(root: str):
-    from steering_core.vector_effects import EffectCache
+def _library_table(module: str, cls: str, root: str):
+    """One open LibraryTable per (class, cache folder) in this process, shared by every session."""
+    import importlib
 
-    return EffectCache(Path(root) / "library.duckdb")
+    return getattr(importlib.import_module(module), cls)(Path(root) / "library.duckdb")
 
 
 @_library
 def effect_cache():
     """Measured vector effects, cached so a second look is instant."""
-    return _effect_cache(str(cache_dir()))
+    return _library_table("steering_core.vector_effects", "EffectCache", str(cache_dir()))
 
 
 def progress_callback(bar, text: str):
@@ -323,27 +324,13 @@ def progress_callback(bar, text: str):
     return update
 
 
-@st.cache_resource(show_spinner=False)
-def _sweep_cache(root: str):
-    from steering_core.sweep import SweepCache
-
-    return SweepCache(Path(root) / "library.duckdb")
-
-
 @_library
 def sweep_cache():
     """Sweep results, α by α: a sweep reopens without recomputing."""
-    return _sweep_cache(str(cache_dir()))
-
-
-@st.cache_resource(show_spinner=False)
-def _preset_store(root: str):
-    from steering_core.presets import PresetStore
-
-    return PresetStore(Path(root) / "library.duckdb")
+    return _library_table("steering_core.sweep", "SweepCache", str(cache_dir()))
 
 
 @_library
 def preset_store():
     """Named Steer-page presets."""
-    return _preset_store(str(cache_dir()))
+    return _library_table("steering_core.presets", "PresetStore", str(cache_dir()))
