@@ -16,6 +16,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from steering_core import tiny_model  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _seeded_rng():
+    """Every test starts from the same global random state, so a test's outcome never depends on
+    which tests ran before it or how many random numbers a timing-dependent loop drew."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def tiny_hf():
     return tiny_model("hf", n_layers=3, d_model=64, seed=0)
