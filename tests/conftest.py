@@ -99,3 +99,15 @@ def pytest_terminal_summary(terminalreporter):
         known = sum(bool(c.xfail) for c in cases)
         terminalreporter.write_line(f"hostile-input cases: {len(cases) - controls} (plus {controls} controls that "
                                     f"must work; {known} rows are known bugs marked xfail)")
+
+
+def pytest_unconfigure(config):
+    """Release the DuckDB connections that Streamlit's resource cache still holds from AppTest runs,
+    so the interpreter does not end with a page of nanobind "leaked instance" warnings."""
+    import gc
+
+    if "streamlit" in sys.modules:
+        import streamlit as st
+
+        st.cache_resource.clear()
+    gc.collect()
