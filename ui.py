@@ -5,6 +5,7 @@ No maths here: everything is a call into ``steering_core``.
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -24,6 +25,18 @@ PAGES = [
     ("pages/sweep.py", "Sweep", "Behaviour × coherence over α, the automatic α, and the next-token view."),
     ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
 ]
+
+
+def _release_cached_resources() -> None:
+    """Drop what the process-wide caches hold (models, DuckDB connections) before the interpreter
+    finalises, so a stopped server ends quietly instead of with a page of nanobind leak warnings."""
+    try:
+        st.cache_resource.clear()
+    except Exception:  # noqa: BLE001 - shutting down: nothing left to tell anyone
+        pass
+
+
+atexit.register(_release_cached_resources)
 
 
 def default_model_spec() -> str:
