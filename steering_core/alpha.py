@@ -6,6 +6,7 @@ evaluation verifies it; no grid search. Works for many vectors at once (one per 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,14 +68,16 @@ class AlphaResult:
 
 def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor, target: float = 0.5,
                        probe: float | None = None, tolerance: float = 0.2, max_alpha: float | None = None,
-                       symmetric: bool = True) -> AlphaResult:
+                       symmetric: bool = True, on_eval: Callable[[int], None] | None = None) -> AlphaResult:
     """α per (unit) vector such that ΔCE on ``ref_ids`` ≈ ``target`` nats.
 
     Probes at ±``probe`` (default: a quarter of the residual norm at ``layer``), solves the fitted
     quadratic, verifies; rows whose verified ΔCE misses by more than ``tolerance``·target get one
     refit through all probes and a second verification. ``symmetric=False`` probes only +probe and
     assumes no linear term for the first solve (2 evaluations per vector when the check passes,
-    which is what a pack of thousands of features can afford).
+    which is what a pack of thousands of features can afford). ``on_eval(k)`` is called after the
+    k-th loss evaluation (the unsteered one included, at most 5), so a caller can show progress and
+    cancel by raising from it.
     """
     try:
         target_f = float(target)
@@ -89,11 +92,19 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
         probe = 0.25 * model.residual_norms()[layer]
     if max_alpha is None:
         max_alpha = 16 * probe
-    base = per_row_loss(model, ref_ids).mean()
+    done = [0]
+
+    def evaluated(x):
+        done[0] += 1
+        if on_eval is not None:
+            on_eval(done[0])
+        return x
+
+    base = evaluated(per_row_loss(model, ref_ids).mean())
     p = torch.full((f,), float(probe))
-    d_pos = delta_ce(model, ref_ids, layer, vectors, p, base)
+    d_pos = evaluated(delta_ce(model, ref_ids, layer, vectors, p, base))
     if symmetric:
-        d_neg = delta_ce(model, ref_ids, layer, vectors, -p, base)
+        d_neg = evaluated(delta_ce(model, ref_ids, layer, vectors, -p, base))
         alphas = torch.stack([p, -p], 1)
         dces = torch.stack([d_pos, d_neg], 1)
         g, c = fit_quadratic(alphas, dces)
@@ -103,7 +114,7 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
     # fallback: ΔCE grows at least quadratically from the +probe point
     fallback = p * torch.sqrt((target / d_pos.clamp(min=1e-6)).clamp(max=1e4))
     a1 = solve_alpha(g, c, target, fallback).clamp(min=probe / 64, max=max_alpha)
-    d1 = delta_ce(model, ref_ids, layer, vectors, a1, base)
+    d1 = evaluated(delta_ce(model, ref_ids, layer, vectors, a1, base))
     evals = 3 if symmetric else 2
     miss = (d1 - target).abs() > tolerance * target
     if bool(miss.any()):
@@ -112,7 +123,7 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
         # near the solution, the local secant through (a1, d1) is the better fallback
         fb = a1[idx] * torch.sqrt((target / d1[idx].clamp(min=1e-6)).clamp(max=1e4))
         a2 = solve_alpha(g2, c2, target, fb).clamp(min=probe / 64, max=max_alpha)
-        d2 = delta_ce(model, ref_ids, layer, vectors[idx], a2, base)
+        d2 = evaluated(delta_ce(model, ref_ids, layer, vectors[idx], a2, base))
         better = (d2 - target).abs() < (d1[idx] - target).abs()
         a1 = a1.clone()
         d1 = d1.clone()

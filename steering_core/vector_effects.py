@@ -166,8 +166,8 @@ def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alp
 
     The vector is unit-normalised (the pack's features were measured as unit decoder rows); with
     ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats on neutral reference
-    text), as every feature did. ``on_progress(done, total)`` follows the α search and every
-    decoding step; raising from it cancels, and nothing is cached then.
+    text), as every feature did. ``on_progress(done, total)`` follows each loss evaluation of the
+    α search and every decoding step; raising from it cancels, and nothing is cached then.
     """
     from .alpha import loss_matched_alpha, reference_ids
     from .effects import steered_feature_means
@@ -188,15 +188,23 @@ def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alp
             return hit
     t0 = time.perf_counter()
     dce = None
-    total = spec.new_tokens + 2  # one for the α search, then the decoding steps (+1: the prefill's token)
-    report = on_progress or (lambda done, n: None)
+    search = 4 if alpha is None else 0  # the α search's loss evaluations (at most 4 one-sided)
+    total = search + spec.new_tokens + 1  # then the decoding steps (+1: the prefill's token)
+    shown = [-1]
+
+    def report(done: int, n: int) -> None:
+        if on_progress is not None and done != shown[0]:
+            shown[0] = done
+            on_progress(done, n)
+
     report(0, total)
     if alpha is None:
-        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False)
+        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False,
+                                 on_eval=lambda k: report(min(k, search), total))
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
-    report(1, total)
+    report(search, total)
     means = steered_feature_means(model, sae, layer, v[None], [float(alpha)], spec, seed,
-                                  on_step=lambda i, n: report(1 + i, total))[0]
+                                  on_step=lambda i, n: report(search + i, total))[0]
     eff = means.double().numpy() - np.asarray(base, dtype=np.float64)[: means.shape[0]]
     out = MeasuredEffects(eff, float(alpha), dce, time.perf_counter() - t0)
     crash_point("vector_effects:measured")

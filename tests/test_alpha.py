@@ -129,8 +129,12 @@ def test_loss_matched_alpha_hits_target(tiny, symmetric):
     sign = delta_ce(tiny, ref, layer, vecs, torch.full((f,), 0.05 * norm)).sign()
     vecs = vecs * sign[:, None]
     probe = 0.25 * norm  # the default; a full residual norm already saturates these random models
-    res = loss_matched_alpha(tiny, ref, layer, vecs, target=target, tolerance=tol, symmetric=symmetric)
+    evals = []
+    res = loss_matched_alpha(tiny, ref, layer, vecs, target=target, tolerance=tol, symmetric=symmetric,
+                             on_eval=evals.append)
 
+    # progress: one call per loss evaluation, the unsteered baseline included
+    assert evals == list(range(1, res.evals_per_vector + 2))
     assert res.alpha.shape == res.dce.shape == res.curvature.shape == res.slope.shape == (f,)
     assert res.evals_per_vector in ((3, 4) if symmetric else (2, 3))
     assert (res.alpha >= probe / 64 - 1e-4).all() and (res.alpha <= 16 * probe + 1e-3).all()

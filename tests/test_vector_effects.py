@@ -109,6 +109,24 @@ def test_a_measurement_cancelled_from_its_progress_callback_caches_nothing(env, 
     m = measure(model, sae, pack, v, layer=1, alpha=2.0, cache=cache, on_progress=lambda d, t: full.append((d, t)))
     assert full[-1][0] == full[-1][1]  # the bar reaches its end
     assert np.allclose(m.effects, measure(model, sae, pack, v, layer=1, alpha=2.0).effects, atol=1e-6)
+    assert [d for d, _ in full] == list(range(full[-1][1] + 1))  # every step once, in order
+
+    # with the automatic α, Stop also works inside the α search, before any decoding
+    searching = []
+
+    def stop_in_search(done, total):
+        searching.append(done)
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        measure(model, sae, pack, v, layer=1, cache=cache, on_progress=stop_in_search)
+    assert searching == [0, 1, 2] and installed_hook_count(model) == 0
+    assert cache.con.execute("SELECT count(*) FROM vector_effect_cache").fetchone()[0] == 1  # only the α=2 one
+    auto = []
+    measure(model, sae, pack, v, layer=1, on_progress=lambda d, t: auto.append((d, t)))
+    assert auto[0] == (0, auto[0][1]) and auto[-1] == (auto[-1][1], auto[-1][1])
+    assert [d for d, _ in auto] == sorted(set(d for d, _ in auto))  # never backwards, never repeated
     cache.close()
 
 
