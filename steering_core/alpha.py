@@ -115,7 +115,6 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
     fallback = p * torch.sqrt((target / d_pos.clamp(min=1e-6)).clamp(max=1e4))
     a1 = solve_alpha(g, c, target, fallback).clamp(min=probe / 64, max=max_alpha)
     d1 = evaluated(delta_ce(model, ref_ids, layer, vectors, a1, base))
-    evals = 3 if symmetric else 2
     miss = (d1 - target).abs() > tolerance * target
     if bool(miss.any()):
         idx = miss.nonzero().squeeze(-1)
@@ -131,8 +130,7 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
         d1[idx] = torch.where(better, d2, d1[idx])
         g, c = g.clone(), c.clone()
         g[idx], c[idx] = g2, c2
-        evals += 1
-    return AlphaResult(alpha=a1, dce=d1, curvature=c.float(), slope=g.float(), evals_per_vector=evals)
+    return AlphaResult(alpha=a1, dce=d1, curvature=c.float(), slope=g.float(), evals_per_vector=done[0] - 1)  # the unsteered loss is shared
 
 
 def reference_ids(model, window: int = 32, windows: int = 4) -> torch.Tensor:
