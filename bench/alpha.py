@@ -17,8 +17,8 @@ import torch
 
 from bench.common import emit, log
 from steering_core import load_model, random_unit_vector
-from steering_core.alpha import delta_ce, loss_matched_alpha, per_row_loss, reference_ids
-from steering_core.packreader import open_default_pack
+from steering_core.measure.alpha import delta_ce, loss_matched_alpha, per_row_loss, reference_ids
+from steering_core.pack.reader import open_default_pack
 
 TARGET = 0.5
 

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Callable
 
-from steering_core.effects import SAETS_PROMPTS  # noqa: F401,E402  (re-exported for benches)
+from steering_core.measure.effects import SAETS_PROMPTS  # noqa: F401,E402  (re-exported for benches)
 
 
 def emit(metric: str, value: float, unit: str, **extra) -> None:

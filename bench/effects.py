@@ -13,10 +13,10 @@ import torch
 
 from bench.common import emit, log
 from steering_core import load_model
-from steering_core.effects import EffectSpec, measure_baseline, measure_effects, measure_effects_naive
-from steering_core.generation import GenerationConfig, generate
-from steering_core.saes import load_sae, tiny_sae
-from steering_core.packreader import default_pack_dir
+from steering_core.measure.effects import EffectSpec, measure_baseline, measure_effects, measure_effects_naive
+from steering_core.model.generation import GenerationConfig, generate
+from steering_core.model.saes import load_sae, tiny_sae
+from steering_core.pack.reader import default_pack_dir
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ and the time to lay out the decoder map with UMAP.
 
     python -m bench.lookup [--features 16384] [--samples 200] [--shuffle] [--no-umap]
 
-The pack is written with the same schema as a real one (``steering_core.store.ensure_schema``)
+The pack is written with the same schema as a real one (``steering_core.storage.db.ensure_schema``)
 into a temporary folder and deleted afterwards. ``--shuffle`` stores rows in random order instead
 of source order (a worst case for DuckDB's min/max pruning, which indexes must cover).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, log
-from steering_core.store import connect, ensure_schema, set_meta, transaction
+from steering_core.storage.db import connect, ensure_schema, set_meta, transaction
 
 WORDS = ("wedding", "bride", "ceremony", "python", "weather", "rain", "code", "loop", "news", "sport", "music",
          "guitar", "law", "court", "food", "oven", "space", "rocket", "money", "bank", "poem", "verse", "war",
@@ -61,7 +61,7 @@ def build_synthetic_pack(folder: Path, n: int = 16_384, d_model: int = 576, n_ef
     (folder / "sae").mkdir(exist_ok=True)
     save_file({"W_dec": w, "W_enc": np.ascontiguousarray(w.T), "b_enc": np.zeros(n, np.float32),
                "b_dec": np.zeros(d_model, np.float32)}, str(folder / "sae" / "sae_weights.safetensors"))
-    from steering_core.approximator import Approximator
+    from steering_core.measure.approximator import Approximator
 
     Approximator(torch.from_numpy(rng.standard_normal((d_model, n)).astype(np.float32) * 0.01),
                  torch.zeros(n), 0.5, 1.0, n).save(folder / "approximator.safetensors")
@@ -137,8 +137,8 @@ def main() -> None:
     ap.add_argument("--keep", help="build the pack in this folder and keep it")
     args = ap.parse_args()
 
-    from steering_core import explore
-    from steering_core.packreader import FeaturePack
+    from steering_core.browse import explore
+    from steering_core.pack.reader import FeaturePack
 
     with tempfile.TemporaryDirectory(prefix="bench_lookup_") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp) / "pack"
@@ -173,7 +173,7 @@ def main() -> None:
         emit("p95_ms_effects_predicted", p95, "ms", p50_ms=round(p50, 3))
         pack.close()
         if not args.no_umap:
-            from steering_core.maps import umap_2d
+            from steering_core.pack.maps import umap_2d
 
             t0 = time.perf_counter()
             umap_2d(w, seed=0)

@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core import datasets as dsm
+from steering_core.datasets import pairs as dsm
 
 ui.setup_page("Datasets")
 st.title("Datasets")

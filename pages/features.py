@@ -10,8 +10,8 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core import explore as ex
-from steering_core.usernotes import Workspace, effective_label
+from steering_core.browse import explore as ex
+from steering_core.browse.usernotes import Workspace, effective_label
 
 ui.setup_page("Features")
 st.title("Features")

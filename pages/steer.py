@@ -4,8 +4,8 @@ import streamlit as st
 
 import ui
 from steering_core import GenerationConfig, SteeringCoreError
-from steering_core.alpha import auto_alpha
-from steering_core.live import (
+from steering_core.measure.alpha import auto_alpha
+from steering_core.measure.live import (
     ExtraVector,
     SideBySide,
     random_direction,

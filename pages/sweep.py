@@ -8,11 +8,11 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core.alpha import auto_alpha
-from steering_core.comparison import Candidate, compare
-from steering_core.judge import JudgeConfig
-from steering_core.nexttoken import dce_curve, next_token_curves
-from steering_core.sweep import SweepSpec, run_sweep
+from steering_core.measure.alpha import auto_alpha
+from steering_core.measure.comparison import Candidate, compare
+from steering_core.measure.judge import JudgeConfig
+from steering_core.measure.nexttoken import dce_curve, next_token_curves
+from steering_core.measure.sweep import SweepSpec, run_sweep
 
 ui.setup_page("Sweep")
 st.title("Sweep α")

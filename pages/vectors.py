@@ -7,13 +7,13 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core import datasets as dsm
-from steering_core import vector_effects as ve
-from steering_core import vectors as vm
-from steering_core.explore import ListFilter
-from steering_core.extraction import POSITIONS
-from steering_core.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
-from steering_core.methods import METHODS, FitContext, parse_feature_weights
+from steering_core.browse.explore import ListFilter
+from steering_core.datasets import pairs as dsm
+from steering_core.measure import vector_effects as ve
+from steering_core.vectors import vector as vm
+from steering_core.vectors.extraction import POSITIONS
+from steering_core.vectors.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
+from steering_core.vectors.methods import METHODS, FitContext, parse_feature_weights
 
 ui.setup_page("Vectors")
 st.title("Vectors")

@@ -9,7 +9,7 @@ Reads as prose::
         print(generate(model, "I think", GenerationConfig(greedy=True)).texts[0])
 """
 
-from .errors import (
+from steering_core.errors import (
     GenerationError,
     ModelLoadError,
     SAELoadError,
@@ -17,9 +17,9 @@ from .errors import (
     SteeringError,
     VectorFileError,
 )
-from .generation import GenerationConfig, GenerationResult, GenerationStep, generate, stream
-from .models import SteerableModel, hook_name, layer_of_hook, load_model, tiny_model
-from .steering import (
+from steering_core.model.generation import GenerationConfig, GenerationResult, GenerationStep, generate, stream
+from steering_core.model.loading import SteerableModel, hook_name, layer_of_hook, load_model, tiny_model
+from steering_core.model.steering import (
     Steering,
     SteeringTerm,
     make_term,

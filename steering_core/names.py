@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from .errors import SteeringCoreError
+from steering_core.errors import SteeringCoreError
 
 #: Longest name accepted (it has to fit in one table cell and one file name).
 MAX_NAME_CHARS = 80

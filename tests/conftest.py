@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from steering_core import tiny_model  # noqa: E402
+from steering_core import tiny_model  # noqa: E402  (after the environment defaults above)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Loss-matched α (steering_core.alpha): the quadratic model of ΔCE, its solver, and the
+"""Loss-matched α (steering_core.measure.alpha): the quadratic model of ΔCE, its solver, and the
 end-to-end search verified against independent ΔCE evaluations on tiny models."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from steering_core import random_unit_vector
-from steering_core.alpha import delta_ce, fit_quadratic, loss_matched_alpha, per_row_loss, solve_alpha
 from steering_core.errors import SteeringError
-from steering_core.models import REFERENCE_TEXTS
-
+from steering_core.measure.alpha import delta_ce, fit_quadratic, loss_matched_alpha, per_row_loss, solve_alpha
+from steering_core.model.loading import REFERENCE_TEXTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -182,7 +181,7 @@ def test_bad_target_raises(tiny_hf, target):
 
 
 def test_auto_alpha_hits_the_target_on_reference_text(tiny_hf):
-    from steering_core.alpha import auto_alpha, delta_ce, reference_ids
+    from steering_core.measure.alpha import auto_alpha, delta_ce, reference_ids
 
     v = 7.0 * random_unit_vector(tiny_hf.d_model, seed=11)
     res = auto_alpha(tiny_hf, 1, v, target=0.3)

@@ -127,8 +127,8 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
 
 def test_steer_page_automatic_alpha_sets_the_slider():
     from steering_core import load_model
-    from steering_core.alpha import auto_alpha
-    from steering_core.saes import load_sae
+    from steering_core.measure.alpha import auto_alpha
+    from steering_core.model.saes import load_sae
 
     at = _steer(vec_feature="5")
     at.button(key="auto_alpha").click().run()
@@ -145,7 +145,7 @@ def test_steer_page_automatic_alpha_sets_the_slider():
 
 def test_steer_presets_and_extra_vectors(tmp_path):
     from steering_core import random_unit_vector
-    from steering_core.vectors import SteeringVector, VectorStore
+    from steering_core.vectors.vector import SteeringVector, VectorStore
 
     store = VectorStore(tmp_path / "cache")
     store.save(SteeringVector("extra-one", 1, random_unit_vector(64, 7) * 3, method="manual"))

@@ -62,7 +62,7 @@ def test_label_and_semantic_search(app_env):
     at = _page()
     at = _search(at, "Label text", "zzzz-no-such-label")
     assert "No feature matches" in _text(at)
-    from steering_core.packreader import FeaturePack
+    from steering_core.pack.reader import FeaturePack
 
     p = FeaturePack(app_env / "pack")
     label = p.feature(5)["label"]
@@ -137,7 +137,7 @@ def test_no_pack_is_a_message(tmp_path, monkeypatch):
 
 
 def test_empty_pack_is_a_message(tmp_path, monkeypatch):
-    from steering_core.store import connect, ensure_schema
+    from steering_core.storage.db import connect, ensure_schema
 
     (tmp_path / "pack").mkdir()
     con = connect(tmp_path / "pack" / "pack.duckdb")

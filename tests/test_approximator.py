@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from steering_core.approximator import (
+from steering_core.measure.approximator import (
     Approximator,
     fit_approximator,
     pinv_vector,

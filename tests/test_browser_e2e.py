@@ -15,9 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
-from playwright.sync_api import expect
-
 from browser import ARTIFACTS, browser_page, choose, fill_number, go_to_page, screenshot_all, serve_app, wait_idle
+from playwright.sync_api import expect
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASET, VECTOR = "e2e-wedding", "e2e-caa"

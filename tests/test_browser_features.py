@@ -13,7 +13,7 @@ def test_search_card_click_effect_row_cross_highlights(tiny_pack_build, tmp_path
     cache = tmp_path / "cache"
     cache.mkdir()
     shutil.copytree(tiny_pack_build / "pack", cache / "pack")
-    from steering_core.packreader import FeaturePack
+    from steering_core.pack.reader import FeaturePack
 
     p = FeaturePack(cache / "pack")
     first = p.con.execute("SELECT min(source_feature) FROM feature_effects").fetchone()[0]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from steering_core import random_unit_vector
-from steering_core.comparison import Candidate, compare, peak
 from steering_core.errors import SteeringCoreError
-from steering_core.sweep import AlphaPoint, SweepSpec
+from steering_core.measure.comparison import Candidate, compare, peak
+from steering_core.measure.sweep import AlphaPoint, SweepSpec
 
 
 def test_peak_takes_the_largest_product_and_prefers_small_alpha_on_ties():

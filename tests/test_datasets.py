@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from steering_core.datasets import (
+from steering_core.datasets.pairs import (
     MAX_PAIRS,
     MAX_TEXT_CHARS,
     MAX_UPLOAD_BYTES,

@@ -1,4 +1,4 @@
-"""Feature effects (steering_core.effects): the batched in-generation measurement equals the
+"""Feature effects (steering_core.measure.effects): the batched in-generation measurement equals the
 paper's generate-then-re-run loop, exactly where it must, on both backends."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from steering_core import GenerationConfig, generate, random_unit_vector, record_residuals
-from steering_core.effects import (
+from steering_core.measure.effects import (
     EffectSpec,
     measure_baseline,
     measure_effects,
@@ -15,8 +15,8 @@ from steering_core.effects import (
     relative_effect,
     top_effects,
 )
-from steering_core.saes import tiny_sae
-from steering_core.steering import recording
+from steering_core.model.saes import tiny_sae
+from steering_core.model.steering import recording
 
 PROMPTS = ["I think", "Breaking news", "Once upon a time"]
 LAYER = 1

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from steering_core.evaluation import (
+from steering_core.vectors.evaluation import (
     EvaluationError,
     data_efficiency,
     layer_sweep,
@@ -15,7 +15,7 @@ from steering_core.evaluation import (
     separation,
     split_indices,
 )
-from steering_core.extraction import PairActivations
+from steering_core.vectors.extraction import PairActivations
 
 
 def planted(n=64, d=16, gap=3.0, seed=0):

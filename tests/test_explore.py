@@ -16,15 +16,30 @@ import numpy as np
 import pytest
 import torch
 
-from steering_core.errors import SteeringCoreError
-from steering_core.explore import (
-    ExploreError, ListFilter, ListRow, compare_groups, effect_similar_list, effects_list, actions_list, cosine_list,
-    grow_from, grow_group, jaccard, neighbourhoods, rows_to_csv, rows_to_json, search_id, search_label,
-    semantic_search, what_fires_here,
+from steering_core.browse.explore import (
+    ExploreError,
+    ListFilter,
+    ListRow,
+    actions_list,
+    compare_groups,
+    cosine_list,
+    effect_similar_list,
+    effects_list,
+    grow_from,
+    grow_group,
+    jaccard,
+    neighbourhoods,
+    rows_to_csv,
+    rows_to_json,
+    search_id,
+    search_label,
+    semantic_search,
+    what_fires_here,
 )
-from steering_core.packreader import FeatureLookupError, FeaturePack
-from steering_core.store import connect, ensure_schema
-from steering_core.usernotes import UserNotes, UserNotesError, Workspace, effective_label
+from steering_core.browse.usernotes import UserNotes, UserNotesError, Workspace, effective_label
+from steering_core.errors import SteeringCoreError
+from steering_core.pack.reader import FeatureLookupError, FeaturePack
+from steering_core.storage.db import connect, ensure_schema
 
 LISTS = {"effects": effects_list, "actions": actions_list, "cosine": cosine_list,
          "effect_similar": effect_similar_list}
@@ -163,7 +178,7 @@ def unmeasured(pack, pack_dir, tmp_path_factory):
 def _direct_prediction(pack_dir, fid) -> np.ndarray:
     from safetensors.torch import load_file
 
-    from steering_core.approximator import Approximator
+    from steering_core.measure.approximator import Approximator
 
     approx = Approximator.load(pack_dir / "approximator.safetensors")
     w_dec = load_file(str(pack_dir / "sae" / "sae_weights.safetensors"))["W_dec"]
@@ -276,15 +291,15 @@ def test_empty_queries_get_a_sentence(pack, fn, text):
 
 @pytest.fixture(scope="module")
 def model_and_sae(pack_dir):
-    from steering_core.models import load_model
-    from steering_core.saes import load_sae
+    from steering_core.model.loading import load_model
+    from steering_core.model.saes import load_sae
 
     model = load_model("tiny")
     return model, load_sae(str(pack_dir / "sae"), model)
 
 
 def test_what_fires_here_equals_a_direct_encode(model_and_sae, pack, feats):
-    from steering_core.steering import record_residuals
+    from steering_core.model.steering import record_residuals
 
     model, sae = model_and_sae
     text = "The weather is nice today."
@@ -426,7 +441,7 @@ def test_default_user_db_lives_in_the_cache_dir(pack, tmp_path, monkeypatch):
 
 
 def test_effective_label_uses_the_shared_default_store(pack, feats, tmp_path, monkeypatch):
-    from steering_core.usernotes import open_user_notes
+    from steering_core.browse.usernotes import open_user_notes
 
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
     shared = open_user_notes()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering_core.extraction import (
+from steering_core.model.steering import record_residuals
+from steering_core.vectors.extraction import (
     ActivationCache,
     ExtractionError,
     diff_starts,
     extract,
     pair_activations,
 )
-from steering_core.steering import record_residuals
 
 TEXTS = ["the cat sat on the mat", "a dog", "wedding bells rang all day long in the town", "x y"]
 

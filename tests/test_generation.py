@@ -15,7 +15,7 @@ from steering_core import (
     stream,
     tiny_model,
 )
-from steering_core.generation import sample_next
+from steering_core.model.generation import sample_next
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 

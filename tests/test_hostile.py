@@ -39,14 +39,15 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-
 from streamlit.testing.v1 import AppTest
 
-from steering_core import alpha as alpha_mod
-from steering_core import datasets as dsm
-from steering_core import explore, live, methods, nexttoken, usernotes
-from steering_core import vectors as vm
+from steering_core.browse import explore, usernotes
+from steering_core.datasets import pairs as dsm
 from steering_core.errors import SteeringCoreError
+from steering_core.measure import alpha as alpha_mod
+from steering_core.measure import live, nexttoken
+from steering_core.vectors import methods
+from steering_core.vectors import vector as vm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,12 +124,12 @@ class Env:
 def prepare_library(cache: Path) -> None:
     """A library with one saved dataset, vector and preset, and every table the pages create, so a
     page opening the library changes nothing and a destroyed object would show in the snapshot."""
-    from steering_core.datasets import ContrastiveDataset, DatasetStore, Pair
-    from steering_core.presets import PresetStore
-    from steering_core.sweep import SweepCache
-    from steering_core.usernotes import UserNotes
-    from steering_core.vector_effects import EffectCache
-    from steering_core.vectors import SteeringVector, VectorStore
+    from steering_core.browse.usernotes import UserNotes
+    from steering_core.datasets.pairs import ContrastiveDataset, DatasetStore, Pair
+    from steering_core.measure.sweep import SweepCache
+    from steering_core.measure.vector_effects import EffectCache
+    from steering_core.storage.presets import PresetStore
+    from steering_core.vectors.vector import SteeringVector, VectorStore
 
     cache.mkdir(parents=True)
     lib = cache / "library.duckdb"
@@ -148,9 +149,9 @@ def prepare_library(cache: Path) -> None:
 def make_pack(pack_dir: Path, model, layer: int = 1, d_sae: int = 16) -> None:
     """A minimal feature pack (tables, a few labelled features, an SAE): enough for the Features
     page and the search functions, in a fraction of a second instead of a real build."""
-    from steering_core.models import hook_name
-    from steering_core.saes import save_sae, tiny_sae
-    from steering_core.store import connect, ensure_schema, set_meta
+    from steering_core.model.loading import hook_name
+    from steering_core.model.saes import save_sae, tiny_sae
+    from steering_core.storage.db import connect, ensure_schema, set_meta
 
     pack_dir.mkdir(parents=True)
     save_sae(tiny_sae(model, layer, d_sae=d_sae, k=4), pack_dir / "sae")
@@ -210,7 +211,7 @@ def raw_safetensors(metadata: dict, header_len: int | None = None) -> bytes:
 
 def saved_vector_with_header(n: int):
     """A vector whose own safetensors file (as the library writes it) has an ``n``-byte header."""
-    from steering_core.vectors import SteeringVector, to_safetensors_bytes
+    from steering_core.vectors.vector import SteeringVector, to_safetensors_bytes
 
     for pad in range(400):
         v = SteeringVector("long header", 1, torch.linspace(-1, 1, 64), method="caa", dataset="d" * pad,
@@ -255,44 +256,44 @@ def cli(id_, act, match, **kw):
 # -- helpers the rows share ------------------------------------------------------------------------
 
 def _ds_store(env):
-    from steering_core.datasets import DatasetStore
+    from steering_core.datasets.pairs import DatasetStore
 
     return DatasetStore(env.cache / "library.duckdb")
 
 
 def _vec_store(env):
-    from steering_core.vectors import VectorStore
+    from steering_core.vectors.vector import VectorStore
 
     return VectorStore(env.cache)
 
 
 def _preset_store(env):
-    from steering_core.presets import PresetStore
+    from steering_core.storage.presets import PresetStore
 
     return PresetStore(env.cache / "library.duckdb")
 
 
 def _parse(data: bytes, name: str):
-    from steering_core.datasets import parse_upload
+    from steering_core.datasets.pairs import parse_upload
 
     return parse_upload(data, name)
 
 
 def _read_vec(data: bytes, name: str, d_model: int = 64):
-    from steering_core.vectors import read_vector_bytes
+    from steering_core.vectors.vector import read_vector_bytes
 
     return read_vector_bytes(data, name, d_model=d_model)
 
 
 def _save_dataset(env, name, pairs=(("a text", "b text"),), overwrite=False, **notes):
-    from steering_core.datasets import ContrastiveDataset, Pair
+    from steering_core.datasets.pairs import ContrastiveDataset, Pair
 
     with _ds_store(env) as st:
         st.save(ContrastiveDataset(name, [Pair(p, n) for p, n in pairs], **notes), overwrite=overwrite)
 
 
 def _save_vector(env, name, overwrite=False, **kw):
-    from steering_core.vectors import SteeringVector
+    from steering_core.vectors.vector import SteeringVector
 
     with _vec_store(env) as st:
         st.save(SteeringVector(name, 1, torch.ones(64), **kw), overwrite=overwrite)
@@ -308,7 +309,7 @@ def _save_preset(env, name, settings=None):
 
 def _side_by_side(env, prompt="Hello", alpha=1.0, **config):
     from steering_core import GenerationConfig
-    from steering_core.live import SideBySide, side_by_side
+    from steering_core.measure.live import SideBySide, side_by_side
 
     cfg = GenerationConfig(**{"max_new_tokens": 2, **config})
     req = SideBySide(prompt=prompt, layer=1, vector=torch.ones(64) / 8, alpha=alpha, chat=False, n_samples=1,
@@ -317,7 +318,7 @@ def _side_by_side(env, prompt="Hello", alpha=1.0, **config):
 
 
 def _sweep(env, **spec):
-    from steering_core.sweep import SweepSpec, run_sweep
+    from steering_core.measure.sweep import SweepSpec, run_sweep
 
     base = dict(prompts=("Hello",), alphas=(0.0, 2.0), samples=1, new_tokens=2, keywords=("the",))
     base.update(spec)
@@ -329,7 +330,7 @@ def _with_pack(env):
 
 
 def _pack(env):
-    from steering_core.packreader import FeaturePack
+    from steering_core.pack.reader import FeaturePack
 
     return FeaturePack(env.cache / "pack")
 
@@ -626,9 +627,9 @@ lib("unknown-lib-sweep-negative-target-feature",
 
 
 def _fit(env, method, weights=None, pairs=None, name="fitted"):
-    from steering_core.datasets import ContrastiveDataset, Pair
-    from steering_core.fitting import FitRequest, fit_dataset
-    from steering_core.methods import FitContext
+    from steering_core.datasets.pairs import ContrastiveDataset, Pair
+    from steering_core.vectors.fitting import FitRequest, fit_dataset
+    from steering_core.vectors.methods import FitContext
 
     ds = ContrastiveDataset("code-built", [Pair(p, n) for p, n in (pairs or [("I love weddings", "I love meetings"),
                                                                                 ("The bride", "The clerk")])])
@@ -719,7 +720,7 @@ N_XFAIL = sum(bool(c.xfail) for c in CASES)
 
 @pytest.fixture(scope="module")
 def tiny_sae_(tiny_hf):
-    from steering_core.saes import load_sae
+    from steering_core.model.saes import load_sae
 
     return load_sae("tiny", tiny_hf)
 

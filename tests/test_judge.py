@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from steering_core import random_unit_vector
-from steering_core.judge import JudgeConfig, JudgeError, judge_rollouts, parse_score
-from steering_core.sweep import SweepSpec, run_sweep
+from steering_core.measure.judge import JudgeConfig, JudgeError, judge_rollouts, parse_score
+from steering_core.measure.sweep import SweepSpec, run_sweep
 
 
 def test_parse_score_accepts_json_and_code_fences_only_in_range():

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from steering_core import GenerationConfig, SteeringError, VectorFileError, generate, random_unit_vector
-from steering_core.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
-from steering_core.saes import tiny_sae
+from steering_core.measure.live import SideBySide, random_direction, sae_direction, side_by_side, uploaded_direction
+from steering_core.model.saes import tiny_sae
 
 
 def _last(model, **kw):
@@ -87,8 +87,8 @@ def test_uploaded_direction_normalises_and_refuses_bad_files(tiny_hf, tmp_path):
 
 
 def test_extra_vectors_steer_the_steered_column_together(tiny_hf):
-    from steering_core.live import ExtraVector
-    from steering_core.steering import make_term, steering
+    from steering_core.measure.live import ExtraVector
+    from steering_core.model.steering import make_term, steering
 
     v1, v2 = random_unit_vector(tiny_hf.d_model, 3), random_unit_vector(tiny_hf.d_model, 8)
     last = _last(tiny_hf, extra=(ExtraVector(2, v2, 4.0),))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering_core.approximator import Approximator
-from steering_core.methods import METHODS, FitContext, FitError, available, feature_difference, fit
-from steering_core.saes import attach
+from steering_core.measure.approximator import Approximator
+from steering_core.model.saes import attach
+from steering_core.vectors.methods import METHODS, FitContext, FitError, available, feature_difference, fit
 
 
 def _cos(a, b):
@@ -192,7 +192,7 @@ def test_every_registered_method_has_a_label_and_minimum():
 
 
 def test_feature_weights_are_read_from_text():
-    from steering_core.methods import parse_feature_weights
+    from steering_core.vectors.methods import parse_feature_weights
 
     assert parse_feature_weights("812:1.0, 95:-0.5; 7") == {812: 1.0, 95: -0.5, 7: 1.0}
     assert parse_feature_weights("  ") == {}

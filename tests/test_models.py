@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-import steering_core.models as models_mod
+import steering_core.model.loading as models_mod
 from steering_core import (
     GenerationConfig,
     ModelLoadError,
@@ -18,7 +18,7 @@ from steering_core import (
     load_model,
     record_residuals,
 )
-from steering_core.models import REFERENCE_TEXTS, _explain_load_failure, tiny_tokenizer
+from steering_core.model.loading import REFERENCE_TEXTS, _explain_load_failure, tiny_tokenizer
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 

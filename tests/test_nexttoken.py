@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from steering_core import random_unit_vector
-from steering_core.nexttoken import NextTokenError, dce_curve, next_token_curves
-from steering_core.steering import make_term, steer, steering
+from steering_core.measure.nexttoken import NextTokenError, dce_curve, next_token_curves
+from steering_core.model.steering import make_term, steer, steering
 
 
 def test_delta_p_matches_single_steered_runs(tiny_hf, one_thread):

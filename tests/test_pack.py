@@ -3,18 +3,16 @@ worst moments that resumes to identical tables, and clear refusals of bad input.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from steering_core.pack import Builder, PackConfigError, load_config
-from steering_core.store import StoreError, connect
-
 from packs_util import TINY_TOML, VOLATILE, run_cli, write_config  # noqa: E402
+
+from steering_core.pack.builder import Builder, PackConfigError, load_config
+from steering_core.storage.db import connect
 
 
 def tables(db: Path) -> dict:
@@ -101,8 +99,8 @@ def test_bad_hook_is_refused_before_any_work(tmp_path):
 
 
 def test_sae_of_the_wrong_size_is_refused(tmp_path, tiny_hf):
-    from steering_core.models import tiny_model
-    from steering_core.saes import save_sae, tiny_sae
+    from steering_core.model.loading import tiny_model
+    from steering_core.model.saes import save_sae, tiny_sae
 
     other = tiny_model("hf", n_layers=3, d_model=32, seed=1)
     save_sae(tiny_sae(other, 1, d_sae=16), tmp_path / "wrong_sae")
@@ -115,7 +113,7 @@ def test_sae_of_the_wrong_size_is_refused(tmp_path, tiny_hf):
 
 def test_existing_sae_skips_training(tmp_path, tiny_tl):
     """A TransformerLens model with an existing sae_lens SAE: no SAE training, effects measured."""
-    from steering_core.saes import save_sae, tiny_sae
+    from steering_core.model.saes import save_sae, tiny_sae
 
     save_sae(tiny_sae(tiny_tl, 1, d_sae=24, k=4), tmp_path / "given_sae")
     cfg = load_config(write_config(tmp_path, sae=str(tmp_path / "given_sae")))
@@ -161,9 +159,8 @@ def test_unknown_config_keys_are_errors(tmp_path):
 
 def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
     """The CLI answers a full disk with a sentence, and leaves no partial corpus file behind."""
-    import steering_core.corpus as corpus_mod
-    from steering_core import pack as pack_mod
-
+    import steering_core.pack.corpus as corpus_mod
+    from steering_core.pack import builder as pack_mod
     real = np.savez_compressed
 
     def full_disk(path, **arrays):
@@ -180,8 +177,7 @@ def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
 
 
 def test_disk_full_during_commit_writes_nothing(tmp_path, monkeypatch):
-    from steering_core import store
-
+    from steering_core.storage import db as store
     con = connect(tmp_path / "x.duckdb")
     store.ensure_schema(con)
     with pytest.raises(OSError):

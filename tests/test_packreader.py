@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from steering_core.packreader import FeatureLookupError, FeaturePack
-from steering_core.store import StoreError, connect
+from steering_core.pack.reader import FeatureLookupError, FeaturePack
+from steering_core.storage.db import StoreError, connect
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steering_core.presets import PresetError, PresetStore
+from steering_core.storage.presets import PresetError, PresetStore
 
 
 def test_round_trip_overwrite_and_delete(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from steering_core import SAELoadError, record_residuals, tiny_model
-from steering_core.saes import load_pretrained_sae, load_sae_from_disk, save_sae, tiny_sae
+from steering_core.model.saes import load_pretrained_sae, load_sae_from_disk, save_sae, tiny_sae
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 

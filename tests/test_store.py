@@ -1,4 +1,4 @@
-"""DuckDB storage (steering_core.store): friendly errors for files it cannot open, and
+"""DuckDB storage (steering_core.storage.db): friendly errors for files it cannot open, and
 all-or-nothing writes."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from steering_core.errors import SteeringCoreError
-from steering_core.store import (
+from steering_core.storage.db import (
     StoreError,
     connect,
     ensure_schema,

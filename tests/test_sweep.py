@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from steering_core import random_unit_vector
-from steering_core.saes import tiny_sae
-from steering_core.sweep import (
+from steering_core.measure.sweep import (
     SweepCache,
     SweepError,
     SweepSpec,
@@ -18,6 +17,7 @@ from steering_core.sweep import (
     keyword_hits,
     run_sweep,
 )
+from steering_core.model.saes import tiny_sae
 
 
 def _spec(**kw):
@@ -78,7 +78,7 @@ def test_sweep_scores_and_zero_alpha_reference(tiny_hf, one_thread):
 
 
 def test_sweep_is_cached_per_alpha_and_stopping_keeps_what_was_done(tiny_hf, tmp_path, monkeypatch, one_thread):
-    import steering_core.sweep as sw
+    import steering_core.measure.sweep as sw
 
     cache = SweepCache(tmp_path / "lib.duckdb")
     v = random_unit_vector(tiny_hf.d_model, 2)

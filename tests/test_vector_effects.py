@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from steering_core import load_model
-from steering_core.packreader import FeaturePack
-from steering_core.saes import load_sae_from_disk
-from steering_core.vector_effects import (
+from steering_core.measure.vector_effects import (
     EffectCache,
     VectorEffectsError,
     cosine_rows,
@@ -17,6 +15,8 @@ from steering_core.vector_effects import (
     measure,
     predicted,
 )
+from steering_core.model.saes import load_sae_from_disk
+from steering_core.pack.reader import FeaturePack
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_measurement_is_cached_by_vector_alpha_and_seed(env, tmp_path):
 def test_a_measurement_cancelled_from_its_progress_callback_caches_nothing(env, tmp_path):
     """The page's Stop button interrupts at a progress update: the hooks come off, nothing is
     cached, and the next measurement equals an uncancelled one."""
-    from steering_core.steering import installed_hook_count
+    from steering_core.model.steering import installed_hook_count
 
     pack, model, sae = env
     cache = EffectCache(tmp_path / "lib.duckdb")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-import steering_core.vectors as vectors_mod
+import steering_core.vectors.vector as vectors_mod
 from steering_core import VectorFileError
-from steering_core.vectors import check_vector, read_vector_bytes
+from steering_core.vectors.vector import check_vector, read_vector_bytes
 
 D = 16
 
@@ -261,7 +261,7 @@ def test_oversize_file_is_refused_before_parsing(monkeypatch):
 # SteeringVector objects, their files (safetensors, GGUF control vectors) and the vector library
 # =================================================================================================
 
-from steering_core.vectors import (  # noqa: E402
+from steering_core.vectors.vector import (  # noqa: E402
     SteeringVector,
     VectorError,
     VectorStore,
@@ -646,7 +646,7 @@ def test_failed_database_write_leaves_nothing_half_saved(tmp_path, monkeypatch):
 def test_store_shares_a_connection_and_lock_and_touches_only_its_table(tmp_path):
     import threading
 
-    from steering_core.store import connect
+    from steering_core.storage.db import connect
 
     con = connect(tmp_path / "library.duckdb")
     con.execute("CREATE TABLE datasets (name TEXT PRIMARY KEY)")
@@ -661,7 +661,7 @@ def test_store_shares_a_connection_and_lock_and_touches_only_its_table(tmp_path)
 
 
 def test_vector_becomes_a_steering_term(tiny_hf):
-    from steering_core.steering import AceTerm, SteeringTerm
+    from steering_core.model.steering import AceTerm, SteeringTerm
 
     d = tiny_hf.d_model
     t = SteeringVector("v", 1, _vec(0, d)).term(tiny_hf, 2.0)

@@ -1,0 +1,79 @@
+"""Method comparison (document 001 Table 2): one task (prompts, a behavioural scorer) run across
+several vectors, each swept over a grid scaled by its own automatic α, reporting the peak
+behaviour × coherence and the α where it peaks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from steering_core.errors import SteeringCoreError
+from steering_core.measure.sweep import AlphaPoint, SweepCache, SweepSpec, run_sweep
+
+#: The grid, in multiples of each vector's automatic α (loss-matched, ΔCE +0.5 nats).
+DEFAULT_MULTIPLIERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    vector: torch.Tensor
+    layer: int
+    reference: torch.Tensor | None = None  # ACE vectors
+
+
+@dataclass
+class ComparisonRow:
+    name: str
+    layer: int
+    auto_alpha: float
+    peak_product: float
+    alpha_at_peak: float
+    behaviour_at_peak: float
+    coherence_at_peak: float
+
+
+def peak(points: Sequence[AlphaPoint], behaviour: str) -> tuple[float, AlphaPoint | None]:
+    """The point with the highest behaviour × coherence (NaNs ignored; ties: the smaller |α|)."""
+    best, best_p = float("-inf"), None
+    for p in sorted(points, key=lambda q: abs(q.alpha)):
+        v = p.get("product")
+        if math.isfinite(v) and v > best:
+            best, best_p = v, p
+    return (best if best_p is not None else float("nan")), best_p
+
+
+def compare(model, candidates: Sequence[Candidate], task: SweepSpec, sae=None, cache: SweepCache | None = None,
+            multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, target_dce: float = 0.5,
+            on_candidate: Callable[[int, int, str], None] | None = None
+            ) -> tuple[list[ComparisonRow], dict[str, list[AlphaPoint]]]:
+    """Sweep every candidate on the same task; rows sorted by peak product, best first."""
+    from steering_core.measure.alpha import auto_alpha
+
+    if not candidates:
+        raise SteeringCoreError("Choose at least one vector or feature to compare.")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise SteeringCoreError("Two candidates have the same name; give each a distinct one.")
+    rows, curves = [], {}
+    for i, c in enumerate(candidates):
+        if on_candidate is not None:
+            on_candidate(i, len(candidates), c.name)
+        v = torch.as_tensor(c.vector, dtype=torch.float32)
+        v = v / v.norm().clamp(min=1e-12)
+        a_star = float(auto_alpha(model, c.layer, v, target=target_dce).alpha[0])
+        spec = dataclasses.replace(task, alphas=tuple(a_star * m for m in multipliers))
+        pts = run_sweep(model, v, c.layer, spec, sae=sae, reference=c.reference, cache=cache, with_dce=False)
+        best, p = peak(pts, task.behaviour)
+        rows.append(ComparisonRow(c.name, c.layer, a_star, best, p.alpha if p else float("nan"),
+                                  p.get(task.behaviour) if p else float("nan"),
+                                  p.get("coherence") if p else float("nan")))
+        curves[c.name] = pts
+    if on_candidate is not None:
+        on_candidate(len(candidates), len(candidates), "")
+    rows.sort(key=lambda r: -r.peak_product if math.isfinite(r.peak_product) else float("inf"))
+    return rows, curves

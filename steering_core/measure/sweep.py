@@ -1,0 +1,327 @@
+"""α sweeps: behaviour and coherence scores of steered rollouts at each α (document 001 §5).
+
+For each α of a grid, ``samples`` rollouts per prompt are generated with the vector at that α
+(every α sees the same prompts and the same per-row seeds, so curves differ only by α). Scores:
+
+* behaviour: **keyword hit rate** (share of rollouts containing any keyword, whole words,
+  case-insensitive), **concept similarity** (MiniLM cosine between each rollout and a concept
+  description), **target activation** (mean SAE activation of chosen features over generated
+  positions, read on an unsteered re-run as in the effects measurement);
+* coherence: **log-likelihood** of the rollout's tokens under the *unsteered* model (mean nats per
+  token), and **ΔCE** of the steered model on neutral reference text;
+* **coherence score** = exp(mean log-likelihood at α − at α = 0), capped at 1 (a per-token
+  likelihood ratio: 1 means as fluent as unsteered text), and the product behaviour × coherence.
+
+Each α is written to DuckDB as soon as it is done (one transaction), so a cancelled or crashed
+sweep keeps what it computed, and reopening the same sweep reads instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from steering_core.errors import SteeringCoreError
+from steering_core.storage.crashpoints import crash_point
+from steering_core.storage.db import LibraryTable
+
+#: Largest |α| accepted in a grid, in multiples of the residual norm at the layer.
+MAX_ALPHA_NORMS = 20.0
+MAX_SAMPLES = 64
+MAX_GRID = 64
+
+
+class SweepError(SteeringCoreError):
+    """A sweep that cannot run as asked (the message says which setting to change)."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    prompts: tuple[str, ...]
+    alphas: tuple[float, ...]
+    samples: int = 4
+    new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 50
+    seed: int = 0
+    chat: bool = True
+    keywords: tuple[str, ...] | None = None  # None: keyword score off
+    concept: str | None = None  # None: similarity score off
+    target_features: tuple[int, ...] = ()
+    behaviour: str = "keywords"  # which behavioural score the product uses
+    judge_criterion: str | None = None  # e.g. "The text contains discussion about a wedding"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def check_spec(spec: SweepSpec, residual_norm: float | None = None) -> SweepSpec:
+    """Every way a sweep request can be unusable, as one sentence each."""
+    prompts = tuple(p for p in spec.prompts if isinstance(p, str) and p.strip())
+    if not prompts:
+        raise SweepError("Give at least one prompt that is not empty.")
+    alphas = []
+    for a in spec.alphas:
+        try:
+            a = float(a)
+        except (TypeError, ValueError):
+            raise SweepError(f"α values must be numbers; {a!r} is not.") from None
+        if not math.isfinite(a):
+            raise SweepError(f"α values must be finite; the grid contains {a}.")
+        if residual_norm and abs(a) > MAX_ALPHA_NORMS * residual_norm:
+            raise SweepError(f"α = {a:g} is {abs(a) / residual_norm:.0f}× the residual norm at this layer; "
+                             f"the limit is {MAX_ALPHA_NORMS:g}× ({MAX_ALPHA_NORMS * residual_norm:.0f}).")
+        alphas.append(a)
+    if not alphas:
+        raise SweepError("The α grid is empty.")
+    if len(alphas) > MAX_GRID:
+        raise SweepError(f"At most {MAX_GRID} α values per sweep; the grid has {len(alphas)}.")
+    if 0.0 not in alphas:
+        alphas.append(0.0)  # the coherence score is relative to α = 0
+    if not isinstance(spec.samples, int) or isinstance(spec.samples, bool) or not 1 <= spec.samples <= MAX_SAMPLES:
+        raise SweepError(f"Samples per α must be a whole number from 1 to {MAX_SAMPLES}, got {spec.samples!r}.")
+    if not isinstance(spec.new_tokens, int) or not 1 <= spec.new_tokens <= 256:
+        raise SweepError(f"Rollout length must be 1 to 256 tokens, got {spec.new_tokens!r}.")
+    keywords = spec.keywords
+    if keywords is not None:
+        keywords = tuple(k.strip() for k in keywords if isinstance(k, str) and k.strip())
+        if not keywords:
+            raise SweepError("The keyword list is empty: give at least one keyword, or turn the keyword score off.")
+    concept = spec.concept
+    if concept is not None:
+        if not isinstance(concept, str) or not concept.strip():
+            raise SweepError("The concept description is empty (or only spaces): describe the concept in words, "
+                             "or turn the similarity score off.")
+        concept = concept.strip()
+    criterion = spec.judge_criterion
+    if criterion is not None:
+        if not isinstance(criterion, str) or not criterion.strip():
+            raise SweepError("The judge criterion is empty: say what the text should contain, or turn the judge off.")
+        criterion = criterion.strip()
+    behaviours = {"keywords": keywords is not None, "similarity": concept is not None,
+                  "target": bool(spec.target_features), "judge": criterion is not None}
+    if spec.behaviour not in behaviours:
+        raise SweepError(f"Unknown behavioural score {spec.behaviour!r}; choose one of {', '.join(behaviours)}.")
+    if not behaviours[spec.behaviour]:
+        raise SweepError(f"The product uses the {spec.behaviour} score, which is not set up: "
+                         "give keywords, a concept description or target features.")
+    return SweepSpec(prompts, tuple(sorted(set(alphas))), spec.samples, spec.new_tokens, spec.temperature,
+                     spec.top_k, spec.seed, spec.chat, keywords, concept, tuple(int(f) for f in spec.target_features),
+                     spec.behaviour, criterion)
+
+
+# -- scores (pure functions) -------------------------------------------------------------------------
+
+
+def keyword_hits(texts: Sequence[str], keywords: Sequence[str]) -> np.ndarray:
+    """1.0 for each text containing any keyword as a whole word (case-insensitive), else 0.0."""
+    pats = [re.compile(r"(?<!\w)" + re.escape(k.lower()) + r"(?!\w)") for k in keywords]
+    return np.array([float(any(p.search(t.lower()) for p in pats)) for t in texts])
+
+
+def coherence_score(loglik: float, loglik_unsteered: float) -> float:
+    """exp(Δ mean log-likelihood per token), capped at 1: 1 = as likely as unsteered text."""
+    if not (math.isfinite(loglik) and math.isfinite(loglik_unsteered)):
+        return float("nan")
+    return float(min(1.0, math.exp(loglik - loglik_unsteered)))
+
+
+def mean_and_se(x: np.ndarray) -> tuple[float, float]:
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+    return float(x.mean()), se
+
+
+@dataclass
+class AlphaPoint:
+    alpha: float
+    scores: dict[str, float]  # name → mean; name + "_se" → standard error
+    samples: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why the judge's scores are missing
+
+    def get(self, name: str) -> float:
+        return float(self.scores.get(name, float("nan")))
+
+
+# -- measurement ---------------------------------------------------------------------------------------
+
+
+def _rollouts(model, vector, layer: int, alpha: float, spec: SweepSpec, reference=None):
+    from steering_core.model.generation import GenerationConfig, generate
+    from steering_core.model.steering import ace_term, make_term, steering
+
+    prompts = [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
+               for p in spec.prompts for _ in range(spec.samples)]
+    seeds = [spec.seed + 1000 * i + j for i in range(len(spec.prompts)) for j in range(spec.samples)]
+    term = (ace_term(model, layer, vector, reference, alpha) if reference is not None
+            else make_term(model, layer, vector, alpha))
+    cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
+                           stop_at_eos=False)
+    res = generate(model, prompts, cfg, steering=steering(model, term), row_seeds=seeds)
+    return prompts, res
+
+
+def _unsteered_pass(model, prompts, token_ids, sae=None, features: Sequence[int] = ()):
+    """Mean log-likelihood per generated token under the unsteered model, per row, and the mean
+    activation of ``features`` over generated positions (NaN when there is no SAE)."""
+    from steering_core.model.steering import recording
+
+    ids, mask = model.tokenize(prompts)
+    width = max(len(t) for t in token_ids)
+    gen = torch.full((len(prompts), width), model.pad_token_id, dtype=ids.dtype)
+    gmask = torch.zeros((len(prompts), width), dtype=mask.dtype)
+    for i, t in enumerate(token_ids):
+        gen[i, :len(t)] = torch.tensor(t, dtype=ids.dtype)
+        gmask[i, :len(t)] = 1
+    full = torch.cat([ids, gen.to(ids.device)], 1)
+    fmask = torch.cat([mask, gmask.to(mask.device)], 1)
+    layers = [sae.layer] if sae is not None and features else []
+    with torch.no_grad(), recording(model, layers) as chunks:
+        logits = model.backend.forward(full, fmask).float()
+    p = ids.shape[1]
+    lp = torch.log_softmax(logits[:, p - 1:-1], -1).gather(-1, gen.to(logits.device).unsqueeze(-1)).squeeze(-1)
+    gm = gmask.to(lp.device).float()
+    loglik = ((lp * gm).sum(1) / gm.sum(1).clamp(min=1)).cpu().numpy()
+    act = np.full(len(prompts), np.nan)
+    if layers:
+        x = chunks[sae.layer][0][:, p:].float()
+        f = sae.encode(x)[..., list(features)].float().mean(-1)  # [rows, gen]
+        act = ((f * gm).sum(1) / gm.sum(1).clamp(min=1)).cpu().numpy()
+    return loglik, act
+
+
+def measure_alpha(model, vector, layer: int, alpha: float, spec: SweepSpec, sae=None, reference=None,
+                  ref_ids=None, judge=None) -> AlphaPoint:
+    """All scores at one α (see the module docstring)."""
+    from steering_core.measure.alpha import delta_ce
+
+    prompts, res = _rollouts(model, vector, layer, alpha, spec, reference)
+    loglik, act = _unsteered_pass(model, prompts, res.token_ids, sae, spec.target_features)
+    scores: dict[str, float] = {}
+
+    def put(name: str, values) -> None:
+        m, se = mean_and_se(values)
+        scores[name], scores[name + "_se"] = m, se
+
+    put("loglik", loglik)
+    if spec.keywords is not None:
+        put("keywords", keyword_hits(res.texts, spec.keywords))
+    if spec.concept is not None:
+        from steering_core.model.embeddings import embed_texts
+
+        emb = embed_texts(list(res.texts) + [spec.concept])
+        put("similarity", emb[:-1] @ emb[-1])
+    if spec.target_features and sae is not None:
+        put("target", act)
+    if ref_ids is not None and reference is None:
+        v = torch.as_tensor(vector, dtype=torch.float32)
+        scores["dce"] = float(delta_ce(model, ref_ids, layer, v[None], torch.tensor([float(alpha)]))[0])
+    notes = []
+    if judge is not None and spec.judge_criterion:
+        from steering_core.measure.judge import JudgeError, judge_rollouts
+
+        try:
+            beh, coh = judge_rollouts(judge, spec.judge_criterion, prompts, res.texts)
+            put("judge", beh)
+            put("judge_coherence", coh)
+        except JudgeError as exc:
+            notes.append(str(exc))
+    return AlphaPoint(float(alpha), scores, list(res.texts), notes)
+
+
+def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
+    """Add the coherence score (relative to α = 0) and behaviour × coherence to every point."""
+    zero = next((p for p in points if p.alpha == 0.0), None)
+    base = zero.get("loglik") if zero is not None else float("nan")
+    for p in points:
+        coh = coherence_score(p.get("loglik"), base)
+        p.scores["coherence"] = coh
+        b = p.get(behaviour)
+        b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
+        c = p.get("judge_coherence") if behaviour == "judge" else coh  # the paper's B×C: both from the judge
+        p.scores["product"] = b * c if math.isfinite(b) and math.isfinite(c) else float("nan")
+    return points
+
+
+# -- cache -----------------------------------------------------------------------------------------------
+
+
+class SweepCache(LibraryTable):
+    """Sweep points in DuckDB, one row per (sweep key, α), each written in its own statement."""
+
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS sweep_points (
+        key TEXT, alpha DOUBLE, scores TEXT, samples TEXT,
+        created TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (key, alpha))""",)
+
+    def get(self, key: str) -> dict[float, AlphaPoint]:
+        with self._lock:
+            rows = self.con.execute("SELECT alpha, scores, samples FROM sweep_points WHERE key = ?", [key]).fetchall()
+        return {float(a): AlphaPoint(float(a), json.loads(s), json.loads(t)) for a, s, t in rows}
+
+    def put(self, key: str, p: AlphaPoint) -> None:
+        raw = {k: v for k, v in p.scores.items() if k not in ("coherence", "product")}
+        with self._lock:
+            self.con.execute("INSERT OR REPLACE INTO sweep_points (key, alpha, scores, samples) VALUES (?, ?, ?, ?)",
+                             [key, p.alpha, json.dumps(raw), json.dumps(p.samples)])
+
+
+def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=None) -> str:
+    h = hashlib.sha256()
+    h.update(model_name.encode())
+    h.update(torch.as_tensor(vector, dtype=torch.float32).contiguous().numpy().tobytes())
+    if reference is not None:
+        h.update(torch.as_tensor(reference, dtype=torch.float32).contiguous().numpy().tobytes())
+    base = json.loads(spec.to_json())
+    base.pop("alphas")  # points are cached per α: growing the grid reuses what exists
+    h.update(json.dumps([int(layer), base], sort_keys=True).encode())
+    return h.hexdigest()[:40]
+
+
+def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=None,
+              cache: SweepCache | None = None, with_dce: bool = True, judge=None,
+              on_point: Callable[[int, int, AlphaPoint], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[AlphaPoint]:
+    """Scores at every α of the grid (α = 0 always included), cached α by α.
+
+    ``should_stop`` is polled between α values: a stopped sweep returns (and has stored) the
+    points done so far. ``judge`` (a :class:`~steering_core.measure.judge.JudgeConfig`) adds the judge's
+    scores when ``spec.judge_criterion`` is set; if it fails, the point keeps every other score
+    and says why in ``notes``.
+    """
+    from steering_core.measure.alpha import reference_ids
+
+    spec = check_spec(spec, model.residual_norms()[layer])
+    if spec.target_features and sae is None:
+        raise SweepError("Target-feature scores need an SAE at some layer; load one or drop the target features.")
+    for f in spec.target_features:  # before any generation: a bad id must not cost a sweep
+        try:
+            sae.check_feature(f)
+        except SteeringCoreError as exc:
+            raise SweepError(f"Target feature: {exc}") from None
+    key = sweep_key(model.name, vector, layer, spec, reference)
+    have = cache.get(key) if cache is not None else {}
+    ref_ids = reference_ids(model) if with_dce else None
+    points = []
+    for i, a in enumerate(spec.alphas):
+        if a in have:
+            p = have[a]
+        else:
+            if should_stop is not None and should_stop():
+                break
+            p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids, judge)
+            if cache is not None and not p.notes:  # a point missing its judge scores is redone next time
+                cache.put(key, p)
+                crash_point("sweep:point_written")
+        points.append(p)
+        if on_point is not None:
+            on_point(i + 1, len(spec.alphas), p)
+    return finish(points, spec.behaviour)

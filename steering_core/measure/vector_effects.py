@@ -1,0 +1,213 @@
+""""What does this vector do?" for any vector, through the same machinery as SAE features.
+
+Three answers, cheapest first:
+
+* **cosine**: the SAE features whose decoder rows point the same way (what the vector *looks
+  like*; free, and often misleading, which is why the next two exist);
+* **predicted effects**: the pack's effect approximator applied to the vector (milliseconds);
+* **measured effects**: the pack's own measurement (document 001 §3) run on this one vector at a
+  loss-matched α, against the pack's shared baseline, so the numbers are on the same scale as
+  every feature's effects in the browser. Seconds on a CPU, so results are cached in DuckDB by
+  (pack, vector bytes, layer, α, seed).
+
+Every list is made of :class:`steering_core.browse.explore.ListRow`, so the pages draw them with the
+same components as the feature browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from steering_core.browse.explore import (
+    ListFilter,
+    ListRow,
+    _check_filter,
+    _check_k,
+    _features,
+    _with_user_labels,
+    rank_cosine,
+    rank_predicted,
+)
+from steering_core.errors import SteeringCoreError
+from steering_core.pack.reader import FeaturePack
+from steering_core.storage.crashpoints import crash_point
+from steering_core.storage.db import LibraryTable
+
+
+class VectorEffectsError(SteeringCoreError):
+    """A vector that cannot be compared with this pack's features as given."""
+
+
+def _vector(pack: FeaturePack, vector) -> np.ndarray:
+    v = np.asarray(vector.detach().cpu().float().numpy() if isinstance(vector, torch.Tensor) else vector,
+                   dtype=np.float64).reshape(-1)
+    w = pack.decoder_matrix()
+    if v.shape[0] != w.shape[1]:
+        raise VectorEffectsError(f"The vector has {v.shape[0]} dimensions; this pack's SAE reads {w.shape[1]}.")
+    if not np.isfinite(v).all():
+        raise VectorEffectsError("The vector contains NaN or infinite values.")
+    n = np.linalg.norm(v)
+    if n == 0:
+        raise VectorEffectsError("The vector is zero: it does nothing.")
+    return v / n
+
+
+def check_layer(pack: FeaturePack, layer: int) -> None:
+    """Effects are measured at the pack's SAE layer; a vector for another layer would be compared
+    with the wrong features."""
+    pl = pack.meta_json("layer", None)
+    if pl is None:
+        return  # a pack that does not record its layer cannot be checked
+    pl = int(pl)
+    if int(layer) != pl:
+        raise VectorEffectsError(f"This vector steers block {layer}, but the pack's SAE reads block {pl}: "
+                                 f"fit or choose a vector for block {pl} to compare it with the features.")
+
+
+def cosine_rows(pack: FeaturePack, vector, flt: ListFilter | None = None, k: int = 32,
+                notes=None) -> list[ListRow]:
+    """Features whose decoder rows are most cosine-similar to the vector (highest first)."""
+    flt, k = _check_filter(flt), _check_k(k)
+    cos = pack.decoder_matrix().astype(np.float64) @ _vector(pack, vector)
+    return _with_user_labels(pack, rank_cosine(pack, cos, flt, k), notes)
+
+
+def predicted(pack: FeaturePack, vector) -> np.ndarray:
+    """The approximator's effects of the (unit-normalised) vector ``[d_sae]``."""
+    approx = pack.approximator()
+    if approx is None:
+        raise VectorEffectsError("This pack has no effect approximator, so effects cannot be predicted; "
+                                 "measure them instead.")
+    v = _vector(pack, vector)
+    if v.shape[0] != approx.M.shape[0]:
+        raise VectorEffectsError(f"The approximator reads vectors of size {approx.M.shape[0]}, not {v.shape[0]}.")
+    return approx.predict(torch.from_numpy(v).float()[None]).numpy()[0].astype(np.float64)
+
+
+def effect_rows(pack: FeaturePack, effects: np.ndarray, flt: ListFilter | None = None, k: int = 64,
+                notes=None, is_predicted: bool = False) -> list[ListRow]:
+    """Effects (measured or predicted) as list rows, largest |effect| first after filtering."""
+    flt, k = _check_filter(flt), _check_k(k)
+    ft = _features(pack)
+    rows = rank_predicted(np.asarray(effects, dtype=np.float64), ft.baseline, ft.density, flt, k, ft.label_of)
+    if not is_predicted:
+        rows = [dataclasses.replace(r, predicted=False) for r in rows]
+    return _with_user_labels(pack, rows, notes)
+
+
+# -- measurement -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MeasuredEffects:
+    effects: np.ndarray  # [d_sae]
+    alpha: float
+    dce: float | None  # verified ΔCE at alpha (None when α was given)
+    seconds: float
+    from_cache: bool = False
+
+
+class EffectCache(LibraryTable):
+    """Measured vector effects in a DuckDB file (one row per measurement, written in one statement)."""
+
+    SCHEMA = ("""CREATE TABLE IF NOT EXISTS vector_effect_cache (
+        key TEXT PRIMARY KEY, pack_id TEXT, alpha DOUBLE, dce DOUBLE, seconds DOUBLE,
+        effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""",)
+
+    def get(self, key: str) -> MeasuredEffects | None:
+        with self._lock:
+            row = self.con.execute("SELECT effects, alpha, dce, seconds FROM vector_effect_cache WHERE key = ?",
+                                   [key]).fetchone()
+        if row is None:
+            return None
+        return MeasuredEffects(np.asarray(row[0], dtype=np.float64), float(row[1]),
+                               None if row[2] is None else float(row[2]), float(row[3]), from_cache=True)
+
+    def put(self, key: str, pack_id: str, m: MeasuredEffects) -> None:
+        with self._lock:
+            self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             [key, pack_id, m.alpha, m.dce, m.seconds, m.effects.astype(np.float32).tolist()])
+
+
+def effect_spec_of(pack: FeaturePack):
+    """The rollout settings the pack measured its features with (so a vector's effects are on the
+    same scale), or the library default for a pack that does not record them."""
+    from steering_core.measure.effects import EffectSpec
+
+    raw = pack.meta_json("effects_rollouts", None)
+    if isinstance(raw, dict):
+        known = {f.name for f in dataclasses.fields(EffectSpec)}
+        return EffectSpec(**{k: v for k, v in raw.items() if k in known})
+    return EffectSpec()
+
+
+def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None, seed: int, spec) -> str:
+    h = hashlib.sha256()
+    h.update(pack.pack_id.encode())
+    h.update(vector.detach().cpu().float().contiguous().numpy().tobytes())
+    h.update(json.dumps([int(layer), None if alpha is None else float(alpha), int(seed), spec.to_dict()]).encode())
+    return h.hexdigest()[:40]
+
+
+def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None = None,
+            target_dce: float = 0.5, seed: int = 0, cache: EffectCache | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> MeasuredEffects:
+    """Measure what steering with ``vector`` does to the pack's features.
+
+    The vector is unit-normalised (the pack's features were measured as unit decoder rows); with
+    ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats on neutral reference
+    text), as every feature did. ``on_progress(done, total)`` follows each loss evaluation of the
+    α search and every decoding step; raising from it cancels, and nothing is cached then.
+    """
+    from steering_core.measure.alpha import loss_matched_alpha, reference_ids
+    from steering_core.measure.effects import steered_feature_means
+
+    check_layer(pack, layer)
+    v = torch.from_numpy(_vector(pack, vector)).float()
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(float(alpha))):
+        raise VectorEffectsError(f"α must be a finite number, got {alpha!r}.")
+    base = pack.cached_baseline()
+    if base is None:
+        raise VectorEffectsError("This pack ships no unsteered baseline (baseline.npy), so effects cannot be "
+                                 "measured against it.")
+    spec = effect_spec_of(pack)
+    key = cache_key(pack, v, layer, alpha, seed, spec)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    t0 = time.perf_counter()
+    dce = None
+    search = 4 if alpha is None else 0  # the α search's loss evaluations (at most 4 one-sided)
+    total = search + spec.new_tokens + 1  # then the decoding steps (+1: the prefill's token)
+    shown = [-1]
+
+    def report(done: int, n: int) -> None:
+        if on_progress is not None and done != shown[0]:
+            shown[0] = done
+            on_progress(done, n)
+
+    report(0, total)
+    if alpha is None:
+        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False,
+                                 on_eval=lambda k: report(min(k, search), total))
+        alpha, dce = float(res.alpha[0]), float(res.dce[0])
+    report(search, total)
+    means = steered_feature_means(model, sae, layer, v[None], [float(alpha)], spec, seed,
+                                  on_step=lambda i, n: report(search + i, total))[0]
+    eff = means.double().numpy() - np.asarray(base, dtype=np.float64)[: means.shape[0]]
+    out = MeasuredEffects(eff, float(alpha), dce, time.perf_counter() - t0)
+    crash_point("vector_effects:measured")
+    if cache is not None:
+        cache.put(key, pack.pack_id, out)
+    return out

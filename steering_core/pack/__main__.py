@@ -1,0 +1,7 @@
+"""``python -m steering_core.pack build|status CONFIG``: build or inspect a feature pack."""
+
+import sys
+
+from steering_core.pack.builder import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""Read a built feature pack (``pack.duckdb`` + ``sae/`` + ``approximator.safetensors``): the
+library calls behind the app's feature views. Read-only; lookups are indexed queries so a card
+renders instantly."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from steering_core.errors import SteeringCoreError
+from steering_core.model.loading import cache_dir
+from steering_core.storage.db import StoreError, connect
+
+
+def default_pack_dir() -> Path:
+    """Where the app looks for a pack: ``$STEERING_CACHE_DIR/pack`` (default: the shipped one)."""
+    return cache_dir() / "pack"
+
+
+class FeatureLookupError(SteeringCoreError):
+    """An unknown feature id, or a pack that lacks what was asked for."""
+
+
+@dataclass
+class Effect:
+    feature_id: int
+    value: float
+    rel_value: float | None
+    label: str
+
+
+class FeaturePack:
+    """A read-only view of one pack."""
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        db = path / "pack.duckdb" if path.is_dir() else path
+        self.dir = db.parent
+        self.con = connect(db, read_only=True)
+        names = {r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
+        missing = {"meta", "features", "feature_effects"} - names
+        if missing:
+            raise StoreError(f"{db} is not a feature pack (missing tables {sorted(missing)}).")
+        self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+        self.n_features = int(self.con.execute("SELECT count(*) FROM features").fetchone()[0])
+        self._local = threading.local()
+        self._cache: dict[str, object] = {}
+        self._cache_lock = threading.RLock()
+        self._cursors: list = []
+
+    def close(self) -> None:
+        for cur in self._cursors:
+            cur.close()
+        self._cursors.clear()
+        self.con.close()
+
+    @property
+    def sae_dir(self) -> Path:
+        return self.dir / "sae"
+
+    def meta_json(self, key: str, default=None):
+        try:
+            return json.loads(self.meta[key])
+        except (KeyError, ValueError):
+            return self.meta.get(key, default)
+
+    def summary(self) -> dict:
+        """The numbers a person wants before trusting a pack."""
+        m = self.meta_json
+        return {
+            "model": self.meta.get("model_id"), "hook": self.meta.get("hook_point"), "d_sae": m("d_sae"),
+            "live_features": int(self.con.execute("SELECT count(*) FROM features WHERE live").fetchone()[0]),
+            "measured_features": int(self.con.execute("SELECT count(*) FROM features WHERE measured").fetchone()[0]),
+            "explained_variance": m("sae_explained_variance"), "delta_ce": m("sae_delta_ce"), "mean_l0": m("sae_mean_l0"),
+            "dead_fraction": m("dead_fraction_corpus"), "approximator_r2": m("approximator_r2_heldout"),
+            "stability_top10_overlap": m("stability_median_top10_overlap"), "self_in_top10": m("self_in_top10_share"),
+            "corpus_tokens": m("corpus_tokens"), "built": self.meta.get("build_date"),
+        }
+
+    def check_feature(self, feature_id) -> int:
+        if self.n_features == 0:
+            raise FeatureLookupError("This pack has no features (an empty or unfinished build); rebuild it.")
+        try:
+            fid = int(str(feature_id).strip())
+        except (TypeError, ValueError):
+            raise FeatureLookupError(f"Feature ids are whole numbers from 0 to {self.n_features - 1}; got {feature_id!r}.")
+        if not 0 <= fid < self.n_features:
+            raise FeatureLookupError(f"Feature {fid} does not exist: this pack has features 0 to {self.n_features - 1}.")
+        return fid
+
+    def feature(self, feature_id) -> dict:
+        fid = self.check_feature(feature_id)
+        cur = self.con.execute("SELECT * FROM features WHERE feature_id = ?", [fid])
+        cols = [d[0] for d in cur.description]
+        return dict(zip(cols, cur.fetchone()))
+
+    def _labels(self, ids: list[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        rows = self.con.execute("SELECT feature_id, label FROM features WHERE feature_id IN (SELECT unnest(?))", [ids])
+        return dict(rows.fetchall())
+
+    def effects(self, feature_id, k: int = 64) -> list[Effect]:
+        """Measured effects of steering with this feature, largest |effect| first."""
+        fid = self.check_feature(feature_id)
+        rows = self.con.execute("SELECT target_feature, effect, rel_effect FROM feature_effects WHERE source_feature = ? "
+                                "ORDER BY rank LIMIT ?", [fid, k]).fetchall()
+        labels = self._labels([r[0] for r in rows])
+        return [Effect(int(t), float(e), None if r is None else float(r), labels.get(int(t), "")) for t, e, r in rows]
+
+    def neighbors(self, kind: str, feature_id, k: int = 32) -> list[Effect]:
+        """``action`` (sources that raise this feature most), ``cosine`` or ``effect_similar``."""
+        fid = self.check_feature(feature_id)
+        rows = self.con.execute("SELECT other_id, value FROM feature_neighbors WHERE kind = ? AND feature_id = ? "
+                                "ORDER BY rank LIMIT ?", [kind, fid, k]).fetchall()
+        labels = self._labels([r[0] for r in rows])
+        return [Effect(int(o), float(v), None, labels.get(int(o), "")) for o, v in rows]
+
+    def snippets(self, feature_id) -> list[dict]:
+        fid = self.check_feature(feature_id)
+        cur = self.con.execute("SELECT kind, rank, max_act, tokens, acts FROM feature_snippets WHERE feature_id = ? "
+                               "ORDER BY kind = 'top' DESC, kind, rank", [fid])
+        return [dict(zip(["kind", "rank", "max_act", "tokens", "acts"], r)) for r in cur.fetchall()]
+
+    def baseline(self) -> np.ndarray | None:
+        p = self.dir / "baseline.npy"
+        return np.load(p) if p.exists() else None
+
+    # -- reads behind the feature browser (steering_core.browse.explore) ------------------------------
+    # A pack is opened once per app process and shared by every browser session (each on its own
+    # Streamlit thread); one DuckDB connection must not run two queries at once, so these reads
+    # go through a per-thread cursor, and the large arrays are loaded once and kept.
+
+    def cursor(self):
+        """This thread's cursor on the pack (created on first use)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self.con.cursor()
+            with self._cache_lock:
+                self._cursors.append(cur)
+        return cur
+
+    def cached(self, key: str, load):
+        """``load()`` once per pack and key (a pack never changes while open, so this is safe)."""
+        with self._cache_lock:
+            if key not in self._cache:
+                self._cache[key] = load()
+            return self._cache[key]
+
+    @property
+    def pack_id(self) -> str:
+        """A stable name for this build of the pack (user notes are keyed by it): model, hook,
+        SAE width and build date, or the pack's folder when the meta table lacks any of them."""
+        parts = [self.meta.get(k) for k in ("model_id", "hook_point", "d_sae", "build_date")]
+        if all(parts):
+            return "|".join(str(p) for p in parts)
+        return f"path:{self.dir.resolve()}"
+
+    def effect_rows(self, feature_id) -> list[tuple]:
+        """Every stored effect of this source, rank order: ``(target, effect, rel_effect, label,
+        auto_label, density)``. All of them (a pack stores its top-k only), so callers can filter
+        without losing rows that a filter would allow."""
+        fid = self.check_feature(feature_id)
+        return self.cursor().execute(
+            "SELECT e.target_feature, e.effect, e.rel_effect, f.label, f.auto_label, f.density "
+            "FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
+            "WHERE e.source_feature = ? ORDER BY e.rank", [fid]).fetchall()
+
+    def neighbor_rows(self, kind: str, feature_id) -> list[tuple]:
+        """Every stored neighbour of one kind, rank order: ``(other, value, label, auto_label, density)``."""
+        fid = self.check_feature(feature_id)
+        return self.cursor().execute(
+            "SELECT n.other_id, n.value, f.label, f.auto_label, f.density "
+            "FROM feature_neighbors n LEFT JOIN features f ON f.feature_id = n.other_id "
+            "WHERE n.kind = ? AND n.feature_id = ? ORDER BY n.rank", [kind, fid]).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        return self.cached(f"table:{name}", lambda: bool(self.cursor().execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0]))
+
+    def feature_columns(self, columns: list[str], ids: list[int] | None = None) -> list[tuple]:
+        """Selected columns of the features table (all features, or the given ids), id order."""
+        allowed = {"feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
+                   "baseline_act", "alpha", "alpha_dce", "measured", "dec_x", "dec_y", "eff_x", "eff_y", "cluster"}
+        bad = [c for c in columns if c not in allowed]
+        if bad:
+            raise FeatureLookupError(f"Unknown feature column(s) {bad}.")
+        sql = f"SELECT {', '.join(columns)} FROM features"
+        if ids is None:
+            return self.cursor().execute(sql + " ORDER BY feature_id").fetchall()
+        return self.cursor().execute(sql + " WHERE feature_id IN (SELECT unnest(?)) ORDER BY feature_id",
+                                     [[int(i) for i in ids]]).fetchall()
+
+    def label_matches(self, text: str) -> list[tuple]:
+        """Features whose label or auto label contains ``text`` (case-insensitive), id order:
+        ``(feature_id, label, auto_label, density)``. A plain substring test, so the user's
+        ``%`` or ``_`` mean themselves."""
+        q = str(text).lower()
+        return self.cursor().execute(
+            "SELECT feature_id, label, auto_label, density FROM features "
+            "WHERE contains(lower(coalesce(label, '')), ?) OR contains(lower(coalesce(auto_label, '')), ?) "
+            "ORDER BY feature_id", [q, q]).fetchall()
+
+    def is_measured(self, feature_id) -> bool:
+        """Whether this feature's effects were measured (its ``measured`` flag or any stored row)."""
+        fid = self.check_feature(feature_id)
+        row = self.cursor().execute(
+            "SELECT coalesce(measured, false) OR EXISTS (SELECT 1 FROM feature_effects WHERE source_feature = ?) "
+            "FROM features WHERE feature_id = ?", [fid, fid]).fetchone()
+        return bool(row and row[0])
+
+    def decoder_row(self, feature_id) -> np.ndarray:
+        """The raw decoder row of a feature from ``sae/sae_weights.safetensors`` (one row read,
+        no sae_lens needed)."""
+        from safetensors import safe_open
+
+        fid = self.check_feature(feature_id)
+        path = self.sae_dir / "sae_weights.safetensors"
+        if not path.is_file():
+            raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
+        with safe_open(str(path), framework="np") as fh:
+            if "W_dec" not in fh.keys():
+                raise FeatureLookupError(f"{path} has no W_dec tensor.")
+            return np.asarray(fh.get_slice("W_dec")[fid : fid + 1], dtype=np.float32)[0]
+
+    def decoder_matrix(self) -> np.ndarray:
+        """All decoder rows ``[d_sae, d_model]``, unit-normalised (loaded once per pack)."""
+        def load():
+            from safetensors.numpy import load_file
+
+            path = self.sae_dir / "sae_weights.safetensors"
+            if not path.is_file():
+                raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
+            w = load_file(str(path)).get("W_dec")
+            if w is None:
+                raise FeatureLookupError(f"{path} has no W_dec tensor.")
+            w = np.asarray(w, dtype=np.float32)
+            return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+        return self.cached("decoder_matrix", load)
+
+    def approximator(self):
+        """The pack's effect approximator (loaded once), or None when the pack has none."""
+        def load():
+            from steering_core.measure.approximator import Approximator
+
+            path = self.dir / "approximator.safetensors"
+            return Approximator.load(path) if path.is_file() else None
+        return self.cached("approximator", load)
+
+    def cached_baseline(self) -> np.ndarray | None:
+        """:meth:`baseline`, read once."""
+        return self.cached("baseline", self.baseline)
+
+    def label_embedding_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(feature_ids, unit embeddings [n, dim])`` of the pack labels (loaded once)."""
+        def load():
+            if not self.has_table("label_embeddings"):
+                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            got = self.cursor().execute("SELECT feature_id, embedding FROM label_embeddings "
+                                        "WHERE embedding IS NOT NULL ORDER BY feature_id").fetchnumpy()
+            if len(got["feature_id"]) == 0:
+                return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+            ids = np.asarray(got["feature_id"], np.int64)
+            emb = np.stack([np.asarray(e, np.float32) for e in got["embedding"]])
+            return ids, emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return self.cached("label_embeddings", load)
+
+
+def open_default_pack() -> FeaturePack | None:
+    """The shipped (or configured) pack, or None when none has been built."""
+    d = default_pack_dir()
+    if not (d / "pack.duckdb").exists():
+        return None
+    return FeaturePack(d)

@@ -1,0 +1,257 @@
+"""Train an SAE on a model's residual stream with ``sae_lens``' own trainer, resumably, and say
+how good it is on held-out tokens (explained variance, dead features, L0, spliced-in ΔCE)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from steering_core.errors import SAELoadError
+from steering_core.model.loading import hook_name
+from steering_core.model.saes import LoadedSAE, load_sae_from_disk
+from steering_core.model.steering import SteeringTerm, make_term, record_residuals, steer, steering
+from steering_core.pack.corpus import Corpus
+from steering_core.progress import Progress
+
+COMPLETE = "COMPLETE"
+
+
+@dataclass
+class SAETrainSpec:
+    d_sae: int = 3072
+    k: int = 32
+    training_tokens: int = 1_500_000
+    batch_size: int = 1024
+    lr: float = 4e-4
+    n_checkpoints: int = 8
+    aux_loss_coefficient: float = 1.0
+    # steps without firing before a feature counts as dead and gets the auxiliary loss's gradient;
+    # None: a quarter of the run (capped at 1000)
+    dead_feature_window: int | None = None
+
+
+# -- activations ---------------------------------------------------------------------------------
+
+
+def compute_activations(model, corpus: Corpus, layer: int, path: Path, batch_windows: int = 32,
+                        log_path: Path | None = None, show_bar: bool = True) -> np.memmap:
+    """Residuals after ``layer`` for every corpus window, in a float16 memmap.
+
+    Progress is a small JSON written only after the rows it counts are flushed, so a kill costs at
+    most one batch and never leaves counted-but-missing rows.
+    """
+    n, w = corpus.tokens.shape
+    shape = (n, w, model.d_model)
+    mode = "r+" if path.exists() else "w+"
+    acts = np.lib.format.open_memmap(path, mode=mode, dtype=np.float16, shape=shape)
+    if tuple(acts.shape) != shape:
+        raise SAELoadError(f"{path} holds activations of shape {acts.shape}, expected {shape}; delete it to rebuild.")
+    state = path.with_suffix(".progress.json")
+    done = json.loads(state.read_text())["windows"] if state.exists() else 0
+    with Progress(n, "activations", initial=done, log_path=log_path, show_bar=show_bar) as bar:
+        while done < n:
+            hi = min(n, done + batch_windows)
+            ids = torch.from_numpy(corpus.tokens[done:hi]).to(model.device)
+            res = record_residuals(model, ids, None, [layer])[layer]
+            acts[done:hi] = res.float().cpu().numpy().astype(np.float16)
+            acts.flush()
+            tmp = state.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"windows": hi}))
+            tmp.replace(state)
+            bar.update(hi - done)
+            done = hi
+    return acts
+
+
+def token_rows(corpus: Corpus, heldout: bool) -> np.ndarray:
+    """Flat indices (window * W + pos) of the tokens an SAE sees: position 0 of each window is
+    skipped because it acts as an attention sink with an outsized norm."""
+    w = corpus.tokens.shape[1]
+    wins = np.nonzero(corpus.heldout == heldout)[0]
+    pos = np.arange(1, w)
+    return (wins[:, None] * w + pos[None, :]).reshape(-1)
+
+
+def _batches(flat: np.ndarray, rows: np.ndarray, batch: int, seed: int, start_sample: int) -> Iterator[torch.Tensor]:
+    """Endless shuffled batches, epoch e shuffled with seed+e; starts at ``start_sample`` so a
+    resumed run continues the same stream."""
+    n = len(rows)
+    epoch, offset = divmod(start_sample, n)
+    while True:
+        order = rows[np.random.default_rng(seed + epoch).permutation(n)]
+        for i in range(offset, n - batch + 1, batch):
+            idx = np.sort(order[i:i + batch])
+            yield torch.from_numpy(flat[idx].astype(np.float32))
+        epoch, offset = epoch + 1, 0
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = [p for p in ckpt_dir.glob("*") if (p / COMPLETE).exists() and p.name.isdigit()]
+    return max(done, key=lambda p: int(p.name)) if done else None
+
+
+def train_sae(model, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrainSpec, workdir: Path,
+              seed: int = 0, log_path: Path | None = None) -> LoadedSAE:
+    """Train a TopK SAE with sae_lens' SAETrainer; resumes from the last complete checkpoint.
+
+    TopK because it fixes L0 by construction (no sparsity coefficient to tune on a CPU budget) and
+    sae_lens' auxiliary loss keeps dead features down.
+    """
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    final = workdir / "sae"
+    if (final / COMPLETE).exists():
+        return load_sae_from_disk(final, model)
+    ckpt_dir = workdir / "sae_checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    flat = acts.reshape(-1, acts.shape[-1])
+    rows = token_rows(corpus, heldout=False)
+    cfg = SAETrainerConfig(
+        total_training_samples=spec.training_tokens,
+        train_batch_size_samples=spec.batch_size,
+        lr=spec.lr,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=max(1, spec.training_tokens // spec.batch_size // 20),
+        lr_decay_steps=max(1, spec.training_tokens // spec.batch_size // 5),
+        lr_end=spec.lr / 10,
+        n_checkpoints=spec.n_checkpoints,
+        checkpoint_path=str(ckpt_dir),
+        dead_feature_window=spec.dead_feature_window or max(50, min(1000, spec.training_tokens // spec.batch_size // 4)),
+        feature_sampling_window=max(100, min(2000, spec.training_tokens // spec.batch_size // 2)),
+        n_batches_for_norm_estimate=20,
+    )
+    latest = _latest_checkpoint(ckpt_dir)
+    meta = SAEMetadata(hook_name=hook_name(layer), model_name=model.name)
+    if latest is None:
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(
+            d_in=model.d_model, d_sae=spec.d_sae, k=spec.k, aux_loss_coefficient=spec.aux_loss_coefficient,
+            normalize_activations="expected_average_only_in", metadata=meta,
+        ))
+        start = 0
+    else:
+        sae = TopKTrainingSAE.load_from_disk(latest)
+        start = int(latest.name)
+
+    def mark_complete(checkpoint_path=None):
+        if checkpoint_path is not None:
+            (Path(checkpoint_path) / COMPLETE).write_text("ok")
+            if log_path is not None:
+                with open(log_path, "a") as fh:
+                    fh.write(f"[sae] checkpoint at {Path(checkpoint_path).name} samples\n")
+
+    provider = _batches(flat, rows, spec.batch_size, seed, start)
+    trainer = SAETrainer(cfg, sae, provider, save_checkpoint_fn=mark_complete)
+    if latest is not None:
+        trainer.load_trainer_state(latest)
+        trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
+    else:
+        trainer.activation_scaler.estimate_scaling_factor(
+            d_in=model.d_model, data_provider=_batches(flat, rows, spec.batch_size, seed + 10_000, 0),
+            n_batches_for_norm_estimate=20,
+        )
+    if log_path is not None:
+        with open(log_path, "a") as fh:
+            fh.write(f"[sae] training from sample {start} of {spec.training_tokens}\n")
+    trained = trainer.fit()
+    tmp = workdir / "sae.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trained.save_inference_model(tmp)
+    (tmp / COMPLETE).write_text("ok")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return load_sae_from_disk(final, model)
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpliceTerm(SteeringTerm):
+    """Replace the residual (all but the first position) with the SAE's reconstruction."""
+
+    sae: object = None
+
+    def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        out = hidden.clone()
+        x = hidden[:, 1:]
+        out[:, 1:] = self.sae.decode(self.sae.encode(x.float())).to(hidden.dtype)
+        return out
+
+
+@dataclass
+class SAEMetrics:
+    explained_variance: float
+    mean_l0: float
+    dead_fraction_heldout: float
+    ce_clean: float
+    ce_spliced: float
+    delta_ce: float
+    heldout_tokens: int
+    dead_fraction_corpus: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def next_token_loss(model, ids: torch.Tensor, steer_set=None) -> float:
+    """Mean next-token cross-entropy (nats) over positions 1.. of equal-length windows."""
+    with torch.no_grad(), steer(model, steer_set):
+        logits = model.backend.forward(ids, torch.ones_like(ids)).float()
+    lp = torch.log_softmax(logits[:, :-1], -1)
+    tgt = ids[:, 1:]
+    return float(-lp.gather(-1, tgt.unsqueeze(-1)).mean())
+
+
+def evaluate_sae(model, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray, layer: int,
+                 max_ce_windows: int = 48, batch_tokens: int = 8192) -> SAEMetrics:
+    """Held-out quality: reconstruction (EV, L0, dead) on every held-out token, and the next-token
+    loss with the reconstruction spliced in at ``layer`` on up to ``max_ce_windows`` windows."""
+    flat = acts.reshape(-1, acts.shape[-1])
+    rows = token_rows(corpus, heldout=True)
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
+    sse = 0.0
+    l0 = 0.0
+    xs_sum = torch.zeros(sae.d_in, dtype=torch.float64)
+    xs_sq = 0.0
+    n = 0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_tokens):
+            x = torch.from_numpy(flat[rows[i:i + batch_tokens]].astype(np.float32))
+            f = sae.encode(x)
+            xh = sae.decode(f)
+            sse += float(((x - xh) ** 2).sum())
+            l0 += float((f > 0).sum())
+            fired |= (f > 0).any(0)
+            xs_sum += x.double().sum(0)
+            xs_sq += float((x.double() ** 2).sum())
+            n += x.shape[0]
+    mean = xs_sum / max(1, n)
+    total_var = xs_sq - n * float((mean ** 2).sum())
+    ev = 1.0 - sse / max(total_var, 1e-12)
+    wins = np.nonzero(corpus.heldout)[0][:max_ce_windows]
+    ids = torch.from_numpy(corpus.tokens[wins]).to(model.device)
+    zero = torch.zeros(model.d_model)
+    splice = steering(model, make_term(model, layer, zero, 0.0, term_cls=SpliceTerm, sae=sae))
+    clean, spliced = [], []
+    for j in range(0, len(ids), 8):
+        clean.append(next_token_loss(model, ids[j:j + 8]))
+        spliced.append(next_token_loss(model, ids[j:j + 8], splice))
+    ce_c, ce_s = float(np.mean(clean)), float(np.mean(spliced))
+    return SAEMetrics(
+        explained_variance=ev, mean_l0=l0 / max(1, n), dead_fraction_heldout=1.0 - float(fired.float().mean()),
+        ce_clean=ce_c, ce_spliced=ce_s, delta_ce=ce_s - ce_c, heldout_tokens=n,
+    )

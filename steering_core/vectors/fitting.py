@@ -1,0 +1,130 @@
+"""From a dataset to a named vector, and the sweeps that help choose layer and dataset size.
+
+This is the glue the Vectors page calls: activations (cached) → method → a
+:class:`~steering_core.vectors.vector.SteeringVector` carrying where it came from. Each function takes an
+``on_progress(done, total)`` callback so a page can draw a progress bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from steering_core.errors import SteeringCoreError
+from steering_core.vectors.evaluation import data_efficiency, layer_sweep, split_indices
+from steering_core.vectors.extraction import ActivationCache, pair_activations
+from steering_core.vectors.methods import METHODS, FitContext, FitResult, fit
+
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    dataset: object  # steering_core.datasets.pairs.ContrastiveDataset
+    layer: int
+    method: str = "caa"
+    position: str = "last"
+    name: str = ""
+    use_heldout: bool = False  # fit on every pair instead of the training split
+
+
+def _split(dataset) -> tuple[list[int], list[int]]:
+    held = [i for i, p in enumerate(dataset.pairs) if getattr(p, "split", "train") == "heldout"]
+    return [i for i in range(len(dataset.pairs)) if i not in set(held)], held
+
+
+def _texts(dataset, idx: Sequence[int] | None = None) -> tuple[list[str], list[str]]:
+    pairs = dataset.pairs if idx is None else [dataset.pairs[i] for i in idx]
+    return [p.positive for p in pairs], [p.negative for p in pairs]
+
+
+def _counter(total: int, on_progress: Progress):
+    done = [0]
+
+    def tick(n: int = 1) -> None:
+        done[0] += n
+        if on_progress is not None:
+            on_progress(min(done[0], total), total)
+    return tick
+
+
+def fit_dataset(model, req: FitRequest, ctx: FitContext | None = None, cache: ActivationCache | None = None,
+                on_progress: Progress = None) -> tuple[FitResult, object]:
+    """Fit ``req.method`` on the dataset's training pairs at one layer; returns the fit and a
+    :class:`SteeringVector` (not yet saved) named ``req.name``."""
+    from steering_core.vectors.vector import SteeringVector
+
+    m = METHODS.get(req.method)
+    if m is None:
+        raise SteeringCoreError(f"Unknown method {req.method!r}.")
+    ctx = ctx or FitContext()
+    pos_acts = neg_acts = None
+    n_used = 0
+    if m.uses_pairs and not (m.features_suffice and ctx.feature_weights):
+        from steering_core.datasets.pairs import validate_pairs
+
+        validate_pairs(req.dataset)  # a dataset built in code gets the same checks as a saved one
+        train, _ = _split(req.dataset)
+        idx = list(range(len(req.dataset.pairs))) if req.use_heldout else train
+        pos, neg = _texts(req.dataset, idx)
+        tick = _counter(2 * len(pos), on_progress)
+        acts = pair_activations(model, pos, neg, [req.layer], req.position, cache=cache or _cache(),
+                                on_batch=tick)[req.layer]
+        pos_acts, neg_acts, n_used = acts.pos, acts.neg, len(pos)
+    res = fit(req.method, pos_acts, neg_acts, ctx)
+    meta = {"position": req.position, "pairs_used": n_used, **{k: v for k, v in res.info.items()
+                                                               if isinstance(v, (int, float, str))}}
+    if res.info.get("features"):
+        meta["features"] = {str(k): v for k, v in res.info["features"].items()}
+    if res.info.get("targets"):
+        meta["targets"] = {str(k): v for k, v in res.info["targets"].items()}
+    vec = SteeringVector(name=req.name or f"{req.dataset.name}-{req.method}-L{req.layer}", layer=req.layer,
+                         direction=res.direction, method=req.method,
+                         dataset=req.dataset.name if m.uses_pairs else "", model_id=model.name, meta=meta,
+                         operator=res.operator, reference=res.reference)
+    return res, vec
+
+
+def sweep_layers(model, dataset, layers: Sequence[int], method: str = "caa", position: str = "last",
+                 ctx: FitContext | None = None, cache: ActivationCache | None = None,
+                 on_progress: Progress = None):
+    """Held-out separation per layer (one extraction pass serves every layer)."""
+    train, held = _split(dataset)
+    if not held:
+        train, held = split_indices(len(dataset.pairs))
+    pos, neg = _texts(dataset)
+    total = 2 * len(pos) + len(layers)
+    tick = _counter(total, on_progress)
+    acts = pair_activations(model, pos, neg, list(layers), position, cache=cache or _cache(), on_batch=tick)
+    return layer_sweep(acts, train, held, method, ctx, on_layer=lambda _l: tick(1))
+
+
+def sweep_pairs(model, dataset, layer: int, methods: Sequence[str], position: str = "last",
+                ctx: FitContext | None = None, repeats: int = 3, cache: ActivationCache | None = None,
+                on_progress: Progress = None):
+    """Held-out separation against the number of training pairs, one curve per method."""
+    from steering_core.vectors.evaluation import pair_counts
+
+    train, held = _split(dataset)
+    if not held:
+        train, held = split_indices(len(dataset.pairs))
+    pos, neg = _texts(dataset)
+    counts = pair_counts(len(train))
+    total = 2 * len(pos) + len(methods) * len(counts)
+    tick = _counter(total, on_progress)
+    acts = pair_activations(model, pos, neg, [layer], position, cache=cache or _cache(), on_batch=tick)[layer]
+    return data_efficiency(acts, train, held, methods, ctx, repeats=repeats, counts=counts,
+                           on_point=lambda _m, _c: tick(1))
+
+
+_CACHE: ActivationCache | None = None
+
+
+def _cache() -> ActivationCache:
+    """One process-wide activation cache (memory, plus ``cache_dir()/activations`` on disk)."""
+    global _CACHE
+    if _CACHE is None:
+        from steering_core.model.loading import cache_dir
+
+        _CACHE = ActivationCache(cache_dir() / "activations")
+    return _CACHE
