@@ -1,13 +1,19 @@
-"""Streamlit glue shared by app.py and pages/: one model per process, the picker, error display.
+"""Streamlit glue shared by app.py and pages/: one model per process, the picker, error display,
+the shared feature-list component, and the hand-offs from one page to another.
 
-No maths here: everything is a call into ``steering_core``.
+No maths here: everything is a call into ``steering_core``. A page that opens another page with
+something filled in calls :func:`goto_steer`, :func:`goto_sweep` or :func:`goto_features`; those
+are the only code outside a page that writes that page's widget state, and the choices they set
+(:class:`SteerSource`, :class:`SweepSource`, :class:`SweepGrid`) are declared once, here.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+from enum import StrEnum
 from pathlib import Path
+from typing import NoReturn, Sequence
 
 import streamlit as st
 
@@ -244,7 +250,8 @@ def rows_frame(rows):
 def feature_list(title: str, rows, key: str, selected: int | None = None, on_open=None) -> None:
     """A ranked feature list with inline bars (the browser's list component, shared by every page
     that lists features). A click calls ``on_open(feature_id)``; ``selected`` is highlighted."""
-    from steering_core.browse import explore as ex
+    from steering_core.browse.export import rows_to_csv, rows_to_json
+
     df = rows_frame(rows)
     if df.empty:
         st.caption(f"{title}: nothing to show (no rows, or every row filtered out).")
@@ -278,54 +285,121 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
             on_open(fid)
             st.rerun()
     c1, c2 = st.columns(2)
-    c1.download_button("CSV", ex.rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
-    c2.download_button("JSON", ex.rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
+    c1.download_button("CSV", rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
+    c2.download_button("JSON", rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
 
 
-def open_feature_card(fid: int) -> None:
-    """Pin a feature's card on the Features page and go there (from any other page)."""
-    pins = st.session_state.setdefault("pins", [])
-    if fid in pins:
-        pins.remove(fid)
-    pins.insert(0, int(fid))
-    del pins[8:]
-    st.session_state.selected = int(fid)
-    st.switch_page("pages/features.py")
+# -- page hand-offs ------------------------------------------------------------------------------------
+# Each page owns its widgets' session-state keys; these functions are the only writers from outside.
+# They set the keys and switch page; the target page applies them before drawing any widget.
 
 
-@_library
-def dataset_store():
-    """The user's saved datasets (``cache_dir()/library.duckdb``; one store per process)."""
-    from steering_core.datasets.pairs import open_dataset_store
+class SteerSource(StrEnum):
+    """Where the Steer page's vector comes from. The values are the labels its radio shows (and what
+    a saved preset stores), so a choice is named by member, never by copying a label."""
 
-    return open_dataset_store()
+    RANDOM = "Random unit vector"
+    SAE_FEATURE = "SAE feature (decoder row)"
+    UPLOAD = "Upload (.safetensors / .npy / .pt)"
+    SAVED = "Saved vector (Vectors page)"
+
+
+class SweepSource(StrEnum):
+    """What the Sweep page sweeps (values: its radio's labels)."""
+
+    SAVED = "Saved vector"
+    SAE_FEATURE = "SAE feature (decoder row)"
+
+
+class SweepGrid(StrEnum):
+    """How the Sweep page chooses its α grid (values: its radio's labels)."""
+
+    AUTO = "Around the automatic α"
+    MANUAL = "Manual"
+
+
+#: Feature cards pinned on the Features page at most (newest first; older ones drop off).
+MAX_PINS = 8
+
+
+def _page(title: str) -> str:
+    return next(path for path, t, _ in PAGES if t == title)
+
+
+def pin_feature(fid: int) -> int:
+    """Pin a feature's card on the Features page (newest first) and make it the selected feature,
+    without leaving the current page."""
+    fid = int(fid)
+    ss = st.session_state
+    pins = [p for p in ss.get("pins", []) if p != fid]
+    ss.pins = [fid] + pins[: MAX_PINS - 1]
+    ss.selected = fid
+    return fid
+
+
+def goto_features(feature: int) -> NoReturn:
+    """Open the Features page with this feature's card pinned first and selected."""
+    pin_feature(feature)
+    st.switch_page(_page("Features"))
+
+
+def _one_vector(feature: int | None, vector: str | None) -> None:
+    if (feature is None) == (vector is None):
+        raise ValueError("Hand over exactly one of feature= (an SAE feature id) or vector= (a saved vector name).")
+
+
+def goto_steer(*, feature: int | None = None, vector: str | None = None, layer: int | None = None,
+               alpha: float | None = None) -> NoReturn:
+    """Open the Steer page set to steer with an SAE feature's decoder row (``feature``) or a saved
+    vector (``vector``, its name), at ``layer`` and ``alpha`` when given. The page clamps both
+    to its sliders' ranges; a later hand-off replaces everything an earlier one set."""
+    _one_vector(feature, vector)
+    ss = st.session_state
+    if feature is not None:
+        ss.vec_source, ss.vec_feature = SteerSource.SAE_FEATURE, str(int(feature))
+    else:
+        ss.vec_source, ss.vec_saved = SteerSource.SAVED, str(vector)
+    if layer is not None:
+        ss.layer = int(layer)
+    if alpha is not None:
+        ss.pending_alpha = float(alpha)
+    st.switch_page(_page("Steer"))
+
+
+def goto_sweep(*, feature: int | None = None, vector: str | None = None,
+               alphas: Sequence[float] | None = None) -> NoReturn:
+    """Open the Sweep page on an SAE feature (``feature``) or a saved vector (``vector``); with
+    ``alphas``, a manual grid of those values instead of the grid around the automatic α."""
+    _one_vector(feature, vector)
+    ss = st.session_state
+    if feature is not None:
+        ss.sw_source, ss.sw_feature = SweepSource.SAE_FEATURE, str(int(feature))
+    else:
+        ss.sw_source, ss.sw_vector = SweepSource.SAVED, str(vector)
+    if alphas is not None:
+        ss.sw_mode, ss.sw_grid = SweepGrid.MANUAL, ", ".join(f"{float(a):.1f}" for a in alphas)
+    st.switch_page(_page("Sweep"))
 
 
 @st.cache_resource(show_spinner=False)
-def _vector_store(root: str):
-    from steering_core.vectors.vector import VectorStore
+def _cached_library(path: str):
+    """One open Library per file in this process, shared by every session."""
+    from steering_core.storage.library import open_library
 
-    return VectorStore(root)
-
-
-@_library
-def vector_store():
-    """The user's saved vectors (tensors in ``cache_dir()/vectors``, metadata in library.duckdb)."""
-    return _vector_store(str(cache_dir()))
-
-
-@st.cache_resource(show_spinner=False)
-def _library_table(module: str, cls: str, root: str):
-    """One open LibraryTable per (class, cache folder) in this process, shared by every session."""
-    import importlib
-
-    return getattr(importlib.import_module(module), cls)(Path(root) / "library.duckdb")
+    return open_library(path)
 
 
 @_library
-def effect_cache():
-    """Measured vector effects, cached so a second look is instant."""
-    return _library_table("steering_core.measure.vector_effects", "EffectCache", str(cache_dir()))
+def library():
+    """The user's library (``cache_dir()/library.duckdb``, vector tensors in ``cache_dir()/vectors``):
+    ``.datasets``, ``.vectors``, ``.effects`` (measured vector effects), ``.sweeps`` (sweep points,
+    α by α) and ``.presets`` (Steer-page presets), all on one connection."""
+    path = str(cache_dir() / "library.duckdb")
+    lib = _cached_library(path)
+    if lib.closed:  # closed behind the cache's back (a script or test released the file): reopen
+        _cached_library.clear(path)
+        lib = _cached_library(path)
+    return lib
 
 
 def progress_callback(bar, text: str):
@@ -333,15 +407,3 @@ def progress_callback(bar, text: str):
     def update(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(1, total)), text=f"{text} {done}/{total}")
     return update
-
-
-@_library
-def sweep_cache():
-    """Sweep results, α by α: a sweep reopens without recomputing."""
-    return _library_table("steering_core.measure.sweep", "SweepCache", str(cache_dir()))
-
-
-@_library
-def preset_store():
-    """Named Steer-page presets."""
-    return _library_table("steering_core.storage.presets", "PresetStore", str(cache_dir()))

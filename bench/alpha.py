@@ -1,4 +1,5 @@
-"""Automatic α against a bisection, on the embedded model (document 004's quadratic ΔCE).
+"""Automatic α against a bisection, on the embedded model ([Garreau 2026]'s quadratic ΔCE;
+docs/design.md §Steering strength).
 
 For 10 vectors at block 15 (5 random unit vectors, 5 SAE decoder rows of the shipped pack) the
 automatic α (probe, quadratic solve, one verification; one refit when off by more than 20 %) is

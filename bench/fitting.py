@@ -14,7 +14,7 @@ import torch
 
 from bench.common import emit, log, timed_median
 from steering_core import load_model
-from steering_core.datasets.pairs import example_datasets, load_example
+from steering_core.datasets import example_datasets, load_example
 from steering_core.pack.reader import open_default_pack
 from steering_core.vectors.extraction import ActivationCache, pair_activations
 from steering_core.vectors.methods import FitContext, fit

@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--keep", help="build the pack in this folder and keep it")
     args = ap.parse_args()
 
-    from steering_core.browse import explore
+    from steering_core import browse
     from steering_core.pack.reader import FeaturePack
 
     with tempfile.TemporaryDirectory(prefix="bench_lookup_") as tmp:
@@ -149,16 +149,15 @@ def main() -> None:
         pack = FeaturePack(folder)
         rng = np.random.default_rng(1)
         ids = rng.choice(args.features, size=args.samples, replace=False).tolist()
-        calls = {"effects": explore.effects_list, "actions": explore.actions_list, "cosine": explore.cosine_list,
-                 "effect_similar": explore.effect_similar_list}
+        calls = {name: kind.fetch for name, kind in browse.LIST_KINDS.items()}
         for fn in calls.values():  # warm: the per-pack feature table is loaded on first use
             fn(pack, ids[0])
         for name, fn in calls.items():
             p95, p50 = p95_ms(lambda f, fn=fn: fn(pack, f), ids)
             emit(f"p95_ms_{name}", p95, "ms", p50_ms=round(p50, 3), samples=len(ids), features=args.features,
                  shuffled=args.shuffle)
-        filt = explore.ListFilter(min_abs=0.02, max_density=0.2, sign="positive")
-        p95, p50 = p95_ms(lambda f: explore.effects_list(pack, f, filt), ids)
+        filt = browse.ListFilter(min_abs=0.02, max_density=0.2, sign="positive")
+        p95, p50 = p95_ms(lambda f: browse.effects_list(pack, f, filt), ids)
         emit("p95_ms_effects_filtered", p95, "ms", p50_ms=round(p50, 3))
         pack.close()
         # the predicted path: a pack copy whose sampled features count as unmeasured
@@ -168,8 +167,8 @@ def main() -> None:
             con.execute("UPDATE features SET measured = false WHERE feature_id IN (SELECT unnest(?))", [ids])
         con.close()
         pack = FeaturePack(folder)
-        explore.effects_list(pack, ids[0])
-        p95, p50 = p95_ms(lambda f: explore.effects_list(pack, f), ids)
+        browse.effects_list(pack, ids[0])
+        p95, p50 = p95_ms(lambda f: browse.effects_list(pack, f), ids)
         emit("p95_ms_effects_predicted", p95, "ms", p50_ms=round(p50, 3))
         pack.close()
         if not args.no_umap:

@@ -9,14 +9,14 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core.datasets import pairs as dsm
+from steering_core import datasets as dsm
 
 ui.setup_page("Datasets")
 st.title("Datasets")
 st.caption("Contrastive pairs: each row is a positive text (the behaviour you want) and a negative one "
            "(the same text without it). Vectors are fitted on the *train* pairs and checked on the *heldout* ones.")
 ss = st.session_state
-store = ui.dataset_store()
+store = ui.library().datasets
 COLUMNS = ["positive", "negative", "split"]
 
 
@@ -124,7 +124,7 @@ with edit:
         st.rerun()
 
 with gen:
-    st.markdown("**Template × context × target** (document 000 §3.2): every template with every context and "
+    st.markdown("**Template × context × target** ([Purchase 2025] §3.2.1): every template with every context and "
                 "every (positive, negative) target pair. Use `<context>` and `<target>` in templates.")
     t1, t2 = st.columns(2)
     templates = t1.text_area("Templates, one per line", "Everyone thought <context> would lose. In the end they <target>.",
@@ -146,7 +146,7 @@ with gen:
             except SteeringCoreError as exc:
                 ui.show_error(exc)
     st.divider()
-    st.markdown("**Story pairs** (document 002): one shared beginning, positive and negative endings.")
+    st.markdown("**Story pairs** ([SAE-Gender]): one shared beginning, positive and negative endings.")
     beginning = st.text_area("Beginning", "After the ceremony, the two of them walked out into the sunshine and",
                              key="gen_begin")
     s1, s2 = st.columns(2)
@@ -164,7 +164,7 @@ with gen:
 
 with io:
     up = st.file_uploader("Upload pairs (.csv with positive,negative[,split] columns, .jsonl, .json)",
-                          type=["csv", "jsonl", "json"], key="ds_upload")
+                          type=[f.lstrip(".") for f in dsm.UPLOAD_FORMATS], key="ds_upload")
     if up is not None and st.button("Load the file into the table", key="ds_upload_go"):
         try:
             pairs, warnings = dsm.parse_upload(up.getvalue(), up.name)

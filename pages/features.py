@@ -9,8 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from steering_core import SteeringCoreError
-from steering_core.browse import explore as ex
+from steering_core import SteeringCoreError, browse
 from steering_core.browse.usernotes import Workspace, effective_label
 
 ui.setup_page("Features")
@@ -24,20 +23,6 @@ notes = ui.user_notes()
 ss = st.session_state
 ss.setdefault("pins", [])
 ss.setdefault("selected", None)
-LISTS = [("Effects", "effects", ex.effects_list, "what steering with this feature does"),
-         ("Actions", "actions", ex.actions_list, "features whose steering raises this one most"),
-         ("Cosine-similar", "cosine", ex.cosine_list, "decoder directions pointing the same way"),
-         ("Effect-similar", "effsim", ex.effect_similar_list, "features whose effects look the same")]
-
-
-def open_feature(fid: int) -> None:
-    """Pin a card (newest first) and make it the selected feature everywhere."""
-    fid = int(fid)
-    if fid in ss.pins:
-        ss.pins.remove(fid)
-    ss.pins.insert(0, fid)
-    del ss.pins[8:]
-    ss.selected = fid
 
 
 # -- filters (sidebar; apply to every list) --------------------------------------------------------
@@ -45,16 +30,18 @@ with st.sidebar:
     st.subheader("List filters")
     min_abs = st.number_input("Minimum |value|", 0.0, 1e9, 0.0, step=0.01, key="f_min_abs")
     min_rel = st.number_input("Minimum |relative effect| (0 = off)", 0.0, 1e9, 0.0, step=0.1, key="f_min_rel",
-                              help="effect ÷ (baseline activation + 0.01): finds features that go from silent to active.")
+                              help=f"effect ÷ (baseline activation + {browse.REL_EPS:g}): finds features that go "
+                                   "from silent to active.")
     hide_dense = st.toggle("Hide dense features", value=True, key="f_hide_dense")
-    max_density = st.slider("Density threshold", 0.0, 1.0, 0.2, 0.01, key="f_max_density", disabled=not hide_dense)
-    sign = st.radio("Sign", ex.SIGNS, horizontal=True, key="f_sign")
+    max_density = st.slider("Density threshold", 0.0, 1.0, browse.DEFAULT_MAX_DENSITY, 0.01, key="f_max_density",
+                            disabled=not hide_dense)
+    sign = st.radio("Sign", browse.SIGNS, horizontal=True, key="f_sign")
 try:
-    flt = ex.ListFilter(min_abs=min_abs, min_rel=min_rel or None, max_density=max_density if hide_dense else None,
-                        sign=sign)
+    flt = browse.ListFilter(min_abs=min_abs, min_rel=min_rel or None,
+                            max_density=max_density if hide_dense else None, sign=sign)
 except SteeringCoreError as exc:
     st.sidebar.error(str(exc))
-    flt = ex.ListFilter()
+    flt = browse.ListFilter()
 
 s = pack.summary()
 st.caption(f"Pack: `{s['model']}` · `{s['hook']}` · {s['d_sae']} features ({s['measured_features']} with measured "
@@ -63,7 +50,7 @@ st.caption(f"Pack: `{s['model']}` · `{s['hook']}` · {s['d_sae']} features ({s[
 
 # -- rendering helpers ---------------------------------------------------------------------------
 def show_list(title: str, rows, key: str) -> None:
-    ui.feature_list(title, rows, key, selected=ss.selected, on_open=open_feature)
+    ui.feature_list(title, rows, key, selected=ss.selected, on_open=ui.pin_feature)
 
 
 def snippet_html(snip: dict) -> str:
@@ -74,18 +61,6 @@ def snippet_html(snip: dict) -> str:
         spans.append(f'<span title="{a:.3f}" style="background: rgba(255,140,0,{alpha:.2f}); border-radius:3px">'
                      f"{html.escape(tok).replace(chr(10), '⏎')}</span>")
     return f'<div style="font-family:monospace; font-size:0.85em; margin-bottom:4px">{"".join(spans)}</div>'
-
-
-def steer_with(fid: int, feat: dict) -> None:
-    """Open the Steer page with this decoder row, the pack's layer and the loss-matched α."""
-    ss["vec_source"] = "SAE feature (decoder row)"
-    ss["vec_feature"] = str(fid)
-    ss["steer_feature"] = str(fid)
-    ss["layer"] = int(pack.meta.get("layer", 0))
-    if feat.get("alpha"):
-        ss["alpha"] = float(round(feat["alpha"], 1))
-        ss["steer_alpha"] = ss["alpha"]
-    st.switch_page("pages/steer.py")
 
 
 def card(fid: int, key: str, compact: bool = False) -> None:
@@ -101,7 +76,9 @@ def card(fid: int, key: str, compact: bool = False) -> None:
     m[3].metric("Baseline activation", f"{(feat.get('baseline_act') or 0):.3g}")
     b1, b2, b3 = st.columns(3)
     if b1.button("Steer with this feature", key=f"{key}_steer", type="primary"):
-        steer_with(fid, feat)
+        # this decoder row, at the pack's layer and the feature's loss-matched α
+        ui.goto_steer(feature=fid, layer=int(pack.meta.get("layer", 0)),
+                      alpha=round(feat["alpha"], 1) if feat.get("alpha") else None)
     if b2.button("Select", key=f"{key}_select"):
         ss.selected = fid
         st.rerun()
@@ -142,15 +119,15 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                             f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') for s in snips[:24]),
                             unsafe_allow_html=True)
     cols = st.columns(2 if compact else 4)
-    for i, (title, slug, fn, help_text) in enumerate(LISTS):
+    for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:
-            st.markdown(f"**{title}**", help=help_text)
+            st.markdown(f"**{kind.title}**", help=kind.about)
             try:
-                rows = fn(pack, fid, flt, k=32, notes=notes)
+                rows = kind.fetch(pack, fid, flt, k=32, notes=notes)
             except SteeringCoreError as exc:
                 st.warning(str(exc))
                 continue
-            show_list(title, rows, f"{key}_{slug}")
+            show_list(kind.title, rows, f"{key}_{kind.name}")
 
 
 # -- tabs ------------------------------------------------------------------------------------------
@@ -164,14 +141,14 @@ with t_search:
     if query.strip():
         try:
             if mode == "Feature id":
-                hit = ex.search_id(pack, query, notes)
+                hit = browse.search_id(pack, query, notes)
                 if ss.get("last_id_search") != query:  # open once per new query, not on every rerun
                     ss.last_id_search = query
-                    open_feature(hit.feature_id)
+                    ui.pin_feature(hit.feature_id)
                 st.success(f"#{hit.feature_id} · {hit.label}")
             elif mode == "What fires here":
-                toks = ex.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
-                                          notes=notes)
+                toks = browse.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
+                                              notes=notes)
                 st.markdown("".join(
                     f'<span title="{html.escape(", ".join(f"#{f.feature_id} {f.activation:.2f}" for f in t.features))}" '
                     f'style="background: rgba(255,140,0,{min(1.0, (t.features[0].activation if t.features else 0) / 10):.2f});'
@@ -186,10 +163,10 @@ with t_search:
                                       hide_index=True, height=300)
                     if ev.selection.rows and ss.get("fires_last") != ev.selection.rows[0]:
                         ss.fires_last = ev.selection.rows[0]
-                        open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+                        ui.pin_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
             else:
-                hits = (ex.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
-                        else ex.semantic_search(pack, query, k=20, notes=notes))
+                hits = (browse.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
+                        else browse.semantic_search(pack, query, k=20, notes=notes))
                 if not hits:
                     st.info(f"No feature matches {query!r}. Try fewer words, or search by meaning.")
                 else:
@@ -199,7 +176,7 @@ with t_search:
                                       hide_index=True, height=300)
                     if ev.selection.rows and ss.get("search_last") != (query, ev.selection.rows[0]):
                         ss.search_last = (query, ev.selection.rows[0])
-                        open_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+                        ui.pin_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
         except SteeringCoreError as exc:
             st.error(str(exc))
     if ss.pins:
@@ -223,7 +200,7 @@ with t_work:
         try:
             loaded = Workspace.from_json(up.getvalue(), pack)
             loaded.apply(pack, notes)
-            ss.pins = list(loaded.pinned)[:8]
+            ss.pins = list(loaded.pinned)[:ui.MAX_PINS]
             ss.ws_imported = up.file_id
             st.success(f"Imported {len(loaded.pinned)} pinned cards, {len(loaded.labels)} labels, "
                        f"{len(loaded.notes)} notes.")
@@ -239,7 +216,7 @@ with t_compare:
     k = st.slider("Neighbours per list", 4, 32, 16, key="compare_k")
     try:
         fid = pack.check_feature(cid)
-        nb = ex.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
+        nb = browse.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
         st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
         fig = go.Figure()
         fig.add_shape(type="circle", x0=0, y0=0, x1=2, y1=2, fillcolor="rgba(31,119,180,0.3)", line_width=1)
@@ -256,11 +233,11 @@ with t_compare:
             col.markdown(f"**{title}**")
             col.dataframe(pd.DataFrame([{"feature": i.feature_id, "label": i.label} for i in items],
                                        columns=["feature", "label"]), hide_index=True, key=f"cmp_{title}")
-        st.subheader("Growing groups (document 001, Appendix E)")
+        st.subheader("Growing groups ([Chalnev 2024], Appendix E)")
         g = st.columns(2)
         size = g[0].slider("Group size", 4, 32, 12, key="group_size")
         per_step = g[1].slider("Added per step", 1, 4, 2, key="group_step")
-        cmp = ex.compare_groups(pack, fid, size=size, per_step=per_step, flt=flt, notes=notes)
+        cmp = browse.compare_groups(pack, fid, size=size, per_step=per_step, flt=flt, notes=notes)
         st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {len(cmp.both)} features in both.")
         gl, gr = st.columns(2)
         both = {m.feature_id for m in cmp.both}
@@ -292,8 +269,8 @@ with t_map:
         focus = ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else None)
         if focus is not None:
             where = {p[0]: (p[xi], p[yi]) for p in pts}
-            for title, fn, colr in (("effect neighbours", ex.effects_list, "red"),
-                                    ("cosine neighbours", ex.cosine_list, "blue")):
+            for title, fn, colr in (("effect neighbours", browse.effects_list, "red"),
+                                    ("cosine neighbours", browse.cosine_list, "blue")):
                 try:
                     near = [r.feature_id for r in fn(pack, focus, None, k=16) if r.feature_id in where]
                 except SteeringCoreError:
@@ -312,8 +289,8 @@ with t_map:
                   if p.get("customdata") is not None]
         if chosen and chosen != ss.get("map_last"):
             ss.map_last = chosen
-            for fid in reversed(chosen[:8]):
-                open_feature(fid)
+            for fid in reversed(chosen[:ui.MAX_PINS]):
+                ui.pin_feature(fid)
             st.rerun()
-        st.caption("Click or lasso points to open their cards (up to 8). Red rings: the focused feature's largest "
-                   "effects; blue rings: its cosine neighbours.")
+        st.caption(f"Click or lasso points to open their cards (up to {ui.MAX_PINS}). Red rings: the focused "
+                   "feature's largest effects; blue rings: its cosine neighbours.")

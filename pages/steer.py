@@ -1,4 +1,9 @@
-"""Steer: drag α and watch steered and unsteered completions side by side, streamed."""
+"""Steer: drag α and watch steered and unsteered completions side by side, streamed.
+
+Other pages open this one through ``ui.goto_steer``; presets load through ``pending_widgets``.
+Both only set session state, so every widget here takes its first value from session state
+(``ss.setdefault``) and none passes its own default as well (Streamlit warns when a widget gets both).
+"""
 
 import streamlit as st
 
@@ -6,6 +11,7 @@ import ui
 from steering_core import GenerationConfig, SteeringCoreError
 from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.live import (
+    MAX_SAMPLES,
     ExtraVector,
     SideBySide,
     random_direction,
@@ -21,26 +27,27 @@ model = ui.current_model()
 sae = ui.current_sae()
 norms = model.residual_norms()
 ss = st.session_state
-vstore = ui.vector_store()
+vstore = ui.library().vectors
 PRESET_KEYS = ["vec_source", "vec_seed", "vec_feature", "vec_saved", "layer", "alpha", "prompt", "n_samples",
                "max_tokens", "temperature", "seed", "chat", "extra_vectors"]
 for key, value in (ss.pop("pending_widgets", None) or {}).items():  # a loaded preset, before any widget exists
-    ss[key] = value
+    ss["pending_alpha" if key == "alpha" else key] = value  # α is clamped to its layer's slider below
 
 with st.sidebar:
     st.subheader("Vector")
-    sources = ["Random unit vector", "SAE feature (decoder row)", "Upload (.safetensors / .npy / .pt)",
-               "Saved vector (Vectors page)"]
-    source = st.radio("Source", sources, index=1 if sae is not None else 0, key="vec_source")
+    ss.setdefault("vec_source", ui.SteerSource.SAE_FEATURE if sae is not None else ui.SteerSource.RANDOM)
+    source = st.radio("Source", list(ui.SteerSource), key="vec_source")
     resolved, error = None, None
     try:
-        if source == sources[0]:
-            seed_v = st.number_input("Direction seed", value=0, step=1, key="vec_seed")
+        if source == ui.SteerSource.RANDOM:
+            ss.setdefault("vec_seed", 0)
+            seed_v = st.number_input("Direction seed", step=1, key="vec_seed")
             resolved = random_direction(model, int(seed_v))
-        elif source == sources[1]:
-            fid = st.text_input("Feature id", value=st.session_state.get("steer_feature", "0"), key="vec_feature")
+        elif source == ui.SteerSource.SAE_FEATURE:
+            ss.setdefault("vec_feature", "0")
+            fid = st.text_input("Feature id", key="vec_feature")
             resolved = sae_direction(model, sae, fid)
-        elif source == sources[3]:
+        elif source == ui.SteerSource.SAVED:
             names = vstore.names()
             if not names:
                 st.info("No saved vectors yet: fit one on the Vectors page.")
@@ -60,55 +67,60 @@ with st.sidebar:
         st.error(error)
     elif resolved is not None:
         st.caption(f"{resolved.description} · original norm {resolved.original_norm:.3g}"
-                   + (" (α = that norm reproduces the dataset's mean gap)" if source == sources[3] else ""))
+                   + (" (α = that norm reproduces the dataset's mean gap)" if source == ui.SteerSource.SAVED else ""))
 
     default_layer = resolved.suggested_layer if resolved and resolved.suggested_layer is not None else model.default_layer
-    layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, int(default_layer), key="layer")
+    ss.layer = min(max(int(ss.get("layer", default_layer)), 0), model.n_layers - 1)  # a hand-off may be out of range
+    layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, key="layer")
     norm = norms[layer]
     limit = float(max(1.0, round(3 * norm)))
-    if "pending_alpha" in st.session_state:  # set by the buttons below, applied before the slider exists
-        st.session_state.alpha = max(-limit, min(limit, st.session_state.pop("pending_alpha")))
-    alpha = st.slider("α", -limit, limit, float(st.session_state.get("steer_alpha", round(norm / 2, 1))),
-                      step=max(limit / 300, 0.01), key="alpha")
+    # α's slider range follows the layer's norm. A hand-off, preset or the Automatic α button leaves
+    # pending_alpha (applied here, before the slider exists); another layer starts at half its norm.
+    if "pending_alpha" in ss:
+        start = float(ss.pop("pending_alpha"))
+    elif ss.get("alpha_limit", limit) != limit or "alpha" not in ss:
+        start = round(norm / 2, 1)
+    else:
+        start = float(ss.alpha)
+    ss.alpha, ss.alpha_limit = max(-limit, min(limit, start)), limit
+    alpha = st.slider("α", -limit, limit, step=max(limit / 300, 0.01), key="alpha")
     st.caption(f"‖resid‖ at layer {layer} ≈ **{norm:.1f}** → α is **{alpha / norm:+.2f}×** the typical norm.")
     a1, a2 = st.columns(2)
-    additive = resolved is not None and resolved.reference is None
+    additive = resolved is not None and resolved.additive
     if a1.button("Automatic α", key="auto_alpha", disabled=not additive,
                  help="The α at which next-token loss on neutral text rises by 0.5 nats (quadratic fit, "
                       "then one check)."):
         try:
             res = auto_alpha(model, layer, resolved.vector)
-            st.session_state.pending_alpha = float(res.alpha[0])
-            st.session_state.auto_alpha_note = (f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE "
+            ss.pending_alpha = float(res.alpha[0])
+            ss.auto_alpha_note = (f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE "
                                                 f"{float(res.dce[0]):+.2f} nats, {res.evals_per_vector} evaluations).")
             st.rerun()
         except SteeringCoreError as exc:
             st.error(str(exc))
-    if st.session_state.get("auto_alpha_note"):
-        st.caption(st.session_state.auto_alpha_note)
-    sweepable = resolved is not None and source in (sources[1], sources[3])
+    if ss.get("auto_alpha_note"):
+        st.caption(ss.auto_alpha_note)
+    sweepable = resolved is not None and source in (ui.SteerSource.SAE_FEATURE, ui.SteerSource.SAVED)
     if a2.button("Sweep around this α", key="sweep_here", disabled=not sweepable,
                  help="Open the Sweep page with this vector and a grid from 0 to 2α."):
-        st.session_state.sw_mode = "Manual"
-        st.session_state.sw_grid = ", ".join(f"{alpha * k:.1f}" for k in (0, 0.25, 0.5, 0.75, 1, 1.5, 2))
-        if source == sources[1]:
-            st.session_state.sw_source, st.session_state.sw_feature = "SAE feature (decoder row)", str(fid)
-        else:
-            st.session_state.sw_source, st.session_state.sw_vector = "Saved vector", pick
-        st.switch_page("pages/sweep.py")
+        grid = [alpha * k for k in (0, 0.25, 0.5, 0.75, 1, 1.5, 2)]
+        if source == ui.SteerSource.SAE_FEATURE:
+            ui.goto_sweep(feature=sae.check_feature(fid), alphas=grid)
+        ui.goto_sweep(vector=pick, alphas=grid)
 
     with st.expander("More vectors (applied together)"):
         extras = []
         try:
             for nm in st.multiselect("Saved vectors", vstore.names(), key="extra_vectors"):
-                a = st.number_input(f"α for {nm}", value=0.0, key=f"extra_alpha_{nm}")
+                ss.setdefault(f"extra_alpha_{nm}", 0.0)
+                a = st.number_input(f"α for {nm}", key=f"extra_alpha_{nm}")
                 v = vstore.load(nm)
-                extras.append(ExtraVector(v.layer, v.unit(), float(a), v.reference))
+                extras.append(ExtraVector(v.layer, v.unit(), float(a), v.reference, v.operator))
         except SteeringCoreError as exc:
             st.error(str(exc))
         st.caption("Each is added at its own block with its own α, in the steered column only.")
     with st.expander("Presets"):
-        presets = ui.preset_store()
+        presets = ui.library().presets
         pname = st.text_input("Save these settings as", key="preset_name")
         if st.button("Save preset", key="preset_save"):
             try:
@@ -138,15 +150,17 @@ if chat_mode:
     if st.button("Reset conversation", key="chat_reset"):
         ss.hist_u, ss.hist_s = [], []
         st.rerun()
-prompt = st.text_area("Prompt", value="Tell me about your weekend plans.", key="prompt", label_visibility="collapsed")
+for key, value in (("prompt", "Tell me about your weekend plans."), ("chat", bool(model.chat_template)),
+                   ("n_samples", 2), ("max_tokens", 48), ("temperature", 0.8), ("seed", 0)):
+    ss.setdefault(key, value)  # the first values (presets set these keys too)
+prompt = st.text_area("Prompt", key="prompt", label_visibility="collapsed")
 c1, c2, c3, c4, c5 = st.columns(5)
-chat = c1.toggle("Chat template", value=bool(model.chat_template), key="chat",
-                 disabled=not model.chat_template)
-n_samples = c2.number_input("Samples", 1, 16, 2, key="n_samples")
-max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, 48, key="max_tokens",
+chat = c1.toggle("Chat template", key="chat", disabled=not model.chat_template)
+n_samples = c2.number_input("Samples", 1, MAX_SAMPLES, key="n_samples")
+max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, key="max_tokens",
                              help="More than the model allows per call is clamped (and said).")
-temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, 0.8, step=0.1, key="temperature")
-seed = c5.number_input("Seed", value=0, step=1, key="seed")
+temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, key="temperature")
+seed = c5.number_input("Seed", step=1, key="seed")
 
 go = st.button("Generate", type="primary", disabled=resolved is None, key="generate")
 left, right = st.columns(2)
@@ -156,7 +170,7 @@ right.markdown(f"#### Steered (α = {alpha:+.1f}, layer {layer})")
 if go and resolved is not None:
     request = SideBySide(
         prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
-        reference=resolved.reference, extra=tuple(extras),
+        reference=resolved.reference, operator=resolved.operator, extra=tuple(extras),
         history_unsteered=tuple(map(tuple, ss.hist_u)) if chat_mode else (),
         history_steered=tuple(map(tuple, ss.hist_s)) if chat_mode else (),
         config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
@@ -179,7 +193,7 @@ if go and resolved is not None:
         st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
                    f"{2 * int(n_samples)} rows in one batch, same seeds on both sides.")
         if update is not None:
-            st.session_state.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
+            ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
             if chat_mode:  # sample 1 of each column becomes that column's reply
                 ss.hist_u.append((prompt, update.unsteered[0]))
                 ss.hist_s.append((prompt, update.steered[0]))
@@ -188,8 +202,8 @@ if go and resolved is not None:
     except SteeringCoreError as exc:
         bar.empty()
         st.error(str(exc))
-elif "steer_last" in st.session_state:
-    for text in st.session_state.steer_last["unsteered"]:
+elif "steer_last" in ss:
+    for text in ss.steer_last["unsteered"]:
         left.info(text or "…")
-    for text in st.session_state.steer_last["steered"]:
+    for text in ss.steer_last["steered"]:
         right.success(text or "…")

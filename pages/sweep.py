@@ -1,5 +1,5 @@
 """Sweep: behaviour and coherence over α for a vector or an SAE feature, the automatic α, and the
-next-token view (document 004)."""
+next-token view ([Garreau 2026]; docs/design.md §Steering strength)."""
 
 import numpy as np
 import pandas as pd
@@ -12,23 +12,24 @@ from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.comparison import Candidate, compare
 from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
-from steering_core.measure.sweep import SweepSpec, run_sweep
+from steering_core.measure.sweep import MAX_SAMPLES, SweepSpec, run_sweep
 
 ui.setup_page("Sweep")
 st.title("Sweep α")
 ss = st.session_state
 model = ui.current_model()
 sae = ui.current_sae()
-vstore = ui.vector_store()
+vstore = ui.library().vectors
 
 # -- what to sweep -------------------------------------------------------------------------------------
 with st.sidebar:
     st.subheader("Vector")
-    sources = ["Saved vector", "SAE feature (decoder row)"]
-    source = st.radio("Source", sources, key="sw_source", index=0 if vstore.names() else 1)
+    # ui.goto_sweep (from the Steer page) sets these keys, so they get no widget default of their own
+    ss.setdefault("sw_source", ui.SweepSource.SAVED if vstore.names() else ui.SweepSource.SAE_FEATURE)
+    source = st.radio("Source", list(ui.SweepSource), key="sw_source")
     vector, layer, reference, label = None, None, None, ""
     try:
-        if source == sources[0]:
+        if source == ui.SweepSource.SAVED:
             names = vstore.names()
             if not names:
                 st.info("No saved vectors: fit one on the Vectors page, or sweep an SAE feature.")
@@ -40,7 +41,8 @@ with st.sidebar:
             if sae is None:
                 st.info("No SAE is loaded.")
             else:
-                fid = sae.check_feature(st.text_input("Feature id", "0", key="sw_feature"))
+                ss.setdefault("sw_feature", "0")
+                fid = sae.check_feature(st.text_input("Feature id", key="sw_feature"))
                 vector, layer, label = sae.decoder_direction(fid), sae.layer, f"feature {fid}"
     except SteeringCoreError as exc:
         ui.show_error(exc)
@@ -51,10 +53,10 @@ with st.sidebar:
         norm = model.residual_norms()[layer]
         st.caption(f"Unit direction at block {layer}; ‖resid‖ there ≈ {norm:.1f}.")
     with st.expander("LLM judge (optional, off by default)"):
-        st.caption("An OpenAI-compatible endpoint scores each rollout 1–10 with document 001's rubric. "
+        st.caption("An OpenAI-compatible endpoint scores each rollout 1–10 with the rubric of [Chalnev 2024] (Appendix B). "
                    "Nothing else needs it; if it cannot be reached, the other scores are kept.")
         judge_url = st.text_input("Endpoint (…/v1)", "", key="judge_url", placeholder="https://api.openai.com/v1")
-        judge_model = st.text_input("Model", "gpt-4o-mini", key="judge_model")
+        judge_model = st.text_input("Model", JudgeConfig("").model, key="judge_model")
         judge_key = st.text_input("API key", "", key="judge_key", type="password")
 
 if vector is None:
@@ -66,12 +68,12 @@ with sweep_tab:
     c1, c2 = st.columns(2)
     prompts = c1.text_area("Prompts, one per line", "I think\nTell me about your weekend.\nWrite a short story.",
                            key="sw_prompts")
-    mode = c2.radio("α grid", ["Around the automatic α", "Manual"], key="sw_mode", horizontal=True)
+    mode = c2.radio("α grid", list(ui.SweepGrid), key="sw_mode", horizontal=True)
     target = c2.number_input("ΔCE target for the automatic α (nats)", 0.05, 5.0, 0.5, 0.05, key="sw_target")
-    manual = c2.text_input("Manual grid (comma-separated)", "0, 10, 20, 40, 80", key="sw_grid",
-                           disabled=mode != "Manual")
+    ss.setdefault("sw_grid", "0, 10, 20, 40, 80")
+    manual = c2.text_input("Manual grid (comma-separated)", key="sw_grid", disabled=mode != ui.SweepGrid.MANUAL)
     c3, c4, c5 = st.columns(3)
-    samples = c3.number_input("Samples per prompt and α", 1, 64, 4, key="sw_samples")
+    samples = c3.number_input("Samples per prompt and α", 1, MAX_SAMPLES, 4, key="sw_samples")
     new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
     seed = c5.number_input("Seed", value=0, step=1, key="sw_seed")
     s1, s2, s3 = st.columns(3)
@@ -99,7 +101,7 @@ with sweep_tab:
             st.caption("No sweep is running.")
         else:
             kept = run_sweep(model, last["vector"], last["layer"], last["spec"], sae=sae, reference=last["reference"],
-                             cache=ui.sweep_cache(), should_stop=lambda: True)
+                             cache=ui.library().sweeps, should_stop=lambda: True)
             ss.sw_result = {"points": kept, "auto": last["auto"], "label": last["label"],
                             "behaviour": last["spec"].behaviour}
             st.info(f"Stopped. {len(kept)} of {len(last['spec'].alphas)} α values were finished and are kept; "
@@ -108,7 +110,7 @@ with sweep_tab:
     if go_sweep:
         bar = st.progress(0.0, text="Preparing…")
         try:
-            if mode == "Manual":
+            if mode == ui.SweepGrid.MANUAL:
                 grid = tuple(float(x) for x in manual.replace(";", ",").split(",") if x.strip())
                 auto = None
             else:
@@ -131,7 +133,7 @@ with sweep_tab:
             ss.sw_running = {"vector": vector, "layer": layer, "spec": spec, "reference": reference, "auto": auto,
                              "label": label}
             points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
-                               cache=ui.sweep_cache(), judge=judge,
+                               cache=ui.library().sweeps, judge=judge,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
             ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour}
         except SteeringCoreError as exc:  # (a ValueError too: keep this first)
@@ -200,7 +202,7 @@ with token_tab:
         st.plotly_chart(fig2, width="stretch")
 
 with compare_tab:
-    st.caption("One task run across vectors (document 001, Table 2): each candidate is swept from 0 to 3× its own "
+    st.caption("One task run across vectors ([Chalnev 2024], Table 2): each candidate is swept from 0 to 3× its own "
                "automatic α on the prompts and keywords of the first tab; the table gives the peak keyword hit "
                "rate × coherence and the α where it peaks.")
     chosen = st.multiselect("Saved vectors", vstore.names(), key="cmp_vectors")
@@ -217,7 +219,7 @@ with compare_tab:
                 cands.append(Candidate(f"feature {fid}", sae.decoder_direction(fid), sae.layer))
             task = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=(0.0,), samples=int(samples),
                              new_tokens=int(new_tokens), seed=int(seed), keywords=tuple(keywords.split(",")))
-            rows, curves = compare(model, cands, task, cache=ui.sweep_cache(),
+            rows, curves = compare(model, cands, task, cache=ui.library().sweeps,
                                    on_candidate=lambda i, n, name: bar.progress(i / max(1, n), text=f"{name} ({i}/{n})"))
             ss.cmp_result = (rows, curves)
         except SteeringCoreError as exc:

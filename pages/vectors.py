@@ -7,13 +7,13 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core.browse.explore import ListFilter
-from steering_core.datasets import pairs as dsm
+from steering_core import datasets as dsm
+from steering_core import vectors as vm
+from steering_core.browse.rows import DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
-from steering_core.vectors import vector as vm
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
-from steering_core.vectors.methods import METHODS, FitContext, parse_feature_weights
+from steering_core.vectors.methods import METHODS, FitContext, available, parse_feature_weights
 
 ui.setup_page("Vectors")
 st.title("Vectors")
@@ -21,7 +21,7 @@ ss = st.session_state
 model = ui.current_model()
 sae = ui.current_sae()
 pack = ui.current_pack()
-dstore, vstore = ui.dataset_store(), ui.vector_store()
+dstore, vstore = ui.library().datasets, ui.library().vectors
 approx = pack.approximator() if pack is not None else None
 
 
@@ -51,8 +51,7 @@ with fit_tab:
     layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
                             help="last token · mean over tokens · mean over the tokens where the pair differs")
-    usable = {m.name for m in METHODS.values()
-              if (not m.needs_sae or sae is not None) and (not m.needs_approximator or approx is not None)}
+    usable = {m.name for m in available(FitContext(sae=sae, approximator=approx))}
     names = list(METHODS)
     method = st.selectbox("Method", names, key="fit_method",
                           format_func=lambda n: METHODS[n].label + ("" if n in usable else " (needs SAE/pack)"))
@@ -99,10 +98,7 @@ with lib_tab:
             except SteeringCoreError as exc:
                 e2.caption(f"GGUF: {exc}")
             if e3.button("Steer with it", key="lib_steer"):
-                ss.vec_source = "Saved vector (Vectors page)"
-                ss.vec_saved = pick
-                ss.layer = min(vec.layer, model.n_layers - 1)
-                st.switch_page("pages/steer.py")
+                ui.goto_steer(vector=pick, layer=vec.layer)
             if e4.button("Delete", key="lib_delete"):
                 vstore.delete(pick)
                 st.rerun()
@@ -149,16 +145,17 @@ with what_tab:
         try:
             vec = vstore.load(pick)
             st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")
-            if vec.operator == "ace":
-                st.caption("ACE vector: the lists treat its direction r as an added vector (effects of ACE's "
-                           "set-the-component operator are not measured here).")
+            if not vec.operator_spec.additive:
+                op = vec.operator_spec
+                st.caption(f"{op.label} vector: the lists treat its direction r as an added vector (effects of "
+                           f"{op.label}'s operator, which {op.about}, are not measured here).")
             hide = st.toggle("Hide dense features", value=True, key="what_hide_dense")
-            flt = ListFilter(max_density=0.2 if hide else None)
+            flt = ListFilter(max_density=DEFAULT_MAX_DENSITY if hide else None)
             cols = st.columns(3)
             with cols[0]:
                 st.markdown("**Cosine-similar features** (what it looks like)")
                 ui.feature_list("cosine", ve.cosine_rows(pack, vec.direction, flt, k=32), "what_cos",
-                                on_open=ui.open_feature_card)
+                                on_open=ui.goto_features)
             with cols[1]:
                 st.markdown("**Predicted effects** (approximator)")
                 if approx is None:
@@ -166,7 +163,7 @@ with what_tab:
                 else:
                     ui.feature_list("predicted", ve.effect_rows(pack, ve.predicted(pack, vec.direction), flt, k=32,
                                                                 is_predicted=True), "what_pred",
-                                    on_open=ui.open_feature_card)
+                                    on_open=ui.goto_features)
             with cols[2]:
                 st.markdown("**Measured effects** (rollouts, loss-matched α)")
                 try:
@@ -181,7 +178,7 @@ with what_tab:
                     if measure_now:
                         bar = st.progress(0.0, text="Finding α…")
                         step = ui.progress_callback(bar, "Finding α, then generating rollouts: step")
-                        ss[key] = ve.measure(model, sae, pack, vec.direction, vec.layer, cache=ui.effect_cache(),
+                        ss[key] = ve.measure(model, sae, pack, vec.direction, vec.layer, cache=ui.library().effects,
                                              on_progress=step)
                         bar.empty()
                     m = ss.get(key)
@@ -189,7 +186,7 @@ with what_tab:
                         st.caption(f"α = {m.alpha:.1f}" + (f" · ΔCE {m.dce:.2f} nats" if m.dce is not None else "")
                                    + (" · from cache" if m.from_cache else f" · {m.seconds:.1f} s"))
                         ui.feature_list("measured", ve.effect_rows(pack, m.effects, flt, k=32), "what_meas",
-                                        on_open=ui.open_feature_card)
+                                        on_open=ui.goto_features)
                 except SteeringCoreError as exc:
                     st.caption(str(exc))
         except SteeringCoreError as exc:
@@ -199,7 +196,8 @@ with what_tab:
 with layer_tab:
     l1, l2, l3 = st.columns([2, 1, 1])
     lchoice = l1.selectbox("Dataset", dataset_choices(), key="ls_dataset")
-    lmethod = l2.selectbox("Method", [m for m in METHODS if not METHODS[m].needs_sae], key="ls_method")
+    # the layer sweep fits without an SAE or approximator: the methods an empty context allows
+    lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method")
     lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
     layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
     if st.button("Run layer sweep", key="ls_go"):

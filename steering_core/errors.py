@@ -27,3 +27,11 @@ class GenerationError(SteeringCoreError):
 
 class VectorFileError(SteeringCoreError):
     """An uploaded or saved vector file that is not a safe, readable tensor file."""
+
+
+class VectorError(SteeringCoreError):
+    """A steering vector, vector file or saved vector that cannot be used as given."""
+
+
+class DatasetError(SteeringCoreError):
+    """Pairs, a file or a dataset name that cannot be used as given."""

@@ -11,7 +11,7 @@ import torch
 from steering_core import random_unit_vector
 from steering_core.errors import SteeringError
 from steering_core.measure.alpha import delta_ce, fit_quadratic, loss_matched_alpha, per_row_loss, solve_alpha
-from steering_core.model.loading import REFERENCE_TEXTS
+from steering_core.model.steerable import REFERENCE_TEXTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

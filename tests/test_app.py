@@ -145,7 +145,7 @@ def test_steer_page_automatic_alpha_sets_the_slider():
 
 def test_steer_presets_and_extra_vectors(tmp_path):
     from steering_core import random_unit_vector
-    from steering_core.vectors.vector import SteeringVector, VectorStore
+    from steering_core.vectors import SteeringVector, VectorStore
 
     store = VectorStore(tmp_path / "cache")
     store.save(SteeringVector("extra-one", 1, random_unit_vector(64, 7) * 3, method="manual"))

@@ -37,7 +37,7 @@ def _button(at: AppTest, key: str) -> AppTest:
 
 
 def test_load_an_example_and_save_it_to_the_library(app_env):
-    from steering_core.datasets.pairs import DatasetStore
+    from steering_core.datasets import DatasetStore
 
     at = _page("dataset_editor.py")
     at.selectbox(key="ds_open").set_value("example: london_vs_paris")
@@ -96,7 +96,7 @@ def _fit(at: AppTest, method: str, name: str, layer: int = 1, weights: str | Non
 
 
 def test_fit_save_and_list_vectors_with_several_methods(app_env):
-    from steering_core.vectors.vector import VectorStore
+    from steering_core.vectors.store import VectorStore
 
     at = _page("vectors.py")
     for method, name in (("caa", "w-caa"), ("ace", "w-ace"), ("probe", "w-probe"), ("feature_delta", "w-fd"),

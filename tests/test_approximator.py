@@ -1,5 +1,6 @@
-"""The effect approximator ŷ = unit(x)·M + b and the vectors derived from it (DESIGN.md §4),
-checked against independent float64 NumPy computations of the design formulas."""
+"""The effect approximator ŷ = unit(x)·M + b and the vectors derived from it (docs/design.md
+§Effect approximator and targeted steering), checked against independent float64 NumPy
+computations of the design formulas."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def _texts(page) -> tuple[list[str], list[str]]:
 def _save_vector(cache):
     import torch
 
-    from steering_core.vectors.vector import SteeringVector, VectorStore
+    from steering_core.vectors import SteeringVector, VectorStore
 
     with VectorStore(cache) as store:
         store.save(SteeringVector("long", 1, torch.randn(64, generator=torch.Generator().manual_seed(3)), method="caa"))

@@ -31,12 +31,12 @@ DRIVER = textwrap.dedent(r'''
         return torch.randn(d, generator=g)
 
     if op == "vector_save":
-        from steering_core.vectors.vector import SteeringVector, VectorStore
+        from steering_core.vectors import SteeringVector, VectorStore
         with VectorStore(root) as store:
             store.save(SteeringVector("v", 1, vec(args["seed"]), method="caa"), overwrite=True)
         print("saved", flush=True)
     elif op == "vector_save_loop":
-        from steering_core.vectors.vector import SteeringVector, VectorStore
+        from steering_core.vectors import SteeringVector, VectorStore
         with VectorStore(root) as store:
             for i in range(10_000):
                 store.save(SteeringVector("v", 1, vec(i), method="caa", meta={"version": i}), overwrite=True)
@@ -54,7 +54,7 @@ DRIVER = textwrap.dedent(r'''
                     notes.apply(pack, {f: f"v{i}" for f in args["ids"]}, {})
                     print(i, flush=True)
     elif op == "sweep":
-        from steering_core.model.loading import tiny_model
+        from steering_core.model.tiny import tiny_model
         from steering_core.measure.sweep import SweepCache, SweepSpec, run_sweep
         model = tiny_model("hf", n_layers=3, d_model=64, seed=0)
         spec = SweepSpec(prompts=("hello", "the weather"), alphas=(-4.0, 4.0), samples=2, new_tokens=5,
@@ -110,7 +110,7 @@ def vector_files(root):
 def test_kill_during_a_vector_overwrite_keeps_one_whole_vector(tmp_path, point, survivor):
     import torch
 
-    from steering_core.vectors.vector import VectorStore
+    from steering_core.vectors.store import VectorStore
 
     assert run("vector_save", tmp_path, seed=1).returncode == 0
     res = run("vector_save", tmp_path, crash=point, seed=2)
@@ -125,7 +125,7 @@ def test_kill_during_a_vector_overwrite_keeps_one_whole_vector(tmp_path, point, 
 
 
 def test_kill_during_a_first_save_leaves_it_cleanly_absent(tmp_path):
-    from steering_core.vectors.vector import VectorStore
+    from steering_core.vectors.store import VectorStore
 
     res = run("vector_save", tmp_path, crash="vector_save:before_commit", seed=1)
     assert killed(res)
@@ -138,7 +138,7 @@ def test_kill_at_an_arbitrary_moment_of_a_save_loop(tmp_path):
     one whole version, the last one reported saved or the one after it."""
     import torch
 
-    from steering_core.vectors.vector import VectorStore
+    from steering_core.vectors.store import VectorStore
 
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, "vector_save_loop", str(tmp_path)], cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, text=True)
@@ -266,7 +266,8 @@ def test_a_second_app_on_a_held_cache_gets_a_sentence_and_the_file_survives(app_
     showing a driver error, and the holder's data is intact afterwards."""
     from streamlit.testing.v1 import AppTest
 
-    from steering_core.datasets.pairs import ContrastiveDataset, Pair, open_dataset_store
+    from steering_core.datasets import ContrastiveDataset, Pair
+    from steering_core.datasets import DatasetStore as open_dataset_store
 
     store = open_dataset_store(app_env / "library.duckdb")
     store.save(ContrastiveDataset("mine", [Pair("a wedding", "a funeral"), Pair("the bride", "the mourner")]))

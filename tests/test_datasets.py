@@ -1,5 +1,5 @@
 """Contrastive pair datasets: validation refuses damaged sets, files round-trip exactly, the
-generators build the pairs documents 000 §3.2 and 002 describe, and the store is all-or-nothing."""
+generators build the pairs [Purchase 2025] §3.2.1 and [SAE-Gender] describe, and the store is all-or-nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from steering_core.datasets.pairs import (
+from steering_core.datasets import (
     MAX_PAIRS,
     MAX_TEXT_CHARS,
     MAX_UPLOAD_BYTES,
@@ -16,7 +16,6 @@ from steering_core.datasets.pairs import (
     DatasetError,
     DatasetStore,
     Pair,
-    clean_name,
     drop_duplicates,
     example_datasets,
     from_templates,
@@ -31,7 +30,7 @@ from steering_core.datasets.pairs import (
     wrap_chat,
 )
 from steering_core.errors import SteeringCoreError
-from steering_core.names import InvalidNameError
+from steering_core.names import InvalidNameError, clean_name
 
 TRICKY = [
     Pair("Hello, world", 'She said "no", then left', "train"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from steering_core.browse.explore import (
+from steering_core.browse import (
     ExploreError,
     ListFilter,
     ListRow,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering_core.datasets.pairs import ContrastiveDataset, Pair, load_example
+from steering_core.datasets import ContrastiveDataset, Pair, load_example
 from steering_core.vectors.extraction import ActivationCache, pair_activations
 from steering_core.vectors.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
 from steering_core.vectors.methods import FitContext, FitError

@@ -41,13 +41,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from steering_core.browse import explore, usernotes
-from steering_core.datasets import pairs as dsm
+from steering_core import datasets as dsm
+from steering_core import vectors as vm
+from steering_core.browse import search as explore
+from steering_core.browse import usernotes
 from steering_core.errors import SteeringCoreError
 from steering_core.measure import alpha as alpha_mod
 from steering_core.measure import live, nexttoken
 from steering_core.vectors import methods
-from steering_core.vectors import vector as vm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,11 +126,11 @@ def prepare_library(cache: Path) -> None:
     """A library with one saved dataset, vector and preset, and every table the pages create, so a
     page opening the library changes nothing and a destroyed object would show in the snapshot."""
     from steering_core.browse.usernotes import UserNotes
-    from steering_core.datasets.pairs import ContrastiveDataset, DatasetStore, Pair
+    from steering_core.datasets import ContrastiveDataset, DatasetStore, Pair
     from steering_core.measure.sweep import SweepCache
     from steering_core.measure.vector_effects import EffectCache
     from steering_core.storage.presets import PresetStore
-    from steering_core.vectors.vector import SteeringVector, VectorStore
+    from steering_core.vectors import SteeringVector, VectorStore
 
     cache.mkdir(parents=True)
     lib = cache / "library.duckdb"
@@ -149,8 +150,8 @@ def prepare_library(cache: Path) -> None:
 def make_pack(pack_dir: Path, model, layer: int = 1, d_sae: int = 16) -> None:
     """A minimal feature pack (tables, a few labelled features, an SAE): enough for the Features
     page and the search functions, in a fraction of a second instead of a real build."""
-    from steering_core.model.loading import hook_name
     from steering_core.model.saes import save_sae, tiny_sae
+    from steering_core.model.steerable import hook_name
     from steering_core.storage.db import connect, ensure_schema, set_meta
 
     pack_dir.mkdir(parents=True)
@@ -211,7 +212,7 @@ def raw_safetensors(metadata: dict, header_len: int | None = None) -> bytes:
 
 def saved_vector_with_header(n: int):
     """A vector whose own safetensors file (as the library writes it) has an ``n``-byte header."""
-    from steering_core.vectors.vector import SteeringVector, to_safetensors_bytes
+    from steering_core.vectors import SteeringVector, to_safetensors_bytes
 
     for pad in range(400):
         v = SteeringVector("long header", 1, torch.linspace(-1, 1, 64), method="caa", dataset="d" * pad,
@@ -256,13 +257,13 @@ def cli(id_, act, match, **kw):
 # -- helpers the rows share ------------------------------------------------------------------------
 
 def _ds_store(env):
-    from steering_core.datasets.pairs import DatasetStore
+    from steering_core.datasets import DatasetStore
 
     return DatasetStore(env.cache / "library.duckdb")
 
 
 def _vec_store(env):
-    from steering_core.vectors.vector import VectorStore
+    from steering_core.vectors.store import VectorStore
 
     return VectorStore(env.cache)
 
@@ -274,19 +275,19 @@ def _preset_store(env):
 
 
 def _parse(data: bytes, name: str):
-    from steering_core.datasets.pairs import parse_upload
+    from steering_core.datasets import parse_upload
 
     return parse_upload(data, name)
 
 
 def _read_vec(data: bytes, name: str, d_model: int = 64):
-    from steering_core.vectors.vector import read_vector_bytes
+    from steering_core.vectors.uploads import read_vector_bytes
 
     return read_vector_bytes(data, name, d_model=d_model)
 
 
 def _save_dataset(env, name, pairs=(("a text", "b text"),), overwrite=False, **notes):
-    from steering_core.datasets.pairs import ContrastiveDataset, Pair
+    from steering_core.datasets import ContrastiveDataset, Pair
 
     with _ds_store(env) as st:
         st.save(ContrastiveDataset(name, [Pair(p, n) for p, n in pairs], **notes), overwrite=overwrite)
@@ -627,7 +628,7 @@ lib("unknown-lib-sweep-negative-target-feature",
 
 
 def _fit(env, method, weights=None, pairs=None, name="fitted"):
-    from steering_core.datasets.pairs import ContrastiveDataset, Pair
+    from steering_core.datasets import ContrastiveDataset, Pair
     from steering_core.vectors.fitting import FitRequest, fit_dataset
     from steering_core.vectors.methods import FitContext
 

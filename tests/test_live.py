@@ -62,7 +62,7 @@ def test_sae_direction_needs_an_sae_and_a_valid_id(tiny_hf):
     sae = tiny_sae(tiny_hf, layer=1, d_sae=32)
     r = sae_direction(tiny_hf, sae, "7")
     assert r.suggested_layer == 1
-    assert torch.allclose(r.vector, sae.sae.W_dec[7] / sae.sae.W_dec[7].norm())
+    assert torch.allclose(r.vector, sae.W_dec[7] / sae.W_dec[7].norm())
     assert random_direction(tiny_hf, 4).vector.norm().item() == pytest.approx(1.0)
 
 

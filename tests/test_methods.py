@@ -140,7 +140,7 @@ def test_feature_delta_decodes_the_mean_feature_difference(sae):
 
 
 def test_sae_combo_is_the_weighted_sum_of_unit_decoder_rows(sae):
-    w = sae.sae.W_dec.detach()
+    w = sae.W_dec.detach()
     res = fit("sae_combo", None, None, FitContext(sae=sae, feature_weights={2: 1.0, 5: -0.5}))
     ref = _unit(_unit(w[2]) - 0.5 * _unit(w[5]))
     assert torch.allclose(res.direction, ref, atol=1e-6)
@@ -158,7 +158,7 @@ def test_saets_pinv_rotation_match_design_formulas(sae, approx):
     ref = _unit((t / t.norm() - b) @ torch.linalg.pinv(M))
     assert torch.allclose(fit("pinv", None, None, ctx).direction, ref, atol=1e-5)
     # rotation: C = colnorm(M)·rownorm(W_dec) = UΣVᵀ, R = UVᵀ, v = norm(norm(d R) − norm(M b))
-    w = sae.sae.W_dec.detach()
+    w = sae.W_dec.detach()
     C = (M / M.norm(dim=0, keepdim=True)) @ (w / w.norm(dim=1, keepdim=True))
     U, _, Vh = torch.linalg.svd(C)
     d = t @ (w / w.norm(dim=1, keepdim=True))

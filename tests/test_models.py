@@ -18,7 +18,10 @@ from steering_core import (
     load_model,
     record_residuals,
 )
-from steering_core.model.loading import REFERENCE_TEXTS, _explain_load_failure, tiny_tokenizer
+from steering_core.model.backends import Backend, HFBackend, TLBackend
+from steering_core.model.hub import explain_load_failure as _explain_load_failure
+from steering_core.model.steerable import REFERENCE_TEXTS
+from steering_core.model.tiny import tiny_tokenizer
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 
@@ -81,6 +84,19 @@ def test_tiny_model_facts(tiny):
     ids, mask = tiny.tokenize(PROMPTS)
     acts = record_residuals(tiny, ids, mask, range(tiny.n_layers))
     assert all(acts[layer].shape == (*ids.shape, tiny.d_model) for layer in range(tiny.n_layers))
+
+
+def test_each_backend_offers_what_the_backend_protocol_asks(tiny):
+    backend = tiny.backend
+    assert isinstance(backend, HFBackend if backend.kind == "hf" else TLBackend)
+    for name in [*Backend.__annotations__, "layer_module", "forward", "start", "step"]:
+        assert hasattr(backend, name), name
+    assert (backend.d_model, backend.n_layers, backend.model) == (tiny.d_model, tiny.n_layers, tiny.module)
+    ids, mask = tiny.tokenize(PROMPTS)
+    with torch.no_grad():
+        full = backend.forward(ids, mask)[:, -1]
+        first, _state = backend.start(ids, mask)  # the KV-cached prefill agrees with the plain forward
+    assert torch.allclose(first, full, atol=1e-4)
 
 
 def _reference_norms(model) -> list[float]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from packs_util import TINY_TOML, VOLATILE, run_cli, write_config  # noqa: E402
 
-from steering_core.pack.builder import Builder, PackConfigError, load_config
+from steering_core.pack.builder import Builder
+from steering_core.pack.config import PackConfigError, load_config
 from steering_core.storage.db import connect
 
 
@@ -99,8 +100,8 @@ def test_bad_hook_is_refused_before_any_work(tmp_path):
 
 
 def test_sae_of_the_wrong_size_is_refused(tmp_path, tiny_hf):
-    from steering_core.model.loading import tiny_model
     from steering_core.model.saes import save_sae, tiny_sae
+    from steering_core.model.tiny import tiny_model
 
     other = tiny_model("hf", n_layers=3, d_model=32, seed=1)
     save_sae(tiny_sae(other, 1, d_sae=16), tmp_path / "wrong_sae")
@@ -160,7 +161,7 @@ def test_unknown_config_keys_are_errors(tmp_path):
 def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
     """The CLI answers a full disk with a sentence, and leaves no partial corpus file behind."""
     import steering_core.pack.corpus as corpus_mod
-    from steering_core.pack import builder as pack_mod
+    from steering_core.pack import cli as pack_mod
     real = np.savez_compressed
 
     def full_disk(path, **arrays):

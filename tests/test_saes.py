@@ -46,7 +46,7 @@ def test_save_and_load_round_trip(tiny, tmp_path, k):
     if k is not None:
         assert int(loaded.sae.cfg.k) == k
         assert bool(((feats != 0).sum(-1) <= k).all())
-        assert torch.allclose(feats, _topk_reference(x, sae.sae.W_enc, k), atol=1e-5)
+        assert torch.allclose(feats, _topk_reference(x, sae.W_enc, k), atol=1e-5)
     # loading without a model still places it by its hook name
     assert load_sae_from_disk(path).layer == 2
 
@@ -65,7 +65,7 @@ def test_resid_pre_sae_reads_the_previous_block(tiny_hf, tmp_path):
 def test_standard_encode_decode_follow_the_formula(tiny):
     sae = tiny_sae(tiny, layer=1, d_sae=64, seed=1)
     x = _acts(tiny, 1)
-    w_enc, w_dec = sae.sae.W_enc, sae.sae.W_dec
+    w_enc, w_dec = sae.W_enc, sae.W_dec
     feats = sae.encode(x)
     assert feats.shape == (x.shape[0], 64)
     assert torch.allclose(feats, torch.relu(x @ w_enc), atol=1e-5)
@@ -80,8 +80,8 @@ def test_standard_encode_decode_follow_the_formula(tiny):
 def test_decoder_direction_is_the_unit_decoder_row(tiny_hf):
     sae = tiny_sae(tiny_hf, layer=1, d_sae=32, seed=2)
     with torch.no_grad():
-        sae.sae.W_dec[5] *= 3.7  # a row whose norm is not 1
-    row = sae.sae.W_dec[5].clone()
+        sae.W_dec[5] *= 3.7  # a row whose norm is not 1
+    row = sae.W_dec[5].clone()
     d = sae.decoder_direction(5)
     assert d.dtype == torch.float32 and d.shape == (64,)
     assert float(d.norm()) == pytest.approx(1.0, abs=1e-6)
@@ -90,9 +90,33 @@ def test_decoder_direction_is_the_unit_decoder_row(tiny_hf):
     raw = sae.decoder_direction("5", normalize=False)
     assert torch.equal(raw, row)
     raw.zero_()  # a copy: changing it leaves the SAE alone
-    assert torch.equal(sae.sae.W_dec[5], row)
+    assert torch.equal(sae.W_dec[5], row)
     with pytest.raises(SAELoadError, match="does not exist"):
         sae.decoder_direction(32)
+
+
+def test_loaded_sae_exposes_the_live_weights(tiny_hf):
+    sae = tiny_sae(tiny_hf, layer=1, d_sae=16, seed=4)
+    for name in ("W_dec", "W_enc", "b_enc", "b_dec"):
+        assert getattr(sae, name) is getattr(sae.sae, name), name  # the parameter itself, not a copy
+    assert sae.W_dec.shape == (sae.d_sae, sae.d_in) and sae.W_enc.shape == (sae.d_in, sae.d_sae)
+    assert (sae.dtype, sae.device) == (sae.sae.W_dec.dtype, sae.sae.W_dec.device)
+    with torch.no_grad():
+        sae.W_dec[0] *= 2.0  # writes through to the SAE that encodes and decodes
+    assert torch.equal(sae.sae.W_dec[0], sae.W_dec[0])
+
+
+def test_loaded_sae_without_biases_reports_none(tiny_hf):
+    sae = tiny_sae(tiny_hf, layer=1, d_sae=16)
+
+    class NoBias(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.W_enc, self.W_dec, self.cfg = inner.W_enc, inner.W_dec, inner.cfg
+
+    bare = type(sae)(sae=NoBias(sae.sae), layer=sae.layer, hook_name=sae.hook_name, source="bare")
+    assert bare.b_enc is None and bare.b_dec is None
+    assert bare.W_dec is sae.W_dec
 
 
 @pytest.mark.parametrize(

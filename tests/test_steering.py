@@ -1,4 +1,5 @@
-"""The steering rule of DESIGN.md §3, asserted exactly on tiny random models (both backends)."""
+"""The steering rule of docs/design.md §Steering semantics, asserted exactly on tiny random
+models (both backends)."""
 
 from __future__ import annotations
 
@@ -191,7 +192,7 @@ def test_per_row_vectors_with_wrong_batch_are_refused(tiny_hf):
 
 
 def test_ace_moves_the_reference_point_to_exactly_a0_plus_alpha_r():
-    from steering_core.model.steering import AceTerm
+    from steering_core.model.operators import AceTerm
 
     g = torch.Generator().manual_seed(0)
     r, a0 = torch.randn(16, generator=g), torch.randn(16, generator=g)
@@ -202,7 +203,7 @@ def test_ace_moves_the_reference_point_to_exactly_a0_plus_alpha_r():
 
 
 def test_ace_sets_the_component_along_r_and_keeps_the_rest():
-    from steering_core.model.steering import AceTerm
+    from steering_core.model.operators import AceTerm
 
     g = torch.Generator().manual_seed(1)
     r, a0 = torch.randn(16, generator=g), torch.randn(16, generator=g)
@@ -218,7 +219,7 @@ def test_ace_sets_the_component_along_r_and_keeps_the_rest():
 
 
 def test_ace_through_the_model_sets_the_residual_component(tiny):
-    from steering_core.model.steering import ace_term
+    from steering_core.model.operators import ace_term
 
     d = tiny.d_model
     r, a0 = random_unit_vector(d, seed=3) * 2.0, random_unit_vector(d, seed=4)
@@ -233,7 +234,7 @@ def test_ace_through_the_model_sets_the_residual_component(tiny):
 
 
 def test_ace_term_validates_its_reference(tiny):
-    from steering_core.model.steering import ace_term
+    from steering_core.model.operators import ace_term
 
     with pytest.raises(SteeringError, match="reference"):
         ace_term(tiny, 1, random_unit_vector(tiny.d_model), torch.zeros(3))

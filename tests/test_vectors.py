@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-import steering_core.vectors.vector as vectors_mod
+import steering_core.vectors.uploads as vectors_mod
 from steering_core import VectorFileError
-from steering_core.vectors.vector import check_vector, read_vector_bytes
+from steering_core.vectors.uploads import check_vector, read_vector_bytes
 
 D = 16
 
@@ -261,7 +261,7 @@ def test_oversize_file_is_refused_before_parsing(monkeypatch):
 # SteeringVector objects, their files (safetensors, GGUF control vectors) and the vector library
 # =================================================================================================
 
-from steering_core.vectors.vector import (  # noqa: E402
+from steering_core.vectors import (  # noqa: E402
     SteeringVector,
     VectorError,
     VectorStore,
@@ -661,7 +661,8 @@ def test_store_shares_a_connection_and_lock_and_touches_only_its_table(tmp_path)
 
 
 def test_vector_becomes_a_steering_term(tiny_hf):
-    from steering_core.model.steering import AceTerm, SteeringTerm
+    from steering_core.model.operators import AceTerm
+    from steering_core.model.steering import SteeringTerm
 
     d = tiny_hf.d_model
     t = SteeringVector("v", 1, _vec(0, d)).term(tiny_hf, 2.0)

@@ -8,14 +8,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from steering_core.errors import SteeringError
 from steering_core.model.steering import steer, steering
 
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
-def per_row_loss(model, ids: torch.Tensor, steer_set=None) -> torch.Tensor:
+
+def per_row_loss(model: SteerableModel, ids: torch.Tensor, steer_set=None) -> torch.Tensor:
     """Mean next-token cross-entropy per row (nats), positions 1.. of equal-length rows."""
     with torch.no_grad(), steer(model, steer_set):
         logits = model.backend.forward(ids, torch.ones_like(ids)).float()
@@ -23,7 +27,7 @@ def per_row_loss(model, ids: torch.Tensor, steer_set=None) -> torch.Tensor:
     return -lp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
-def delta_ce(model, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor, alphas: torch.Tensor,
+def delta_ce(model: SteerableModel, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor, alphas: torch.Tensor,
              base: torch.Tensor | None = None) -> torch.Tensor:
     """ΔCE for each (vector, α) pair: every vector steers its own copy of the reference rows."""
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
@@ -66,8 +70,9 @@ class AlphaResult:
     evals_per_vector: int
 
 
-def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor, target: float = 0.5,
-                       probe: float | None = None, tolerance: float = 0.2, max_alpha: float | None = None,
+def loss_matched_alpha(model: SteerableModel, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor,
+                       target: float = 0.5, probe: float | None = None, tolerance: float = 0.2,
+                       max_alpha: float | None = None,
                        symmetric: bool = True, on_eval: Callable[[int], None] | None = None) -> AlphaResult:
     """α per (unit) vector such that ΔCE on ``ref_ids`` ≈ ``target`` nats.
 
@@ -133,11 +138,11 @@ def loss_matched_alpha(model, ref_ids: torch.Tensor, layer: int, vectors: torch.
     return AlphaResult(alpha=a1, dce=d1, curvature=c.float(), slope=g.float(), evals_per_vector=done[0] - 1)  # the unsteered loss is shared
 
 
-def reference_ids(model, window: int = 32, windows: int = 4) -> torch.Tensor:
+def reference_ids(model: SteerableModel, window: int = 32, windows: int = 4) -> torch.Tensor:
     """Equal-length rows of neutral reference text (``models.REFERENCE_TEXTS`` run together) for
     ΔCE when no pack corpus is at hand: ``[windows, window]`` token ids (fewer rows if the text
     runs out)."""
-    from steering_core.model.loading import REFERENCE_TEXTS
+    from steering_core.model.steerable import REFERENCE_TEXTS
 
     ids, mask = model.tokenize([" ".join(t.strip() for t in REFERENCE_TEXTS)])
     stream = ids[0][mask[0].bool()]
@@ -147,7 +152,8 @@ def reference_ids(model, window: int = 32, windows: int = 4) -> torch.Tensor:
     return stream[: n * window].view(n, window).to(model.device)
 
 
-def auto_alpha(model, layer: int, vector, target: float = 0.5, ref_ids: torch.Tensor | None = None) -> AlphaResult:
+def auto_alpha(model: SteerableModel, layer: int, vector, target: float = 0.5,
+               ref_ids: torch.Tensor | None = None) -> AlphaResult:
     """The α at which steering along ``vector`` (unit-normalised) raises next-token loss on
     neutral reference text by ``target`` nats: the symmetric probe, a quadratic solve, one
     verifying evaluation (a refit when it misses by more than 20 %). What the Steer and Sweep

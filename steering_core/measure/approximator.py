@@ -1,6 +1,7 @@
 """The effect approximator of SAE-TS: a linear map ŷ = x·M + b from a unit steering vector to its
 measured feature effects. It predicts what any vector will do without generating, and it is what
-SAE-TS, pseudoinverse and rotation steering invert (DESIGN.md §4)."""
+SAE-TS, pseudoinverse and rotation steering invert (docs/design.md §Effect approximator and
+targeted steering)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Method comparison (document 001 Table 2): one task (prompts, a behavioural scorer) run across
+"""Method comparison ([Chalnev 2024] Table 2): one task (prompts, a behavioural scorer) run across
 several vectors, each swept over a grid scaled by its own automatic α, reporting the peak
 behaviour × coherence and the α where it peaks."""
 
@@ -7,12 +7,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from steering_core.errors import SteeringCoreError
 from steering_core.measure.sweep import AlphaPoint, SweepCache, SweepSpec, run_sweep
+
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
+    from steering_core.model.steerable import SteerableModel
 
 #: The grid, in multiples of each vector's automatic α (loss-matched, ΔCE +0.5 nats).
 DEFAULT_MULTIPLIERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -47,8 +51,9 @@ def peak(points: Sequence[AlphaPoint], behaviour: str) -> tuple[float, AlphaPoin
     return (best if best_p is not None else float("nan")), best_p
 
 
-def compare(model, candidates: Sequence[Candidate], task: SweepSpec, sae=None, cache: SweepCache | None = None,
-            multipliers: Sequence[float] = DEFAULT_MULTIPLIERS, target_dce: float = 0.5,
+def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepSpec, sae: LoadedSAE | None = None,
+            cache: SweepCache | None = None, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+            target_dce: float = 0.5,
             on_candidate: Callable[[int, int, str], None] | None = None
             ) -> tuple[list[ComparisonRow], dict[str, list[AlphaPoint]]]:
     """Sweep every candidate on the same task; rows sorted by peak product, best first."""

@@ -1,5 +1,5 @@
-"""Feature effects (SAE-TS, document 001 §3): what steering with a vector does to the SAE features
-the model computes afterwards, averaged over generated positions.
+"""Feature effects ([Chalnev 2024] §3; docs/design.md §Feature effects): what steering with a
+vector does to the SAE features the model computes afterwards, averaged over generated positions.
 
 The measurement is batched: each generate call steers many vectors at once (one per batch row),
 every vector sees the same prompts and the same random numbers (a paired design, so differences
@@ -11,7 +11,7 @@ the rollout up to block l (the paper's second pass) at no extra cost."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -19,7 +19,11 @@ from steering_core.errors import SteeringError
 from steering_core.model.generation import GenerationConfig, generate
 from steering_core.model.steering import recording, steering
 
-#: The short open prompts of document 001 §3.
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
+    from steering_core.model.steerable import SteerableModel
+
+#: The short open prompts of [Chalnev 2024] §3 (docs/references.md).
 SAETS_PROMPTS = [
     "I think", "Breaking news", "Last night", "For sale", "The weather", "Dear Sir/Madam",
     "Preheat the oven", "It's interesting that", "Assistant:", "I went up to", "New study suggests",
@@ -60,8 +64,8 @@ def _row_plan(spec: EffectSpec, rollouts: int, seed: int) -> tuple[list[str], li
     return prompts, seeds
 
 
-def generated_feature_means(model, sae, layer: int, prompts: list[str], seeds: list[int], spec: EffectSpec,
-                            group: int, steer_set=None, on_step=None) -> torch.Tensor:
+def generated_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, prompts: list[str], seeds: list[int],
+                            spec: EffectSpec, group: int, steer_set=None, on_step=None) -> torch.Tensor:
     """Generate one batch and return the SAE feature means over generated positions, averaged over
     consecutive groups of ``group`` rows: ``[rows // group, d_sae]``."""
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
@@ -78,7 +82,8 @@ def generated_feature_means(model, sae, layer: int, prompts: list[str], seeds: l
     return per_row.view(-1, group, per_row.shape[-1]).mean(1)
 
 
-def measure_baseline(model, sae, layer: int, spec: EffectSpec, seed: int = 0) -> torch.Tensor:
+def measure_baseline(model: SteerableModel, sae: LoadedSAE, layer: int, spec: EffectSpec,
+                     seed: int = 0) -> torch.Tensor:
     """Mean unsteered feature activation over generated positions: the shared baseline."""
     prompts, seeds = _row_plan(spec, spec.baseline_rollouts_per_prompt, seed)
     total = torch.zeros(sae.d_sae)
@@ -91,8 +96,9 @@ def measure_baseline(model, sae, layer: int, spec: EffectSpec, seed: int = 0) ->
     return total / n
 
 
-def steered_feature_means(model, sae, layer: int, vectors: torch.Tensor, alphas: torch.Tensor | Sequence[float],
-                          spec: EffectSpec, seed: int = 0, on_step=None) -> torch.Tensor:
+def steered_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor,
+                          alphas: torch.Tensor | Sequence[float], spec: EffectSpec, seed: int = 0,
+                          on_step=None) -> torch.Tensor:
     """Mean feature activations under steering, one batch row per (vector, prompt, rollout):
     ``[n_vectors, d_sae]``. Call with at most ``spec.vectors_per_call`` vectors per batch.
     ``on_step(step, total)`` follows the decoding steps."""
@@ -107,7 +113,7 @@ def steered_feature_means(model, sae, layer: int, vectors: torch.Tensor, alphas:
     return generated_feature_means(model, sae, layer, prompts, seeds, spec, group=rows, steer_set=st, on_step=on_step)
 
 
-def measure_effects(model, sae, layer: int, vectors: torch.Tensor, alphas, spec: EffectSpec,
+def measure_effects(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas, spec: EffectSpec,
                     baseline: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Effects ``[n_vectors, d_sae]`` = steered means − baseline, batched ``vectors_per_call`` at a time."""
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
@@ -121,8 +127,8 @@ def measure_effects(model, sae, layer: int, vectors: torch.Tensor, alphas, spec:
     return torch.cat(out) - baseline.unsqueeze(0)
 
 
-def measure_effects_naive(model, sae, layer: int, vectors: torch.Tensor, alphas, spec: EffectSpec,
-                          baseline: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def measure_effects_naive(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas,
+                          spec: EffectSpec, baseline: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The one-vector-at-a-time reference (the paper's loop): generate one vector's rollouts, then
     re-run them unsteered up to ``layer`` and encode. Same prompts and seeds as the batched path."""
     from steering_core.model.steering import record_residuals

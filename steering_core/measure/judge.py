@@ -1,6 +1,7 @@
-"""An optional LLM judge (document 001, appendix B): an OpenAI-compatible chat endpoint scores
-each rollout 1–10 against a behavioural criterion ("The text contains discussion about a
-wedding") and a coherence criterion; scores are mapped to 0–1 as in the paper.
+"""An optional LLM judge ([Chalnev 2024] Appendix B; docs/design.md §Offline evaluation): an
+OpenAI-compatible chat endpoint scores each rollout 1–10 against a behavioural criterion ("The
+text contains discussion about a wedding") and a coherence criterion; scores are mapped to 0–1 as
+in the paper.
 
 Off by default and never needed: every other score works offline. A judge that cannot be reached
 (refused connection, timeout, an error status, a reply that is not the JSON asked for) raises a

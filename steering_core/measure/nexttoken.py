@@ -1,5 +1,5 @@
-"""The next-token view of steering strength (document 004): how each token's probability and the
-loss on reference text move as α grows, for one prompt.
+"""The next-token view of steering strength ([Garreau 2026]; docs/design.md §Steering strength):
+how each token's probability and the loss on reference text move as α grows, for one prompt.
 
 Theory to compare against: Δp(z | α) is monotone for the tokens the vector most promotes or
 suppresses and bump-shaped for most others; ΔCE(α) ≈ g·α + ½·c·α² near 0.
@@ -8,13 +8,16 @@ suppresses and bump-shaped for most others; ΔCE(α) ≈ g·α + ½·c·α² nea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
 from steering_core.names import unencodable_at
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
 
 class NextTokenError(SteeringCoreError):
@@ -38,7 +41,7 @@ def _alphas(alphas: Sequence[float]) -> torch.Tensor:
     return a
 
 
-def next_token_curves(model, prompt: str, vector, layer: int, alphas: Sequence[float],
+def next_token_curves(model: SteerableModel, prompt: str, vector, layer: int, alphas: Sequence[float],
                       tokens: Sequence[str] = (), top_movers: int = 8, chat: bool = True) -> NextTokenCurves:
     """Δp of the next token at every α (one batch: one row per α), for the chosen tokens (first
     token of each string) and the ``top_movers`` tokens whose probability moves most."""
@@ -85,7 +88,7 @@ class DceCurve:
     fit_range: float  # |α| used for the fit
 
 
-def dce_curve(model, layer: int, vector, alphas: Sequence[float], ref_ids=None,
+def dce_curve(model: SteerableModel, layer: int, vector, alphas: Sequence[float], ref_ids=None,
               fit_fraction: float = 0.25) -> DceCurve:
     """ΔCE on reference text over the grid, and the quadratic fitted on the smallest |α| (the
     ``fit_fraction`` of the grid's range, at least the two smallest non-zero points)."""

@@ -1,4 +1,5 @@
-"""α sweeps: behaviour and coherence scores of steered rollouts at each α (document 001 §5).
+"""α sweeps: behaviour and coherence scores of steered rollouts at each α ([Chalnev 2024] §5;
+docs/design.md §Offline evaluation).
 
 For each α of a grid, ``samples`` rollouts per prompt are generated with the vector at that α
 (every α sees the same prompts and the same per-row seeds, so curves differ only by α). Scores:
@@ -23,14 +24,18 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
 from steering_core.storage.crashpoints import crash_point
-from steering_core.storage.db import LibraryTable
+from steering_core.storage.library import LibraryTable
+
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
+    from steering_core.model.steerable import SteerableModel
 
 #: Largest |α| accepted in a grid, in multiples of the residual norm at the layer.
 MAX_ALPHA_NORMS = 20.0
@@ -155,22 +160,23 @@ class AlphaPoint:
 # -- measurement ---------------------------------------------------------------------------------------
 
 
-def _rollouts(model, vector, layer: int, alpha: float, spec: SweepSpec, reference=None):
+def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec, reference=None):
     from steering_core.model.generation import GenerationConfig, generate
-    from steering_core.model.steering import ace_term, make_term, steering
+    from steering_core.model.operators import implied_operator, operator_term
+    from steering_core.model.steering import steering
 
     prompts = [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
                for p in spec.prompts for _ in range(spec.samples)]
     seeds = [spec.seed + 1000 * i + j for i in range(len(spec.prompts)) for j in range(spec.samples)]
-    term = (ace_term(model, layer, vector, reference, alpha) if reference is not None
-            else make_term(model, layer, vector, alpha))
+    term = operator_term(model, implied_operator(reference), layer, vector, alpha, reference=reference)
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     res = generate(model, prompts, cfg, steering=steering(model, term), row_seeds=seeds)
     return prompts, res
 
 
-def _unsteered_pass(model, prompts, token_ids, sae=None, features: Sequence[int] = ()):
+def _unsteered_pass(model: SteerableModel, prompts, token_ids, sae: LoadedSAE | None = None,
+                    features: Sequence[int] = ()):
     """Mean log-likelihood per generated token under the unsteered model, per row, and the mean
     activation of ``features`` over generated positions (NaN when there is no SAE)."""
     from steering_core.model.steering import recording
@@ -199,8 +205,8 @@ def _unsteered_pass(model, prompts, token_ids, sae=None, features: Sequence[int]
     return loglik, act
 
 
-def measure_alpha(model, vector, layer: int, alpha: float, spec: SweepSpec, sae=None, reference=None,
-                  ref_ids=None, judge=None) -> AlphaPoint:
+def measure_alpha(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec,
+                  sae: LoadedSAE | None = None, reference=None, ref_ids=None, judge=None) -> AlphaPoint:
     """All scores at one α (see the module docstring)."""
     from steering_core.measure.alpha import delta_ce
 
@@ -286,7 +292,7 @@ def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=No
     return h.hexdigest()[:40]
 
 
-def run_sweep(model, vector, layer: int, spec: SweepSpec, sae=None, reference=None,
+def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: LoadedSAE | None = None, reference=None,
               cache: SweepCache | None = None, with_dce: bool = True, judge=None,
               on_point: Callable[[int, int, AlphaPoint], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> list[AlphaPoint]:

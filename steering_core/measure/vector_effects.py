@@ -5,12 +5,12 @@ Three answers, cheapest first:
 * **cosine**: the SAE features whose decoder rows point the same way (what the vector *looks
   like*; free, and often misleading, which is why the next two exist);
 * **predicted effects**: the pack's effect approximator applied to the vector (milliseconds);
-* **measured effects**: the pack's own measurement (document 001 §3) run on this one vector at a
-  loss-matched α, against the pack's shared baseline, so the numbers are on the same scale as
-  every feature's effects in the browser. Seconds on a CPU, so results are cached in DuckDB by
+* **measured effects**: the pack's own measurement ([Chalnev 2024] §3; docs/design.md
+  §Feature effects) run on this one vector at a loss-matched α, against the pack's shared
+  baseline, so the numbers are on the same scale as every feature's effects in the browser. Seconds on a CPU, so results are cached in DuckDB by
   (pack, vector bytes, layer, α, seed).
 
-Every list is made of :class:`steering_core.browse.explore.ListRow`, so the pages draw them with the
+Every list is made of :class:`steering_core.browse.rows.ListRow`, so the pages draw them with the
 same components as the feature browser.
 """
 
@@ -22,25 +22,28 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from steering_core.browse.explore import (
+from steering_core.browse.lists import rank_cosine, rank_predicted
+from steering_core.browse.rows import (
     ListFilter,
     ListRow,
-    _check_filter,
-    _check_k,
-    _features,
-    _with_user_labels,
-    rank_cosine,
-    rank_predicted,
+    check_filter,
+    check_k,
+    feature_table,
+    with_user_labels,
 )
 from steering_core.errors import SteeringCoreError
 from steering_core.pack.reader import FeaturePack
 from steering_core.storage.crashpoints import crash_point
-from steering_core.storage.db import LibraryTable
+from steering_core.storage.library import LibraryTable
+
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
+    from steering_core.model.steerable import SteerableModel
 
 
 class VectorEffectsError(SteeringCoreError):
@@ -76,9 +79,9 @@ def check_layer(pack: FeaturePack, layer: int) -> None:
 def cosine_rows(pack: FeaturePack, vector, flt: ListFilter | None = None, k: int = 32,
                 notes=None) -> list[ListRow]:
     """Features whose decoder rows are most cosine-similar to the vector (highest first)."""
-    flt, k = _check_filter(flt), _check_k(k)
+    flt, k = check_filter(flt), check_k(k)
     cos = pack.decoder_matrix().astype(np.float64) @ _vector(pack, vector)
-    return _with_user_labels(pack, rank_cosine(pack, cos, flt, k), notes)
+    return with_user_labels(pack, rank_cosine(pack, cos, flt, k), notes)
 
 
 def predicted(pack: FeaturePack, vector) -> np.ndarray:
@@ -96,12 +99,12 @@ def predicted(pack: FeaturePack, vector) -> np.ndarray:
 def effect_rows(pack: FeaturePack, effects: np.ndarray, flt: ListFilter | None = None, k: int = 64,
                 notes=None, is_predicted: bool = False) -> list[ListRow]:
     """Effects (measured or predicted) as list rows, largest |effect| first after filtering."""
-    flt, k = _check_filter(flt), _check_k(k)
-    ft = _features(pack)
+    flt, k = check_filter(flt), check_k(k)
+    ft = feature_table(pack)
     rows = rank_predicted(np.asarray(effects, dtype=np.float64), ft.baseline, ft.density, flt, k, ft.label_of)
     if not is_predicted:
         rows = [dataclasses.replace(r, predicted=False) for r in rows]
-    return _with_user_labels(pack, rows, notes)
+    return with_user_labels(pack, rows, notes)
 
 
 # -- measurement -----------------------------------------------------------------------------------
@@ -159,8 +162,8 @@ def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float 
     return h.hexdigest()[:40]
 
 
-def measure(model, sae, pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None = None,
-            target_dce: float = 0.5, seed: int = 0, cache: EffectCache | None = None,
+def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: torch.Tensor, layer: int,
+            alpha: float | None = None, target_dce: float = 0.5, seed: int = 0, cache: EffectCache | None = None,
             on_progress: Callable[[int, int], None] | None = None) -> MeasuredEffects:
     """Measure what steering with ``vector`` does to the pack's features.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 
@@ -23,6 +23,9 @@ from steering_core.errors import GenerationError
 from steering_core.model.steering import Steering, steer
 from steering_core.model.steering import steering as build_steering
 from steering_core.names import unencodable_at
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
 #: Hard ceiling on new tokens per call; larger requests are clamped and the result says so.
 MAX_NEW_TOKENS = 1024
@@ -78,7 +81,7 @@ class GenerationResult:
         return self.n_generated / self.seconds if self.seconds > 0 else float("nan")
 
 
-def check_config(model, config: GenerationConfig) -> tuple[GenerationConfig, list[str]]:
+def check_config(model: SteerableModel, config: GenerationConfig) -> tuple[GenerationConfig, list[str]]:
     """Validate a config; clamp what can be clamped and say so; raise on the rest."""
     notes: list[str] = []
     t = config.temperature
@@ -110,7 +113,7 @@ def check_config(model, config: GenerationConfig) -> tuple[GenerationConfig, lis
     ), notes
 
 
-def _check_prompts(model, prompts: Sequence[str]) -> list[str]:
+def _check_prompts(model: SteerableModel, prompts: Sequence[str]) -> list[str]:
     if isinstance(prompts, str):
         prompts = [prompts]
     prompts = list(prompts)
@@ -182,7 +185,7 @@ def _sample_top_k(logits: torch.Tensor, config: GenerationConfig, u: torch.Tenso
 
 
 def stream(
-    model,
+    model: SteerableModel,
     prompts: Sequence[str] | str,
     config: GenerationConfig = GenerationConfig(),
     steering: Steering | Sequence | None = None,
@@ -257,7 +260,7 @@ def stream(
 
 
 def generate(
-    model,
+    model: SteerableModel,
     prompts: Sequence[str] | str,
     config: GenerationConfig = GenerationConfig(),
     steering: Steering | Sequence | None = None,

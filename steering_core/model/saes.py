@@ -10,22 +10,58 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from steering_core.errors import ModelLoadError, SAELoadError
-from steering_core.model.loading import hook_name, layer_of_hook
+from steering_core.model.steerable import SteerableModel, hook_name, layer_of_hook
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
 
 
 @dataclass
 class LoadedSAE:
-    """An ``sae_lens`` SAE plus where it lives in the model."""
+    """An ``sae_lens`` SAE plus where it lives in the model.
 
-    sae: Any
+    Callers read the weights and sizes from here (``W_dec``, ``W_enc``, ``b_dec``, ``b_enc``,
+    ``d_sae``, ``d_in``, ``dtype``, ``device``), never through ``.sae``, so that what a "loaded
+    SAE" offers is stated in one place; ``.sae`` is for handing the module back to sae_lens.
+    """
+
+    sae: SAE  # the sae_lens module itself
     layer: int  # block whose output the SAE reads
     hook_name: str  # as the SAE names it
     source: str  # folder path, or "release/id"
+
+    @property
+    def W_dec(self) -> torch.Tensor:
+        """Decoder ``[d_sae, d_in]``: row ``i`` is feature ``i``'s direction (the live parameter)."""
+        return self.sae.W_dec
+
+    @property
+    def W_enc(self) -> torch.Tensor:
+        """Encoder ``[d_in, d_sae]`` (the live parameter)."""
+        return self.sae.W_enc
+
+    @property
+    def b_dec(self) -> torch.Tensor | None:
+        """Decoder bias ``[d_in]``, or ``None`` for architectures without one."""
+        return getattr(self.sae, "b_dec", None)
+
+    @property
+    def b_enc(self) -> torch.Tensor | None:
+        """Encoder bias ``[d_sae]``, or ``None`` for architectures without one."""
+        return getattr(self.sae, "b_enc", None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.sae.W_dec.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.sae.W_dec.device
 
     @property
     def d_sae(self) -> int:
@@ -43,11 +79,11 @@ class LoadedSAE:
     def encode(self, acts: torch.Tensor) -> torch.Tensor:
         """Feature activations ``[..., d_sae]`` for residuals ``[..., d_in]``."""
         with torch.no_grad():
-            return self.sae.encode(acts.to(self.sae.W_dec.dtype))
+            return self.sae.encode(acts.to(self.dtype))
 
     def decode(self, feats: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.sae.decode(feats.to(self.sae.W_dec.dtype))
+            return self.sae.decode(feats.to(self.dtype))
 
     def check_feature(self, feature_id: Any) -> int:
         """Validate a feature id typed by a person; returns it as an int."""
@@ -61,7 +97,7 @@ class LoadedSAE:
 
     def decoder_direction(self, feature_id: Any, normalize: bool = True) -> torch.Tensor:
         """Decoder row of a feature (unit norm by default, so α keeps its meaning)."""
-        row = self.sae.W_dec[self.check_feature(feature_id)].detach().float().clone()
+        row = self.W_dec[self.check_feature(feature_id)].detach().float().clone()
         return row / row.norm().clamp_min(1e-12) if normalize else row
 
     def describe(self) -> dict[str, Any]:
@@ -74,7 +110,7 @@ class LoadedSAE:
         }
 
 
-def _hook_of(sae) -> str:
+def _hook_of(sae: SAE) -> str:
     meta = getattr(sae.cfg, "metadata", None)
     name = getattr(meta, "hook_name", None) if meta is not None else None
     if name is None:
@@ -84,7 +120,7 @@ def _hook_of(sae) -> str:
     return str(name)
 
 
-def attach(sae, model=None, source: str = "memory") -> LoadedSAE:
+def attach(sae: SAE, model: SteerableModel | None = None, source: str = "memory") -> LoadedSAE:
     """Tie an ``sae_lens`` SAE to a model, checking that its width and hook fit."""
     name = _hook_of(sae)
     try:
@@ -102,7 +138,7 @@ def attach(sae, model=None, source: str = "memory") -> LoadedSAE:
     return LoadedSAE(sae=sae, layer=layer, hook_name=name, source=source)
 
 
-def load_sae_from_disk(path: str | Path, model=None) -> LoadedSAE:
+def load_sae_from_disk(path: str | Path, model: SteerableModel | None = None) -> LoadedSAE:
     """An SAE saved in ``sae_lens`` disk format (``cfg.json`` + ``sae_weights.safetensors``)."""
     from sae_lens import SAE
 
@@ -116,14 +152,14 @@ def load_sae_from_disk(path: str | Path, model=None) -> LoadedSAE:
     return attach(sae, model, source=str(path))
 
 
-def load_pretrained_sae(release: str, sae_id: str, model=None) -> LoadedSAE:
+def load_pretrained_sae(release: str, sae_id: str, model: SteerableModel | None = None) -> LoadedSAE:
     """A pretrained ``sae_lens`` SAE by release and id (needs the hub the first time)."""
     from sae_lens import SAE
 
     release, sae_id = (release or "").strip(), (sae_id or "").strip()
     if not release or not sae_id:
         raise SAELoadError("Give both an sae_lens release (e.g. gpt2-small-res-jb) and an SAE id.")
-    from steering_core.model.loading import hub_offline_if_unreachable
+    from steering_core.model.hub import hub_offline_if_unreachable
 
     try:
         with hub_offline_if_unreachable():
@@ -150,7 +186,8 @@ def model_kwargs_of(release: str, sae_id: str) -> dict[str, Any]:
     return dict(getattr(meta, "model_from_pretrained_kwargs", None) or {})
 
 
-def tiny_sae(model, layer: int | None = None, d_sae: int = 128, seed: int = 0, k: int | None = None) -> LoadedSAE:
+def tiny_sae(model: SteerableModel, layer: int | None = None, d_sae: int = 128, seed: int = 0,
+             k: int | None = None) -> LoadedSAE:
     """A random SAE (standard ReLU, or TopK when ``k`` is given) for tests and demos."""
     from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
@@ -183,7 +220,7 @@ def save_sae(loaded: LoadedSAE, path: str | Path) -> Path:
     return path
 
 
-def load_sae(spec: str | None, model=None) -> LoadedSAE | None:
+def load_sae(spec: str | None, model: SteerableModel | None = None) -> LoadedSAE | None:
     """Load an SAE from a short spec: ``None``/``""`` (none), ``tiny`` (random, for demos),
     a folder path in ``sae_lens`` disk format, or ``release/id`` / ``release:id`` (pretrained)."""
     spec = (spec or "").strip()

@@ -1,6 +1,7 @@
 """Steering: add α·v to the residual stream after block l, exactly and only where asked.
 
-The rule (DESIGN.md §3), which every test in ``tests/test_steering.py`` pins down:
+The rule (docs/design.md §Steering semantics), which every test in ``tests/test_steering.py`` pins
+down:
 
 * the intervention edits the **output of block l** (``blocks.l.hook_resid_post``);
 * at **every position** of every forward pass made inside the scope, prompt included, so during
@@ -14,7 +15,8 @@ The rule (DESIGN.md §3), which every test in ``tests/test_steering.py`` pins do
   sessions) steering the same model at the same time never see each other's vectors.
 
 The hook machinery also records residuals (:func:`record_residuals`), which the effects
-measurement and the residual-norm read-out use.
+measurement and the residual-norm read-out use. Operators other than addition (ACE, ...) are
+:class:`SteeringTerm` subclasses named in :mod:`steering_core.model.operators`.
 """
 
 from __future__ import annotations
@@ -25,16 +27,17 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from steering_core.errors import SteeringError
 
-# ----------------------------------------------------------------------------------------------
-# Terms
-# ----------------------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
+
+# -- terms -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,16 @@ class SteeringTerm:
     """Add ``alpha * vector`` to the residual stream after block ``layer``.
 
     ``vector`` is ``[d_model]`` (same for every row) or ``[batch, d_model]`` (one per row);
-    ``alpha`` is a number or a ``[batch]`` tensor. Subclasses may change the operator (ACE sets
-    the component along a direction instead of adding), by overriding :meth:`apply`.
+    ``alpha`` is a number or a ``[batch]`` tensor. ``active`` (optional ``[batch]`` bools) leaves
+    the rows where it is False untouched, which is how an operator that edits even at α = 0 (ACE)
+    still has an unsteered half in a side-by-side batch. Subclasses change the operator by
+    overriding :meth:`apply` (see :mod:`steering_core.model.operators`).
     """
 
     layer: int
     vector: torch.Tensor
     alpha: float | torch.Tensor = 1.0
+    active: torch.Tensor | None = None  # [batch] bool: rows left untouched where False
 
     @property
     def delta(self) -> torch.Tensor:
@@ -66,7 +72,7 @@ class SteeringTerm:
             return int(self.vector.shape[0])
         if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1:
             return int(self.alpha.shape[0])
-        return None
+        return None if self.active is None else int(self.active.shape[0])
 
     def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Return the steered residual ``[batch, pos, d_model]`` given the precomputed delta."""
@@ -74,54 +80,19 @@ class SteeringTerm:
             return hidden + delta.unsqueeze(1)
         return hidden + delta
 
-
-@dataclass(frozen=True)
-class AceTerm(SteeringTerm):
-    """Affine concept editing (document 000 eq. 2.2): a ← a − proj_r(a) + proj_r(a₀) + α·r.
-
-    Plain addition shifts every activation by the same amount, so an input already far along r
-    overshoots. ACE *sets* the component along r to a₀'s component plus α·|r|, whatever it was,
-    and leaves the orthogonal part alone. With r = CAA and a₀ = the negatives' mean, α = 0 puts
-    every activation at the negatives' level and α = 1 at the positives'. ``vector`` is r,
-    ``reference`` is a₀ ``[d_model]``.
-    """
-
-    reference: torch.Tensor | None = None
-    active: torch.Tensor | None = None  # [batch] bool: rows left untouched where False
-
-    def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        r = self.vector.to(hidden.dtype)
-        r = r if r.dim() == 2 else r.unsqueeze(0)  # [rows or 1, d]
-        r_hat = r / r.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        now = (hidden * r_hat.unsqueeze(1)).sum(-1)  # [batch, pos]: current component along r̂
-        a = self.alpha
-        a = a.to(hidden.dtype).view(-1, 1) if isinstance(a, torch.Tensor) and a.dim() == 1 else float(a)
-        target = (r_hat @ self.reference.to(hidden.dtype)).view(-1, 1) + a * r.norm(dim=-1).view(-1, 1)
-        edited = hidden + (target - now).unsqueeze(-1) * r_hat.unsqueeze(1)
+    def edit(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply`, then the rows ``active`` leaves out put back exactly as they were."""
+        edited = self.apply(hidden, delta)
         if self.active is None:
             return edited
         if self.active.shape[0] != hidden.shape[0]:
-            raise SteeringError(f"ACE row mask has {self.active.shape[0]} rows but the batch has {hidden.shape[0]}.")
+            raise SteeringError(f"The steering row mask has {self.active.shape[0]} rows but the batch has "
+                                f"{hidden.shape[0]}.")
         return torch.where(self.active.view(-1, 1, 1).to(hidden.device), edited, hidden)
 
 
-def ace_term(model, layer, direction, reference, alpha=1.0, active=None) -> AceTerm:
-    """Validated :class:`AceTerm`: ``reference`` must be a finite ``[d_model]`` vector; ``active``
-    (optional ``[batch]`` bools) edits only some rows, e.g. the steered half of a side-by-side batch."""
-    ref = _as_tensor(reference, "reference")
-    if ref.dim() != 1 or ref.shape[0] != model.d_model:
-        raise SteeringError(f"ACE reference has shape {tuple(ref.shape)}; it must be a vector of length {model.d_model}.")
-    if not torch.isfinite(ref).all():
-        raise SteeringError("ACE reference contains NaN or infinite values.")
-    if float(_as_tensor(direction, "vector").norm()) == 0.0:
-        raise SteeringError("ACE needs a non-zero direction.")
-    if active is not None:
-        active = torch.as_tensor(active, dtype=torch.bool).reshape(-1)
-    return make_term(model, layer, direction, alpha, term_cls=AceTerm, reference=ref.to(model.device, model.dtype),
-                     active=active)
-
-
-def _as_tensor(x, what: str) -> torch.Tensor:
+def as_real_tensor(x, what: str) -> torch.Tensor:
+    """``x`` (tensor, array or list of numbers) as a float32 tensor, or a SteeringError naming ``what``."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
     elif isinstance(x, np.ndarray):
@@ -147,7 +118,7 @@ def check_alpha(alpha) -> float | torch.Tensor:
         if not math.isfinite(a):
             raise SteeringError(f"alpha must be a finite number, got {alpha}.")
         return a
-    t = _as_tensor(alpha, "alpha")
+    t = as_real_tensor(alpha, "alpha")
     if t.dim() == 0:
         return check_alpha(float(t))
     if t.dim() != 1:
@@ -157,7 +128,8 @@ def check_alpha(alpha) -> float | torch.Tensor:
     return t
 
 
-def make_term(model, layer, vector, alpha=1.0, term_cls: type[SteeringTerm] = SteeringTerm, **extra) -> SteeringTerm:
+def make_term(model: SteerableModel, layer, vector, alpha=1.0, term_cls: type[SteeringTerm] = SteeringTerm,
+              **extra) -> SteeringTerm:
     """Validate user input and build a term on the model's device and dtype.
 
     Every way a vector can be wrong raises :class:`SteeringError` with a sentence a person can act on.
@@ -167,7 +139,7 @@ def make_term(model, layer, vector, alpha=1.0, term_cls: type[SteeringTerm] = St
     layer = int(layer)
     if not 0 <= layer < model.n_layers:
         raise SteeringError(f"layer {layer} is out of range: {model.name} has layers 0 to {model.n_layers - 1}.")
-    v = _as_tensor(vector, "vector")
+    v = as_real_tensor(vector, "vector")
     if v.dim() == 2 and v.shape[0] == 1 and v.shape[1] == model.d_model:
         v = v[0]
     if v.dim() not in (1, 2) or v.shape[-1] != model.d_model:
@@ -180,15 +152,18 @@ def make_term(model, layer, vector, alpha=1.0, term_cls: type[SteeringTerm] = St
     a = check_alpha(alpha)
     if isinstance(a, torch.Tensor) and v.dim() == 2 and a.shape[0] != v.shape[0]:
         raise SteeringError(f"{a.shape[0]} alphas for {v.shape[0]} vectors: give one alpha per row.")
+    if extra.get("active") is not None:
+        extra["active"] = torch.as_tensor(extra["active"], dtype=torch.bool).reshape(-1)
+        rows = v.shape[0] if v.dim() == 2 else a.shape[0] if isinstance(a, torch.Tensor) else None
+        if rows is not None and extra["active"].shape[0] != rows:
+            raise SteeringError(f"The row mask has {extra['active'].shape[0]} entries for {rows} rows.")
     dev, dt = model.device, model.dtype
     if isinstance(a, torch.Tensor):
         a = a.to(dev, dt)
     return term_cls(layer=layer, vector=v.to(dev, dt), alpha=a, **extra)
 
 
-# ----------------------------------------------------------------------------------------------
-# A validated set of terms
-# ----------------------------------------------------------------------------------------------
+# -- a validated set of terms ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -223,22 +198,19 @@ class Steering:
             if term.layer != layer:
                 continue
             if delta.dim() == 2 and delta.shape[0] != hidden.shape[0]:
-                raise SteeringError(
-                    f"steering carries {delta.shape[0]} per-row vectors but the batch has {hidden.shape[0]} rows."
-                )
-            hidden = term.apply(hidden, delta)
+                raise SteeringError(f"steering carries {delta.shape[0]} per-row vectors but the batch has "
+                                    f"{hidden.shape[0]} rows.")
+            hidden = term.edit(hidden, delta)
         return hidden
 
 
-def steering(model, *terms: tuple | SteeringTerm) -> Steering:
+def steering(model: SteerableModel, *terms: tuple | SteeringTerm) -> Steering:
     """Build a :class:`Steering` from ``(layer, vector, alpha)`` tuples or ready terms."""
     built = [t if isinstance(t, SteeringTerm) else make_term(model, *t) for t in terms]
     return Steering.of(built)
 
 
-# ----------------------------------------------------------------------------------------------
-# Hook registry: one hook per (model, layer), reference-counted, reading context variables
-# ----------------------------------------------------------------------------------------------
+# -- hook registry: one hook per (model, layer), reference-counted, reading context variables ------
 
 _ACTIVE: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_active", default=())
 _RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_recorders", default=())
@@ -259,7 +231,7 @@ _REGISTRIES: "weakref.WeakKeyDictionary[torch.nn.Module, _Registry]" = weakref.W
 _REGISTRIES_LOCK = threading.Lock()
 
 
-def _registry(model) -> _Registry:
+def _registry(model: SteerableModel) -> _Registry:
     with _REGISTRIES_LOCK:
         reg = _REGISTRIES.get(model.module)
         if reg is None:
@@ -298,7 +270,7 @@ def _make_hook(key: int, layer: int):
 
 
 @contextlib.contextmanager
-def _hooks_on(model, layers: Iterable[int]) -> Iterator[None]:
+def _hooks_on(model: SteerableModel, layers: Iterable[int]) -> Iterator[None]:
     reg = _registry(model)
     key = id(model.module)
     acquired: list[int] = []
@@ -320,7 +292,7 @@ def _hooks_on(model, layers: Iterable[int]) -> Iterator[None]:
                     del reg.counts[layer]
 
 
-def installed_hook_count(model) -> int:
+def installed_hook_count(model: SteerableModel) -> int:
     """Hooks this module has on the model right now (0 whenever no scope is open)."""
     reg = _registry(model)
     with reg.lock:
@@ -328,7 +300,7 @@ def installed_hook_count(model) -> int:
 
 
 @contextlib.contextmanager
-def steer(model, steer_set: Steering | Sequence | None) -> Iterator[Steering | None]:
+def steer(model: SteerableModel, steer_set: Steering | Sequence | None) -> Iterator[Steering | None]:
     """Scope inside which every forward pass of ``model`` in *this thread/context* is steered.
 
     Accepts a :class:`Steering`, a list of terms/tuples, or None (no steering). Do not ``yield``
@@ -350,6 +322,14 @@ def steer(model, steer_set: Steering | Sequence | None) -> Iterator[Steering | N
             _ACTIVE.reset(token)
 
 
+def _checked_layers(model: SteerableModel, layers: Iterable[int]) -> list[int]:
+    layers = sorted({int(layer) for layer in layers})
+    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if bad:
+        raise SteeringError(f"layer {bad[0]} is out of range 0..{model.n_layers - 1}.")
+    return layers
+
+
 @dataclass
 class _Recorder:
     key: int
@@ -367,23 +347,15 @@ class _Recorder:
             self.store[layer] = hidden.detach().clone()
 
 
-def record_residuals(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    layers: Sequence[int],
-    steering: Steering | Sequence | None = None,
-    stop_early: bool = True,
-) -> dict[int, torch.Tensor]:
+def record_residuals(model: SteerableModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     layers: Sequence[int], steering: Steering | Sequence | None = None,
+                     stop_early: bool = True) -> dict[int, torch.Tensor]:
     """Residuals after the given blocks (``[batch, pos, d_model]`` each), optionally while steering.
 
     With ``stop_early`` the forward pass ends after the deepest requested block, which is what
     makes measuring SAE features at a middle layer cheap.
     """
-    layers = sorted({int(layer) for layer in layers})
-    for layer in layers:
-        if not 0 <= layer < model.n_layers:
-            raise SteeringError(f"layer {layer} is out of range 0..{model.n_layers - 1}.")
+    layers = _checked_layers(model, layers)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     rec = _Recorder(id(model.module), set(layers), layers[-1] if stop_early and layers else None)
@@ -399,7 +371,8 @@ def record_residuals(
 
 
 @contextlib.contextmanager
-def recording(model, layers: Sequence[int], before_steering: bool = True) -> Iterator[dict[int, list[torch.Tensor]]]:
+def recording(model: SteerableModel, layers: Sequence[int],
+              before_steering: bool = True) -> Iterator[dict[int, list[torch.Tensor]]]:
     """Collect the residual after the given blocks on *every* forward pass inside the scope.
 
     Yields ``{layer: [chunk, ...]}``: one ``[batch, new_positions, d_model]`` chunk per forward
@@ -408,13 +381,9 @@ def recording(model, layers: Sequence[int], before_steering: bool = True) -> Ite
     blocks after l see, that is exactly what an unsteered re-run of the steered rollout would
     give at block l, so effect measurement needs no second pass over the rollouts.
     """
-    layers = sorted({int(layer) for layer in layers})
-    for layer in layers:
-        if not 0 <= layer < model.n_layers:
-            raise SteeringError(f"layer {layer} is out of range 0..{model.n_layers - 1}.")
+    layers = _checked_layers(model, layers)
     rec = _Recorder(id(model.module), set(layers), None, before_steering=before_steering, append=True)
-    for layer in layers:
-        rec.chunks[layer] = []
+    rec.chunks.update({layer: [] for layer in layers})
     with _hooks_on(model, layers):
         token = _RECORDERS.set(_RECORDERS.get() + (rec,))
         try:

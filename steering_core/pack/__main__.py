@@ -2,6 +2,6 @@
 
 import sys
 
-from steering_core.pack.builder import main
+from steering_core.pack.cli import main
 
 sys.exit(main())

@@ -12,12 +12,15 @@ import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from steering_core.model.generation import GenerationConfig, generate
 from steering_core.progress import Progress
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
 TOPICS = [
     "weddings", "the city of London", "Paris", "cooking pasta", "baking bread", "football", "the ocean",
@@ -132,7 +135,7 @@ class CorpusSpec:
     heldout_fraction: float = 0.05
 
 
-def generate_parts(model, spec: CorpusSpec, out: Path, seed: int, log_path: Path | None = None,
+def generate_parts(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int, log_path: Path | None = None,
                    show_bar: bool = True) -> list[Path]:
     """Generate the model-written part in numbered gzip parts; parts already on disk are kept,
     so a killed build resumes at the first missing part with the same prompts and seeds."""
@@ -166,7 +169,7 @@ def read_parts(paths: list[Path]) -> list[str]:
     return docs
 
 
-def pack_windows(model, docs, window: int, max_tokens: int | None = None) -> np.ndarray:
+def pack_windows(model: SteerableModel, docs, window: int, max_tokens: int | None = None) -> np.ndarray:
     """Concatenate documents (EOS between them) and cut the stream into equal windows."""
     tok = model.tokenizer
     sep = model.eos_token_id if model.eos_token_id is not None else model.pad_token_id
@@ -183,7 +186,7 @@ def pack_windows(model, docs, window: int, max_tokens: int | None = None) -> np.
     return np.asarray(stream[: n * window], dtype=np.int64).reshape(n, window)
 
 
-def build_corpus(model, spec: CorpusSpec, out: Path, seed: int, log_path: Path | None = None,
+def build_corpus(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int, log_path: Path | None = None,
                  show_bar: bool = True, extra_texts: Callable[[], Iterator[str]] | None = package_texts) -> Path:
     """Write ``corpus.npz`` (token windows, source of each, held-out mask). Idempotent."""
     target = out / "corpus.npz"

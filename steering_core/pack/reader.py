@@ -130,7 +130,7 @@ class FeaturePack:
         p = self.dir / "baseline.npy"
         return np.load(p) if p.exists() else None
 
-    # -- reads behind the feature browser (steering_core.browse.explore) ------------------------------
+    # -- reads behind the feature browser (steering_core.browse) --------------------------------------
     # A pack is opened once per app process and shared by every browser session (each on its own
     # Streamlit thread); one DuckDB connection must not run two queries at once, so these reads
     # go through a per-thread cursor, and the large arrays are loaded once and kept.

@@ -7,39 +7,91 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from steering_core.errors import SAELoadError
-from steering_core.model.loading import hook_name
+from steering_core.errors import SAELoadError, SteeringCoreError
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
+from steering_core.model.steerable import hook_name
 from steering_core.model.steering import SteeringTerm, make_term, record_residuals, steer, steering
 from steering_core.pack.corpus import Corpus
 from steering_core.progress import Progress
 
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
+
 COMPLETE = "COMPLETE"
+
+
+class SAETrainingError(SteeringCoreError):
+    """An SAE training setting that sae_lens cannot honour (an unknown architecture)."""
 
 
 @dataclass
 class SAETrainSpec:
+    architecture: str = "topk"  # a key of ARCHITECTURES
     d_sae: int = 3072
-    k: int = 32
+    k: int = 32  # active features per token (topk), or on average over a batch (batchtopk)
     training_tokens: int = 1_500_000
     batch_size: int = 1024
     lr: float = 4e-4
     n_checkpoints: int = 8
-    aux_loss_coefficient: float = 1.0
+    aux_loss_coefficient: float = 1.0  # topk, batchtopk: weight of the dead-feature auxiliary loss
+    sparsity_coefficient: float = 1.0  # standard, gated: L1 weight; jumprelu: L0 weight
     # steps without firing before a feature counts as dead and gets the auxiliary loss's gradient;
     # None: a quarter of the run (capped at 1000)
     dead_feature_window: int | None = None
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """One sae_lens training architecture: which of the spec's settings set its sparsity."""
+
+    name: str  # sae_lens' registry key
+    label: str  # how the pack's meta names it
+    sparsity: Callable[[SAETrainSpec], dict[str, Any]]  # sae_lens config kwargs from the spec
+    sparsity_text: Callable[[SAETrainSpec], str]
+
+
+def _topk(s: SAETrainSpec) -> dict[str, Any]:
+    return {"k": s.k, "aux_loss_coefficient": s.aux_loss_coefficient}
+
+
+#: The SAE architectures the pack can train, each one sae_lens training class. TopK is the default
+#: because it fixes L0 by construction (no sparsity coefficient to tune on a CPU budget) and
+#: sae_lens' auxiliary loss keeps dead features down; BatchTopK is saved by sae_lens as JumpReLU.
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("topk", "TopK", _topk, lambda s: f"k={s.k}"),
+    Architecture("batchtopk", "BatchTopK", _topk, lambda s: f"k={s.k}"),
+    Architecture("jumprelu", "JumpReLU", lambda s: {"l0_coefficient": s.sparsity_coefficient},
+                 lambda s: f"L0 coefficient={s.sparsity_coefficient:g}"),
+    Architecture("standard", "standard ReLU", lambda s: {"l1_coefficient": s.sparsity_coefficient},
+                 lambda s: f"L1 coefficient={s.sparsity_coefficient:g}"),
+    Architecture("gated", "gated", lambda s: {"l1_coefficient": s.sparsity_coefficient},
+                 lambda s: f"L1 coefficient={s.sparsity_coefficient:g}"),
+)}
+
+
+def architecture(name: str) -> Architecture:
+    """The architecture a config names; an unknown name is refused with the list of known ones."""
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):
+        raise SAETrainingError(f"Unknown SAE architecture {name!r}; known: {', '.join(ARCHITECTURES)}.") from None
+
+
+def describe_training(spec: SAETrainSpec) -> str:
+    """How the pack's meta (``sae_id``) names an SAE trained from ``spec``."""
+    arch = architecture(spec.architecture)
+    return f"trained here with sae_lens ({arch.label} {arch.sparsity_text(spec)})"
+
+
 # -- activations ---------------------------------------------------------------------------------
 
 
-def compute_activations(model, corpus: Corpus, layer: int, path: Path, batch_windows: int = 32,
+def compute_activations(model: SteerableModel, corpus: Corpus, layer: int, path: Path, batch_windows: int = 32,
                         log_path: Path | None = None, show_bar: bool = True) -> np.memmap:
     """Residuals after ``layer`` for every corpus window, in a float16 memmap.
 
@@ -99,18 +151,18 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name)) if done else None
 
 
-def train_sae(model, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrainSpec, workdir: Path,
+def train_sae(model: SteerableModel, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrainSpec, workdir: Path,
               seed: int = 0, log_path: Path | None = None) -> LoadedSAE:
-    """Train a TopK SAE with sae_lens' SAETrainer; resumes from the last complete checkpoint.
-
-    TopK because it fixes L0 by construction (no sparsity coefficient to tune on a CPU budget) and
-    sae_lens' auxiliary loss keeps dead features down.
-    """
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    """Train an SAE of ``spec.architecture`` with sae_lens' SAETrainer; resumes from the last
+    complete checkpoint."""
+    import sae_lens  # noqa: F401  (registers the training classes)
     from sae_lens.config import SAETrainerConfig
+    from sae_lens.registry import get_sae_training_class
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainer
 
+    arch = architecture(spec.architecture)
+    sae_cls, cfg_cls = get_sae_training_class(arch.name)
     final = workdir / "sae"
     if (final / COMPLETE).exists():
         return load_sae_from_disk(final, model)
@@ -136,13 +188,11 @@ def train_sae(model, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrai
     latest = _latest_checkpoint(ckpt_dir)
     meta = SAEMetadata(hook_name=hook_name(layer), model_name=model.name)
     if latest is None:
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=model.d_model, d_sae=spec.d_sae, k=spec.k, aux_loss_coefficient=spec.aux_loss_coefficient,
-            normalize_activations="expected_average_only_in", metadata=meta,
-        ))
+        sae = sae_cls(cfg_cls(d_in=model.d_model, d_sae=spec.d_sae, normalize_activations="expected_average_only_in",
+                              metadata=meta, **arch.sparsity(spec)))
         start = 0
     else:
-        sae = TopKTrainingSAE.load_from_disk(latest)
+        sae = sae_cls.load_from_disk(latest)
         start = int(latest.name)
 
     def mark_complete(checkpoint_path=None):
@@ -207,7 +257,7 @@ class SAEMetrics:
         return asdict(self)
 
 
-def next_token_loss(model, ids: torch.Tensor, steer_set=None) -> float:
+def next_token_loss(model: SteerableModel, ids: torch.Tensor, steer_set=None) -> float:
     """Mean next-token cross-entropy (nats) over positions 1.. of equal-length windows."""
     with torch.no_grad(), steer(model, steer_set):
         logits = model.backend.forward(ids, torch.ones_like(ids)).float()
@@ -216,7 +266,7 @@ def next_token_loss(model, ids: torch.Tensor, steer_set=None) -> float:
     return float(-lp.gather(-1, tgt.unsqueeze(-1)).mean())
 
 
-def evaluate_sae(model, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray, layer: int,
+def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray, layer: int,
                  max_ce_windows: int = 48, batch_tokens: int = 8192) -> SAEMetrics:
     """Held-out quality: reconstruction (EV, L0, dead) on every held-out token, and the next-token
     loss with the reconstruction spliced in at ``layer`` on up to ``max_ce_windows`` windows."""

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from steering_core.pack.corpus import Corpus
 from steering_core.progress import Progress
+
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
+    from steering_core.model.steerable import SteerableModel
 
 
 @dataclass
@@ -54,14 +59,14 @@ class FeatureStats:
         return self.density > 0
 
 
-def vocab_strings(model) -> list[str]:
+def vocab_strings(model: SteerableModel) -> list[str]:
     """Each token id decoded on its own (what a person should see in a highlighted snippet)."""
     tok = model.tokenizer
     n = len(tok)
     return [tok.decode([i]) for i in range(n)]
 
 
-def unembedding(model) -> torch.Tensor:
+def unembedding(model: SteerableModel) -> torch.Tensor:
     """``[vocab, d_model]`` unembedding matrix of either backend."""
     mod = model.module
     if model.backend.kind == "tl":
@@ -69,7 +74,7 @@ def unembedding(model) -> torch.Tensor:
     return mod.get_output_embeddings().weight.detach().float()
 
 
-def logit_lens(model, directions: torch.Tensor, k: int = 10, vocab: list[str] | None = None,
+def logit_lens(model: SteerableModel, directions: torch.Tensor, k: int = 10, vocab: list[str] | None = None,
                chunk: int = 256) -> tuple[list[list[str]], list[list[str]]]:
     """Top and bottom ``k`` tokens of each direction read through the unembedding."""
     w_u = unembedding(model)
@@ -100,7 +105,7 @@ def auto_label(top_tokens: list[str], top_logits: list[str], live: bool) -> str:
     return f"{fires} → {promotes}" if promotes else fires
 
 
-def _iter_batches(corpus: Corpus, acts: np.ndarray, sae, bw: int):
+def _iter_batches(corpus: Corpus, acts: np.ndarray, sae: LoadedSAE, bw: int):
     n = corpus.tokens.shape[0]
     for lo in range(0, n, bw):
         hi = min(n, lo + bw)
@@ -110,8 +115,8 @@ def _iter_batches(corpus: Corpus, acts: np.ndarray, sae, bw: int):
         yield lo, hi, f
 
 
-def feature_statistics(model, sae, corpus: Corpus, acts: np.ndarray, spec: StatsSpec = StatsSpec(),
-                       log_path=None, show_bar: bool = True) -> FeatureStats:
+def feature_statistics(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray,
+                       spec: StatsSpec = StatsSpec(), log_path=None, show_bar: bool = True) -> FeatureStats:
     """All card statistics in two passes over the corpus activations (position 0 excluded)."""
     n_win, w = corpus.tokens.shape
     d_sae = sae.d_sae
@@ -181,7 +186,7 @@ def feature_statistics(model, sae, corpus: Corpus, acts: np.ndarray, spec: Stats
             if kind == "top":
                 c[vocab[int(corpus.tokens[win, int(win_arg[win, fid])])]] += 1
         top_tokens[fid] = [t for t, _ in c.most_common(5)]
-    dirs = sae.sae.W_dec.detach().float()
+    dirs = sae.W_dec.detach().float()
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     top_l, bot_l = logit_lens(model, dirs, spec.logit_k, vocab)
     live = density > 0

@@ -1,12 +1,13 @@
-"""DuckDB storage for packs (DESIGN.md §7). The table names ``meta``, ``features`` and
+"""DuckDB plumbing: opening a file with errors a person can act on, all-or-nothing transactions,
+and the pack schema (docs/design.md §Storage contract). The table names ``meta``, ``features`` and
 ``feature_effects`` are a public contract: users query them directly. Every write goes through
-:func:`transaction`, so a killed process leaves either the old rows or the new ones."""
+:func:`transaction`, so a killed process leaves either the old rows or the new ones. The user's
+own library file is :mod:`steering_core.storage.library`."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -72,6 +73,7 @@ def connect(path: str | Path, read_only: bool = False):
 
 
 def ensure_schema(con) -> None:
+    """Create the pack tables that do not exist yet (a resumed build keeps what it has)."""
     for stmt in SCHEMA:
         con.execute(stmt)
 
@@ -98,41 +100,22 @@ def transaction(con) -> Iterator[Any]:
 
 
 def set_meta(con, items: dict[str, Any]) -> None:
+    """Store pack-level facts as text (JSON for anything that is not already a string)."""
     for k, v in items.items():
         val = v if isinstance(v, str) else json.dumps(v)
         con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, val])
 
 
 def get_meta(con) -> dict[str, str]:
+    """Every pack-level fact, as stored (text)."""
     return dict(con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
 
 
 def stage_done(con, stage: str) -> bool:
+    """Whether a build stage finished and committed, so a resumed build can skip it."""
     return con.execute("SELECT count(*) FROM stages WHERE stage = ?", [stage]).fetchone()[0] > 0
 
 
 def mark_stage(con, stage: str, info: dict | None = None) -> None:
+    """Record a finished build stage; call it inside the stage's own transaction."""
     con.execute("INSERT OR REPLACE INTO stages (stage, info) VALUES (?, ?)", [stage, json.dumps(info or {})])
-
-
-class LibraryTable:
-    """A small store over the user's library DuckDB file (``cache_dir()/library.duckdb`` unless
-    given a path or an open connection): one lock around the connection, its own tables created
-    on open. Subclasses list their ``CREATE TABLE IF NOT EXISTS`` statements in ``SCHEMA``."""
-
-    SCHEMA: tuple[str, ...] = ()
-
-    def __init__(self, path: str | Path | None = None, con=None):
-        if con is None:
-            from steering_core.model.loading import cache_dir
-
-            con = connect(Path(path) if path else cache_dir() / "library.duckdb")
-        self._lock = threading.RLock()
-        self.con = con
-        with self._lock, transaction(self.con):
-            for stmt in self.SCHEMA:
-                self.con.execute(stmt)
-
-    def close(self) -> None:
-        with self._lock:
-            self.con.close()

@@ -1,5 +1,5 @@
 """How well a direction separates held-out pairs: the numbers behind the layer sweep and the
-data-efficiency plot (document 000).
+data-efficiency plot ([Purchase 2025] §3.2.2, docs/references.md).
 
 Two measures, both on pairs the vector never saw:
 
@@ -134,7 +134,7 @@ def data_efficiency(pa, train: Sequence[int], test: Sequence[int], methods: Sequ
                     ctx: FitContext | None = None, repeats: int = 3, seed: int = 0,
                     counts: Sequence[int] | None = None,
                     on_point: Callable[[str, int], None] | None = None) -> list[EfficiencyPoint]:
-    """Held-out separation against the number of training pairs, per method (document 000's
+    """Held-out separation against the number of training pairs, per method ([Purchase 2025]'s
     data-efficiency sweep). Each point averages ``repeats`` random subsets; the full training set
     is one subset. Methods that need more pairs than a point offers skip that point."""
     from steering_core.vectors.methods import METHODS

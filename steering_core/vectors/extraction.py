@@ -11,7 +11,7 @@ Positions:
 * ``mean``: the mean over all of a text's tokens (position 0, the attention sink, excluded when
   the text has more than one token);
 * ``diff``: the mean over the tokens where the two texts of a pair differ, that is every token
-  after their longest common token prefix (document 002's stories share a beginning; averaging it
+  after their longest common token prefix ([SAE-Gender]'s stories share a beginning; averaging it
   in would only dilute the difference).
 """
 
@@ -22,12 +22,15 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from steering_core.errors import SteeringCoreError
 from steering_core.model.steering import record_residuals
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
 POSITIONS = ("last", "mean", "diff")
 #: Texts per forward pass: 16 keeps a 135M model's activations for 256 tokens under 100 MB.
@@ -56,7 +59,7 @@ class PairActivations:
         return PairActivations(self.layer, self.position, self.pos[i], self.neg[i])
 
 
-def _check(model, layers: Sequence[int], position: str) -> list[int]:
+def _check(model: SteerableModel, layers: Sequence[int], position: str) -> list[int]:
     if position not in POSITIONS:
         raise ExtractionError(f"Unknown token position {position!r}; choose one of {', '.join(POSITIONS)}.")
     out = []
@@ -69,7 +72,7 @@ def _check(model, layers: Sequence[int], position: str) -> list[int]:
     return sorted(set(out))
 
 
-def _token_lists(model, texts: Sequence[str]) -> list[list[int]]:
+def _token_lists(model: SteerableModel, texts: Sequence[str]) -> list[list[int]]:
     ids, mask = model.tokenize(list(texts))
     return [row[m.bool()].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
 
@@ -99,7 +102,7 @@ def _pool(acts: torch.Tensor, mask: torch.Tensor, starts: list[int], position: s
     return torch.stack(out)
 
 
-def extract(model, texts: Sequence[str], layers: Sequence[int], position: str = "last",
+def extract(model: SteerableModel, texts: Sequence[str], layers: Sequence[int], position: str = "last",
             starts: Sequence[int] | None = None, batch_size: int = DEFAULT_BATCH,
             on_batch: Callable[[int], None] | None = None) -> dict[int, torch.Tensor]:
     """Residuals after each layer pooled at ``position``: ``{layer: [n_texts, d_model]}``.
@@ -125,7 +128,8 @@ def extract(model, texts: Sequence[str], layers: Sequence[int], position: str = 
     return {layer: torch.cat(v) for layer, v in out.items()}
 
 
-def diff_starts(model, positives: Sequence[str], negatives: Sequence[str]) -> tuple[list[int], list[int]]:
+def diff_starts(model: SteerableModel, positives: Sequence[str],
+                negatives: Sequence[str]) -> tuple[list[int], list[int]]:
     """Per pair, the first token index after the pair's common prefix (for ``diff`` pooling).
 
     A pair whose token sequences are identical has no differing position: that is an error, since
@@ -207,7 +211,7 @@ class ActivationCache:
 _DEFAULT_CACHE = ActivationCache()
 
 
-def pair_activations(model, positives: Sequence[str], negatives: Sequence[str], layers: Sequence[int],
+def pair_activations(model: SteerableModel, positives: Sequence[str], negatives: Sequence[str], layers: Sequence[int],
                      position: str = "last", cache: ActivationCache | None = _DEFAULT_CACHE,
                      batch_size: int = DEFAULT_BATCH,
                      on_batch: Callable[[int], None] | None = None) -> dict[int, PairActivations]:

@@ -8,12 +8,15 @@ This is the glue the Vectors page calls: activations (cached) → method → a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from steering_core.errors import SteeringCoreError
 from steering_core.vectors.evaluation import data_efficiency, layer_sweep, split_indices
 from steering_core.vectors.extraction import ActivationCache, pair_activations
 from steering_core.vectors.methods import METHODS, FitContext, FitResult, fit
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
 
 Progress = Callable[[int, int], None] | None
 
@@ -48,8 +51,8 @@ def _counter(total: int, on_progress: Progress):
     return tick
 
 
-def fit_dataset(model, req: FitRequest, ctx: FitContext | None = None, cache: ActivationCache | None = None,
-                on_progress: Progress = None) -> tuple[FitResult, object]:
+def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None = None,
+                cache: ActivationCache | None = None, on_progress: Progress = None) -> tuple[FitResult, object]:
     """Fit ``req.method`` on the dataset's training pairs at one layer; returns the fit and a
     :class:`SteeringVector` (not yet saved) named ``req.name``."""
     from steering_core.vectors.vector import SteeringVector
@@ -85,7 +88,7 @@ def fit_dataset(model, req: FitRequest, ctx: FitContext | None = None, cache: Ac
     return res, vec
 
 
-def sweep_layers(model, dataset, layers: Sequence[int], method: str = "caa", position: str = "last",
+def sweep_layers(model: SteerableModel, dataset, layers: Sequence[int], method: str = "caa", position: str = "last",
                  ctx: FitContext | None = None, cache: ActivationCache | None = None,
                  on_progress: Progress = None):
     """Held-out separation per layer (one extraction pass serves every layer)."""
@@ -99,7 +102,7 @@ def sweep_layers(model, dataset, layers: Sequence[int], method: str = "caa", pos
     return layer_sweep(acts, train, held, method, ctx, on_layer=lambda _l: tick(1))
 
 
-def sweep_pairs(model, dataset, layer: int, methods: Sequence[str], position: str = "last",
+def sweep_pairs(model: SteerableModel, dataset, layer: int, methods: Sequence[str], position: str = "last",
                 ctx: FitContext | None = None, repeats: int = 3, cache: ActivationCache | None = None,
                 on_progress: Progress = None):
     """Held-out separation against the number of training pairs, one curve per method."""

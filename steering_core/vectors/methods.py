@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from steering_core.errors import SteeringCoreError
+
+if TYPE_CHECKING:
+    from steering_core.model.saes import LoadedSAE
 
 
 class FitError(SteeringCoreError):
@@ -116,9 +119,8 @@ def _need_approx(ctx: FitContext, method: str):
     return ctx.approximator
 
 
-def _w_dec(sae) -> torch.Tensor:
-    inner = getattr(sae, "sae", sae)
-    return inner.W_dec.detach().float()
+def _w_dec(sae: LoadedSAE) -> torch.Tensor:
+    return sae.W_dec.detach().float()
 
 
 def _weights_vector(ctx: FitContext, d_sae: int, method: str) -> torch.Tensor:
@@ -137,8 +139,8 @@ def _weights_vector(ctx: FitContext, d_sae: int, method: str) -> torch.Tensor:
     return t
 
 
-def feature_difference(sae, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Mean SAE feature activation of positives minus negatives ``[d_sae]`` (document 002)."""
+def feature_difference(sae: LoadedSAE, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Mean SAE feature activation of positives minus negatives ``[d_sae]`` ([SAE-Gender])."""
     return (sae.encode(pos.float()).float() - sae.encode(neg.float()).float()).mean(0)
 
 
@@ -205,7 +207,7 @@ def probe(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
 
 def ace(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
     """Affine concept editing: direction r = CAA, reference a₀ = mean of the negatives. Steering
-    sets the component along r to a₀'s plus α·|r| (see :class:`steering_core.model.steering.AceTerm`):
+    sets the component along r to a₀'s plus α·|r| (see :class:`steering_core.model.operators.AceTerm`):
     α = 1 lands every activation at the positives' mean component."""
     r = _mean_diff(pos, neg)
     return FitResult("ace", r, operator="ace", reference=neg.float().mean(0),
@@ -224,8 +226,9 @@ def sae_top_features(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> F
 
 
 def feature_delta(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Feature-Delta (document 002): encode both sides, take the mean feature difference over
-    every feature, decode it through the decoder (no bias) into the residual stream."""
+    """Feature-Delta ([SAE-Gender] §IV-C, docs/references.md): encode both sides, take the mean
+    feature difference over every feature, decode it through the decoder (no bias) into the
+    residual stream."""
     sae = _need_sae(ctx, "feature_delta")
     delta = feature_difference(sae, pos, neg)
     v = delta @ _w_dec(sae)
@@ -246,8 +249,9 @@ def sae_combo(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResul
 
 
 def saets(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """SAE-TS (document 001): the vector whose *predicted effects* hit the target features,
-    with the approximator's bias direction (what any steering does) projected out."""
+    """SAE-TS ([Chalnev 2024] eq. 3): the vector whose *predicted effects* hit the target features,
+    with the approximator's bias direction (what any steering does) projected out
+    (docs/design.md §Effect approximator and targeted steering)."""
     from steering_core.measure.approximator import saets_vector
 
     approx = _need_approx(ctx, "saets")
@@ -266,7 +270,7 @@ def pinv(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
 
 
 def rotation(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Rotation steering: rotate the targets' decoder direction into effect space (document 001)."""
+    """Rotation steering: rotate the targets' decoder direction into effect space ([Chalnev 2024] App. D)."""
     from steering_core.measure.approximator import rotation_vector
 
     approx = _need_approx(ctx, "rotation")
@@ -293,7 +297,7 @@ def _result_from_unit(name: str, v: torch.Tensor, pos: torch.Tensor, neg: torch.
 
 
 register(Method("caa", "CAA (mean difference)", caa, min_pairs=1,
-                about="Mean of positive − negative activations (documents 000, 002)."))
+                about="Mean of positive − negative activations ([Rimsky 2024]; [Purchase 2025] §2.3.1)."))
 register(Method("pca_diff", "PCA of differences", pca_diff, min_pairs=2,
                 about="First principal direction of the pair differences (repeng's pca_diff)."))
 register(Method("pca_center", "PCA of centred activations", pca_center, min_pairs=2,
@@ -301,19 +305,19 @@ register(Method("pca_center", "PCA of centred activations", pca_center, min_pair
 register(Method("probe", "Linear probe", probe, min_pairs=4,
                 about="Logistic-regression direction separating the two sides."))
 register(Method("ace", "ACE (affine concept editing)", ace, min_pairs=2,
-                about="Sets the component along the CAA direction instead of adding (document 000 eq. 2.2)."))
+                about="Sets the component along the CAA direction instead of adding ([Purchase 2025] eq. 2.2)."))
 register(Method("sae_features", "SAE features (weighted decoders)", sae_top_features, min_pairs=1, needs_sae=True,
                 about="Decoder rows of the features the positives raise most, weighted by the raise."))
 register(Method("feature_delta", "Feature-Delta", feature_delta, min_pairs=1, needs_sae=True,
-                about="Decode the mean SAE feature difference (document 002)."))
+                about="Decode the mean SAE feature difference ([SAE-Gender])."))
 register(Method("sae_combo", "Hand-picked SAE features", sae_combo, min_pairs=0, needs_sae=True, needs_features=True,
                 uses_pairs=False, about="A weighted sum of decoder rows you choose."))
 register(Method("saets", "SAE-TS", saets, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Targets features through the effect approximator (document 001)."))
+                about="Targets features through the effect approximator ([Chalnev 2024] §4)."))
 register(Method("pinv", "Pseudoinverse", pinv, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Pseudoinverse of the effect approximator (document 001)."))
+                about="Pseudoinverse of the effect approximator ([Chalnev 2024] App. A)."))
 register(Method("rotation", "Rotation", rotation, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Decoder direction rotated into effect space (document 001)."))
+                about="Decoder direction rotated into effect space ([Chalnev 2024] App. D)."))
 
 
 def available(ctx: FitContext | None = None) -> list[Method]:

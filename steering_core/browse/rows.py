@@ -1,0 +1,215 @@
+"""The row type, filters and pack-wide feature table that every list of the feature browser shares.
+
+Each ranked list (:mod:`~steering_core.browse.lists`), the search results and the vector-effect
+lists of :mod:`steering_core.measure.vector_effects` are made of :class:`ListRow` and filtered by
+one :class:`ListFilter`, so the pages draw and filter them all the same way. The per-pack
+:class:`FeatureTable` (labels, densities, baseline activations) is loaded once per pack and
+answers every "label and density of feature f" question without a query per row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from steering_core.errors import SteeringCoreError
+from steering_core.pack.reader import FeaturePack
+
+if TYPE_CHECKING:  # pragma: no cover
+    from steering_core.browse.usernotes import UserNotes
+
+#: ε of the relative effect, effect / (baseline activation + ε); the pack stores the same one.
+REL_EPS = 1e-2
+#: Largest list a caller may ask for (a pack stores its top 64 per feature; predicted and
+#: computed lists are cut here).
+MAX_K = 10_000
+#: The sign filter's choices.
+SIGNS = ("any", "positive", "negative")
+#: Density above which "hide dense features" hides a feature: such features fire on a fifth of
+#: all tokens or more, show up in every list and say little about any one of them.
+DEFAULT_MAX_DENSITY = 0.2
+
+
+class ExploreError(SteeringCoreError):
+    """A filter, search or request the feature browser cannot answer as asked."""
+
+
+@dataclass(frozen=True)
+class ListRow:
+    """One row of a ranked list on a feature card. ``value`` is the effect, the action's effect on
+    the card feature, or the cosine; ``rel_value`` the relative effect where one exists;
+    ``predicted`` marks approximator estimates (never mixed with measured rows)."""
+
+    feature_id: int
+    value: float
+    rel_value: float | None
+    label: str
+    density: float | None
+    predicted: bool = False
+
+
+def _threshold(name: str, value: Any, optional: bool, upper: float | None = None) -> float | None:
+    if value is None:
+        if optional:
+            return None
+        raise ExploreError(f"{name} needs a number.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ExploreError(f"{name} must be a number, not {value!r}.")
+    v = float(value)
+    if math.isnan(v) or math.isinf(v):
+        raise ExploreError(f"{name} must be a finite number, not {v}.")
+    if v < 0:
+        raise ExploreError(f"{name} cannot be negative (got {v}); it is compared with absolute values.")
+    if upper is not None and v > upper:
+        raise ExploreError(f"{name} is a fraction between 0 and {upper:g}; got {v}.")
+    return v
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Filters shared by every list (the ones the SAE-TS authors ran in notebooks,
+    [Chalnev 2024]; docs/design.md §Feature effects).
+
+    * ``min_abs``: keep rows with |value| ≥ this;
+    * ``min_rel``: keep rows with |relative effect| ≥ this, where relative effect = effect ÷
+      (baseline activation + ε); rows that have no relative effect (cosine lists) are kept only
+      while this is ``None``;
+    * ``max_density``: hide features active on more than this fraction of tokens (dense
+      features show up in every list and say little); rows of unknown density are kept;
+    * ``sign``: ``any``, ``positive`` (value > 0) or ``negative`` (value < 0).
+
+    NaN values never pass. Invalid thresholds raise :class:`ExploreError` at construction, so a
+    bad filter fails where it was typed rather than as an empty list."""
+
+    min_abs: float = 0.0
+    min_rel: float | None = None
+    max_density: float | None = None
+    sign: str = "any"
+
+    def __post_init__(self):
+        object.__setattr__(self, "min_abs", _threshold("Minimum |effect|", self.min_abs, optional=False))
+        object.__setattr__(self, "min_rel", _threshold("Minimum |relative effect|", self.min_rel, optional=True))
+        object.__setattr__(self, "max_density", _threshold("Density threshold", self.max_density, optional=True,
+                                                           upper=1.0))
+        if self.sign not in SIGNS:
+            raise ExploreError(f"sign must be one of {list(SIGNS)}, not {self.sign!r}.")
+
+    @property
+    def is_default(self) -> bool:
+        return self == ListFilter()
+
+    def mask(self, values: np.ndarray, rel: np.ndarray, density: np.ndarray) -> np.ndarray:
+        """Which rows pass (vectorised; ``rel`` and ``density`` hold NaN where unknown)."""
+        v = np.asarray(values, dtype=np.float64)
+        ok = np.isfinite(v) & (np.abs(v) >= self.min_abs)
+        if self.sign == "positive":
+            ok &= v > 0
+        elif self.sign == "negative":
+            ok &= v < 0
+        if self.min_rel is not None:
+            r = np.asarray(rel, dtype=np.float64)
+            ok &= np.isfinite(r) & (np.abs(np.nan_to_num(r, nan=0.0)) >= self.min_rel)
+        if self.max_density is not None:
+            d = np.asarray(density, dtype=np.float64)
+            ok &= ~(np.nan_to_num(d, nan=-1.0) > self.max_density)
+        return ok
+
+    def allows(self, row: ListRow) -> bool:
+        return bool(self.mask(*_row_arrays([row]))[0])
+
+
+def nan_if_none(x: float | None) -> float:
+    """``None`` as NaN, so unknown numbers fit in float arrays."""
+    return float("nan") if x is None else float(x)
+
+
+def _row_arrays(rows: Sequence[ListRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([r.value for r in rows], np.float64),
+            np.array([nan_if_none(r.rel_value) for r in rows], np.float64),
+            np.array([nan_if_none(r.density) for r in rows], np.float64))
+
+
+def filter_rows(rows: Sequence[ListRow], flt: ListFilter, k: int) -> list[ListRow]:
+    """The first ``k`` rows (in their ranked order) that the filter allows."""
+    if not rows:
+        return []
+    keep = flt.mask(*_row_arrays(rows))
+    return [r for r, ok in zip(rows, keep) if ok][:k]
+
+
+def check_k(k: Any, name: str = "k") -> int:
+    """A list length or count as typed by a caller, checked: a whole number from 1 to :data:`MAX_K`
+    (a sentence otherwise, never a silently empty or huge list)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ExploreError(f"{name} must be a whole number, not {k!r}.")
+    if not 1 <= int(k) <= MAX_K:
+        raise ExploreError(f"{name} must be between 1 and {MAX_K}; got {k}.")
+    return int(k)
+
+
+def check_filter(flt: Any) -> ListFilter:
+    """``None`` (no filtering) or a :class:`ListFilter`; anything else is a sentence."""
+    if flt is None:
+        return ListFilter()
+    if not isinstance(flt, ListFilter):
+        raise ExploreError(f"Filters must be a ListFilter, not {type(flt).__name__}.")
+    return flt
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """Pack-wide per-feature arrays: label (pack label, else auto label), density and baseline
+    activation (NaN where unknown)."""
+
+    label: list[str]
+    density: np.ndarray
+    baseline: np.ndarray
+
+    def label_of(self, fid: int) -> str:
+        return self.label[fid] if 0 <= fid < len(self.label) else ""
+
+    def density_of(self, fid: int) -> float | None:
+        d = self.density[fid] if 0 <= fid < len(self.density) else float("nan")
+        return None if math.isnan(d) else float(d)
+
+
+def feature_table(pack: FeaturePack) -> FeatureTable:
+    """The pack's :class:`FeatureTable`, read once per open pack (cached on the pack). Baselines
+    missing from the features table are filled from the pack's baseline file."""
+    def load() -> FeatureTable:
+        n = pack.n_features
+        labels = [""] * n
+        dens = np.full(n, np.nan)
+        base = np.full(n, np.nan)
+        for fid, label, auto, d, b in pack.feature_columns(["feature_id", "label", "auto_label", "density",
+                                                            "baseline_act"]):
+            if 0 <= fid < n:
+                labels[fid] = label or auto or ""
+                dens[fid] = nan_if_none(d)
+                base[fid] = nan_if_none(b)
+        file_base = pack.cached_baseline()
+        if file_base is not None and np.isnan(base).any():
+            m = min(n, len(file_base))
+            fill = np.isnan(base[:m])
+            base[:m][fill] = np.asarray(file_base, np.float64)[:m][fill]
+        return FeatureTable(labels, dens, base)
+    return pack.cached("explore:features", load)
+
+
+def with_user_labels(pack: FeaturePack, rows: list, notes: "UserNotes | None") -> list:
+    """Rows whose label the user rewrote get the user's label (rows are frozen: replaced). Works
+    on any frozen row type with ``feature_id`` and ``label`` fields."""
+    if notes is None or not rows:
+        return rows
+    mine = notes.labels(pack, [r.feature_id for r in rows])
+    return [dataclasses.replace(r, label=mine[r.feature_id]) if r.feature_id in mine else r for r in rows]
+
+
+__all__ = [
+    "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureTable", "ListFilter", "ListRow", "MAX_K", "REL_EPS", "SIGNS",
+    "check_filter", "check_k", "feature_table", "filter_rows", "nan_if_none", "with_user_labels",
+]

@@ -1,0 +1,88 @@
+"""The pack command line, ``python -m steering_core.pack`` or ``steering-pack``: build or
+resume a pack from its TOML config, or show how far a (background) build has come.
+
+    python -m steering_core.pack build packs/embedded.toml      # run or resume
+    python -m steering_core.pack status packs/embedded.toml     # what is done, last log lines
+
+Every failure a person can fix ends in one sentence on stderr: exit 2 for a bad config or input,
+3 for a full disk or a failed database write (finished work is kept; rerun to resume)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from steering_core.errors import SteeringCoreError
+from steering_core.model.loading import load_model
+from steering_core.pack import tables
+from steering_core.pack.builder import Builder
+from steering_core.pack.config import PackConfig, load_config, resolve_layer
+from steering_core.pack.stages import PIPELINE
+from steering_core.storage.db import StoreError, connect
+
+
+def status(cfg: PackConfig) -> dict[str, Any]:
+    """Which stages are done and the tail of the build log (for a background build)."""
+    d = cfg.workdir
+    out: dict[str, Any] = {"workdir": str(d), "done": [], "log_tail": []}
+    if (d / "build.duckdb").exists():
+        try:
+            con = connect(d / "build.duckdb", read_only=True)
+            try:
+                out["done"] = tables.done_stages(con)
+            finally:
+                con.close()
+        except StoreError as exc:
+            out["done"] = [f"(database busy: {exc})"]
+    if (d / "build.log").exists():
+        out["log_tail"] = (d / "build.log").read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    ap = argparse.ArgumentParser(prog="python -m steering_core.pack", description=(
+        f"Build a feature pack ({' → '.join(PIPELINE.order())}) from a TOML config; "
+        "the same command resumes after a kill at any point."))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build or resume a pack")
+    b.add_argument("config")
+    b.add_argument("--until", choices=PIPELINE.order(), help="stop after this stage")
+    b.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
+    s = sub.add_parser("status", help="stages done and the last log lines")
+    s.add_argument("config")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        cfg = load_config(args.config)
+        if args.cmd == "status":
+            print(json.dumps(status(cfg), indent=1))
+            return 0
+        model = load_model(cfg.model)
+        resolve_layer(cfg, model)  # a hook or layer the model lacks is refused before anything is written
+        Builder(cfg, show_bar=not args.quiet, model=model).run(args.until)
+    except SteeringCoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno == 28:
+            print(f"error: the disk is full ({exc}); finished stages are kept, rerun the same command to resume.",
+                  file=sys.stderr)
+            return 3
+        raise
+    except Exception as exc:
+        import duckdb
+
+        if isinstance(exc, duckdb.Error):
+            print(f"error: a database write failed ({str(exc).splitlines()[0]}); the transaction was rolled back, "
+                  "finished work is kept, rerun the same command to resume.", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""A pack's build settings: the TOML config read into typed dataclasses, with every impossible
+value refused before anything is written (a NaN, a negative count, an unknown key or SAE
+architecture would otherwise surface as a traceback, or a wrong pack, after minutes of building)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steering_core.errors import SteeringCoreError
+from steering_core.measure.effects import EffectSpec
+from steering_core.model.loading import PROJECT_ROOT
+from steering_core.model.steerable import layer_of_hook
+from steering_core.pack.corpus import CorpusSpec
+from steering_core.pack.sae_training import SAETrainSpec, architecture
+from steering_core.pack.stats import StatsSpec
+
+if TYPE_CHECKING:
+    from steering_core.model.steerable import SteerableModel
+
+
+class PackConfigError(SteeringCoreError):
+    """A pack configuration that cannot be built as written."""
+
+
+@dataclass
+class AlphaSpec:
+    """How each feature's α is loss-matched on held-out reference text (docs/design.md §Steering strength)."""
+
+    target_dce: float = 0.5
+    ref_windows: int = 2
+    ref_tokens: int = 32
+    tolerance: float = 0.2
+    symmetric: bool = False  # one-sided probe: 2 evaluations per feature unless the check fails
+
+
+@dataclass
+class PackConfig:
+    """One pack build: which model, hook and SAE, and the settings of every stage."""
+
+    name: str
+    model: str = "embedded"
+    layer: int | None = None
+    hook: str | None = None
+    sae: str = "train"  # "train", or an SAE spec (folder, release:id) to measure instead
+    seed: int = 0
+    out_dir: str | None = None
+    ship_to: str | None = None
+    top_effects: int = 64
+    neighbors: int = 32
+    stability_features: int = 50
+    dense_threshold: float = 0.2
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    sae_train: SAETrainSpec = field(default_factory=SAETrainSpec)
+    stats: StatsSpec = field(default_factory=StatsSpec)
+    effects: EffectSpec = field(default_factory=EffectSpec)
+    alpha: AlphaSpec = field(default_factory=AlphaSpec)
+
+    @property
+    def workdir(self) -> Path:
+        return resolve_path(self.out_dir) if self.out_dir else PROJECT_ROOT / "cache" / "build" / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: The config's sections, each one nested dataclass of :class:`PackConfig`.
+SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha")
+
+
+def resolve_path(p: str) -> Path:
+    """A config path: ``~`` expanded, relative paths taken from the project root (not the cwd)."""
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise PackConfigError(f"[{where}] must be a table of settings.")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise PackConfigError(f"Unknown setting(s) {unknown} in [{where}]; known: {sorted(names)}.")
+    kwargs = {}
+    for k, v in data.items():
+        default = getattr(cls(), k)
+        if dataclasses.is_dataclass(default):
+            kwargs[k] = _from_dict(type(default), v, k)
+        elif isinstance(default, tuple) and isinstance(v, list):
+            kwargs[k] = tuple(v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> PackConfig:
+    """Read a TOML pack config; unknown keys and impossible values are errors, not silent defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise PackConfigError(f"No pack config at {path}.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PackConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except OSError as exc:  # a folder, or no permission to read it
+        raise PackConfigError(f"Cannot read the pack config {path} ({exc.strerror or exc}).") from None
+    if "name" not in data:
+        data["name"] = path.stem
+    nested = {k: data.pop(k) for k in SECTIONS if k in data}
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(PackConfig)})
+    if unknown:
+        raise PackConfigError(f"Unknown setting(s) {unknown} in {path.name}.")
+    cfg = PackConfig(**data)
+    for k, v in nested.items():
+        setattr(cfg, k, _from_dict(type(getattr(cfg, k)), v, k))
+    check_values(cfg)
+    return cfg
+
+
+#: Settings whose default is None but which take a whole number when given.
+_OPTIONAL_INTS = {"layer", "dead_feature_window"}
+
+
+def _check_value(key: str, value: Any, default: Any, name: str = "") -> None:
+    """One setting against the type of its default: whole numbers and numbers must be finite and
+    not negative, texts must be text, lists hold items like the default's."""
+    def fail(why: str) -> None:
+        raise PackConfigError(f"{key} {why}, not {value!r}.")
+
+    if default is None:
+        default = 0 if name in _OPTIONAL_INTS else ""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("must be a whole number")
+        if value < 0:
+            fail("cannot be negative")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("must be a number")
+        if not math.isfinite(value):
+            fail("must be a finite number")
+        if value < 0:
+            fail("cannot be negative")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            fail("must be text")
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            fail("must be a list")
+        if default:
+            for i, item in enumerate(value):
+                _check_value(f"{key}[{i}]", item, default[0])
+                if isinstance(item, str) and not item.strip():
+                    raise PackConfigError(f"{key}[{i}] is empty; every item must be non-empty text.")
+
+
+def check_values(cfg: PackConfig) -> None:
+    """Refuse impossible values before anything is written: the pack name (it becomes a folder),
+    every setting against its default's type, the hook's form and the SAE architecture."""
+    from steering_core.names import InvalidNameError, clean_name
+
+    try:
+        clean_name(cfg.name, "pack")  # the name becomes a folder under cache/build
+    except InvalidNameError as exc:
+        raise PackConfigError(str(exc)) from None
+    fresh = PackConfig(name=cfg.name)
+    for f in dataclasses.fields(PackConfig):
+        value, default = getattr(cfg, f.name), getattr(fresh, f.name)
+        items = ([(f"[{f.name}] {g.name}", g.name, getattr(value, g.name), getattr(default, g.name))
+                  for g in dataclasses.fields(default)] if dataclasses.is_dataclass(default)
+                 else [(f.name, f.name, value, default)])
+        for key, name, v, d in items:
+            if v is not None:  # None only where the default is None and the setting was left out
+                _check_value(key, v, d, name)
+    try:
+        architecture(cfg.sae_train.architecture)
+    except SteeringCoreError as exc:
+        raise PackConfigError(f"[sae_train] architecture: {exc}") from None
+    if cfg.hook:
+        try:
+            layer_of_hook(cfg.hook)  # the form; the range is checked against the model
+        except SteeringCoreError as exc:
+            raise PackConfigError(str(exc)) from None
+
+
+def resolve_layer(cfg: PackConfig, model: SteerableModel) -> int:
+    """The block whose output the pack studies, from ``layer`` or ``hook`` (checked against the model)."""
+    if cfg.hook:
+        try:
+            layer = layer_of_hook(cfg.hook, model.n_layers)
+        except SteeringCoreError as exc:
+            raise PackConfigError(f"Hook {cfg.hook!r} does not exist on {model.name}: {exc}") from exc
+    elif cfg.layer is not None:
+        layer = int(cfg.layer)
+    else:
+        layer = model.default_layer
+    if not 0 <= layer < model.n_layers:
+        raise PackConfigError(f"Layer {layer} does not exist on {model.name} (layers 0..{model.n_layers - 1}).")
+    return layer

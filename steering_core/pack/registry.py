@@ -1,0 +1,87 @@
+"""Stages declared with the stages they need, so the build order is derived instead of written
+out by hand, and a missing or circular dependency is a clear error when the stage is declared
+(at import time), not a half-built pack when the build reaches it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from steering_core.errors import SteeringCoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class StageError(SteeringCoreError):
+    """A stage declared with a dependency that cannot be satisfied, or asked for by a wrong name."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[..., None]
+    needs: tuple[str, ...] = ()
+
+
+class StageRegistry:
+    """Named stages and what each needs. A stage may only need stages declared before it (so
+    dependencies can never form a cycle), and :meth:`order` is topological: every stage after all
+    it needs, ties kept in declaration order."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, Stage] = {}
+
+    def stage(self, name: str, needs: Iterable[str] = ()) -> Callable[[F], F]:
+        """Decorator: declare ``fn`` as stage ``name``, run after every stage in ``needs``."""
+        def register(fn: F) -> F:
+            self.add(Stage(name, fn, tuple(needs)))
+            return fn
+        return register
+
+    def add(self, stage: Stage) -> None:
+        if not stage.name or not isinstance(stage.name, str):
+            raise StageError(f"A stage needs a non-empty name, not {stage.name!r}.")
+        if stage.name in self._stages:
+            raise StageError(f"Stage {stage.name!r} is declared twice.")
+        if stage.name in stage.needs:
+            raise StageError(f"Stage {stage.name!r} needs itself: a dependency cycle.")
+        unknown = [n for n in stage.needs if n not in self._stages]
+        if unknown:
+            raise StageError(f"Stage {stage.name!r} needs {unknown}, which no stage declared before it provides "
+                             f"(declared: {list(self._stages)}); declare a stage after the stages it needs.")
+        self._stages[stage.name] = stage
+
+    def order(self) -> list[str]:
+        """Stage names in run order: each after everything it needs, otherwise in declaration order."""
+        out: list[str] = []
+        placed: set[str] = set()
+
+        def place(name: str) -> None:
+            if name in placed:
+                return
+            for dep in self._stages[name].needs:
+                place(dep)
+            placed.add(name)
+            out.append(name)
+
+        for name in self._stages:
+            place(name)
+        return out
+
+    def needs(self, name: str) -> tuple[str, ...]:
+        return self[name].needs
+
+    def __getitem__(self, name: str) -> Stage:
+        try:
+            return self._stages[name]
+        except KeyError:
+            raise StageError(f"Unknown stage {name!r}; stages: {self.order()}.") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._stages
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self._stages[n] for n in self.order())
+
+    def __len__(self) -> int:
+        return len(self._stages)
