@@ -13,7 +13,7 @@ import atexit
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 import streamlit as st
 
@@ -346,6 +346,14 @@ def goto_features(feature: int) -> NoReturn:
 def _one_vector(feature: int | None, vector: str | None) -> None:
     if (feature is None) == (vector is None):
         raise ValueError("Hand over exactly one of feature= (an SAE feature id) or vector= (a saved vector name).")
+
+
+def first_value(key: str, value: Any, arg: str = "value") -> dict[str, Any]:
+    """Widget keyword arguments that give ``value`` as a widget's first value, unless session state
+    already holds one for ``key`` (a hand-off or a preset put it there). Passing both makes
+    Streamlit warn, and a value put in session state alone can be lost when the page's first run
+    is interrupted, so the default travels with the widget call. ``arg`` is ``"index"`` for radios."""
+    return {} if key in st.session_state else {arg: value}
 
 
 def goto_steer(*, feature: int | None = None, vector: str | None = None, layer: int | None = None,

@@ -1,8 +1,8 @@
 """Steer: drag α and watch steered and unsteered completions side by side, streamed.
 
 Other pages open this one through ``ui.goto_steer``; presets load through ``pending_widgets``.
-Both only set session state, so every widget here takes its first value from session state
-(``ss.setdefault``) and none passes its own default as well (Streamlit warns when a widget gets both).
+Both only set session state, so a widget here passes its own first value only while session
+state holds none for its key (``ui.first_value``; Streamlit warns when a widget gets both).
 """
 
 import streamlit as st
@@ -35,17 +35,16 @@ for key, value in (ss.pop("pending_widgets", None) or {}).items():  # a loaded p
 
 with st.sidebar:
     st.subheader("Vector")
-    ss.setdefault("vec_source", ui.SteerSource.SAE_FEATURE if sae is not None else ui.SteerSource.RANDOM)
-    source = st.radio("Source", list(ui.SteerSource), key="vec_source")
+    first_source = ui.SteerSource.SAE_FEATURE if sae is not None else ui.SteerSource.RANDOM
+    source = st.radio("Source", list(ui.SteerSource), key="vec_source",
+                      **ui.first_value("vec_source", list(ui.SteerSource).index(first_source), "index"))
     resolved, error = None, None
     try:
         if source == ui.SteerSource.RANDOM:
-            ss.setdefault("vec_seed", 0)
-            seed_v = st.number_input("Direction seed", step=1, key="vec_seed")
+            seed_v = st.number_input("Direction seed", step=1, key="vec_seed", **ui.first_value("vec_seed", 0))
             resolved = random_direction(model, int(seed_v))
         elif source == ui.SteerSource.SAE_FEATURE:
-            ss.setdefault("vec_feature", "0")
-            fid = st.text_input("Feature id", key="vec_feature")
+            fid = st.text_input("Feature id", key="vec_feature", **ui.first_value("vec_feature", "0"))
             resolved = sae_direction(model, sae, fid)
         elif source == ui.SteerSource.SAVED:
             names = vstore.names()
@@ -112,8 +111,7 @@ with st.sidebar:
         extras = []
         try:
             for nm in st.multiselect("Saved vectors", vstore.names(), key="extra_vectors"):
-                ss.setdefault(f"extra_alpha_{nm}", 0.0)
-                a = st.number_input(f"α for {nm}", key=f"extra_alpha_{nm}")
+                a = st.number_input(f"α for {nm}", key=f"extra_alpha_{nm}", **ui.first_value(f"extra_alpha_{nm}", 0.0))
                 v = vstore.load(nm)
                 extras.append(ExtraVector(v.layer, v.unit(), float(a), v.reference, v.operator))
         except SteeringCoreError as exc:
@@ -150,17 +148,18 @@ if chat_mode:
     if st.button("Reset conversation", key="chat_reset"):
         ss.hist_u, ss.hist_s = [], []
         st.rerun()
-for key, value in (("prompt", "Tell me about your weekend plans."), ("chat", bool(model.chat_template)),
-                   ("n_samples", 2), ("max_tokens", 48), ("temperature", 0.8), ("seed", 0)):
-    ss.setdefault(key, value)  # the first values (presets set these keys too)
-prompt = st.text_area("Prompt", key="prompt", label_visibility="collapsed")
+first = ui.first_value  # presets set these keys too
+prompt = st.text_area("Prompt", key="prompt", label_visibility="collapsed",
+                      **first("prompt", "Tell me about your weekend plans."))
 c1, c2, c3, c4, c5 = st.columns(5)
-chat = c1.toggle("Chat template", key="chat", disabled=not model.chat_template)
-n_samples = c2.number_input("Samples", 1, MAX_SAMPLES, key="n_samples")
-max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, key="max_tokens",
+chat = c1.toggle("Chat template", key="chat", disabled=not model.chat_template,
+                 **first("chat", bool(model.chat_template)))
+n_samples = c2.number_input("Samples", 1, MAX_SAMPLES, key="n_samples", **first("n_samples", 2))
+max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, key="max_tokens", **first("max_tokens", 48),
                              help="More than the model allows per call is clamped (and said).")
-temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, key="temperature")
-seed = c5.number_input("Seed", step=1, key="seed")
+temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, key="temperature",
+                              **first("temperature", 0.8))
+seed = c5.number_input("Seed", step=1, key="seed", **first("seed", 0))
 
 go = st.button("Generate", type="primary", disabled=resolved is None, key="generate")
 left, right = st.columns(2)

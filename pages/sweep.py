@@ -25,9 +25,10 @@ vstore = ui.library().vectors
 with st.sidebar:
     st.subheader("Vector")
     # ui.goto_sweep (from the Steer page) sets these keys, so they get no widget default of their own
-    ss.setdefault("sw_source", ui.SweepSource.SAVED if vstore.names() else ui.SweepSource.SAE_FEATURE)
-    source = st.radio("Source", list(ui.SweepSource), key="sw_source")
-    vector, layer, reference, label = None, None, None, ""
+    first_source = ui.SweepSource.SAVED if vstore.names() else ui.SweepSource.SAE_FEATURE
+    source = st.radio("Source", list(ui.SweepSource), key="sw_source",
+                      **ui.first_value("sw_source", list(ui.SweepSource).index(first_source), "index"))
+    vector, layer, reference, label, operator = None, None, None, "", None
     try:
         if source == ui.SweepSource.SAVED:
             names = vstore.names()
@@ -36,13 +37,12 @@ with st.sidebar:
             else:
                 pick = st.selectbox("Vector", names, key="sw_vector")
                 vec = vstore.load(pick)
-                vector, layer, reference, label = vec.unit(), vec.layer, vec.reference, pick
+                vector, layer, reference, label, operator = vec.unit(), vec.layer, vec.reference, pick, vec.operator
         else:
             if sae is None:
                 st.info("No SAE is loaded.")
             else:
-                ss.setdefault("sw_feature", "0")
-                fid = sae.check_feature(st.text_input("Feature id", key="sw_feature"))
+                fid = sae.check_feature(st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", "0")))
                 vector, layer, label = sae.decoder_direction(fid), sae.layer, f"feature {fid}"
     except SteeringCoreError as exc:
         ui.show_error(exc)
@@ -70,8 +70,8 @@ with sweep_tab:
                            key="sw_prompts")
     mode = c2.radio("α grid", list(ui.SweepGrid), key="sw_mode", horizontal=True)
     target = c2.number_input("ΔCE target for the automatic α (nats)", 0.05, 5.0, 0.5, 0.05, key="sw_target")
-    ss.setdefault("sw_grid", "0, 10, 20, 40, 80")
-    manual = c2.text_input("Manual grid (comma-separated)", key="sw_grid", disabled=mode != ui.SweepGrid.MANUAL)
+    manual = c2.text_input("Manual grid (comma-separated)", key="sw_grid", disabled=mode != ui.SweepGrid.MANUAL,
+                           **ui.first_value("sw_grid", "0, 10, 20, 40, 80"))
     c3, c4, c5 = st.columns(3)
     samples = c3.number_input("Samples per prompt and α", 1, MAX_SAMPLES, 4, key="sw_samples")
     new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
@@ -101,7 +101,7 @@ with sweep_tab:
             st.caption("No sweep is running.")
         else:
             kept = run_sweep(model, last["vector"], last["layer"], last["spec"], sae=sae, reference=last["reference"],
-                             cache=ui.library().sweeps, should_stop=lambda: True)
+                             cache=ui.library().sweeps, should_stop=lambda: True, operator=last.get("operator"))
             ss.sw_result = {"points": kept, "auto": last["auto"], "label": last["label"],
                             "behaviour": last["spec"].behaviour}
             st.info(f"Stopped. {len(kept)} of {len(last['spec'].alphas)} α values were finished and are kept; "
@@ -131,9 +131,9 @@ with sweep_tab:
                              judge_criterion=criterion if use_judge else None)
             judge = JudgeConfig(judge_url, judge_model, judge_key).check() if use_judge else None
             ss.sw_running = {"vector": vector, "layer": layer, "spec": spec, "reference": reference, "auto": auto,
-                             "label": label}
+                             "label": label, "operator": operator}
             points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
-                               cache=ui.library().sweeps, judge=judge,
+                               cache=ui.library().sweeps, judge=judge, operator=operator,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
             ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour}
         except SteeringCoreError as exc:  # (a ValueError too: keep this first)
@@ -213,7 +213,7 @@ with compare_tab:
             cands = []
             for name in chosen:
                 v = vstore.load(name)
-                cands.append(Candidate(name, v.unit(), v.layer, v.reference))
+                cands.append(Candidate(name, v.unit(), v.layer, v.reference, v.operator))
             for piece in [x for x in feats.replace(";", ",").split(",") if x.strip()] if sae is not None else []:
                 fid = sae.check_feature(piece)
                 cands.append(Candidate(f"feature {fid}", sae.decoder_direction(fid), sae.layer))

@@ -127,3 +127,24 @@ def test_unknown_operators_are_refused_with_the_known_ones_listed(tiny_hf):
     with pytest.raises(SteeringError, match="already registered"):
         register_operator("add")(lambda *a, **k: None)
     assert get_operator("add").additive  # the failed re-registration left "add" alone
+
+
+def test_the_sweep_steers_with_any_registered_operator(tiny_hf, scale_along):
+    """The sweep takes the operator by name (a saved vector's ``operator``): α = 0 is the same
+    unsteered point for every operator, a non-zero α steers differently from addition, ΔCE (which
+    probes α·v added) is left out for a non-additive operator, and the cache keeps them apart."""
+    from steering_core.measure.sweep import SweepSpec, run_sweep, sweep_key
+
+    v = random_unit_vector(tiny_hf.d_model, 1)
+    big = 3 * tiny_hf.residual_norms()[1]
+    spec = SweepSpec(prompts=("hello", "the weather"), alphas=(big,), samples=2, new_tokens=6, chat=False,
+                     keywords=("the", "a"))
+    added = run_sweep(tiny_hf, v, 1, spec)
+    toy = run_sweep(tiny_hf, v, 1, spec, operator=scale_along)
+    assert toy[0].alpha == 0.0 and toy[0].samples == added[0].samples
+    assert toy[1].samples != added[1].samples
+    assert "dce" in added[1].scores and "dce" not in toy[1].scores
+    assert sweep_key("m", v, 1, spec, operator=scale_along) != sweep_key("m", v, 1, spec)
+    assert sweep_key("m", v, 1, spec, operator="add") == sweep_key("m", v, 1, spec)  # old cache keys hold
+    with pytest.raises(SteeringError, match="Unknown operator"):
+        run_sweep(tiny_hf, v, 1, spec, operator="nope")

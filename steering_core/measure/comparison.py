@@ -27,7 +27,8 @@ class Candidate:
     name: str
     vector: torch.Tensor
     layer: int
-    reference: torch.Tensor | None = None  # ACE vectors
+    reference: torch.Tensor | None = None  # operators that need a reference point (ACE)
+    operator: str | None = None  # a registered steering operator; None: addition, or ACE with a reference
 
 
 @dataclass
@@ -72,7 +73,8 @@ def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepS
         v = v / v.norm().clamp(min=1e-12)
         a_star = float(auto_alpha(model, c.layer, v, target=target_dce).alpha[0])
         spec = dataclasses.replace(task, alphas=tuple(a_star * m for m in multipliers))
-        pts = run_sweep(model, v, c.layer, spec, sae=sae, reference=c.reference, cache=cache, with_dce=False)
+        pts = run_sweep(model, v, c.layer, spec, sae=sae, reference=c.reference, cache=cache, with_dce=False,
+                        operator=c.operator)
         best, p = peak(pts, task.behaviour)
         rows.append(ComparisonRow(c.name, c.layer, a_star, best, p.alpha if p else float("nan"),
                                   p.get(task.behaviour) if p else float("nan"),

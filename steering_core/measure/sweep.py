@@ -160,15 +160,23 @@ class AlphaPoint:
 # -- measurement ---------------------------------------------------------------------------------------
 
 
-def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec, reference=None):
+def _operator(operator: str | None, reference) -> str:
+    """The operator's name: the one given, else the one a reference point implies (ACE with one)."""
+    from steering_core.model.operators import implied_operator
+
+    return operator if operator is not None else implied_operator(reference)
+
+
+def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec, reference=None,
+              operator: str | None = None):
     from steering_core.model.generation import GenerationConfig, generate
-    from steering_core.model.operators import implied_operator, operator_term
+    from steering_core.model.operators import operator_term
     from steering_core.model.steering import steering
 
     prompts = [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
                for p in spec.prompts for _ in range(spec.samples)]
     seeds = [spec.seed + 1000 * i + j for i in range(len(spec.prompts)) for j in range(spec.samples)]
-    term = operator_term(model, implied_operator(reference), layer, vector, alpha, reference=reference)
+    term = operator_term(model, _operator(operator, reference), layer, vector, alpha, reference=reference)
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     res = generate(model, prompts, cfg, steering=steering(model, term), row_seeds=seeds)
@@ -206,11 +214,15 @@ def _unsteered_pass(model: SteerableModel, prompts, token_ids, sae: LoadedSAE | 
 
 
 def measure_alpha(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec,
-                  sae: LoadedSAE | None = None, reference=None, ref_ids=None, judge=None) -> AlphaPoint:
-    """All scores at one α (see the module docstring)."""
+                  sae: LoadedSAE | None = None, reference=None, ref_ids=None, judge=None,
+                  operator: str | None = None) -> AlphaPoint:
+    """All scores at one α (see the module docstring). ``operator`` names a registered steering
+    operator (:mod:`steering_core.model.operators`); by default addition, or ACE when a reference
+    point is given."""
     from steering_core.measure.alpha import delta_ce
+    from steering_core.model.operators import get_operator
 
-    prompts, res = _rollouts(model, vector, layer, alpha, spec, reference)
+    prompts, res = _rollouts(model, vector, layer, alpha, spec, reference, operator)
     loglik, act = _unsteered_pass(model, prompts, res.token_ids, sae, spec.target_features)
     scores: dict[str, float] = {}
 
@@ -228,7 +240,7 @@ def measure_alpha(model: SteerableModel, vector, layer: int, alpha: float, spec:
         put("similarity", emb[:-1] @ emb[-1])
     if spec.target_features and sae is not None:
         put("target", act)
-    if ref_ids is not None and reference is None:
+    if ref_ids is not None and get_operator(_operator(operator, reference)).additive:  # ΔCE probes add α·v
         v = torch.as_tensor(vector, dtype=torch.float32)
         scores["dce"] = float(delta_ce(model, ref_ids, layer, v[None], torch.tensor([float(alpha)]))[0])
     notes = []
@@ -280,8 +292,11 @@ class SweepCache(LibraryTable):
                              [key, p.alpha, json.dumps(raw), json.dumps(p.samples)])
 
 
-def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=None) -> str:
+def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=None,
+              operator: str | None = None) -> str:
     h = hashlib.sha256()
+    if operator is not None and operator != _operator(None, reference):  # the implied one keeps old keys
+        h.update(f"operator={operator};".encode())
     h.update(model_name.encode())
     h.update(torch.as_tensor(vector, dtype=torch.float32).contiguous().numpy().tobytes())
     if reference is not None:
@@ -295,15 +310,19 @@ def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=No
 def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: LoadedSAE | None = None, reference=None,
               cache: SweepCache | None = None, with_dce: bool = True, judge=None,
               on_point: Callable[[int, int, AlphaPoint], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> list[AlphaPoint]:
+              should_stop: Callable[[], bool] | None = None, operator: str | None = None) -> list[AlphaPoint]:
     """Scores at every α of the grid (α = 0 always included), cached α by α.
 
     ``should_stop`` is polled between α values: a stopped sweep returns (and has stored) the
     points done so far. ``judge`` (a :class:`~steering_core.measure.judge.JudgeConfig`) adds the judge's
     scores when ``spec.judge_criterion`` is set; if it fails, the point keeps every other score
-    and says why in ``notes``.
+    and says why in ``notes``. ``operator`` names the steering operator (a saved vector's
+    ``operator``); without one, addition, or ACE when ``reference`` is given.
     """
     from steering_core.measure.alpha import reference_ids
+    from steering_core.model.operators import get_operator
+
+    get_operator(_operator(operator, reference))  # an unknown operator fails before any generation
 
     spec = check_spec(spec, model.residual_norms()[layer])
     if spec.target_features and sae is None:
@@ -313,7 +332,7 @@ def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: L
             sae.check_feature(f)
         except SteeringCoreError as exc:
             raise SweepError(f"Target feature: {exc}") from None
-    key = sweep_key(model.name, vector, layer, spec, reference)
+    key = sweep_key(model.name, vector, layer, spec, reference, operator)
     have = cache.get(key) if cache is not None else {}
     ref_ids = reference_ids(model) if with_dce else None
     points = []
@@ -323,7 +342,7 @@ def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: L
         else:
             if should_stop is not None and should_stop():
                 break
-            p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids, judge)
+            p = measure_alpha(model, vector, layer, a, spec, sae, reference, ref_ids, judge, operator)
             if cache is not None and not p.notes:  # a point missing its judge scores is redone next time
                 cache.put(key, p)
                 crash_point("sweep:point_written")
