@@ -356,17 +356,28 @@ def first_value(key: str, value: Any, arg: str = "value") -> dict[str, Any]:
     return {} if key in st.session_state else {arg: value}
 
 
+def _set_vector(prefix: str, sources, feature: int | None, vector: str | None) -> None:
+    """Point a page's vector picker (session keys ``<prefix>_source``, ``<prefix>_feature`` and
+    the saved-vector key) at a feature or a saved vector; exactly one of them is given."""
+    _one_vector(feature, vector)
+    ss = st.session_state
+    if feature is not None:
+        ss[f"{prefix}_source"], ss[f"{prefix}_feature"] = sources.SAE_FEATURE, str(int(feature))
+    else:
+        ss[f"{prefix}_source"], ss[_SAVED_KEY[prefix]] = sources.SAVED, str(vector)
+
+
+#: The session key of each page's saved-vector picker (Steer: ``vec_saved``, Sweep: ``sw_vector``).
+_SAVED_KEY = {"vec": "vec_saved", "sw": "sw_vector"}
+
+
 def goto_steer(*, feature: int | None = None, vector: str | None = None, layer: int | None = None,
                alpha: float | None = None) -> NoReturn:
     """Open the Steer page set to steer with an SAE feature's decoder row (``feature``) or a saved
     vector (``vector``, its name), at ``layer`` and ``alpha`` when given. The page clamps both
     to its sliders' ranges; a later hand-off replaces everything an earlier one set."""
-    _one_vector(feature, vector)
     ss = st.session_state
-    if feature is not None:
-        ss.vec_source, ss.vec_feature = SteerSource.SAE_FEATURE, str(int(feature))
-    else:
-        ss.vec_source, ss.vec_saved = SteerSource.SAVED, str(vector)
+    _set_vector("vec", SteerSource, feature, vector)
     if layer is not None:
         ss.layer = int(layer)
     if alpha is not None:
@@ -378,12 +389,8 @@ def goto_sweep(*, feature: int | None = None, vector: str | None = None,
                alphas: Sequence[float] | None = None) -> NoReturn:
     """Open the Sweep page on an SAE feature (``feature``) or a saved vector (``vector``); with
     ``alphas``, a manual grid of those values instead of the grid around the automatic α."""
-    _one_vector(feature, vector)
     ss = st.session_state
-    if feature is not None:
-        ss.sw_source, ss.sw_feature = SweepSource.SAE_FEATURE, str(int(feature))
-    else:
-        ss.sw_source, ss.sw_vector = SweepSource.SAVED, str(vector)
+    _set_vector("sw", SweepSource, feature, vector)
     if alphas is not None:
         ss.sw_mode, ss.sw_grid = SweepGrid.MANUAL, ", ".join(f"{float(a):.1f}" for a in alphas)
     st.switch_page(_page("Sweep"))

@@ -4,7 +4,7 @@ and the time to lay out the decoder map with UMAP.
 
     python -m bench.lookup [--features 16384] [--samples 200] [--shuffle] [--no-umap]
 
-The pack is written with the same schema as a real one (``steering_core.storage.db.ensure_schema``)
+The pack is written with the same schema as a real one (``steering_core.pack.tables.ensure_schema``)
 into a temporary folder and deleted afterwards. ``--shuffle`` stores rows in random order instead
 of source order (a worst case for DuckDB's min/max pruning, which indexes must cover).
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, log
-from steering_core.storage.db import connect, ensure_schema, set_meta, transaction
+from steering_core.pack.tables import ensure_schema, set_meta
+from steering_core.storage.db import connect, transaction
 
 WORDS = ("wedding", "bride", "ceremony", "python", "weather", "rain", "code", "loop", "news", "sport", "music",
          "guitar", "law", "court", "food", "oven", "space", "rocket", "money", "bank", "poem", "verse", "war",

@@ -137,7 +137,8 @@ def test_no_pack_is_a_message(tmp_path, monkeypatch):
 
 
 def test_empty_pack_is_a_message(tmp_path, monkeypatch):
-    from steering_core.storage.db import connect, ensure_schema
+    from steering_core.pack.tables import ensure_schema
+    from steering_core.storage.db import connect
 
     (tmp_path / "pack").mkdir()
     con = connect(tmp_path / "pack" / "pack.duckdb")

@@ -39,7 +39,8 @@ from steering_core.browse import (
 from steering_core.browse.usernotes import UserNotes, UserNotesError, Workspace, effective_label
 from steering_core.errors import SteeringCoreError
 from steering_core.pack.reader import FeatureLookupError, FeaturePack
-from steering_core.storage.db import connect, ensure_schema
+from steering_core.pack.tables import ensure_schema
+from steering_core.storage.db import connect
 
 LISTS = {"effects": effects_list, "actions": actions_list, "cosine": cosine_list,
          "effect_similar": effect_similar_list}

@@ -152,7 +152,8 @@ def make_pack(pack_dir: Path, model, layer: int = 1, d_sae: int = 16) -> None:
     page and the search functions, in a fraction of a second instead of a real build."""
     from steering_core.model.saes import save_sae, tiny_sae
     from steering_core.model.steerable import hook_name
-    from steering_core.storage.db import connect, ensure_schema, set_meta
+    from steering_core.pack.tables import ensure_schema, set_meta
+    from steering_core.storage.db import connect
 
     pack_dir.mkdir(parents=True)
     save_sae(tiny_sae(model, layer, d_sae=d_sae, k=4), pack_dir / "sae")

@@ -178,9 +178,10 @@ def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
 
 
 def test_disk_full_during_commit_writes_nothing(tmp_path, monkeypatch):
+    from steering_core.pack.tables import ensure_schema
     from steering_core.storage import db as store
     con = connect(tmp_path / "x.duckdb")
-    store.ensure_schema(con)
+    ensure_schema(con)
     with pytest.raises(OSError):
         with store.transaction(con):
             con.execute("INSERT INTO meta VALUES ('a', 'b')")

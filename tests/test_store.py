@@ -13,16 +13,8 @@ import duckdb
 import pytest
 
 from steering_core.errors import SteeringCoreError
-from steering_core.storage.db import (
-    StoreError,
-    connect,
-    ensure_schema,
-    get_meta,
-    mark_stage,
-    set_meta,
-    stage_done,
-    transaction,
-)
+from steering_core.pack.tables import ensure_schema, get_meta, mark_stage, set_meta, stage_done
+from steering_core.storage.db import StoreError, connect, transaction
 
 
 @pytest.fixture()

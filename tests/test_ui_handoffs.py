@@ -29,6 +29,14 @@ def duplicated_widget_state(monkeypatch) -> list[str]:
     return warned
 
 
+def _hand_off(at: AppTest, button: str, title: str) -> AppTest:
+    """Click a hand-off button; the run must end on the page titled ``title`` without an error."""
+    at = at.button(key=button).click().run()
+    assert not at.exception, at.exception
+    assert title in [t.value for t in at.title]
+    return at
+
+
 def _features_app() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.switch_page("pages/features.py")
@@ -64,9 +72,7 @@ def test_steer_with_this_feature_fills_the_steer_page_and_a_second_hand_off_repl
     assert alpha3 and alpha5, "the tiny pack stores a loss-matched α for these features"
 
     at = _open_card(_features_app(), 3)
-    at = at.button(key="card_3_steer").click().run()
-    assert not at.exception, at.exception
-    assert "Steer" in [t.value for t in at.title]
+    at = _hand_off(at, "card_3_steer", "Steer")
     assert at.radio(key="vec_source").value == ui.SteerSource.SAE_FEATURE
     assert at.text_input(key="vec_feature").value == "3"
     assert at.slider(key="layer").value == layer
@@ -75,9 +81,7 @@ def test_steer_with_this_feature_fills_the_steer_page_and_a_second_hand_off_repl
 
     at.switch_page("pages/features.py")
     at = _open_card(at.run(), 5)
-    at = at.button(key="card_5_steer").click().run()
-    assert not at.exception, at.exception
-    assert "Steer" in [t.value for t in at.title]
+    at = _hand_off(at, "card_5_steer", "Steer")
     assert at.text_input(key="vec_feature").value == "5"  # the second hand-off replaced the first
     assert at.slider(key="layer").value == layer
     assert at.slider(key="alpha").value == pytest.approx(_expected_alpha(at, alpha5))
@@ -92,9 +96,7 @@ def test_steer_page_hands_a_feature_to_the_sweep_page(app_env, duplicated_widget
     at.run()
     at.slider(key="alpha").set_value(2.0)
     at = at.run()
-    at = at.button(key="sweep_here").click().run()
-    assert not at.exception, at.exception
-    assert "Sweep α" in [t.value for t in at.title]
+    at = _hand_off(at, "sweep_here", "Sweep α")
     assert at.radio(key="sw_source").value == ui.SweepSource.SAE_FEATURE
     assert at.text_input(key="sw_feature").value == "4"
     assert at.radio(key="sw_mode").value == ui.SweepGrid.MANUAL
@@ -114,9 +116,7 @@ def test_a_saved_vector_goes_from_the_vectors_page_to_the_steer_page(app_env, du
     at = at.run()
     at.selectbox(key="lib_pick").set_value("handed-over")
     at = at.run()
-    at = at.button(key="lib_steer").click().run()
-    assert not at.exception, at.exception
-    assert "Steer" in [t.value for t in at.title]
+    at = _hand_off(at, "lib_steer", "Steer")
     assert at.radio(key="vec_source").value == ui.SteerSource.SAVED
     assert at.selectbox(key="vec_saved").value == "handed-over"
     assert at.slider(key="layer").value == 0

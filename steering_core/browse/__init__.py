@@ -10,8 +10,9 @@
 * :mod:`~steering_core.browse.usernotes`: the user's own labels, notes and workspaces (kept
   outside the read-only pack).
 
-The names below are re-exported so callers can write ``from steering_core.browse import
-effects_list``; the pack is read through :class:`~steering_core.pack.reader.FeaturePack`.
+The public names below are re-exported so callers can write ``from steering_core.browse import
+effects_list``; the helpers other lists build on (``check_k``, ``feature_table`` …) stay in
+:mod:`~steering_core.browse.rows`. The pack is read through :class:`~steering_core.pack.reader.FeaturePack`.
 """
 
 from steering_core.browse.export import rows_to_csv, rows_to_json
@@ -45,23 +46,17 @@ from steering_core.browse.rows import (
     REL_EPS,
     SIGNS,
     ExploreError,
-    FeatureTable,
     ListFilter,
     ListRow,
-    check_filter,
-    check_k,
-    feature_table,
     filter_rows,
-    with_user_labels,
 )
 from steering_core.browse.search import SearchHit, match_rank, search_id, search_label, semantic_search
 
 __all__ = [
-    "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureTable", "Firing", "GROUP_KINDS", "GroupComparison", "GroupMember",
+    "DEFAULT_MAX_DENSITY", "ExploreError", "Firing", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
-    "SearchHit", "TokenFeatures", "actions_list", "check_filter", "check_k", "compare_groups", "cosine_list",
-    "effect_similar_list", "effects_list", "feature_table", "filter_rows", "grow_from", "grow_group", "jaccard",
+    "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",
+    "effect_similar_list", "effects_list", "filter_rows", "grow_from", "grow_group", "jaccard",
     "match_rank", "neighbourhoods", "predicted_effects", "rank_cosine", "rank_predicted", "rows_to_csv",
     "rows_to_json", "search_id", "search_label", "semantic_search", "top_per_token", "what_fires_here",
-    "with_user_labels",
-]
+    ]

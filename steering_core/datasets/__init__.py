@@ -31,9 +31,14 @@ from steering_core.datasets.store import DatasetStore
 from steering_core.errors import DatasetError
 
 __all__ = [
+    # pairs and their checks
+    "ContrastiveDataset", "DatasetError", "Pair", "SPLITS", "drop_duplicates", "table_rows", "validate_name",
+    "validate_pairs",
+    # limits
     "MAX_DESCRIPTION_CHARS", "MAX_PAIRS", "MAX_SOURCE_CHARS", "MAX_TEXT_CHARS", "MAX_UPLOAD_BYTES",
-    "MIN_PAIRS_PCA_ACE", "MIN_PAIRS_PROBE", "SPLITS", "UPLOAD_FORMATS", "ContrastiveDataset", "DatasetError",
-    "DatasetStore", "Pair", "drop_duplicates", "example_datasets", "from_templates", "load_example",
-    "parse_upload", "split_heldout", "story_pairs", "table_rows", "to_csv", "to_jsonl", "validate_name",
-    "validate_pairs", "wrap_chat",
+    "MIN_PAIRS_PCA_ACE", "MIN_PAIRS_PROBE",
+    # files, generators, storage, examples
+    "UPLOAD_FORMATS", "parse_upload", "to_csv", "to_jsonl",
+    "from_templates", "split_heldout", "story_pairs", "wrap_chat",
+    "DatasetStore", "example_datasets", "load_example",
 ]

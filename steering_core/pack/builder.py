@@ -23,7 +23,8 @@ from steering_core.pack.config import PackConfig, PackConfigError, resolve_layer
 from steering_core.pack.corpus import Corpus
 from steering_core.pack.registry import StageRegistry
 from steering_core.pack.stages import PIPELINE
-from steering_core.storage.db import connect, ensure_schema, mark_stage, set_meta, stage_done, transaction
+from steering_core.pack.tables import ensure_schema, mark_stage, set_meta, stage_done
+from steering_core.storage.db import connect, transaction
 
 if TYPE_CHECKING:
     from steering_core.model.saes import LoadedSAE

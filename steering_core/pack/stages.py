@@ -24,8 +24,9 @@ from steering_core.pack import tables
 from steering_core.pack.config import PackConfigError, resolve_path
 from steering_core.pack.corpus import Corpus, build_corpus
 from steering_core.pack.registry import StageRegistry
+from steering_core.pack.tables import mark_stage, set_meta
 from steering_core.progress import Progress
-from steering_core.storage.db import mark_stage, set_meta, transaction
+from steering_core.storage.db import transaction
 
 if TYPE_CHECKING:
     from steering_core.pack.builder import Builder

@@ -1,19 +1,70 @@
 """Every SQL statement the pack build runs, in one place: what each stage reads from and writes to
 the build database, and the copy of the finished tables into a shipped ``pack.duckdb``.
 
-The tables themselves (``meta``, ``features``, ``feature_effects``, … — a public contract that
-users query directly) are created by :func:`steering_core.storage.db.ensure_schema`, which the
-reader and the app share. Functions here never open a transaction of their own: each stage wraps
+The tables themselves are declared here too (:data:`SCHEMA`, created by :func:`ensure_schema`,
+which the reader, the app's tests and the benchmarks share); the names ``meta``, ``features`` and
+``feature_effects`` are a public contract that users query directly (docs/design.md §Storage contract). Functions here never open a transaction of their own: each stage wraps
 its writes together with its completion record in one :func:`~steering_core.storage.db.transaction`,
 so a killed build leaves either the old rows or the new ones."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from steering_core.storage.db import ensure_schema
+#: Every table of a pack's build database, created on open (a resumed build keeps what it has).
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS stages (stage TEXT PRIMARY KEY, finished_at TIMESTAMP DEFAULT current_timestamp, info TEXT)",
+    """CREATE TABLE IF NOT EXISTS features (
+        feature_id INTEGER PRIMARY KEY, label TEXT, auto_label TEXT, notes TEXT,
+        density DOUBLE, mean_act DOUBLE, max_act DOUBLE, live BOOLEAN,
+        hist_counts INTEGER[], hist_max DOUBLE,
+        top_tokens VARCHAR[], top_logits VARCHAR[], bottom_logits VARCHAR[],
+        baseline_act DOUBLE, alpha DOUBLE, alpha_dce DOUBLE, measured BOOLEAN DEFAULT false,
+        dec_x DOUBLE, dec_y DOUBLE, eff_x DOUBLE, eff_y DOUBLE, cluster INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS feature_snippets (
+        feature_id INTEGER, kind TEXT, rank INTEGER, max_act DOUBLE, tokens VARCHAR[], acts FLOAT[])""",
+    """CREATE TABLE IF NOT EXISTS feature_effects (
+        source_feature INTEGER, target_feature INTEGER, effect DOUBLE, rel_effect DOUBLE, rank INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS feature_neighbors (
+        kind TEXT, feature_id INTEGER, other_id INTEGER, value DOUBLE, rank INTEGER)""",
+    "CREATE TABLE IF NOT EXISTS label_embeddings (feature_id INTEGER PRIMARY KEY, embedding FLOAT[])",
+    "CREATE TABLE IF NOT EXISTS effect_chunks (chunk INTEGER PRIMARY KEY, n INTEGER)",
+]
+
+
+
+def ensure_schema(con) -> None:
+    """Create the pack tables that do not exist yet (a resumed build keeps what it has)."""
+    for stmt in SCHEMA:
+        con.execute(stmt)
+
+
+
+def set_meta(con, items: dict[str, Any]) -> None:
+    """Store pack-level facts as text (JSON for anything that is not already a string)."""
+    for k, v in items.items():
+        val = v if isinstance(v, str) else json.dumps(v)
+        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, val])
+
+
+def get_meta(con) -> dict[str, str]:
+    """Every pack-level fact, as stored (text)."""
+    return dict(con.execute("SELECT key, value FROM meta ORDER BY key").fetchall())
+
+
+def stage_done(con, stage: str) -> bool:
+    """Whether a build stage finished and committed, so a resumed build can skip it."""
+    return con.execute("SELECT count(*) FROM stages WHERE stage = ?", [stage]).fetchone()[0] > 0
+
+
+def mark_stage(con, stage: str, info: dict | None = None) -> None:
+    """Record a finished build stage; call it inside the stage's own transaction."""
+    con.execute("INSERT OR REPLACE INTO stages (stage, info) VALUES (?, ?)", [stage, json.dumps(info or {})])
+
 
 #: The tables a shipped pack holds; the build-only ``stages`` and ``effect_chunks`` stay behind.
 PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "feature_neighbors", "label_embeddings")
