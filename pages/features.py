@@ -22,7 +22,8 @@ if pack is None:
 notes = ui.user_notes()
 ss = st.session_state
 ss.setdefault("pins", [])
-ss.setdefault("selected", None)
+ss.setdefault("selected", None)  # the open feature: written only by ui.pin_feature / ui.unpin_feature
+ui.feature_from_url(pack)  # /features?feature=630 opens card #630
 
 
 # -- filters (sidebar; apply to every list) --------------------------------------------------------
@@ -80,10 +81,10 @@ def card(fid: int, key: str, compact: bool = False) -> None:
         ui.goto_steer(feature=fid, layer=int(pack.meta.get("layer", 0)),
                       alpha=round(feat["alpha"], 1) if feat.get("alpha") else None)
     if b2.button("Select", key=f"{key}_select"):
-        ss.selected = fid
+        ui.pin_feature(fid)
         st.rerun()
     if b3.button("Unpin", key=f"{key}_unpin"):
-        ss.pins = [p for p in ss.pins if p != fid]
+        ui.unpin_feature(fid)
         st.rerun()
     with st.expander("Label and notes", expanded=False):
         note = notes.get(pack, fid)
@@ -136,6 +137,10 @@ t_search, t_work, t_compare, t_map = st.tabs(["Search", "Workspace", "Compare", 
 with t_search:
     mode = st.radio("Search by", ["Feature id", "Label text", "Meaning (semantic)", "What fires here"],
                     horizontal=True, key="search_mode")
+    if mode == "Feature id" and ss.selected is not None and ss.get("search_synced") != ss.selected:
+        # a feature opened elsewhere (a list row, the map, a link) is named in the box too
+        ss.search_query = ss.last_id_search = str(ss.selected)
+        ss.search_synced = ss.selected
     query = st.text_input("Query", key="search_query",
                           placeholder="e.g. 12 · wedding · talk about cooking · a sentence to analyse")
     if query.strip():
@@ -144,7 +149,7 @@ with t_search:
                 hit = browse.search_id(pack, query, notes)
                 if ss.get("last_id_search") != query:  # open once per new query, not on every rerun
                     ss.last_id_search = query
-                    ui.pin_feature(hit.feature_id)
+                    ss.search_synced = ui.pin_feature(hit.feature_id)
                 st.success(f"#{hit.feature_id} · {hit.label}")
             elif mode == "What fires here":
                 toks = browse.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
@@ -177,11 +182,13 @@ with t_search:
                     if ev.selection.rows and ss.get("search_last") != (query, ev.selection.rows[0]):
                         ss.search_last = (query, ev.selection.rows[0])
                         ui.pin_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+            search_ok = True
         except SteeringCoreError as exc:
             st.error(str(exc))
-    if ss.pins:
+            search_ok = False  # no card under a query that names no feature
+    if ss.selected is not None and (not query.strip() or search_ok):
         st.divider()
-        card(ss.pins[0], f"card_{ss.pins[0]}")
+        card(ss.selected, f"card_{ss.selected}")
 
 with t_work:
     if not ss.pins:
@@ -215,7 +222,7 @@ with t_compare:
     cid = st.text_input("Feature", key="compare_id")  # its value is kept in ss.compare_id (set above)
     k = st.slider("Neighbours per list", 4, 32, 16, key="compare_k")
     try:
-        fid = pack.check_feature(cid)
+        fid = pack.check_feature(cid.strip())  # a message echoes the input without its spaces
         nb = browse.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
         st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
         fig = go.Figure()
@@ -294,3 +301,5 @@ with t_map:
             st.rerun()
         st.caption(f"Click or lasso points to open their cards (up to {ui.MAX_PINS}). Red rings: the focused "
                    "feature's largest effects; blue rings: its cosine neighbours.")
+
+ui.share_feature_url(ss.selected)  # the address names the open card, so it can be shared

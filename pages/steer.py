@@ -13,7 +13,10 @@ from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.live import (
     MAX_SAMPLES,
     ExtraVector,
+    ShownSettings,
     SideBySide,
+    SteerLink,
+    parse_steer_link,
     random_direction,
     sae_direction,
     saved_direction,
@@ -32,6 +35,22 @@ PRESET_KEYS = ["vec_source", "vec_seed", "vec_feature", "vec_saved", "layer", "a
                "max_tokens", "temperature", "seed", "chat", "extra_vectors"]
 for key, value in (ss.pop("pending_widgets", None) or {}).items():  # a loaded preset, before any widget exists
     ss["pending_alpha" if key == "alpha" else key] = value  # α is clamped to its layer's slider below
+if "steer_link_read" not in ss:  # a shared link (/steer?feature=…&alpha=…) fills the settings once per session
+    ss.steer_link_read = True
+    link, ss.steer_link_warnings = parse_steer_link(
+        st.query_params.to_dict(), n_layers=model.n_layers, n_features=sae.d_sae if sae is not None else None,
+        vector_names=vstore.names())
+    if link.feature is not None:
+        ss.vec_source, ss.vec_feature = ui.SteerSource.SAE_FEATURE, str(link.feature)
+    elif link.vector is not None:
+        ss.vec_source, ss.vec_saved = ui.SteerSource.SAVED, link.vector
+    for key, value in (("layer", link.layer), ("pending_alpha", link.alpha), ("seed", link.seed),
+                       ("prompt", link.prompt)):
+        if value is not None:
+            ss[key] = value
+    ss.steer_link_alpha = link.alpha  # said below if the layer's slider cannot reach it
+for warning in ss.get("steer_link_warnings", []):
+    st.warning(warning)
 
 with st.sidebar:
     st.subheader("Vector")
@@ -69,20 +88,27 @@ with st.sidebar:
                    + (" (α = that norm reproduces the dataset's mean gap)" if source == ui.SteerSource.SAVED else ""))
 
     default_layer = resolved.suggested_layer if resolved and resolved.suggested_layer is not None else model.default_layer
-    ss.layer = min(max(int(ss.get("layer", default_layer)), 0), model.n_layers - 1)  # a hand-off may be out of range
-    layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, key="layer")
+    if "layer" in ss and not 0 <= int(ss.layer) < model.n_layers:  # a hand-off or link may be out of range
+        ss.layer = min(max(int(ss.layer), 0), model.n_layers - 1)
+    layer = st.slider("Layer (steer the output of block)", 0, model.n_layers - 1, key="layer",
+                      **ui.first_value("layer", int(default_layer)))
     norm = norms[layer]
     limit = float(max(1.0, round(3 * norm)))
-    # α's slider range follows the layer's norm. A hand-off, preset or the Automatic α button leaves
-    # pending_alpha (applied here, before the slider exists); another layer starts at half its norm.
+    # α's slider range follows the layer's norm. Only a hand-off, preset, link or the Automatic α
+    # button writes α (through pending_alpha, applied here before the slider exists), and another
+    # layer's slider starts again at half its norm; otherwise the slider alone owns its value
+    # (writing it back on every run races with the value the browser is sending).
     if "pending_alpha" in ss:
-        start = float(ss.pop("pending_alpha"))
-    elif ss.get("alpha_limit", limit) != limit or "alpha" not in ss:
-        start = round(norm / 2, 1)
-    else:
-        start = float(ss.alpha)
-    ss.alpha, ss.alpha_limit = max(-limit, min(limit, start)), limit
-    alpha = st.slider("α", -limit, limit, step=max(limit / 300, 0.01), key="alpha")
+        ss.alpha = max(-limit, min(limit, float(ss.pop("pending_alpha"))))
+    elif ss.get("alpha_limit", limit) != limit:
+        ss.pop("alpha", None)
+    ss.alpha_limit = limit
+    if (asked := ss.pop("steer_link_alpha", None)) is not None and asked != ss.get("alpha"):
+        ss.steer_link_warnings = [*ss.get("steer_link_warnings", []), (
+            f"The link's alpha={asked:g} is beyond layer {layer}'s slider (±{limit:.0f}): α starts at {ss.alpha:+.1f}.")]
+        st.warning(ss.steer_link_warnings[-1])
+    alpha = st.slider("α", -limit, limit, step=max(limit / 300, 0.01), key="alpha",
+                      **ui.first_value("alpha", round(norm / 2, 1)))
     st.caption(f"‖resid‖ at layer {layer} ≈ **{norm:.1f}** → α is **{alpha / norm:+.2f}×** the typical norm.")
     a1, a2 = st.columns(2)
     additive = resolved is not None and resolved.additive
@@ -92,13 +118,20 @@ with st.sidebar:
         try:
             res = auto_alpha(model, layer, resolved.vector)
             ss.pending_alpha = float(res.alpha[0])
-            ss.auto_alpha_note = (f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE "
-                                                f"{float(res.dce[0]):+.2f} nats, {res.evals_per_vector} evaluations).")
+            ss.auto_alpha_result = {"alpha": float(res.alpha[0]), "vector": resolved.description, "layer": layer,
+                             "text": f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE {float(res.dce[0]):+.2f} "
+                                     f"nats, {res.evals_per_vector} evaluations)"}
             st.rerun()
         except SteeringCoreError as exc:
             st.error(str(exc))
-    if ss.get("auto_alpha_note"):
-        st.caption(ss.auto_alpha_note)
+    auto = ss.get("auto_alpha_result")
+    if auto and resolved is not None and (auto["vector"], auto["layer"]) == (resolved.description, layer):
+        clamped = max(-limit, min(limit, auto["alpha"]))
+        st.caption(auto["text"] + (f"; beyond this layer's slider (±{limit:.0f})" if clamped != auto["alpha"] else "")
+                   + (f"; the slider now reads α = {alpha:+.1f}" if f"{clamped:+.1f}" != f"{alpha:+.1f}" else "") + ".")
+    elif auto:  # computed for another vector or layer: say so rather than show it as if it were this one's
+        st.caption(f"{auto['text']} was for {auto['vector']} at layer {auto['layer']}; press Automatic α "
+                   "again for the current vector and layer.")
     sweepable = resolved is not None and source in (ui.SteerSource.SAE_FEATURE, ui.SteerSource.SAVED)
     if a2.button("Sweep around this α", key="sweep_here", disabled=not sweepable,
                  help="Open the Sweep page with this vector and a grid from 0 to 2α."):
@@ -160,11 +193,21 @@ max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, key="max_tokens", *
 temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, key="temperature",
                               **first("temperature", 0.8))
 seed = c5.number_input("Seed", step=1, key="seed", **first("seed", 0))
+current = ShownSettings(float(alpha), int(layer), resolved.description, int(seed), prompt) if resolved else None
+link = SteerLink(  # the URL follows the settings, so it can be shared
+    feature=sae.check_feature(fid) if resolved and source == ui.SteerSource.SAE_FEATURE else None,
+    vector=pick if resolved and source == ui.SteerSource.SAVED else None,
+    layer=int(layer), alpha=round(float(alpha), 2), seed=int(seed), prompt=prompt).params()
+if st.query_params.to_dict() != link:
+    st.query_params.from_dict(link)
 
 go = st.button("Generate", type="primary", disabled=resolved is None, key="generate")
+shown = current if go else (ss.get("steer_last") or {}).get("settings")  # what the results below came from
+if shown is not None and current is not None and (note := shown.stale_note(current)):
+    st.info(note)
 left, right = st.columns(2)
 left.markdown("#### Unsteered")
-right.markdown(f"#### Steered (α = {alpha:+.1f}, layer {layer})")
+right.markdown("#### " + (shown or current).header() if (shown or current) else "#### Steered")
 
 if go and resolved is not None:
     request = SideBySide(
@@ -192,7 +235,8 @@ if go and resolved is not None:
         st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
                    f"{2 * int(n_samples)} rows in one batch, same seeds on both sides.")
         if update is not None:
-            ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered}
+            ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered, "settings": current}
+            ss.pop("steer_link_warnings", None)
             if chat_mode:  # sample 1 of each column becomes that column's reply
                 ss.hist_u.append((prompt, update.unsteered[0]))
                 ss.hist_s.append((prompt, update.steered[0]))

@@ -42,7 +42,8 @@ with st.sidebar:
             if sae is None:
                 st.info("No SAE is loaded.")
             else:
-                fid = sae.check_feature(st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", "0")))
+                raw = st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", "0"))
+                fid = sae.check_feature(raw.strip())  # a message echoes what was typed, without its spaces
                 vector, layer, label = sae.decoder_direction(fid), sae.layer, f"feature {fid}"
     except SteeringCoreError as exc:
         ui.show_error(exc)
@@ -59,8 +60,9 @@ with st.sidebar:
         judge_model = st.text_input("Model", JudgeConfig("").model, key="judge_model")
         judge_key = st.text_input("API key", "", key="judge_key", type="password")
 
-if vector is None:
-    st.stop()
+# A bad sidebar input is reported there (above); the tabs stay usable (Compare methods needs no
+# vector), and a result made for another vector is marked, one made while the input is bad hidden.
+missing = "Choose a valid vector in the sidebar to use this tab (see the message there)."
 
 sweep_tab, token_tab, compare_tab = st.tabs(["Behaviour × coherence", "Next token", "Compare methods"])
 
@@ -92,7 +94,9 @@ with sweep_tab:
     behaviour = st.radio("Behavioural score in the product", behaviours or ["keywords"], key="sw_behaviour",
                          horizontal=True)
     b1, b2 = st.columns([1, 5])
-    go_sweep = b1.button("Run sweep", type="primary", key="sw_go")
+    go_sweep = b1.button("Run sweep", type="primary", key="sw_go", disabled=vector is None)
+    if vector is None:
+        st.info(missing)
     # Clicking Stop while a sweep runs interrupts it at its next progress update (Streamlit stops a
     # script run when the same session asks for a new one); every finished α is already saved.
     if b2.button("Stop", key="sw_stop", help="Stop a running sweep; the α values finished so far are kept."):
@@ -142,7 +146,9 @@ with sweep_tab:
             ui.show_error(SteeringCoreError("The manual grid must be numbers separated by commas."))
         bar.empty()
         ss.pop("sw_running", None)  # reached unless a Stop click interrupted the run
-    res = ss.get("sw_result")
+    res = ss.get("sw_result") if vector is not None else None
+    if res and res["label"] != label:
+        st.warning(f"This result is for {res['label']}, not {label}: run the sweep again for the current vector.")
     if res:
         pts = res["points"]
         for note in dict.fromkeys(n for p in pts for n in p.notes):
@@ -176,15 +182,21 @@ with token_tab:
     nt_prompt = t1.text_input("Prompt", "I went to a", key="nt_prompt")
     nt_tokens = t2.text_input("Tokens to follow (comma-separated)", " wedding, party, store", key="nt_tokens")
     top = st.slider("Also show the tokens that move most", 0, 16, 6, key="nt_top")
-    hi = st.number_input("Largest |α|", 1.0, 1e4, float(round(model.residual_norms()[layer], 0)), key="nt_hi")
-    if st.button("Compute", key="nt_go"):
+    hi = st.number_input("Largest |α|", 1.0, 1e4,
+                         float(round(model.residual_norms()[layer], 0)) if vector is not None else 100.0, key="nt_hi")
+    if vector is None:
+        st.info(missing)
+    if st.button("Compute", key="nt_go", disabled=vector is None):
         try:
             grid = list(np.linspace(-hi, hi, 21))
             ss.nt_result = (next_token_curves(model, nt_prompt, vector, layer, grid, nt_tokens.split(","), top),
                             dce_curve(model, layer, vector, grid))
+            ss.nt_label = label
         except SteeringCoreError as exc:
             ui.show_error(exc)
-    if ss.get("nt_result"):
+    if ss.get("nt_result") and vector is not None:
+        if ss.get("nt_label", label) != label:
+            st.warning(f"These curves are for {ss.nt_label}, not {label}: compute again for the current vector.")
         cur, dc = ss.nt_result
         fig = go.Figure()
         for j, tok in enumerate(cur.tokens):

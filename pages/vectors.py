@@ -12,7 +12,14 @@ from steering_core import vectors as vm
 from steering_core.browse.rows import DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
 from steering_core.vectors.extraction import POSITIONS
-from steering_core.vectors.fitting import FitRequest, fit_dataset, sweep_layers, sweep_pairs
+from steering_core.vectors.fitting import (
+    FitRequest,
+    fit_dataset,
+    position_warning,
+    sweep_layers,
+    sweep_pairs,
+    vector_name,
+)
 from steering_core.vectors.methods import METHODS, FitContext, available, parse_feature_weights
 
 ui.setup_page("Vectors")
@@ -35,6 +42,27 @@ def open_dataset(choice: str):
     return dsm.load_example(choice[len("example: "):])
 
 
+def select_vector(name: str) -> None:
+    """Make the Library and What-does-it-do selectors show ``name``, the vector just made (call before they are drawn)."""
+    ss.lib_pick = ss.what_pick = name
+
+
+def vector_select(key: str, names: list[str]) -> str:
+    if ss.get(key) not in names:  # a deleted vector, or none chosen yet
+        ss.pop(key, None)
+    return st.selectbox("Vector", names, key=key)
+
+
+def warn_position(choice: str, position: str) -> None:
+    if position == "last":
+        try:
+            hint = position_warning(model, open_dataset(choice), position)
+        except SteeringCoreError:
+            hint = None  # the fit itself reports a dataset that cannot be read
+        if hint:
+            st.warning(hint)
+
+
 def context(weights_text: str = "", top: int = 8) -> FitContext:
     return FitContext(sae=sae, approximator=approx, feature_weights=parse_feature_weights(weights_text) or None,
                       top_features=int(top))
@@ -51,6 +79,7 @@ with fit_tab:
     layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
                             help="last token · mean over tokens · mean over the tokens where the pair differs")
+    warn_position(choice, position)
     usable = {m.name for m in available(FitContext(sae=sae, approximator=approx))}
     names = list(METHODS)
     method = st.selectbox("Method", names, key="fit_method",
@@ -63,47 +92,34 @@ with fit_tab:
                                      key="fit_weights", placeholder="e.g. 812:1.0, 95:0.5")
         top = w2.number_input("Features from the dataset", 1, 64, 8, key="fit_top")
     name = st.text_input("Save as", value="", key="fit_name", placeholder="default: <dataset>-<method>-L<layer>")
-    overwrite = st.checkbox("Overwrite a vector with that name", key="fit_overwrite")
+    OVERWRITE = "Overwrite a vector with that name"
+    overwrite = st.checkbox(OVERWRITE, key="fit_overwrite")
     if st.button("Fit and save", type="primary", key="fit_go"):
-        bar = st.progress(0.0, text="Extracting activations…")
+        bar = None
         try:
-            ds = open_dataset(choice)
-            res, vec = fit_dataset(model, FitRequest(ds, int(layer), method, position, name.strip()),
-                                   context(weights_text, top), on_progress=ui.progress_callback(bar, "texts"))
+            req = FitRequest(open_dataset(choice), int(layer), method, position, name.strip())
+            # refuse a taken or bad name now, not after the extraction
+            vstore.check_name(vector_name(req), overwrite, remedy=f"tick '{OVERWRITE}' or pick another name")
+            bar = st.progress(0.0, text="Extracting activations…")
+            res, vec = fit_dataset(model, req, context(weights_text, top),
+                                   on_progress=ui.progress_callback(bar, "texts"))
             saved = vstore.save(vec, overwrite=overwrite)
             bar.progress(1.0, text="Done")
             for w in res.warnings:
                 st.warning(w)
             st.success(f"Saved **{saved}**: {METHODS[method].label}, block {vec.layer}, norm {vec.norm:.3g}.")
-            ss.what_vector = saved
+            select_vector(saved)
         except SteeringCoreError as exc:
-            bar.empty()
+            if bar is not None:
+                bar.empty()
             ui.show_error(exc)
 
 # -- library ---------------------------------------------------------------------------------------------
 with lib_tab:
-    rows = vstore.summaries()
-    if not rows:
-        st.info("No saved vectors yet: fit one in the Fit tab, or import a file below.")
-    else:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        pick = st.selectbox("Vector", vstore.names(), key="lib_pick")
-        try:
-            vec = vstore.load(pick)
-            e1, e2, e3, e4 = st.columns(4)
-            e1.download_button("safetensors", vm.to_safetensors_bytes(vec), f"{pick}.safetensors", key="lib_dl_st")
-            try:
-                e2.download_button("GGUF (llama.cpp / repeng)", vm.gguf_bytes(vec, model.name), f"{pick}.gguf",
-                                   key="lib_dl_gguf")
-            except SteeringCoreError as exc:
-                e2.caption(f"GGUF: {exc}")
-            if e3.button("Steer with it", key="lib_steer"):
-                ui.goto_steer(vector=pick, layer=vec.layer)
-            if e4.button("Delete", key="lib_delete"):
-                vstore.delete(pick)
-                st.rerun()
-        except SteeringCoreError as exc:
-            ui.show_error(exc)
+    # the table and selector are drawn at the top but filled last, so a vector combined or imported
+    # below in this run is already listed and selected
+    top = st.container()
+    if vstore.names():
         st.markdown("**Arithmetic**: a weighted sum of vectors on the same layer.")
         a1, a2, a3, a4 = st.columns(4)
         va = a1.selectbox("A", vstore.names(), key="ar_a")
@@ -115,7 +131,9 @@ with lib_tab:
             try:
                 terms = [(vstore.load(va), wa)] + ([(vstore.load(vb), wb)] if vb != "(none)" else [])
                 out = vm.combine(terms, ar_name.strip() or None)
-                st.success(f"Saved {vstore.save(out)} (norm {out.norm:.3g}).")
+                saved = vstore.save(out)
+                select_vector(saved)
+                st.success(f"Saved {saved} (norm {out.norm:.3g}).")
             except SteeringCoreError as exc:
                 ui.show_error(exc)
     st.markdown("**Import** a `.safetensors` vector or a GGUF control vector (every layer in it becomes a vector).")
@@ -127,10 +145,34 @@ with lib_tab:
             got = vm.import_gguf(data, name=stem) if up.name.lower().endswith(".gguf") else [
                 vm.from_safetensors_bytes(data, name=stem)]
             for v in got:
-                vstore.save(v)
+                select_vector(vstore.save(v))
             st.success(f"Imported {', '.join(v.name for v in got)}.")
         except SteeringCoreError as exc:
             ui.show_error(exc)
+    with top:
+        rows = vstore.summaries()
+        if not rows:
+            st.info("No saved vectors yet: fit one in the Fit tab, or import a file below.")
+        else:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            pick = vector_select("lib_pick", vstore.names())
+            try:
+                vec = vstore.load(pick)
+                e1, e2, e3, e4 = st.columns(4)
+                e1.download_button("safetensors", vm.to_safetensors_bytes(vec), f"{pick}.safetensors",
+                                   key="lib_dl_st")
+                try:
+                    e2.download_button("GGUF (llama.cpp / repeng)", vm.gguf_bytes(vec, model.name), f"{pick}.gguf",
+                                       key="lib_dl_gguf")
+                except SteeringCoreError as exc:
+                    e2.caption(f"GGUF: {exc}")
+                if e3.button("Steer with it", key="lib_steer"):
+                    ui.goto_steer(vector=pick, layer=vec.layer)
+                if e4.button("Delete", key="lib_delete"):
+                    vstore.delete(pick)
+                    st.rerun()
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
 
 # -- what does it do ---------------------------------------------------------------------------------------
 with what_tab:
@@ -139,9 +181,7 @@ with what_tab:
     elif not vstore.names():
         st.info("No saved vectors yet: fit one in the Fit tab.")
     else:
-        names = vstore.names()
-        idx = names.index(ss.what_vector) if ss.get("what_vector") in names else 0
-        pick = st.selectbox("Vector", names, index=idx, key="what_pick")
+        pick = vector_select("what_pick", vstore.names())
         try:
             vec = vstore.load(pick)
             st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")
@@ -199,6 +239,7 @@ with layer_tab:
     # the layer sweep fits without an SAE or approximator: the methods an empty context allows
     lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method")
     lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
+    warn_position(lchoice, lpos)
     layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
     if st.button("Run layer sweep", key="ls_go"):
         bar = st.progress(0.0, text="Extracting activations…")

@@ -22,7 +22,7 @@ Architecture, one subpackage per concept::
 
 ``model/`` depends on nothing but the shared helpers, and everything else takes its
 ``SteerableModel`` and ``LoadedSAE``; ``storage/`` depends only on ``model/``.
-The Streamlit app (``app.py``, ``ui.py``, ``pages/``) sits on top and holds no maths.
+The Streamlit app (``app.py``, ``ui/``, ``pages/``) sits on top and holds no maths.
 """
 
 from steering_core.errors import (

@@ -112,3 +112,16 @@ def pytest_unconfigure(config):
 
         st.cache_resource.clear()
     gc.collect()
+
+
+@pytest.fixture()
+def sweep_page_app(tmp_path, monkeypatch):
+    """The Sweep page under AppTest on the tiny model and SAE, with its own empty cache folder."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_SAE", "tiny")
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "pages" / "sweep.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    return at

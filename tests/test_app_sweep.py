@@ -19,13 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
-def page(tmp_path, monkeypatch):
-    monkeypatch.setenv("STEERING_MODEL", "tiny")
-    monkeypatch.setenv("STEERING_SAE", "tiny")
-    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "pages" / "sweep.py"), default_timeout=180).run()
-    assert not at.exception, at.exception
-    return at
+def page(sweep_page_app):
+    return sweep_page_app
 
 
 def _sweep(at: AppTest, grid: str) -> AppTest:

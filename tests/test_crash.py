@@ -266,10 +266,9 @@ def test_a_second_app_on_a_held_cache_gets_a_sentence_and_the_file_survives(app_
     showing a driver error, and the holder's data is intact afterwards."""
     from streamlit.testing.v1 import AppTest
 
-    from steering_core.datasets import ContrastiveDataset, Pair
-    from steering_core.datasets import DatasetStore as open_dataset_store
+    from steering_core.datasets import ContrastiveDataset, DatasetStore, Pair
 
-    store = open_dataset_store(app_env / "library.duckdb")
+    store = DatasetStore(app_env / "library.duckdb")
     store.save(ContrastiveDataset("mine", [Pair("a wedding", "a funeral"), Pair("the bride", "the mourner")]))
     store.close()
     holder = subprocess.Popen(
@@ -291,7 +290,7 @@ def test_a_second_app_on_a_held_cache_gets_a_sentence_and_the_file_survives(app_
     deadline = time.monotonic() + 10
     while True:
         try:
-            store = open_dataset_store(app_env / "library.duckdb")
+            store = DatasetStore(app_env / "library.duckdb")
             break
         except Exception:
             if time.monotonic() > deadline:

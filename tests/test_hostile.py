@@ -43,8 +43,7 @@ from streamlit.testing.v1 import AppTest
 
 from steering_core import datasets as dsm
 from steering_core import vectors as vm
-from steering_core.browse import search as explore
-from steering_core.browse import usernotes
+from steering_core.browse import search, usernotes
 from steering_core.errors import SteeringCoreError
 from steering_core.measure import alpha as alpha_mod
 from steering_core.measure import live, nexttoken
@@ -657,7 +656,7 @@ lib("empty-lib-judge-criterion", lambda e: _sweep(e, judge_criterion=" \t", beha
     r"judge criterion is empty")
 lib("empty-lib-next-token-prompt",
     lambda e: nexttoken.next_token_curves(e.model, "   ", torch.ones(64), 1, [0.0, 1.0]), r"prompt is empty")
-lib("empty-lib-search-label", lambda e: explore.search_label(_pack(e), "  "),
+lib("empty-lib-search-label", lambda e: search.search_label(_pack(e), "  "),
     r"search box is empty", setup=_with_pack)
 
 # -- Unicode edge cases ----------------------------------------------------------------------------------------
@@ -671,7 +670,7 @@ lib("unicode-lib-lone-surrogate-in-prompt", lambda e: _side_by_side(e, prompt="H
 lib("unicode-lib-lone-surrogate-in-sweep-prompt", lambda e: _sweep(e, prompts=("Hi \udcff",)), r"cannot be encoded")
 lib("unicode-lib-lone-surrogate-in-dataset-description",
     lambda e: _save_dataset(e, "keep", overwrite=True, description="notes \ud83d"), r"cannot be stored")
-lib("unicode-lib-lone-surrogate-in-search", lambda e: explore.search_label(_pack(e), "wed\ud800"),
+lib("unicode-lib-lone-surrogate-in-search", lambda e: search.search_label(_pack(e), "wed\ud800"),
     r"cannot be encoded", setup=_with_pack)
 lib("unicode-lib-lone-surrogate-in-feature-label",
     lambda e: usernotes.UserNotes(e.cache / "user.duckdb").set_label(_pack(e), 1, "label \ud800"),

@@ -161,3 +161,153 @@ def side_by_side(model: SteerableModel, request: SideBySide) -> Iterator[SideByS
     for ev in stream(model, prompts, request.config, Steering.of(terms), row_seeds=seeds, notes=notes):
         done = all(ev.finished)
         yield SideBySideUpdate(ev.step, ev.texts[:n], ev.texts[n:], done, list(notes), prompt)
+
+
+# -- shareable links: /steer?feature=630&alpha=49.4&layer=15&prompt=...&seed=3 (or vector=<saved name>) --
+
+#: The query parameters a Steer link may carry, in the order a link writes them.
+LINK_KEYS = ("feature", "vector", "layer", "alpha", "seed", "prompt")
+MAX_LINK_PROMPT = 4000
+
+
+@dataclass(frozen=True)
+class SteerLink:
+    """Settings read from a Steer link; a field is None when the link does not set it."""
+
+    feature: int | None = None
+    vector: str | None = None
+    layer: int | None = None
+    alpha: float | None = None
+    seed: int | None = None
+    prompt: str | None = None
+
+    def params(self) -> dict[str, str]:
+        """The query parameters that reproduce these settings (``repr`` of floats kept short)."""
+        out = {}
+        for key in LINK_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = f"{value:g}" if isinstance(value, float) else str(value)
+        return out
+
+
+def _int(text: str) -> int:
+    value = float(text)  # "3", "3.0", "1e2"; "abc", "nan", "inf" fail below
+    if not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+def parse_steer_link(params, *, n_layers: int, n_features: int | None = None,
+                     vector_names=None) -> tuple[SteerLink, list[str]]:
+    """Read a Steer link's query parameters (a mapping of str, or list of str) into a
+    :class:`SteerLink` and one plain sentence per value that cannot be used (that value is
+    ignored). ``n_features`` is the loaded SAE's width (None: no SAE); ``vector_names`` the saved
+    vectors' names (None: not checked). Never raises for what a link holds."""
+    got: dict = {}
+    warnings: list[str] = []
+
+    def one(key: str) -> str | None:
+        value = params.get(key) if hasattr(params, "get") else None
+        if isinstance(value, (list, tuple)):
+            value = value[-1] if value else None
+        return None if value is None else str(value).strip()
+
+    def bad(key: str, value: str, why: str) -> None:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        warnings.append(f"The link's {key}={shown!r} was ignored: {why}")
+
+    def whole(key: str, text: str, why: str) -> int | None:
+        try:
+            return _int(text)
+        except (ValueError, OverflowError):
+            bad(key, text, why)
+            return None
+
+    if (text := one("feature")) is not None:
+        why = "a feature id is a whole number, 0 or more."
+        if (fid := whole("feature", text, why)) is None:
+            pass
+        elif fid < 0:
+            bad("feature", text, why)
+        elif n_features is None:
+            bad("feature", text, "no SAE is loaded, so there are no features to steer with.")
+        elif fid >= n_features:
+            bad("feature", text, f"the SAE has features 0 to {n_features - 1}.")
+        else:
+            got["feature"] = fid
+    if (text := one("vector")) is not None:
+        if "feature" in got:
+            bad("vector", text, "a link names a feature or a saved vector, not both (the feature is used).")
+        elif not text:
+            bad("vector", text, "it names no vector.")
+        elif vector_names is not None and text not in list(vector_names):
+            bad("vector", text, "there is no saved vector by that name.")
+        else:
+            got["vector"] = text
+    if (text := one("layer")) is not None and (layer := whole("layer", text, "a layer is a whole number.")) is not None:
+        if 0 <= layer < n_layers:
+            got["layer"] = layer
+        else:
+            bad("layer", text, f"this model's layers are 0 to {n_layers - 1}.")
+    if (text := one("alpha")) is not None:
+        try:
+            alpha = float(text)
+            if alpha != alpha or alpha in (float("inf"), float("-inf")):
+                raise ValueError
+            got["alpha"] = alpha
+        except ValueError:
+            bad("alpha", text, "α is a finite number such as 49.4.")
+    if (text := one("seed")) is not None:
+        why = "a seed is a whole number, 0 or more."
+        if (seed := whole("seed", text, why)) is not None:
+            if 0 <= seed < 2**63:
+                got["seed"] = seed
+            else:
+                bad("seed", text, why)
+    if (text := one("prompt")) is not None:
+        raw = params.get("prompt")
+        raw = raw[-1] if isinstance(raw, (list, tuple)) else raw
+        if len(raw) > MAX_LINK_PROMPT:
+            bad("prompt", raw, f"a linked prompt holds at most {MAX_LINK_PROMPT} characters.")
+        else:
+            got["prompt"] = raw
+    return SteerLink(**got), warnings
+
+
+@dataclass(frozen=True)
+class ShownSettings:
+    """The settings that produced a shown Steer result (or would produce the next one): a result
+    is always labelled with these, never with whatever the widgets read now."""
+
+    alpha: float
+    layer: int
+    vector: str  # ResolvedVector.description
+    seed: int
+    prompt: str
+
+    def header(self) -> str:
+        return f"Steered (α = {self.alpha:+.1f}, layer {self.layer})"
+
+    def changes(self, now: ShownSettings) -> list[str]:
+        """What differs in ``now``, one short phrase each (empty: the shown result is current)."""
+        out = []
+        if f"{self.alpha:+.1f}" != f"{now.alpha:+.1f}":
+            out.append(f"α {self.alpha:+.1f} → {now.alpha:+.1f}")
+        if self.layer != now.layer:
+            out.append(f"layer {self.layer} → {now.layer}")
+        if self.vector != now.vector:
+            out.append(f"vector {self.vector} → {now.vector}")
+        if self.seed != now.seed:
+            out.append(f"seed {self.seed} → {now.seed}")
+        if self.prompt != now.prompt:
+            out.append("prompt edited")
+        return out
+
+    def stale_note(self, now: ShownSettings) -> str | None:
+        """A plain sentence when the widgets no longer match the shown result, else None."""
+        changed = self.changes(now)
+        if not changed:
+            return None
+        return (f"Shown: α = {self.alpha:+.1f}, layer {self.layer}, {self.vector}, seed {self.seed}; "
+                f"settings changed ({'; '.join(changed)}) — Generate to update.")

@@ -167,6 +167,24 @@ def _operator(operator: str | None, reference) -> str:
     return operator if operator is not None else implied_operator(reference)
 
 
+#: Version of the per-rollout seed scheme; part of every sweep key, so points sampled under an older
+#: scheme (v1: ``seed + 1000·i + j``, which made seeds 0 and 1 share most rollouts) are never served.
+SEED_SCHEME = 2
+
+
+def sample_seed(seed: int, prompt: int, sample: int) -> int:
+    """The generator seed of rollout ``sample`` of prompt ``prompt`` in a sweep with ``seed``: a hash of
+    the three numbers (63 bits), so different sweep seeds share no rollout seeds (any integer seed,
+    negative ones included)."""
+    h = hashlib.sha256(f"sweep-seed:{int(seed)}:{int(prompt)}:{int(sample)}".encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def rollout_seeds(seed: int, n_prompts: int, samples: int) -> list[int]:
+    """Seeds of every rollout of one α, prompt-major (the order of the generated rows)."""
+    return [sample_seed(seed, i, j) for i in range(n_prompts) for j in range(samples)]
+
+
 def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec, reference=None,
               operator: str | None = None):
     from steering_core.model.generation import GenerationConfig, generate
@@ -175,7 +193,7 @@ def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: Swe
 
     prompts = [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
                for p in spec.prompts for _ in range(spec.samples)]
-    seeds = [spec.seed + 1000 * i + j for i in range(len(spec.prompts)) for j in range(spec.samples)]
+    seeds = rollout_seeds(spec.seed, len(spec.prompts), spec.samples)
     term = operator_term(model, _operator(operator, reference), layer, vector, alpha, reference=reference)
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
@@ -295,6 +313,7 @@ class SweepCache(LibraryTable):
 def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=None,
               operator: str | None = None) -> str:
     h = hashlib.sha256()
+    h.update(f"seeds=v{SEED_SCHEME};".encode())  # a new seed scheme never reuses old points
     if operator is not None and operator != _operator(None, reference):  # the implied one keeps old keys
         h.update(f"operator={operator};".encode())
     h.update(model_name.encode())

@@ -51,6 +51,37 @@ def _counter(total: int, on_progress: Progress):
     return tick
 
 
+def vector_name(req: FitRequest) -> str:
+    """The name a fit saves under: ``req.name``, or ``<dataset>-<method>-L<layer>``."""
+    return req.name or f"{req.dataset.name}-{req.method}-L{req.layer}"
+
+
+#: Share of pairs ending in the same token above which the ``last`` position gets a warning.
+SHARED_LAST_TOKEN = 0.9
+
+
+def position_warning(model: SteerableModel, dataset, position: str,
+                     threshold: float = SHARED_LAST_TOKEN) -> str | None:
+    """A warning when ``position`` is ``last`` and at least ``threshold`` of the pairs end with the same
+    token in both texts (say both end in "."): the last token's activations then mostly encode that
+    shared token, not the difference. None otherwise."""
+    from collections import Counter
+
+    from steering_core.vectors.extraction import _token_lists
+
+    if position != "last" or not dataset.pairs:
+        return None
+    pos, neg = _texts(dataset)
+    shared = [a[-1] for a, b in zip(_token_lists(model, pos), _token_lists(model, neg)) if a and b and a[-1] == b[-1]]
+    share = len(shared) / len(pos)
+    if not shared or share < threshold:
+        return None
+    token = model.tokenizer.decode([Counter(shared).most_common(1)[0][0]])
+    return (f"{share:.0%} of the pairs end with the same token in both texts (most often {token!r}), so the "
+            "'last' position would mostly learn that token; choose 'diff' (the tokens where the pair differs) "
+            "or end the texts where they differ.")
+
+
 def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None = None,
                 cache: ActivationCache | None = None, on_progress: Progress = None) -> tuple[FitResult, object]:
     """Fit ``req.method`` on the dataset's training pairs at one layer; returns the fit and a
@@ -81,7 +112,7 @@ def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None =
         meta["features"] = {str(k): v for k, v in res.info["features"].items()}
     if res.info.get("targets"):
         meta["targets"] = {str(k): v for k, v in res.info["targets"].items()}
-    vec = SteeringVector(name=req.name or f"{req.dataset.name}-{req.method}-L{req.layer}", layer=req.layer,
+    vec = SteeringVector(name=vector_name(req), layer=req.layer,
                          direction=res.direction, method=req.method,
                          dataset=req.dataset.name if m.uses_pairs else "", model_id=model.name, meta=meta,
                          operator=res.operator, reference=res.reference)

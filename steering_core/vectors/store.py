@@ -25,6 +25,7 @@ from steering_core.vectors.vector import SteeringVector, clean_vector_name
 _VECTORS_TABLE = """CREATE TABLE IF NOT EXISTS vectors (
     name TEXT PRIMARY KEY, method TEXT, layer INTEGER, dataset TEXT, model_id TEXT, norm DOUBLE,
     d_model INTEGER, operator TEXT, created TEXT, meta TEXT, file TEXT)"""
+_REMEDY = "delete it first or save with overwrite=True"
 
 
 class VectorStore:
@@ -161,6 +162,24 @@ class VectorStore:
                 os.unlink(tmp)
             raise
 
+    def _check_free(self, name: str, overwrite: bool, remedy: str) -> None:
+        rows = [r[0] for r in self.con.execute("SELECT name FROM vectors WHERE lower(name) = lower(?)", [name]).fetchall()]
+        clash = [r for r in rows if r != name]
+        if clash:
+            raise VectorError(f"A vector named {clash[0]!r} already exists; names differing only in capitals would "
+                              "share one file on some systems, so choose another name.")
+        if rows and not overwrite:
+            raise VectorError(f"A vector named {name!r} already exists; {remedy}.")
+
+    def check_name(self, name: str, overwrite: bool = False, remedy: str = _REMEDY) -> str:
+        """The cleaned name :meth:`save` would use for ``name``, or the error it would raise (an invalid
+        name, a clash in capitals, an existing name without ``overwrite``), so that a caller can refuse
+        before costly work. ``remedy`` ends the existing-name message (a page names its checkbox)."""
+        name = clean_vector_name(name)
+        with self._lock:
+            self._check_free(name, overwrite, remedy)
+        return name
+
     def save(self, vec: SteeringVector, overwrite: bool = False) -> str:
         """Save under ``vec.name`` (cleaned; returned). An existing name is refused unless
         ``overwrite``. All or nothing: when the database write fails, the new file is removed or
@@ -176,13 +195,7 @@ class VectorStore:
         check_file_size(len(data), "vector file")
         path = self._path(f"{name}.{os.urandom(4).hex()}.safetensors")
         with self._lock:
-            rows = [r[0] for r in self.con.execute("SELECT name FROM vectors WHERE lower(name) = lower(?)", [name]).fetchall()]
-            clash = [r for r in rows if r != name]
-            if clash:
-                raise VectorError(f"A vector named {clash[0]!r} already exists; names differing only in capitals would "
-                                  "share one file on some systems, so choose another name.")
-            if rows and not overwrite:
-                raise VectorError(f"A vector named {name!r} already exists; delete it first or save with overwrite=True.")
+            self._check_free(name, overwrite, _REMEDY)
             old_file = self._file_of(name)
             try:
                 self._write_file(path, data)

@@ -1,35 +1,37 @@
 """Streamlit glue shared by app.py and pages/: one model per process, the picker, error display,
 the shared feature-list component, and the hand-offs from one page to another.
 
-No maths here: everything is a call into ``steering_core``. A page that opens another page with
-something filled in calls :func:`goto_steer`, :func:`goto_sweep` or :func:`goto_features`; those
-are the only code outside a page that writes that page's widget state, and the choices they set
-(:class:`SteerSource`, :class:`SweepSource`, :class:`SweepGrid`) are declared once, here.
+No maths here: everything is a call into ``steering_core``. The page list and the hand-offs from
+one page to another (``goto_steer``, ``goto_sweep``, ``goto_features``, links, pins) live in
+:mod:`ui.navigation` and are re-exported here, so pages write ``ui.goto_steer(...)``.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
 
 import streamlit as st
 
 from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
-
-#: Every page of the app: (file, title, one-line description). app.py routes to these in order.
-PAGES = [
-    ("pages/home.py", "Home", "Model, SAE, hook point and residual norms."),
-    ("pages/steer.py", "Steer", "Live α slider: steered and unsteered completions side by side."),
-    ("pages/dataset_editor.py", "Datasets", "Contrastive pairs: edit, generate from templates or stories, import, split."),
-    ("pages/vectors.py", "Vectors", "Fit vectors with every method, keep a library, ask what a vector does, sweeps."),
-    ("pages/sweep.py", "Sweep", "Behaviour × coherence over α, the automatic α, and the next-token view."),
-    ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
-]
+from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
+    MAX_PINS,
+    PAGES,
+    SteerSource,
+    SweepGrid,
+    SweepSource,
+    feature_from_url,
+    first_value,
+    goto_features,
+    goto_steer,
+    goto_sweep,
+    pin_feature,
+    share_feature_url,
+    unpin_feature,
+)
 
 
 def _release_cached_resources() -> None:
@@ -287,113 +289,6 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
     c1, c2 = st.columns(2)
     c1.download_button("CSV", rows_to_csv(rows), f"{key}.csv", "text/csv", key=f"{key}_csv")
     c2.download_button("JSON", rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
-
-
-# -- page hand-offs ------------------------------------------------------------------------------------
-# Each page owns its widgets' session-state keys; these functions are the only writers from outside.
-# They set the keys and switch page; the target page applies them before drawing any widget.
-
-
-class SteerSource(StrEnum):
-    """Where the Steer page's vector comes from. The values are the labels its radio shows (and what
-    a saved preset stores), so a choice is named by member, never by copying a label."""
-
-    RANDOM = "Random unit vector"
-    SAE_FEATURE = "SAE feature (decoder row)"
-    UPLOAD = "Upload (.safetensors / .npy / .pt)"
-    SAVED = "Saved vector (Vectors page)"
-
-
-class SweepSource(StrEnum):
-    """What the Sweep page sweeps (values: its radio's labels)."""
-
-    SAVED = "Saved vector"
-    SAE_FEATURE = "SAE feature (decoder row)"
-
-
-class SweepGrid(StrEnum):
-    """How the Sweep page chooses its α grid (values: its radio's labels)."""
-
-    AUTO = "Around the automatic α"
-    MANUAL = "Manual"
-
-
-#: Feature cards pinned on the Features page at most (newest first; older ones drop off).
-MAX_PINS = 8
-
-
-def _page(title: str) -> str:
-    return next(path for path, t, _ in PAGES if t == title)
-
-
-def pin_feature(fid: int) -> int:
-    """Pin a feature's card on the Features page (newest first) and make it the selected feature,
-    without leaving the current page."""
-    fid = int(fid)
-    ss = st.session_state
-    pins = [p for p in ss.get("pins", []) if p != fid]
-    ss.pins = [fid] + pins[: MAX_PINS - 1]
-    ss.selected = fid
-    return fid
-
-
-def goto_features(feature: int) -> NoReturn:
-    """Open the Features page with this feature's card pinned first and selected."""
-    pin_feature(feature)
-    st.switch_page(_page("Features"))
-
-
-def _one_vector(feature: int | None, vector: str | None) -> None:
-    if (feature is None) == (vector is None):
-        raise ValueError("Hand over exactly one of feature= (an SAE feature id) or vector= (a saved vector name).")
-
-
-def first_value(key: str, value: Any, arg: str = "value") -> dict[str, Any]:
-    """Widget keyword arguments that give ``value`` as a widget's first value, unless session state
-    already holds one for ``key`` (a hand-off or a preset put it there). Passing both makes
-    Streamlit warn, and a value put in session state alone can be lost when the page's first run
-    is interrupted, so the default travels with the widget call. ``arg`` is ``"index"`` for radios."""
-    return {} if key in st.session_state else {arg: value}
-
-
-def _set_vector(prefix: str, sources, feature: int | None, vector: str | None) -> None:
-    """Point a page's vector picker (session keys ``<prefix>_source``, ``<prefix>_feature`` and
-    the saved-vector key) at a feature or a saved vector; exactly one of them is given."""
-    _one_vector(feature, vector)
-    ss = st.session_state
-    if feature is not None:
-        ss[f"{prefix}_source"], ss[f"{prefix}_feature"] = sources.SAE_FEATURE, str(int(feature))
-    else:
-        ss[f"{prefix}_source"], ss[_SAVED_KEY[prefix]] = sources.SAVED, str(vector)
-
-
-#: The session key of each page's saved-vector picker (Steer: ``vec_saved``, Sweep: ``sw_vector``).
-_SAVED_KEY = {"vec": "vec_saved", "sw": "sw_vector"}
-
-
-def goto_steer(*, feature: int | None = None, vector: str | None = None, layer: int | None = None,
-               alpha: float | None = None) -> NoReturn:
-    """Open the Steer page set to steer with an SAE feature's decoder row (``feature``) or a saved
-    vector (``vector``, its name), at ``layer`` and ``alpha`` when given. The page clamps both
-    to its sliders' ranges; a later hand-off replaces everything an earlier one set."""
-    ss = st.session_state
-    _set_vector("vec", SteerSource, feature, vector)
-    if layer is not None:
-        ss.layer = int(layer)
-    if alpha is not None:
-        ss.pending_alpha = float(alpha)
-    st.switch_page(_page("Steer"))
-
-
-def goto_sweep(*, feature: int | None = None, vector: str | None = None,
-               alphas: Sequence[float] | None = None) -> NoReturn:
-    """Open the Sweep page on an SAE feature (``feature``) or a saved vector (``vector``); with
-    ``alphas``, a manual grid of those values instead of the grid around the automatic α."""
-    ss = st.session_state
-    _set_vector("sw", SweepSource, feature, vector)
-    if alphas is not None:
-        ss.sw_mode, ss.sw_grid = SweepGrid.MANUAL, ", ".join(f"{float(a):.1f}" for a in alphas)
-    st.switch_page(_page("Sweep"))
 
 
 @st.cache_resource(show_spinner=False)

@@ -1,0 +1,110 @@
+"""Sweep seeds that do not overlap between sweep seeds (bug 5), and a Sweep page whose bad sidebar
+input is reported in the sidebar without blanking the other tabs or leaving a stale result (bug 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steering_core.measure.sweep import SweepSpec, rollout_seeds, run_sweep, sample_seed, sweep_key
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- bug 5: seeds -----------------------------------------------------------------------------------
+
+
+def test_sweep_seeds_do_not_overlap_between_seeds():
+    # a realistic grid: 10 prompts × 64 samples (the page's maximum), seeds 0..9
+    per_seed = {s: rollout_seeds(s, 10, 64) for s in range(10)}
+    for s, seeds in per_seed.items():
+        assert len(set(seeds)) == len(seeds)
+        for t in range(s + 1, 10):
+            assert not set(seeds) & set(per_seed[t]), (s, t)
+    # deterministic, any integer seed, and within torch.manual_seed's range
+    assert sample_seed(-3, 1, 2) == sample_seed(-3, 1, 2)
+    assert all(0 <= x < 2 ** 63 for x in rollout_seeds(-1, 3, 4))
+
+
+def test_sweep_key_carries_the_seed_scheme(tiny_hf):
+    import torch
+
+    import steering_core.measure.sweep as sw
+
+    spec = SweepSpec(prompts=("hi",), alphas=(0.0,), keywords=("a",))
+    v = torch.ones(tiny_hf.d_model)
+    key = sweep_key("m", v, 0, spec)
+    old, sw.SEED_SCHEME = sw.SEED_SCHEME, sw.SEED_SCHEME - 1
+    try:
+        assert sweep_key("m", v, 0, spec) != key  # points from an older scheme are never served
+    finally:
+        sw.SEED_SCHEME = old
+
+
+def test_two_sweeps_with_seeds_0_and_1_share_no_samples(tiny_hf):
+    import torch
+
+    v = torch.nn.functional.normalize(torch.ones(tiny_hf.d_model), dim=0)
+    texts = []
+    for seed in (0, 1):
+        spec = SweepSpec(prompts=("I think", "Tell me", "Once upon"), alphas=(0.0,), samples=4, new_tokens=8,
+                         seed=seed, keywords=("the",))
+        (p,) = run_sweep(tiny_hf, v, 0, spec, with_dce=False)
+        texts.append(p.samples)
+    # the old scheme (seed + 1000·i + j) shared 3 of 4 rollouts per prompt: 9 of 12 here
+    shared = sum(a == b for a in texts[0] for b in texts[1])
+    assert shared <= 1, shared
+
+
+# -- bug 6: the Sweep page with a bad feature id ------------------------------------------------------
+
+
+@pytest.fixture()
+def page(sweep_page_app):
+    return sweep_page_app
+
+
+def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(page):
+    at = page
+    at.radio(key="sw_source").set_value("SAE feature (decoder row)")
+    at.text_input(key="sw_feature").set_value("1")
+    at = at.run()
+    # a sweep for feature 1
+    at.radio(key="sw_mode").set_value("Manual")
+    at = at.run()
+    at.text_input(key="sw_grid").set_value("0, 2")
+    at.number_input(key="sw_samples").set_value(1)
+    at.number_input(key="sw_tokens").set_value(4)
+    at.text_input(key="sw_keywords").set_value("the, a")
+    at = at.button(key="sw_go").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["sw_result"]["label"] == "feature 1"
+    assert len(at.dataframe) >= 1
+
+    at.text_input(key="sw_feature").set_value(" abc ")
+    at = at.run()
+    assert not at.exception, at.exception
+    # the error is in the sidebar, next to the input, and echoes the stripped input
+    side = [e.value for e in at.sidebar.error]
+    assert side and "'abc'" in side[0] and "' abc '" not in side[0], side
+    # the main area still draws: every tab's widgets, Compare methods usable
+    for key in ("sw_prompts", "nt_prompt", "cmp_features"):
+        assert at.text_input(key=key) if key != "sw_prompts" else at.text_area(key=key)
+    assert at.button(key="sw_go").disabled and at.button(key="nt_go").disabled
+    assert not at.button(key="cmp_go").disabled
+    # the result for feature 1 is no longer shown under the invalid input
+    assert not at.dataframe
+    assert not at.get("plotly_chart")
+
+    at.text_input(key="cmp_features").set_value("2")
+    at = at.button(key="cmp_go").click().run()
+    assert not at.exception, at.exception
+    rows, _ = at.session_state["cmp_result"]
+    assert len(rows) == 1
+
+    # a valid, different feature: the old result is shown, marked as being for feature 1
+    at.text_input(key="sw_feature").set_value("3")
+    at = at.run()
+    assert not at.exception, at.exception
+    assert any("for feature 1, not feature 3" in w.value for w in at.warning)
