@@ -105,7 +105,7 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                 width = feat["hist_max"] / len(counts)
                 fig = go.Figure(go.Bar(x=[(i + 0.5) * width for i in range(len(counts))], y=counts))
                 fig.update_layout(height=200, margin=dict(l=0, r=0, t=20, b=0), title="Activation histogram",
-                                  yaxis_type="log", xaxis_title="activation")
+                                  xaxis_title="activation", yaxis=dict(type="log", dtick=1, title="count"))  # 1, 10, 100
                 st.plotly_chart(fig, width="stretch", key=f"{key}_hist")
         with right:
             # double-backtick code spans show any token literally (quotes, <tags>, a lone backtick)
@@ -116,9 +116,10 @@ def card(fid: int, key: str, compact: bool = False) -> None:
         if snips:
             with st.expander(f"Top activating snippets ({sum(s['kind'] == 'top' for s in snips)}) and lower quantiles",
                              expanded=True):
-                st.markdown("".join(snippet_html(s) + ("" if s["kind"] == "top" else
-                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') for s in snips[:24]),
-                            unsafe_allow_html=True)
+                # a quantile sample's caption comes before the snippet it names
+                st.markdown("".join(("" if s["kind"] == "top" else
+                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + snippet_html(s)
+                                    for s in snips[:24]), unsafe_allow_html=True)
     cols = st.columns(2 if compact else 4)
     for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:

@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from steering_core import SteeringCoreError
 from steering_core.measure.alpha import auto_alpha
-from steering_core.measure.comparison import Candidate, compare
+from steering_core.measure.comparison import Candidate, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
 from steering_core.measure.sweep import MAX_SAMPLES, SweepSpec, run_sweep
@@ -159,7 +159,8 @@ with sweep_tab:
                      if c in df]:
             y = df[name].to_numpy(dtype=float)
             se = df[name + "_se"].to_numpy(dtype=float) if name + "_se" in df else None
-            fig.add_scatter(x=df["alpha"], y=y, name=name, mode="lines+markers")
+            fig.add_scatter(x=df["alpha"], y=y, name=name, mode="lines+markers",
+                            line=dict(width=4 if name == "product" else 2))
             if se is not None:
                 fig.add_scatter(x=np.r_[df["alpha"], df["alpha"][::-1]], y=np.r_[y + se, (y - se)[::-1]],
                                 fill="toself", opacity=0.15, line=dict(width=0), showlegend=False, hoverinfo="skip")
@@ -167,10 +168,10 @@ with sweep_tab:
             fig.add_vline(x=res["auto"], line_dash="dot", annotation_text="automatic α")
         fig.update_layout(height=380, xaxis_title="α", yaxis_title="score", legend=dict(orientation="h"))
         st.plotly_chart(fig, width="stretch")
-        best = df.loc[df["product"].idxmax()] if df["product"].notna().any() else None
-        if best is not None:
-            st.caption(f"{res['label']}: peak {res['behaviour']} × coherence = {best['product']:.2f} at α = "
-                       f"{best['alpha']:.1f}" + (f" (automatic α {res['auto']:.1f})" if res["auto"] else ""))
+        verdict = peak_verdict(pts, res["behaviour"], res["label"])
+        st.caption(verdict.message + (f" (automatic α {res['auto']:.1f})" if res["auto"] else ""))
+        if verdict.warning:
+            st.warning(verdict.warning)
         cols = [c for c in df.columns if not c.endswith("_se")]
         st.dataframe(df[cols], hide_index=True, width="stretch")
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")

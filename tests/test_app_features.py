@@ -166,3 +166,18 @@ def test_steer_with_this_feature_fills_the_steer_page(app_env):
     assert at.session_state["vec_feature"] == "3"
     assert at.session_state["layer"] == 1
     assert at.session_state["alpha"] > 0
+
+
+def test_card_histogram_ticks_are_powers_of_ten_and_quantile_captions_precede_their_snippets(app_env):
+    """The log axis is labelled 1, 10, 100, … (not "1000, 5, 2, 100"), and each lower-quantile
+    sample is introduced by its caption instead of being followed by the next one's."""
+    import json
+
+    at = _search(_page(), "Feature id", "3")
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    hist = next(s for s in specs if any(t.get("type") == "bar" for t in s.get("data", [])))
+    assert hist["layout"]["yaxis"]["type"] == "log" and hist["layout"]["yaxis"]["dtick"] == 1
+    body = next(m.value for m in at.markdown if "sample</div>" in m.value)
+    parts = body.split("sample</div>")
+    assert len(parts) > 1 and parts[-1].strip()  # the last caption is followed by its snippet
+    assert not body.rstrip().endswith("sample</div>")

@@ -9,7 +9,7 @@ import torch
 
 from steering_core import random_unit_vector
 from steering_core.errors import SteeringCoreError
-from steering_core.measure.comparison import Candidate, compare, peak
+from steering_core.measure.comparison import USEFUL_PRODUCT, Candidate, compare, peak, peak_verdict
 from steering_core.measure.sweep import AlphaPoint, SweepSpec
 
 
@@ -17,6 +17,23 @@ def test_peak_takes_the_largest_product_and_prefers_small_alpha_on_ties():
     pts = [AlphaPoint(a, {"product": v}) for a, v in ((0.0, 0.1), (2.0, 0.5), (-1.0, 0.5), (3.0, float("nan")))]
     best, p = peak(pts, "keywords")
     assert best == 0.5 and p.alpha == -1.0
+
+
+def test_a_faint_peak_is_flagged_as_no_useful_alpha():
+    def pts(*products):
+        return [AlphaPoint(a, {"product": v}) for a, v in zip((0.0, 20.0, 40.0, 80.0), products)]
+
+    good = peak_verdict(pts(0.0, 0.2, 0.6, 0.3), "keywords", "v")
+    assert good.useful and good.warning is None and good.alpha == 40.0
+    assert good.message == "v: peak keywords × coherence = 0.60 at α = 40.0"
+    faint = peak_verdict(pts(0.0, 0.01, 0.03, 0.02), "keywords", "v")
+    assert not faint.useful and faint.alpha == 40.0 and "No useful α" in faint.warning and "0.03" in faint.warning
+    assert faint.message.startswith("v: peak keywords × coherence = 0.03")  # the peak is still said
+    worse = peak_verdict(pts(0.5, 0.4, 0.2, 0.1), "keywords")
+    assert not worse.useful and worse.alpha == 0.0 and "not steering" in worse.warning
+    assert peak_verdict(pts(0.0, USEFUL_PRODUCT, 0.0, 0.0), "keywords").useful  # the threshold itself counts
+    empty = peak_verdict([AlphaPoint(0.0, {"product": float("nan")})], "keywords")
+    assert not empty.useful and empty.alpha is None and math.isnan(empty.product)
 
 
 def test_compare_sweeps_each_candidate_around_its_own_auto_alpha(tiny_hf, one_thread):

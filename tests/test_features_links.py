@@ -89,7 +89,7 @@ def test_a_bad_link_gets_a_sentence(app_env, raw, message):
 
 def test_browser_link_opens_card(app_env):
     """A real browser opening ``/features?feature=3`` (tiny model, tiny pack) sees card #3."""
-    from browser import browser_page, serve_app, wait_idle
+    from browser import ARTIFACTS, browser_page, serve_app, wait_idle
 
     env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(app_env),
            "STEERING_SAE": str(app_env / "pack" / "sae")}
@@ -100,3 +100,9 @@ def test_browser_link_opens_card(app_env):
         wait_idle(page)
         assert "feature=3" in page.url
         assert page.get_by_role("heading", name=re.compile(r"#\d+ · ")).first.inner_text().startswith("★ #3 ·")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "features-link.png"), full_page=True)
+        lists = page.locator("[data-testid='stDataFrame']").first  # the card's ranked lists, as a user sees them
+        lists.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS / "features-link-lists.png"))

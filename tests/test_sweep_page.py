@@ -108,3 +108,17 @@ def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(pa
     at = at.run()
     assert not at.exception, at.exception
     assert any("for feature 1, not feature 3" in w.value for w in at.warning)
+
+
+def test_a_sweep_whose_peak_is_faint_says_there_is_no_useful_alpha(page):
+    """A peak behaviour × coherence of 0.03 is shown with a warning, not as a recommendation."""
+    from steering_core.measure.sweep import AlphaPoint
+
+    at = page
+    points = [AlphaPoint(a, {"keywords": k, "coherence": c, "product": k * c, "loglik": -2.0})
+              for a, k, c in ((0.0, 0.0, 1.0), (10.0, 0.05, 0.6), (20.0, 0.1, 0.2))]
+    at.session_state["sw_result"] = {"points": points, "auto": None, "label": "feature 0", "behaviour": "keywords"}
+    at.run()
+    assert not at.exception, at.exception
+    assert any("peak keywords × coherence = 0.03 at α = 10.0" in c.value for c in at.caption)
+    assert any(w.value.startswith("No useful α: the best keywords × coherence is 0.03") for w in at.warning)

@@ -118,11 +118,14 @@ def _one_vector(feature: int | None, vector: str | None) -> None:
 
 
 def first_value(key: str, value: Any, arg: str = "value") -> dict[str, Any]:
-    """Widget keyword arguments that give ``value`` as a widget's first value, unless session state
-    already holds one for ``key`` (a hand-off or a preset put it there). Passing both makes
-    Streamlit warn, and a value put in session state alone can be lost when the page's first run
-    is interrupted, so the default travels with the widget call. ``arg`` is ``"index"`` for radios."""
-    return {} if key in st.session_state else {arg: value}
+    """Widget keyword arguments that give a widget its default ``value``, except in the run in
+    which code (a hand-off, a preset, a link) has just written ``key`` into session state: then
+    that value is the one to show, and passing a default as well makes Streamlit warn. Omitting
+    the default in any other run is not safe: a page whose first run was interrupted by a click
+    would draw its widgets empty. ``arg`` is ``"index"`` for radios."""
+    from streamlit.runtime.state import get_session_state
+
+    return {} if get_session_state().is_new_state_value(key) else {arg: value}
 
 
 def _set_vector(prefix: str, sources, feature: int | None, vector: str | None) -> None:

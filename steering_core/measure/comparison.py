@@ -52,6 +52,43 @@ def peak(points: Sequence[AlphaPoint], behaviour: str) -> tuple[float, AlphaPoin
     return (best if best_p is not None else float("nan")), best_p
 
 
+#: Below this peak behaviour × coherence a sweep has no useful α: whatever behaviour appears comes
+#: with text the unsteered model finds too unlikely (or the behaviour barely appears at all).
+USEFUL_PRODUCT = 0.1
+
+
+@dataclass(frozen=True)
+class PeakVerdict:
+    """Where behaviour × coherence peaks, and whether that peak is worth steering at."""
+
+    product: float  # NaN when no point has a product
+    alpha: float | None
+    useful: bool
+    message: str  # the peak, one sentence
+    warning: str | None  # why there is no useful α, or None
+
+
+def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
+                 threshold: float = USEFUL_PRODUCT) -> PeakVerdict:
+    """The sweep's peak as a sentence, flagged "no useful α" when the best product is below
+    ``threshold`` or sits at α = 0 (steering only made things worse), so a faint peak of 0.03 is
+    never read as a recommendation."""
+    best, p = peak(points, behaviour)
+    who = f"{label}: " if label else ""
+    if p is None:
+        return PeakVerdict(float("nan"), None, False, f"{who}no α has a {behaviour} × coherence score.",
+                           "No useful α: no point of this sweep has a score.")
+    message = f"{who}peak {behaviour} × coherence = {best:.2f} at α = {p.alpha:.1f}"
+    if p.alpha == 0.0:
+        warning = "No useful α: no steered α scores better than not steering (α = 0)."
+    elif best < threshold:
+        warning = (f"No useful α: the best {behaviour} × coherence is {best:.2f}, below {threshold:.2f}; "
+                   "the behaviour barely appears, or only in text the model finds unlikely.")
+    else:
+        warning = None
+    return PeakVerdict(best, p.alpha, warning is None, message, warning)
+
+
 def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepSpec, sae: LoadedSAE | None = None,
             cache: SweepCache | None = None, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
             target_dce: float = 0.5,
