@@ -120,7 +120,7 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                 st.markdown("".join(("" if s["kind"] == "top" else
                             f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + snippet_html(s)
                                     for s in snips[:24]), unsafe_allow_html=True)
-    cols = st.columns(2 if compact else 4)
+    cols = st.columns(2)  # two across (a 2×2 grid on a full card): room for the bar and the label
     for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:
             st.markdown(f"**{kind.title}**", help=kind.about)

@@ -181,3 +181,14 @@ def test_card_histogram_ticks_are_powers_of_ten_and_quantile_captions_precede_th
     parts = body.split("sample</div>")
     assert len(parts) > 1 and parts[-1].strip()  # the last caption is followed by its snippet
     assert not body.rstrip().endswith("sample</div>")
+
+
+def test_list_bars_show_size_on_one_scale_for_both_signs(app_env):
+    """A list's bar is |value| from 0 to the largest |value|, so −1.66 never looks smaller than
+    0.2; the signed value sits beside it."""
+    at = _search(_page(), "Feature id", "3")
+    frames = [d.value for d in at.dataframe if "size" in d.value.columns]
+    assert len(frames) >= 3  # the card's ranked lists
+    for df in frames:
+        assert (df["size"] == df["value"].abs()).all()
+    assert any((df["value"] < 0).any() for df in frames)  # the tiny pack has negative effects to show

@@ -265,16 +265,21 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
         rank = int(df.index[df["feature"] == selected][0]) + 1
         st.caption(f"★ #{selected} is in this list (rank {rank})")
     shown = df.drop(columns=["predicted"] + [c for c in ("relative", "density", "label") if df[c].isna().all()])
+    # The bar is the size |value| on one scale for both signs (a bar running from −max to +max made
+    # −1.66 look smaller than 0.2); the sign is the number beside it, red when negative.
+    shown.insert(shown.columns.get_loc("value") + 1, "size", shown["value"].abs())
     styled = shown.style.apply(
-        lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1)
+        lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1
+    ).map(lambda v: "color: #c0392b" if v < 0 else "", subset=["value"])
     event = st.dataframe(
         styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
-        column_order=[c for c in ("feature", "value", "label", "relative", "density") if c in shown],
-        column_config={  # narrow lists (three across) still show id, label and value without scrolling
-            "feature": st.column_config.NumberColumn("feature", width="small", format="%d"),
+        column_order=[c for c in ("feature", "value", "size", "label", "relative", "density") if c in shown],
+        column_config={  # narrow lists (three across) still show id, value, bar and label without scrolling
+            "feature": st.column_config.NumberColumn("feature", width=56, format="%d"),
             "label": st.column_config.TextColumn("label", width="medium"),
-            "value": st.column_config.ProgressColumn("value", min_value=-vmax if (df["value"] < 0).any() else 0.0,
-                                                     max_value=vmax, format="%.3f", width="small"),
+            "value": st.column_config.NumberColumn("value", format="%+.3f", width=70),
+            "size": st.column_config.ProgressColumn("|value|", min_value=0.0, max_value=vmax, format=" ", width=56,
+                                                    help="How large the value is, on one scale for both signs."),
             "relative": st.column_config.NumberColumn("relative", format="%.2f"),
             "density": st.column_config.NumberColumn("density", format="%.4f"),
         },
