@@ -125,3 +125,20 @@ def sweep_page_app(tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "pages" / "sweep.py"), default_timeout=180).run()
     assert not at.exception, at.exception
     return at
+
+
+def run_manual_sweep(at, grid: str, samples: int = 2, tokens: int = 6):
+    """Run a sweep on the Sweep page (AppTest) over a manual α grid, keywords "the, a"."""
+    at.radio(key="sw_mode").set_value("Manual")
+    at = at.run()
+    at.text_input(key="sw_grid").set_value(grid)
+    at.number_input(key="sw_samples").set_value(samples)
+    at.number_input(key="sw_tokens").set_value(tokens)
+    at.text_input(key="sw_keywords").set_value("the, a")
+    return at.button(key="sw_go").click().run()
+
+
+@pytest.fixture()
+def manual_sweep():
+    """:func:`run_manual_sweep`, for tests of the Sweep page."""
+    return run_manual_sweep

@@ -24,13 +24,9 @@ def page(sweep_page_app):
 
 
 def _sweep(at: AppTest, grid: str) -> AppTest:
-    at.radio(key="sw_mode").set_value("Manual")
-    at = at.run()
-    at.text_input(key="sw_grid").set_value(grid)
-    at.number_input(key="sw_samples").set_value(2)
-    at.number_input(key="sw_tokens").set_value(6)
-    at.text_input(key="sw_keywords").set_value("the, a")
-    return at.button(key="sw_go").click().run()
+    from conftest import run_manual_sweep
+
+    return run_manual_sweep(at, grid)
 
 
 def test_manual_sweep_draws_curves_and_keeps_samples(page):

@@ -65,19 +65,12 @@ def page(sweep_page_app):
     return sweep_page_app
 
 
-def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(page):
+def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(page, manual_sweep):
     at = page
     at.radio(key="sw_source").set_value("SAE feature (decoder row)")
     at.text_input(key="sw_feature").set_value("1")
     at = at.run()
-    # a sweep for feature 1
-    at.radio(key="sw_mode").set_value("Manual")
-    at = at.run()
-    at.text_input(key="sw_grid").set_value("0, 2")
-    at.number_input(key="sw_samples").set_value(1)
-    at.number_input(key="sw_tokens").set_value(4)
-    at.text_input(key="sw_keywords").set_value("the, a")
-    at = at.button(key="sw_go").click().run()
+    at = manual_sweep(at, "0, 2", samples=1, tokens=4)  # a sweep for feature 1
     assert not at.exception, at.exception
     assert at.session_state["sw_result"]["label"] == "feature 1"
     assert len(at.dataframe) >= 1
