@@ -17,6 +17,7 @@ out_dir = "{out}"
 ship_to = "{ship}"
 sae = "{sae}"
 top_effects = 8
+precision = "fp32"
 neighbors = 5
 stability_features = 4
 [corpus]
@@ -37,8 +38,15 @@ top_snippets = 3
 [effects]
 prompts = ["I think", "Hello", "The weather"]
 new_tokens = 4
+rollouts_per_prompt = 2
 baseline_rollouts_per_prompt = 2
 max_rows = 24
+[control]
+directions = 8
+hub_share = 0.25
+[reference]
+features = 3
+rollouts_per_prompt = 4
 """
 
 #: meta keys that legitimately differ between two builds of the same config

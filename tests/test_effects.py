@@ -7,13 +7,17 @@ import pytest
 import torch
 
 from steering_core import GenerationConfig, generate, random_unit_vector, record_residuals
+from steering_core.errors import SteeringError
 from steering_core.measure.effects import (
     EffectSpec,
+    baseline_rows,
     measure_baseline,
     measure_effects,
     measure_effects_naive,
+    paired_estimate,
     relative_effect,
     top_effects,
+    twin_rows,
 )
 from steering_core.model.saes import tiny_sae
 from steering_core.model.steering import recording
@@ -26,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(**kw) -> EffectSpec:
-    args = dict(prompts=list(PROMPTS), new_tokens=4, baseline_rollouts_per_prompt=2, max_rows=9)
+    args = dict(prompts=list(PROMPTS), new_tokens=4, rollouts_per_prompt=1, baseline_rollouts_per_prompt=2, max_rows=9)
     args.update(kw)
     return EffectSpec(**args)
 
@@ -100,26 +104,29 @@ def test_recording_after_steering_differs_by_alpha_v(tiny):
 
 def test_batched_effects_equal_naive_loop(tiny, saes):
     sae = _sae(saes, tiny)
-    spec = _spec()
+    spec = _spec(rollouts_per_prompt=1)
     assert spec.vectors_per_call == 3  # 5 vectors → two generate calls (3 + 2)
     vecs = torch.stack([sae.decoder_direction(i) for i in range(5)])
     alphas = torch.tensor([0.5, 1.0, -0.5, 0.75, 0.25]) * tiny.residual_norms()[LAYER]
-    base = measure_baseline(tiny, sae, LAYER, spec)
-    batched = measure_effects(tiny, sae, LAYER, vecs, alphas, spec, base)
-    naive = measure_effects_naive(tiny, sae, LAYER, vecs, alphas, spec, base)
+    rows = baseline_rows(tiny, sae, LAYER, spec)
+    batched = measure_effects(tiny, sae, LAYER, vecs, alphas, spec, rows).effect
+    naive = measure_effects_naive(tiny, sae, LAYER, vecs, alphas, spec, twin_rows(rows, spec).mean(0))
     assert batched.shape == naive.shape == (5, sae.d_sae)
     assert batched.abs().max() > 0.1  # steering measurably moves features
     assert torch.allclose(batched, naive, atol=1e-4)
 
 
-def test_batched_effects_with_scalar_alpha_equal_naive(tiny_hf, saes):
+def test_rows_beyond_max_rows_split_over_calls_and_equal_naive(tiny_hf, saes):
     sae = _sae(saes, tiny_hf)
-    spec = _spec(max_rows=4)  # vectors_per_call = 1
+    spec = _spec(rollouts_per_prompt=2, max_rows=4)  # 6 rows per vector, 4 per call
     vecs = torch.stack([sae.decoder_direction(i) for i in (5, 6)])
-    base = measure_baseline(tiny_hf, sae, LAYER, spec)
+    rows = baseline_rows(tiny_hf, sae, LAYER, spec)
     a = 0.5 * tiny_hf.residual_norms()[LAYER]
-    assert torch.allclose(measure_effects(tiny_hf, sae, LAYER, vecs, a, spec, base),
-                          measure_effects_naive(tiny_hf, sae, LAYER, vecs, a, spec, base), atol=1e-4)
+    steps = []
+    est = measure_effects(tiny_hf, sae, LAYER, vecs, a, spec, rows, on_step=lambda k, n: steps.append((k, n)))
+    assert torch.allclose(est.effect, measure_effects_naive(tiny_hf, sae, LAYER, vecs, a, spec,
+                                                            twin_rows(rows, spec).mean(0)), atol=1e-4)
+    assert steps[-1][0] == steps[-1][1] and len({n for _, n in steps}) == 1  # one bar per vector
 
 
 def test_baseline_split_across_calls_is_the_row_weighted_mean(tiny, saes):
@@ -130,38 +137,85 @@ def test_baseline_split_across_calls_is_the_row_weighted_mean(tiny, saes):
     assert torch.allclose(one_call, split, atol=1e-5)
 
 
-def test_zero_alpha_effect_is_zero(tiny, saes):
+def test_zero_alpha_effect_is_exactly_zero_with_zero_error(tiny, saes):
+    """The twins of a zero-α row are the same rollout: the effect and its SE are 0, not noise."""
     sae = _sae(saes, tiny)
-    # baseline with exactly the rollouts the steered measurement draws
-    spec = _spec(baseline_rollouts_per_prompt=1, rollouts_per_prompt=1, max_rows=3)
-    base = measure_baseline(tiny, sae, LAYER, spec)
-    assert base.abs().max() > 0  # a non-trivial baseline
-    v = sae.decoder_direction(0)[None]
-    eff = measure_effects(tiny, sae, LAYER, v, 0.0, spec, base)
-    assert eff.abs().max() <= 1e-6
+    spec = _spec(rollouts_per_prompt=2, baseline_rollouts_per_prompt=2, max_rows=6)
+    rows = baseline_rows(tiny, sae, LAYER, spec)
+    assert rows.abs().max() > 0  # a non-trivial baseline
+    est = measure_effects(tiny, sae, LAYER, sae.decoder_direction(0)[None], 0.0, spec, rows)
+    assert est.effect.abs().max() == 0 and est.se.abs().max() == 0
 
-    # several zero-α vectors sharing one batch (9 rows vs the baseline's 3): same rollouts, so
-    # zero up to float32 rounding of a differently shaped batch
-    spec9 = _spec(baseline_rollouts_per_prompt=1, max_rows=9)
-    vecs = torch.stack([sae.decoder_direction(i) for i in range(5)])
-    eff = measure_effects(tiny, sae, LAYER, vecs, torch.zeros(5), spec9, measure_baseline(tiny, sae, LAYER, spec9))
-    assert eff.abs().max() <= 1e-5 * max(1.0, float(base.abs().max()))
+
+def test_steered_twins_share_most_tokens_at_small_alpha(tiny, saes):
+    """Coupled sampling: at a small α most generated tokens equal the unsteered twin's."""
+    v = _sae(saes, tiny).decoder_direction(3)
+    cfg = GenerationConfig(max_new_tokens=8, stop_at_eos=False)
+    seeds = list(range(30))
+    prompts = [PROMPTS[i % 3] for i in range(30)]
+    plain = generate(tiny, prompts, cfg, row_seeds=seeds).token_ids
+    small = generate(tiny, prompts, cfg, steering=[(LAYER, v, 0.05 * tiny.residual_norms()[LAYER])],
+                     row_seeds=seeds).token_ids
+    same = sum(a == b for p, s in zip(plain, small) for a, b in zip(p, s)) / (30 * 8)
+    assert same > 0.8
 
 
 def test_effects_are_deterministic(tiny, saes):
     sae = _sae(saes, tiny)
-    spec = _spec()
+    spec = _spec(rollouts_per_prompt=2)
     vecs = torch.stack([sae.decoder_direction(i) for i in range(4)])
     a = 0.5 * tiny.residual_norms()[LAYER]
-    b1 = measure_baseline(tiny, sae, LAYER, spec, seed=3)
-    b2 = measure_baseline(tiny, sae, LAYER, spec, seed=3)
+    b1 = baseline_rows(tiny, sae, LAYER, spec, seed=3)
+    b2 = baseline_rows(tiny, sae, LAYER, spec, seed=3)
     assert torch.equal(b1, b2)
     e1 = measure_effects(tiny, sae, LAYER, vecs, a, spec, b1, seed=3)
     e2 = measure_effects(tiny, sae, LAYER, vecs, a, spec, b2, seed=3)
-    assert torch.equal(e1, e2)
+    assert torch.equal(e1.effect, e2.effect) and torch.equal(e1.se, e2.se)
     # a different seed draws different rollouts
-    e3 = measure_effects(tiny, sae, LAYER, vecs, a, spec, b1, seed=4)
-    assert not torch.equal(e1, e3)
+    e3 = measure_effects(tiny, sae, LAYER, vecs, a, spec, baseline_rows(tiny, sae, LAYER, spec, seed=4), seed=4)
+    assert not torch.equal(e1.effect, e3.effect)
+
+
+def test_baseline_needs_a_twin_for_every_steered_row(tiny, saes):
+    with pytest.raises(SteeringError, match="unsteered twin"):
+        baseline_rows(tiny, _sae(saes, tiny), LAYER, _spec(rollouts_per_prompt=3, baseline_rollouts_per_prompt=2))
+    spec = _spec(rollouts_per_prompt=1, baseline_rollouts_per_prompt=1)
+    with pytest.raises(SteeringError, match="baseline has 2 rows"):
+        twin_rows(torch.zeros(2, 5), spec)
+
+
+def test_paired_standard_error_matches_a_hand_computation():
+    """Planted: 2 prompts × 3 rollouts, one feature. SE² = Σ_p var_p / n_p / P²."""
+    steered = torch.tensor([[1.0, 2.0, 4.0, 10.0, 10.0, 13.0]]).unsqueeze(-1)  # [1 vector, 6 rows, 1]
+    twins = torch.tensor([0.0, 1.0, 1.0, 9.0, 8.0, 10.0]).unsqueeze(-1)
+    est = paired_estimate(steered, twins, n_prompts=2)
+    d1, d2 = [1.0, 1.0, 3.0], [1.0, 2.0, 3.0]
+    mean = (sum(d1) + sum(d2)) / 6
+
+    def var(x):
+        m = sum(x) / len(x)
+        return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+    se = ((var(d1) / 3 + var(d2) / 3) ** 0.5) / 2
+    assert est.effect.item() == pytest.approx(mean) and est.se.item() == pytest.approx(se)
+    # one rollout per prompt: the spread over all rows
+    one = paired_estimate(steered[:, [0, 3]], twins[[0, 3]], n_prompts=2)
+    assert one.se.item() == pytest.approx(float(torch.tensor([1.0, 1.0]).std() / 2 ** 0.5))
+
+
+def test_standard_errors_cover_the_spread_of_repeated_measurements(tiny, saes):
+    """Calibration: across independent seeds, effects scatter about as their SEs say."""
+    sae = _sae(saes, tiny)
+    spec = _spec(rollouts_per_prompt=4, baseline_rollouts_per_prompt=4, max_rows=48)
+    v = sae.decoder_direction(2)[None]
+    a = 0.6 * tiny.residual_norms()[LAYER]
+    runs = [measure_effects(tiny, sae, LAYER, v, a, spec, baseline_rows(tiny, sae, LAYER, spec, seed=s), seed=s)
+            for s in range(12)]
+    eff = torch.stack([r.effect[0] for r in runs])
+    se = torch.stack([r.se[0] for r in runs]).mean(0)
+    moving = se > 1e-3
+    ratio = eff.std(0)[moving] / se[moving]
+    assert moving.sum() >= 5 and 0.5 < float(ratio.median()) < 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,10 +248,11 @@ def test_relative_effect():
 
 
 @pytest.mark.parametrize("n_prompts,rollouts,max_rows,expected", [
-    (3, 1, 9, 3), (3, 1, 10, 3), (3, 2, 9, 1), (3, 2, 12, 2), (14, 1, 256, 18), (5, 4, 3, 1), (1, 1, 1, 1),
+    (3, 1, 9, 3), (3, 1, 10, 3), (3, 2, 9, 1), (3, 2, 12, 2), (14, 1, 256, 18), (14, 16, 224, 1), (5, 4, 3, 1),
+    (1, 1, 1, 1),
 ])
 def test_vectors_per_call(n_prompts, rollouts, max_rows, expected):
     spec = EffectSpec(prompts=[f"p{i}" for i in range(n_prompts)], rollouts_per_prompt=rollouts, max_rows=max_rows)
     assert spec.rows_per_vector == n_prompts * rollouts
     assert spec.vectors_per_call == expected == max(1, max_rows // (n_prompts * rollouts))
-    assert EffectSpec().to_dict()["max_rows"] == 256
+    assert EffectSpec().to_dict()["max_rows"] == 224 == EffectSpec().rows_per_vector  # one vector per call

@@ -15,7 +15,7 @@ from steering_core import (
     stream,
     tiny_model,
 )
-from steering_core.model.generation import sample_next
+from steering_core.model.sampling import row_seed, sample_next, uniform
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 
@@ -40,12 +40,22 @@ def test_same_seed_same_tokens_different_seed_different_tokens(tiny):
     assert a.token_ids != _greedy(tiny, PROMPTS, 16)
 
 
-def test_default_row_seeds_are_seed_plus_row_index(tiny):
+def test_default_row_seeds_are_hashed_row_seeds(tiny):
     cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5, stop_at_eos=False)
     batch = generate(tiny, [PROMPTS[0], PROMPTS[0]], cfg).token_ids
     assert batch[0] != batch[1]  # same prompt, different per-row streams
     assert batch[0] == generate(tiny, [PROMPTS[0]], cfg).token_ids[0]
-    assert batch[1] == generate(tiny, [PROMPTS[0]], cfg, row_seeds=[6]).token_ids[0]
+    assert batch[1] == generate(tiny, [PROMPTS[0]], cfg, row_seeds=[row_seed(5, 1)]).token_ids[0]
+
+
+def test_neighbouring_seeds_share_no_rows(tiny):
+    """With ``seed + j`` row seeds, runs with seeds 0 and 1 shared all rows but one (a bug found in the
+    Steer page); hashed row seeds share none."""
+    cfg = lambda s: GenerationConfig(max_new_tokens=10, temperature=1.0, seed=s, stop_at_eos=False)  # noqa: E731
+    a = generate(tiny, [PROMPTS[0]] * 4, cfg(0)).token_ids
+    b = generate(tiny, [PROMPTS[0]] * 4, cfg(1)).token_ids
+    assert not set(map(tuple, a)) & set(map(tuple, b))
+    assert len({row_seed(s, j) for s in range(50) for j in range(50)}) == 2500
 
 
 def test_top_k_one_equals_greedy(tiny):
@@ -69,8 +79,7 @@ def test_temperature_zero_equals_greedy(tiny):
 def test_tiny_positive_temperature_behaves_like_greedy(tiny_hf):
     """A temperature of 1e-38 passes validation; it must then pick the argmax, not overflow into garbage."""
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
-    gens = [torch.Generator().manual_seed(i) for i in range(4)]
-    assert torch.equal(sample_next(logits, GenerationConfig(temperature=1e-38), gens), logits.argmax(-1))
+    assert torch.equal(sample_next(logits, GenerationConfig(temperature=1e-38), torch.arange(4), 0), logits.argmax(-1))
     cfg = GenerationConfig(max_new_tokens=12, temperature=1e-38, seed=0, stop_at_eos=False)
     assert generate(tiny_hf, PROMPTS, cfg).token_ids == _greedy(tiny_hf, PROMPTS)
 
@@ -85,14 +94,11 @@ def test_sample_next_row_is_independent_of_the_rest_of_the_batch():
         GenerationConfig(temperature=0.7, top_k=10),
         GenerationConfig(temperature=1.3, top_p=0.8),
     ):
-        batch_gens = [torch.Generator().manual_seed(s) for s in (10, 11, 12, 13)]
-        other_gens = [torch.Generator().manual_seed(s) for s in (20, 21, 12, 23)]
-        solo_gen = [torch.Generator().manual_seed(12)]
         in_batch, with_others, alone = [], [], []
-        for _ in range(40):
-            in_batch.append(int(sample_next(logits, cfg, batch_gens)[2]))
-            with_others.append(int(sample_next(other, cfg, other_gens)[2]))
-            alone.append(int(sample_next(logits[2:3], cfg, solo_gen)[0]))
+        for step in range(40):
+            in_batch.append(int(sample_next(logits, cfg, torch.tensor([10, 11, 12, 13]), step)[2]))
+            with_others.append(int(sample_next(other, cfg, torch.tensor([20, 21, 12, 23]), step)[2]))
+            alone.append(int(sample_next(logits[2:3], cfg, torch.tensor([12]), step)[0]))
         assert in_batch == alone == with_others
         assert len(set(alone)) > 3  # it really samples
         if cfg.top_k is not None:
@@ -103,19 +109,48 @@ def test_sample_next_row_is_independent_of_the_rest_of_the_batch():
 def test_sample_next_follows_the_distribution():
     probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
     logits = probs.log().unsqueeze(0)
-    gen = [torch.Generator().manual_seed(123)]
     n = 4000
-    draws = torch.tensor([int(sample_next(logits, GenerationConfig(temperature=1.0), gen)[0]) for _ in range(n)])
+    seeds = torch.arange(n)  # one draw per row: rows with different seeds are independent draws
+    many = logits.expand(n, 4)
+    draws = sample_next(many, GenerationConfig(temperature=1.0), seeds, 0)
     freq = torch.bincount(draws, minlength=4).float() / n
     assert torch.allclose(freq, probs, atol=0.03)
+    steps = torch.tensor([int(sample_next(logits, GenerationConfig(temperature=1.0), torch.tensor([7]), s)[0])
+                          for s in range(n)])  # and one row across steps
+    assert torch.allclose(torch.bincount(steps, minlength=4).float() / n, probs, atol=0.03)
     # top_p = 0.8 keeps the smallest prefix holding 0.8 of the mass ({0, 1} here) and renormalises
-    gen = [torch.Generator().manual_seed(7)]
     cfg = GenerationConfig(temperature=1.0, top_p=0.8)
-    draws = torch.tensor([int(sample_next(logits, cfg, gen)[0]) for _ in range(n)])
+    draws = sample_next(many, cfg, seeds + n, 0)
     freq = torch.bincount(draws, minlength=4).float() / n
     assert freq[2] == 0 and freq[3] == 0
     assert abs(float(freq[0]) - 0.6 / 0.85) < 0.03
+    # top_k = 2 likewise
+    draws = sample_next(many, GenerationConfig(temperature=1.0, top_k=2), seeds + 2 * n, 0)
+    freq = torch.bincount(draws, minlength=4).float() / n
+    assert freq[2] == 0 and freq[3] == 0 and abs(float(freq[0]) - 0.6 / 0.85) < 0.03
 
+
+def test_shared_noise_couples_rows_whose_distributions_barely_differ():
+    """Gumbel-max with noise keyed by (seed, step, token) keeps a row's token when a small shift in
+    its logits leaves the winner's lead intact: two rows with the same seed and logits that differ
+    by a small perturbation pick the same token far more often than independent draws would."""
+    g = torch.Generator().manual_seed(3)
+    n = 2000
+    base = torch.randn(n, 40, generator=g)
+    moved = base + 0.1 * torch.randn(n, 40, generator=g)
+    seeds = torch.arange(n)
+    same = (sample_next(base, GenerationConfig(), seeds, 0) == sample_next(moved, GenerationConfig(), seeds, 0))
+    indep = (sample_next(base, GenerationConfig(), seeds, 0) == sample_next(moved, GenerationConfig(), seeds + n, 0))
+    assert same.float().mean() > 0.85 > 0.3 > indep.float().mean()
+
+
+def test_uniforms_are_uniform_and_keyed_by_seed_step_and_token():
+    u = uniform(torch.arange(1000), 0, torch.arange(100))
+    assert u.shape == (1000, 100) and 0 < float(u.min()) and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    assert torch.equal(u[5], uniform(torch.tensor([5]), 0, torch.arange(100))[0])  # batch-independent
+    assert not torch.equal(u[5], uniform(torch.tensor([5]), 1, torch.arange(100))[0])  # the step matters
+    assert float(torch.corrcoef(torch.stack([u[:, 0], u[:, 1]]))[0, 1]) < 0.1
 
 # --- streaming -----------------------------------------------------------------------------------
 

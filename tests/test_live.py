@@ -27,7 +27,7 @@ def test_unsteered_column_equals_plain_generation_and_steered_differs(tiny_hf):
     last = _last(tiny_hf)
     prompt = tiny_hf.format_prompt("hello")
     plain = generate(tiny_hf, [prompt] * 2, GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5))
-    assert last.unsteered == plain.texts  # same per-sample seeds (5, 6), α = 0 rows
+    assert last.unsteered == plain.texts  # same per-sample seeds (row_seed(5, j)), α = 0 rows
     assert last.steered != last.unsteered
 
 

@@ -190,7 +190,7 @@ def test_tokenize_does_not_double_a_leading_bos(tiny):
 def test_load_model_hf_folder_gives_identical_logits(tiny_hf, tmp_path):
     tiny_hf.module.save_pretrained(tmp_path)
     tiny_hf.tokenizer.save_pretrained(tmp_path)
-    loaded = load_model(f"hf:{tmp_path}")
+    loaded = load_model(f"hf:{tmp_path}", precision="fp32")
     assert loaded.source == "huggingface"
     assert loaded.name == str(tmp_path)
     assert (loaded.d_model, loaded.n_layers, loaded.eos_token_id) == (64, 3, tiny_hf.eos_token_id)
@@ -234,9 +234,17 @@ def test_load_model_empty_tl_name_raises(spec):
 
 @pytest.mark.parametrize("spec", ["", "   ", "embedded", " embedded "])
 def test_load_model_blank_spec_means_embedded(spec, monkeypatch):
-    sentinel = object()
+    class Sentinel:
+        source, device = "embedded", "cpu"
+
+        def to_dtype(self, dtype):
+            self.dtype = dtype
+            return self
+
+    sentinel = Sentinel()
     monkeypatch.setattr(models_mod, "load_embedded", lambda: sentinel)
-    assert load_model(spec) is sentinel
+    monkeypatch.setenv("STEERING_PRECISION", "bf16")
+    assert load_model(spec) is sentinel and sentinel.dtype == torch.bfloat16
 
 
 def test_load_model_tiny_specs():

@@ -22,7 +22,8 @@ def tables(db: Path) -> dict:
         out = {
             "features": con.execute("SELECT * EXCLUDE (dec_x, dec_y, eff_x, eff_y) FROM features ORDER BY feature_id").fetchall(),
             "maps": con.execute("SELECT dec_x, dec_y, eff_x, eff_y FROM features ORDER BY feature_id").fetchnumpy(),
-            "effects": con.execute("SELECT * FROM feature_effects ORDER BY source_feature, rank").fetchall(),
+            "effects": con.execute("SELECT * FROM feature_effects ORDER BY source_feature, target_feature").fetchall(),
+            "generic": con.execute("SELECT * FROM generic_response ORDER BY target_feature").fetchall(),
             "neighbors": con.execute("SELECT * FROM feature_neighbors ORDER BY kind, feature_id, rank").fetchall(),
             "snippets": con.execute("SELECT * FROM feature_snippets ORDER BY feature_id, kind, rank").fetchall(),
             "meta": {k: v for k, v in con.execute("SELECT * FROM meta").fetchall() if not k.startswith(VOLATILE)},
@@ -47,22 +48,38 @@ def test_contract_tables_and_every_live_feature_measured(reference_build):
         assert {"meta", "features", "feature_effects"} <= names
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         for key in ("model_id", "hook_point", "layer", "d_model", "d_sae", "sae_id", "effects_rollouts", "build_date",
-                    "sae_explained_variance", "approximator_r2_heldout", "stability_median_top10_overlap"):
+                    "sae_explained_variance", "approximator_r2_heldout", "stability_median_top10_overlap",
+                    "specific_stability_median_top10_overlap", "self_in_top10_share", "specific_self_in_top10_share",
+                    "reference_top10_overlap_median", "specific_reference_top10_overlap_median", "reference_features",
+                    "precision", "effect_basis", "control_directions"):
             assert key in meta, key
         assert meta["hook_point"] == "blocks.1.hook_resid_post"
         live = [r[0] for r in con.execute("SELECT feature_id FROM features WHERE live").fetchall()]
         assert live
-        counts = dict(con.execute("SELECT source_feature, count(*) FROM feature_effects GROUP BY 1").fetchall())
+        counts = dict(con.execute("SELECT source_feature, count(rank) FROM feature_effects GROUP BY 1").fetchall())
         assert all(counts.get(f, 0) == 8 for f in live)  # top_effects = 8 in the tiny config
+        spec_counts = dict(con.execute("SELECT source_feature, count(rank_specific) FROM feature_effects "
+                                       "GROUP BY 1").fetchall())
+        assert all(spec_counts.get(f, 0) == 8 for f in live)
+        # every stored effect has its SE and its specific value
+        assert con.execute("SELECT count(*) FROM feature_effects WHERE effect_se IS NULL OR specific IS NULL "
+                           "OR specific_se IS NULL").fetchone()[0] == 0
         # stored values are the k largest |effect| of the dense measurement
         mat = np.load(reference_build / "build" / "effects.npy")
         f = live[0]
-        stored = con.execute("SELECT target_feature, effect FROM feature_effects WHERE source_feature = ? ORDER BY rank",
-                             [f]).fetchall()
+        stored = con.execute("SELECT target_feature, effect FROM feature_effects WHERE source_feature = ? "
+                             "AND rank IS NOT NULL ORDER BY rank", [f]).fetchall()
         expect = np.argsort(-np.abs(mat[f]), kind="stable")[:8]
         assert sorted(t for t, _ in stored) == sorted(expect.tolist())
         for t, e in stored:
             assert e == pytest.approx(float(mat[f, t]), abs=1e-6)
+        # the generic response is the mean of the random directions' effects, subtracted exactly
+        ctrl = np.load(reference_build / "build" / "control_effects.npy")
+        assert ctrl.shape == (8, mat.shape[1])
+        gen = dict(con.execute("SELECT target_feature, generic FROM generic_response").fetchall())
+        np.testing.assert_allclose([gen[t] for t in range(mat.shape[1])], ctrl.astype(np.float64).mean(0), atol=1e-6)
+        for e, sp, t in con.execute("SELECT effect, specific, target_feature FROM feature_effects").fetchall():
+            assert sp == pytest.approx(e - gen[t], abs=1e-6)
         alphas = con.execute("SELECT alpha FROM features WHERE live").fetchall()
         assert all(a[0] is not None and a[0] > 0 for a in alphas)
     finally:
@@ -83,7 +100,7 @@ def test_kill_mid_effects_resumes_to_identical_tables(reference_build, tmp_path,
     assert res.returncode == 0, res.stderr[-3000:]
     a = tables(reference_build / "pack" / "pack.duckdb")
     b = tables(tmp_path / "pack" / "pack.duckdb")
-    for key in ("features", "effects", "neighbors", "snippets", "meta"):
+    for key in ("features", "effects", "generic", "neighbors", "snippets", "meta"):
         assert a[key] == b[key], key
     for col in a["maps"]:
         np.testing.assert_allclose(a["maps"][col], b["maps"][col], atol=1e-4)
@@ -125,7 +142,7 @@ def test_existing_sae_skips_training(tmp_path, tiny_tl):
     n = con.execute("SELECT count(DISTINCT source_feature) FROM feature_effects").fetchone()[0]
     live = con.execute("SELECT count(*) FROM features WHERE live").fetchone()[0]
     con.close()
-    assert n == live > 0
+    assert n == 24 >= live > 0  # every feature is measured, dead ones included
 
 
 def test_corrupted_and_locked_build_database(tmp_path):
@@ -169,7 +186,8 @@ def test_disk_full_while_saving_the_corpus(tmp_path, monkeypatch, capsys):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(corpus_mod.np, "savez_compressed", full_disk)
-    monkeypatch.setattr(pack_mod, "load_model", lambda spec: __import__("steering_core").tiny_model("hf", 3, 64, 0))
+    monkeypatch.setattr(pack_mod, "load_model", lambda spec, precision=None: __import__("steering_core").tiny_model(
+        "hf", 3, 64, 0))
     cfg = write_config(tmp_path)
     assert pack_mod.main(["build", str(cfg), "--quiet"]) == 3
     err = capsys.readouterr().err

@@ -8,11 +8,11 @@ from packs_util import write_config  # noqa: E402
 
 from steering_core.pack.builder import Builder
 from steering_core.pack.config import PackConfigError, load_config
+from steering_core.pack.pipeline import PIPELINE
 from steering_core.pack.registry import Stage, StageError, StageRegistry
-from steering_core.pack.stages import PIPELINE
 
-EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "effects", "neighbors", "approximator", "maps",
-            "stability", "ship"]
+EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "control", "effects", "stability", "reference",
+            "neighbors", "approximator", "maps", "ship"]
 
 
 def test_derived_order_is_the_pipeline():
@@ -23,8 +23,10 @@ def test_derived_order_is_the_pipeline():
 def test_declared_dependencies():
     assert PIPELINE.needs("corpus") == ()
     assert PIPELINE.needs("activations") == ("corpus",)
-    assert PIPELINE.needs("effects") == ("stats",)
-    assert set(PIPELINE.needs("ship")) == {"sae_eval", "neighbors", "approximator", "maps", "stability"}
+    assert PIPELINE.needs("control") == ("stats",)
+    assert PIPELINE.needs("effects") == ("control",)  # specific effects need the generic response
+    assert PIPELINE.needs("neighbors") == ("reference",)  # effect-similar lists use the stabler basis
+    assert set(PIPELINE.needs("ship")) == {"sae_eval", "neighbors", "approximator", "maps", "stability", "reference"}
     order = PIPELINE.order()
     for s in PIPELINE:
         assert all(order.index(d) < order.index(s.name) for d in s.needs), s.name

@@ -2,8 +2,12 @@
 vector does to the SAE features the model computes afterwards, averaged over generated positions.
 
 The measurement is batched: each generate call steers many vectors at once (one per batch row),
-every vector sees the same prompts and the same random numbers (a paired design, so differences
-are not sampling noise between vectors), and the unsteered baseline is measured once and reused.
+and every vector sees the same prompts and the same random numbers. The unsteered baseline is
+measured once on the same rows, and each steered row is compared with its unsteered twin: with
+counter-based Gumbel sampling (:mod:`steering_core.model.sampling`) the twins pick the same token
+wherever steering has not changed the outcome, so their difference carries far less sampling noise
+than two independent rollouts (docs/design.md §Coupled rollouts). Every effect comes with a
+standard error from the spread of those paired differences within each prompt.
 Residuals are read at the steered layer *before* the steering is added, during generation itself:
 steering at block l never changes what blocks ≤ l compute, so this equals an unsteered re-run of
 the rollout up to block l (the paper's second pass) at no extra cost."""
@@ -17,6 +21,7 @@ import torch
 
 from steering_core.errors import SteeringError
 from steering_core.model.generation import GenerationConfig, generate
+from steering_core.model.sampling import row_seed
 from steering_core.model.steering import recording, steering
 
 if TYPE_CHECKING:
@@ -33,15 +38,17 @@ SAETS_PROMPTS = [
 
 @dataclass
 class EffectSpec:
-    """How rollouts are drawn. Defaults are the CPU budget of the embedded pack (see its meta)."""
+    """How rollouts are drawn. ``rollouts_per_prompt`` steered rows per prompt per vector; the baseline
+    uses the same prompts and seeds (``baseline_rollouts_per_prompt`` must be at least as many), so
+    each steered row has an unsteered twin that shares its sampling noise (a paired design)."""
 
     prompts: list[str] = field(default_factory=lambda: list(SAETS_PROMPTS))
-    rollouts_per_prompt: int = 1
-    new_tokens: int = 16  # generated positions averaged over
+    rollouts_per_prompt: int = 16
+    new_tokens: int = 12  # generated positions averaged over
     baseline_rollouts_per_prompt: int = 16
     top_k: int = 50
     temperature: float = 1.0
-    max_rows: int = 256  # rows per generate call
+    max_rows: int = 224  # rows per generate call
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,20 +61,47 @@ class EffectSpec:
     def vectors_per_call(self) -> int:
         return max(1, self.max_rows // self.rows_per_vector)
 
+    def check(self) -> None:
+        if self.rollouts_per_prompt < 1 or self.new_tokens < 1 or not self.prompts:
+            raise SteeringError("An effect measurement needs at least one prompt, rollout and token.")
+        if self.baseline_rollouts_per_prompt < self.rollouts_per_prompt:
+            raise SteeringError(f"baseline_rollouts_per_prompt ({self.baseline_rollouts_per_prompt}) must be at least "
+                                f"rollouts_per_prompt ({self.rollouts_per_prompt}): every steered row needs its "
+                                "unsteered twin.")
 
-def _row_plan(spec: EffectSpec, rollouts: int, seed: int) -> tuple[list[str], list[int]]:
-    prompts, seeds = [], []
+
+@dataclass
+class EffectEstimate:
+    """Effects ``[n, d_sae]`` (steered mean − baseline mean) and their standard errors."""
+
+    effect: torch.Tensor
+    se: torch.Tensor
+
+    def __getitem__(self, i) -> EffectEstimate:
+        return EffectEstimate(self.effect[i], self.se[i])
+
+    @staticmethod
+    def cat(parts: Sequence[EffectEstimate]) -> EffectEstimate:
+        return EffectEstimate(torch.cat([p.effect for p in parts]), torch.cat([p.se for p in parts]))
+
+
+def row_plan(spec: EffectSpec, rollouts: int, seed: int) -> tuple[list[str], list[int], list[int]]:
+    """Prompts, seeds and prompt index of every rollout, prompt-major. Rollout ``r`` of prompt ``p``
+    has the same seed whatever the number of rollouts, so a baseline's first rows are the twins of a
+    steered measurement's rows."""
+    prompts, seeds, which = [], [], []
     for p_i, p in enumerate(spec.prompts):
         for r in range(rollouts):
             prompts.append(p)
-            seeds.append(seed * 1_000_003 + p_i * 10_007 + r)
-    return prompts, seeds
+            seeds.append(row_seed(seed, p_i, r))
+            which.append(p_i)
+    return prompts, seeds, which
 
 
-def generated_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, prompts: list[str], seeds: list[int],
-                            spec: EffectSpec, group: int, steer_set=None, on_step=None) -> torch.Tensor:
-    """Generate one batch and return the SAE feature means over generated positions, averaged over
-    consecutive groups of ``group`` rows: ``[rows // group, d_sae]``."""
+def row_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, prompts: list[str], seeds: list[int],
+                      spec: EffectSpec, steer_set=None, on_step=None) -> torch.Tensor:
+    """Generate one batch and return each row's SAE feature means over its generated positions:
+    ``[rows, d_sae]``."""
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     with recording(model, [layer], before_steering=True) as chunks:
@@ -77,67 +111,113 @@ def generated_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, p
         raise SteeringError(f"expected {spec.new_tokens} generated positions, got {len(steps)}.")
     x = torch.cat(steps, 1).float()  # [rows, new_tokens, d]
     with torch.no_grad():
-        feats = sae.encode(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
-    per_row = feats.mean(1)
-    return per_row.view(-1, group, per_row.shape[-1]).mean(1)
+        feats = sae.encode(x.reshape(-1, x.shape[-1])).float().reshape(x.shape[0], x.shape[1], -1)
+    return feats.mean(1)
+
+
+def baseline_rows(model: SteerableModel, sae: LoadedSAE, layer: int, spec: EffectSpec, seed: int = 0,
+                  on_step=None) -> torch.Tensor:
+    """Unsteered per-row feature means ``[P × baseline rollouts, d_sae]``, prompt-major: the twins of
+    every steered row (the first ``rollouts_per_prompt`` of each prompt) and the shared baseline."""
+    spec.check()
+    prompts, seeds, _ = row_plan(spec, spec.baseline_rollouts_per_prompt, seed)
+    step = max(1, spec.max_rows)
+    return torch.cat([row_feature_means(model, sae, layer, prompts[i:i + step], seeds[i:i + step], spec,
+                                        on_step=on_step) for i in range(0, len(prompts), step)])
 
 
 def measure_baseline(model: SteerableModel, sae: LoadedSAE, layer: int, spec: EffectSpec,
                      seed: int = 0) -> torch.Tensor:
     """Mean unsteered feature activation over generated positions: the shared baseline."""
-    prompts, seeds = _row_plan(spec, spec.baseline_rollouts_per_prompt, seed)
-    total = torch.zeros(sae.d_sae)
-    n = 0
-    step = max(1, spec.max_rows)
-    for i in range(0, len(prompts), step):
-        ps, ss = prompts[i:i + step], seeds[i:i + step]
-        total += generated_feature_means(model, sae, layer, ps, ss, spec, group=len(ps)).squeeze(0) * len(ps)
-        n += len(ps)
-    return total / n
+    return baseline_rows(model, sae, layer, spec, seed).mean(0)
 
 
-def steered_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor,
-                          alphas: torch.Tensor | Sequence[float], spec: EffectSpec, seed: int = 0,
-                          on_step=None) -> torch.Tensor:
-    """Mean feature activations under steering, one batch row per (vector, prompt, rollout):
-    ``[n_vectors, d_sae]``. Call with at most ``spec.vectors_per_call`` vectors per batch.
-    ``on_step(step, total)`` follows the decoding steps."""
+def twin_rows(base_rows: torch.Tensor, spec: EffectSpec) -> torch.Tensor:
+    """The baseline rows that share prompt and seed with a steered measurement's rows, in its order."""
+    per = spec.baseline_rollouts_per_prompt
+    if base_rows.shape[0] != len(spec.prompts) * per:
+        raise SteeringError(f"The baseline has {base_rows.shape[0]} rows; this measurement needs "
+                            f"{len(spec.prompts)} prompts × {per} rollouts.")
+    return base_rows.view(len(spec.prompts), per, -1)[:, : spec.rollouts_per_prompt].reshape(
+        -1, base_rows.shape[-1])
+
+
+def paired_estimate(steered: torch.Tensor, twins: torch.Tensor, n_prompts: int) -> EffectEstimate:
+    """Effect and standard error from per-row feature means ``steered [n, R, d]`` and their unsteered
+    twins ``twins [R, d]`` (prompt-major, ``R = n_prompts × rollouts``).
+
+    The effect is the mean paired difference. Its variance is estimated within prompts (the design
+    is stratified by prompt: every vector sees every prompt equally often, so between-prompt
+    variation is not noise): SE² = Σ_p s_p² / n_p / P², with s_p² the unbiased variance of the paired
+    differences of prompt p. With one rollout per prompt there is no within-prompt spread, and the
+    SE falls back to the spread over all rows."""
+    d = (steered.double() - twins.double().unsqueeze(0))  # [n, R, dim]
+    n, rows, dim = d.shape
+    per = rows // n_prompts
+    effect = d.mean(1)
+    if per >= 2:
+        var = d.view(n, n_prompts, per, dim).var(2, unbiased=True)  # [n, P, dim]
+        se = (var.sum(1) / per).sqrt() / n_prompts
+    elif rows >= 2:
+        se = d.std(1, unbiased=True) / rows ** 0.5
+    else:
+        se = torch.full_like(effect, float("nan"))
+    return EffectEstimate(effect.float(), se.float())
+
+
+def steered_rows(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor,
+                 alphas: torch.Tensor | Sequence[float], spec: EffectSpec, seed: int = 0,
+                 on_step=None) -> torch.Tensor:
+    """Per-row feature means under steering ``[n_vectors, R, d_sae]``; rows beyond ``max_rows`` are
+    split over several generate calls. ``on_step(step, total)`` follows the decoding steps."""
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
     rows = spec.rows_per_vector
-    prompts, seeds = _row_plan(spec, spec.rollouts_per_prompt, seed)
+    prompts, seeds, _ = row_plan(spec, spec.rollouts_per_prompt, seed)
     prompts, seeds = prompts * vectors.shape[0], seeds * vectors.shape[0]
-    st = steering(model, (layer, vectors.repeat_interleave(rows, 0), alphas.repeat_interleave(rows, 0)))
-    return generated_feature_means(model, sae, layer, prompts, seeds, spec, group=rows, steer_set=st, on_step=on_step)
+    vec_rows, a_rows = vectors.repeat_interleave(rows, 0), alphas.repeat_interleave(rows, 0)
+    step = max(1, spec.max_rows)
+    calls = (len(prompts) + step - 1) // step
+    out = []
+    for c, i in enumerate(range(0, len(prompts), step)):
+        st = steering(model, (layer, vec_rows[i:i + step], a_rows[i:i + step]))
+        tick = None if on_step is None else (lambda k, n, c=c: on_step(c * n + k, calls * n))
+        out.append(row_feature_means(model, sae, layer, prompts[i:i + step], seeds[i:i + step], spec, st, tick))
+    return torch.cat(out).view(vectors.shape[0], rows, -1)
 
 
-def measure_effects(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas, spec: EffectSpec,
-                    baseline: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Effects ``[n_vectors, d_sae]`` = steered means − baseline, batched ``vectors_per_call`` at a time."""
+def measure_effects(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas,
+                    spec: EffectSpec, base_rows: torch.Tensor, seed: int = 0, on_step=None) -> EffectEstimate:
+    """Effects of ``vectors`` at ``alphas`` with standard errors, against the baseline rows of
+    :func:`baseline_rows` measured with the same ``spec`` and ``seed``; ``vectors_per_call`` at a time."""
+    spec.check()
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
+    twins = twin_rows(base_rows, spec)
     out = []
     k = spec.vectors_per_call
     for i in range(0, vectors.shape[0], k):
-        out.append(steered_feature_means(model, sae, layer, vectors[i:i + k], alphas[i:i + k], spec, seed))
-    return torch.cat(out) - baseline.unsqueeze(0)
+        rows = steered_rows(model, sae, layer, vectors[i:i + k], alphas[i:i + k], spec, seed, on_step)
+        out.append(paired_estimate(rows, twins, len(spec.prompts)))
+    return EffectEstimate.cat(out)
 
 
 def measure_effects_naive(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas,
                           spec: EffectSpec, baseline: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The one-vector-at-a-time reference (the paper's loop): generate one vector's rollouts, then
-    re-run them unsteered up to ``layer`` and encode. Same prompts and seeds as the batched path."""
+    re-run them unsteered up to ``layer`` and encode. Same prompts and seeds as the batched path;
+    returns mean effects against the baseline mean ``baseline``."""
     from steering_core.model.steering import record_residuals
 
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
-    prompts, seeds = _row_plan(spec, spec.rollouts_per_prompt, seed)
+    prompts, seeds, _ = row_plan(spec, spec.rollouts_per_prompt, seed)
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     out = []
@@ -150,7 +230,7 @@ def measure_effects_naive(model: SteerableModel, sae: LoadedSAE, layer: int, vec
         acts = record_residuals(model, full.to(model.device), fmask.to(model.device), [layer])[layer]
         x = acts[:, ids.shape[1]:].float()
         with torch.no_grad():
-            feats = sae.encode(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
+            feats = sae.encode(x.reshape(-1, x.shape[-1])).float().reshape(x.shape[0], x.shape[1], -1)
         out.append(feats.mean(1).mean(0))
     return torch.stack(out) - baseline.unsqueeze(0)
 

@@ -1,7 +1,7 @@
 """The live Steer view as a library call: steered and unsteered completions side by side.
 
 Both halves run in **one batch** with the same per-sample seeds (row j of each half samples with
-``seed + j``): the unsteered rows carry α = 0 and are masked out of every term (an operator such
+``row_seed(seed, j)``, the default seeds of a plain generation): the unsteered rows carry α = 0 and are masked out of every term (an operator such
 as ACE edits even at α = 0), so they are bit-for-bit unsteered and the only difference between a
 pair of completions is the vector. Vectors of any registered operator
 (:mod:`steering_core.model.operators`) are applied through :func:`operator_term`; nothing here
@@ -18,6 +18,7 @@ import torch
 from steering_core.errors import SteeringError
 from steering_core.model.generation import GenerationConfig, stream
 from steering_core.model.operators import get_operator, implied_operator, operator_term
+from steering_core.model.sampling import row_seeds as default_row_seeds
 from steering_core.model.steering import Steering, check_alpha, random_unit_vector
 from steering_core.vectors.uploads import check_vector, read_vector_bytes
 
@@ -157,7 +158,7 @@ def side_by_side(model: SteerableModel, request: SideBySide) -> Iterator[SideByS
             raise SteeringError("Each extra vector needs one α.")
         terms.append(operator_term(model, e.operator or implied_operator(e.reference), e.layer, ev,
                                    torch.tensor([0.0] * n + [ea] * n), reference=e.reference, active=steered))
-    seeds = [request.config.seed + j for j in range(n)] * 2
+    seeds = default_row_seeds(request.config.seed, n) * 2
     for ev in stream(model, prompts, request.config, Steering.of(terms), row_seeds=seeds, notes=notes):
         done = all(ev.finished)
         yield SideBySideUpdate(ev.step, ev.texts[:n], ev.texts[n:], done, list(notes), prompt)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
+from steering_core.model.sampling import row_seed
 from steering_core.storage.crashpoints import crash_point
 from steering_core.storage.library import LibraryTable
 
@@ -169,15 +170,14 @@ def _operator(operator: str | None, reference) -> str:
 
 #: Version of the per-rollout seed scheme; part of every sweep key, so points sampled under an older
 #: scheme (v1: ``seed + 1000·i + j``, which made seeds 0 and 1 share most rollouts) are never served.
-SEED_SCHEME = 2
+SEED_SCHEME = 3  # 3: counter-based Gumbel sampling (steering_core.model.sampling)
 
 
 def sample_seed(seed: int, prompt: int, sample: int) -> int:
     """The generator seed of rollout ``sample`` of prompt ``prompt`` in a sweep with ``seed``: a hash of
     the three numbers (63 bits), so different sweep seeds share no rollout seeds (any integer seed,
     negative ones included)."""
-    h = hashlib.sha256(f"sweep-seed:{int(seed)}:{int(prompt)}:{int(sample)}".encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
+    return row_seed(seed, prompt, sample)
 
 
 def rollout_seeds(seed: int, n_prompts: int, samples: int) -> list[int]:

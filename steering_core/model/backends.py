@@ -62,7 +62,10 @@ class HFBackend:
     kind: Literal["hf", "tl"] = "hf"
 
     def __init__(self, model: torch.nn.Module):
+        from steering_core.model.attention import use_decode_attention
+
         self.model = model
+        use_decode_attention(model)
         inner = getattr(model, "model", None)
         layers = getattr(inner, "layers", None)
         if layers is None:  # GPT-2 style

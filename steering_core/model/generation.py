@@ -2,9 +2,10 @@
 
 Why a hand-written KV-cache loop rather than ``model.generate``: it is as fast (see
 ``bench/generation.py``, which times both), it gives each row its **own random stream** (row i
-samples with ``seed + i`` whatever else is in the batch, so a steered and an unsteered row with
-the same seed differ only by the steering), it streams tokens to the UI one step at a time, and
-it runs unchanged on Hugging Face and TransformerLens backends.
+samples with noise keyed by its seed, ``row_seed(seed, i)`` unless given, whatever else is in the
+batch; a steered and an unsteered row with the same seed share that noise, so they differ only by
+what the steering changed: :mod:`steering_core.model.sampling`), it streams tokens to the UI one
+step at a time, and it runs unchanged on Hugging Face and TransformerLens backends.
 
 Steering is applied around each forward call only (never across a ``yield``), so a consumer of
 :func:`stream` that runs other forward passes between steps sees an unsteered model.
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import torch
 
 from steering_core.errors import GenerationError
+from steering_core.model.sampling import row_seeds as default_row_seeds
+from steering_core.model.sampling import sample_next
 from steering_core.model.steering import Steering, steer
 from steering_core.model.steering import steering as build_steering
 from steering_core.names import unencodable_at
@@ -132,58 +135,6 @@ def _check_prompts(model: SteerableModel, prompts: Sequence[str]) -> list[str]:
     return prompts
 
 
-def sample_next(
-    logits: torch.Tensor, config: GenerationConfig, generators: list[torch.Generator]
-) -> torch.Tensor:
-    """Pick one token per row; each row draws one uniform number from its own generator.
-
-    Inverse-CDF sampling with a per-row uniform makes a row's sample depend only on its own
-    logits and seed, never on the rest of the batch.
-    """
-    if config.is_greedy:
-        return logits.argmax(-1)
-    u = torch.stack([torch.rand((), generator=g) for g in generators])
-    if config.top_k is not None and config.top_k < logits.shape[-1] and (config.top_p is None or config.top_p >= 1):
-        return _sample_top_k(logits, config, u)
-    logits = logits.float() / config.temperature
-    if config.top_k is not None and config.top_k < logits.shape[-1]:
-        kth = torch.topk(logits, config.top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if config.top_p is not None and config.top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
-        sorted_p = sorted_p.masked_fill(before >= config.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    cdf = probs.cumsum(-1)
-    u = u.to(cdf.device, cdf.dtype)
-    idx = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
-    # never pick a zero-probability token at the clamp edge
-    idx = idx.clamp(max=probs.shape[-1] - 1)
-    zero = probs.gather(1, idx.unsqueeze(1)).squeeze(1) <= 0
-    if zero.any():
-        idx = torch.where(zero, probs.argmax(-1), idx)
-    return idx
-
-
-def _sample_top_k(logits: torch.Tensor, config: GenerationConfig, u: torch.Tensor) -> torch.Tensor:
-    """Top-k inverse-CDF sampling on the k candidates only (softmax, cumsum and search over k
-    values instead of the whole vocabulary, which dominated sampling time for big batches). The
-    candidates are walked in vocabulary order, as the full-vocabulary walk does, so a row's token
-    for a given uniform is the same either way (barring exact ties at the k-th logit)."""
-    vals, idx = torch.topk(logits, config.top_k, dim=-1)
-    idx, order = idx.sort(dim=-1)
-    vals = vals.gather(-1, order).float() / config.temperature
-    probs = torch.softmax(vals, dim=-1)
-    cdf = probs.cumsum(-1)
-    j = torch.searchsorted(cdf, (u.to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)).squeeze(1)
-    j = j.clamp(max=probs.shape[-1] - 1)
-    zero = probs.gather(1, j.unsqueeze(1)).squeeze(1) <= 0  # never a zero-probability candidate
-    if zero.any():
-        j = torch.where(zero, probs.argmax(-1), j)
-    return idx.gather(1, j.unsqueeze(1)).squeeze(1)
-
-
 def stream(
     model: SteerableModel,
     prompts: Sequence[str] | str,
@@ -196,67 +147,82 @@ def stream(
     """Yield one :class:`GenerationStep` per decoding step (for live UIs).
 
     ``prompts`` are final strings (apply :meth:`SteerableModel.format_prompt` first for chat).
-    ``row_seeds`` overrides the default per-row seeds ``config.seed + i``. Clamping notes are
-    appended to ``notes`` if given. ``decode_texts=False`` skips per-step decoding (bulk jobs).
+    ``row_seeds`` overrides the default per-row seeds ``row_seed(config.seed, i)``. Clamping notes
+    are appended to ``notes`` if given. ``decode_texts=False`` skips per-step decoding.
     """
-    prompts = _check_prompts(model, prompts)
-    config, msgs = check_config(model, config)
-    if notes is not None:
-        notes.extend(msgs)
-    if steering is not None and not isinstance(steering, Steering):
-        steering = build_steering(model, *steering)
-    if steering is not None and steering.rows is not None and steering.rows != len(prompts):
-        raise GenerationError(f"Steering has {steering.rows} per-row vectors for {len(prompts)} prompts.")
-    seeds = list(row_seeds) if row_seeds is not None else [config.seed + i for i in range(len(prompts))]
-    if len(seeds) != len(prompts):
-        raise GenerationError(f"{len(seeds)} seeds for {len(prompts)} prompts.")
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    run = _Run(model, prompts, config, steering, row_seeds, notes)
+    out: list[list[int]] = [[] for _ in range(run.batch)]
+    for step, nxt, fresh, finished, last in run.steps():
+        new: list[int | None] = [None] * run.batch
+        for i in torch.nonzero(fresh).flatten().tolist():
+            out[i].append(int(nxt[i]))
+            new[i] = out[i][-1]
+        yield GenerationStep(
+            step=step,
+            new_tokens=new,
+            token_ids=[list(r) for r in out],
+            finished=[bool(f) or last for f in finished],
+            texts=[model.decode(r) for r in out] if decode_texts else [],
+            prompt_lengths=run.prompt_lengths,
+        )
 
-    ids, mask = model.tokenize(prompts)
-    room = model.n_ctx - ids.shape[1]
-    if room < 1:
-        raise GenerationError(f"The prompt is {ids.shape[1]} tokens long; {model.name} reads at most {model.n_ctx}.")
-    max_new = min(config.max_new_tokens, room)
-    if max_new < config.max_new_tokens and notes is not None:
-        notes.append(f"max_new_tokens reduced to {max_new} to fit the model's context of {model.n_ctx}.")
-    prompt_lengths = [int(n) for n in mask.sum(-1)]
-    eos = model.eos_token_id
-    pad = model.pad_token_id
-    batch = len(prompts)
-    out: list[list[int]] = [[] for _ in range(batch)]
-    finished = torch.zeros(batch, dtype=torch.bool)
 
-    with torch.no_grad():
-        with steer(model, steering):
-            logits, state = model.backend.start(ids, mask)
-        for step in range(max_new):
-            nxt = sample_next(logits, config, generators).cpu()
-            nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
-            new: list[int | None] = []
-            for i in range(batch):
-                if finished[i]:
-                    new.append(None)
-                    continue
-                tok = int(nxt[i])
-                if config.stop_at_eos and eos is not None and tok == eos:
-                    finished[i] = True
-                    new.append(None)
-                    continue
-                out[i].append(tok)
-                new.append(tok)
-            last = step == max_new - 1 or bool(finished.all())
-            yield GenerationStep(
-                step=step,
-                new_tokens=new,
-                token_ids=[list(r) for r in out],
-                finished=[bool(f) or last for f in finished],
-                texts=[model.decode(r) for r in out] if decode_texts else [],
-                prompt_lengths=prompt_lengths,
-            )
-            if last:
-                break
-            with steer(model, steering):
-                logits = model.backend.step(nxt.to(model.device), state)
+class _Run:
+    """One batched decoding run: validated inputs, then :meth:`steps` on whole tensors (no per-row
+    Python in the loop, so the loop keeps up once the matmuls are fast)."""
+
+    def __init__(self, model: SteerableModel, prompts, config: GenerationConfig, steering, row_seeds, notes):
+        self.model = model
+        self.prompts = _check_prompts(model, prompts)
+        self.config, msgs = check_config(model, config)
+        if notes is not None:
+            notes.extend(msgs)
+        if steering is not None and not isinstance(steering, Steering):
+            steering = build_steering(model, *steering)
+        if steering is not None and steering.rows is not None and steering.rows != len(self.prompts):
+            raise GenerationError(f"Steering has {steering.rows} per-row vectors for {len(self.prompts)} prompts.")
+        self.steering = steering
+        self.batch = len(self.prompts)
+        seeds = list(row_seeds) if row_seeds is not None else default_row_seeds(self.config.seed, self.batch)
+        if len(seeds) != self.batch:
+            raise GenerationError(f"{len(seeds)} seeds for {self.batch} prompts.")
+        if any(not -2**63 <= int(s) < 2**63 for s in seeds):
+            raise GenerationError("Row seeds must fit a signed 64-bit integer.")
+        self.seeds = torch.tensor([int(s) for s in seeds], dtype=torch.int64)
+        self.ids, self.mask = model.tokenize(self.prompts)
+        room = model.n_ctx - self.ids.shape[1]
+        if room < 1:
+            raise GenerationError(f"The prompt is {self.ids.shape[1]} tokens long; {model.name} reads at most "
+                                  f"{model.n_ctx}.")
+        self.max_new = min(self.config.max_new_tokens, room)
+        if self.max_new < self.config.max_new_tokens and notes is not None:
+            notes.append(f"max_new_tokens reduced to {self.max_new} to fit the model's context of {model.n_ctx}.")
+        self.prompt_lengths = [int(n) for n in self.mask.sum(-1)]
+
+    def steps(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, bool]]:
+        """Yield ``(step, tokens, fresh, finished, last)`` per step: ``fresh`` marks rows that got a
+        real token this step (not finished, not EOS)."""
+        model, config = self.model, self.config
+        eos = model.eos_token_id if config.stop_at_eos else None
+        pad = model.pad_token_id
+        finished = torch.zeros(self.batch, dtype=torch.bool)
+        with torch.no_grad():
+            with steer(model, self.steering):
+                logits, state = model.backend.start(self.ids, self.mask)
+            for step in range(self.max_new):
+                nxt = sample_next(logits, config, self.seeds, step).cpu()
+                nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+                fresh = ~finished
+                if eos is not None:
+                    hit = fresh & (nxt == eos)
+                    finished = finished | hit
+                    fresh = fresh & ~hit
+                last = step == self.max_new - 1 or bool(finished.all())
+                yield step, nxt, fresh, finished, last
+                if last:
+                    break
+                with steer(model, self.steering):
+                    logits = model.backend.step(nxt.to(model.device), state)
 
 
 def generate(
@@ -271,21 +237,25 @@ def generate(
 
     ``on_step(step, max_new_tokens)`` runs after every decoding step: a progress bar, and the
     place a caller may raise to cancel (hooks are removed on the way out)."""
-    prompts = _check_prompts(model, prompts)
     notes: list[str] = []
     t0 = time.perf_counter()
-    token_ids: list[list[int]] = [[] for _ in prompts]
-    lengths: list[int] = []
-    for i, ev in enumerate(stream(model, prompts, config, steering, row_seeds, notes, decode_texts=False)):
-        token_ids, lengths = ev.token_ids, ev.prompt_lengths
+    run = _Run(model, prompts, config, steering, row_seeds, notes)
+    toks, keep = [], []
+    for step, nxt, fresh, _finished, _last in run.steps():
+        toks.append(nxt)
+        keep.append(fresh)
         if on_step is not None:
-            on_step(i + 1, config.max_new_tokens)
+            on_step(step + 1, config.max_new_tokens)
+    token_ids: list[list[int]] = [[] for _ in run.prompts]
+    if toks:
+        t, k = torch.stack(toks, 1).tolist(), torch.stack(keep, 1).tolist()
+        token_ids = [[x for x, ok in zip(tr, kr) if ok] for tr, kr in zip(t, k)]
     seconds = time.perf_counter() - t0
     return GenerationResult(
-        prompts=prompts,
+        prompts=run.prompts,
         texts=[model.decode(r) for r in token_ids],
-        token_ids=[list(r) for r in token_ids],
-        prompt_lengths=lengths,
+        token_ids=token_ids,
+        prompt_lengths=run.prompt_lengths,
         seconds=seconds,
         notes=notes,
     )

@@ -20,6 +20,7 @@ import torch
 
 from steering_core.errors import ModelLoadError
 from steering_core.model.hub import explain_load_failure, hub_reachable, in_hf_cache
+from steering_core.model.precision import resolve
 from steering_core.model.steerable import SteerableModel
 from steering_core.model.tiny import tiny_model
 
@@ -127,13 +128,23 @@ def load_transformer_lens(name: str, device: str = "cpu", **from_pretrained_kwar
     return SteerableModel.from_transformer_lens(model, name)
 
 
-def load_model(spec: str = "embedded") -> SteerableModel:
+def load_model(spec: str = "embedded", precision: str | torch.dtype | None = None) -> SteerableModel:
     """Load a model from a short spec string.
 
     ``embedded`` (default) · ``tiny`` / ``tiny-tl`` · ``hf:<folder or hub id>`` ·
     ``tl:<TransformerLens name>`` or a bare TransformerLens name such as ``gpt2-small``.
+    ``precision``: ``"auto"`` (the default for real models: bf16 where the hardware has it, see
+    :mod:`steering_core.model.precision`), ``"fp32"`` or ``"bf16"``. Tiny test models stay fp32
+    unless a precision is given.
     """
     spec = (spec or "").strip()
+    model = _load(spec)
+    if precision is None and model.source == "tiny":
+        return model
+    return model.to_dtype(resolve(precision, model.device))
+
+
+def _load(spec: str) -> SteerableModel:
     if not spec or spec == "embedded":
         return load_embedded()
     if spec == "tiny":

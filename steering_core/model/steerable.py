@@ -96,6 +96,12 @@ class SteerableModel:
     def dtype(self) -> torch.dtype:
         return next(self.module.parameters()).dtype
 
+    def to_dtype(self, dtype: torch.dtype) -> SteerableModel:
+        """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when)."""
+        if self.dtype != dtype:
+            self.module.to(dtype)
+        return self
+
     @property
     def chat_template(self) -> str | None:
         return getattr(self.tokenizer, "chat_template", None)

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from steering_core.model.loading import load_model
+from steering_core.model.precision import dtype_name
 from steering_core.model.steerable import hook_name
 from steering_core.pack.config import PackConfig, PackConfigError, resolve_layer
 from steering_core.pack.corpus import Corpus
+from steering_core.pack.pipeline import PIPELINE
 from steering_core.pack.registry import StageRegistry
-from steering_core.pack.stages import PIPELINE
 from steering_core.pack.tables import ensure_schema, mark_stage, set_meta, stage_done
 from steering_core.storage.db import connect, transaction
 
@@ -61,7 +62,7 @@ class Builder:
     def model(self) -> SteerableModel:
         if self._model is None:
             self.log(f"loading model {self.cfg.model}")
-            self._model = load_model(self.cfg.model)
+            self._model = load_model(self.cfg.model, precision=self.cfg.precision)
         return self._model
 
     @property
@@ -105,6 +106,13 @@ class Builder:
             mark_stage(self.con, stage, info)
         self.log(f"stage {stage} done {json.dumps(info or {})[:300]}")
 
+    def redo(self, *stages: str) -> None:
+        """Forget that ``stages`` were done (their outputs are rewritten when they run again)."""
+        with transaction(self.con):
+            for name in stages:
+                self.stages[name]  # an unknown name is an error, not a silent no-op
+                self.con.execute("DELETE FROM stages WHERE stage = ?", [name])
+
     # -- the run -----------------------------------------------------------------------------------
     def run(self, until: str | None = None) -> None:
         """Run every stage not yet done, in order; stop after ``until`` when given."""
@@ -136,4 +144,5 @@ class Builder:
                                       f"{layer}; set hook = \"{sae.hook_name}\".")
         with transaction(self.con):
             set_meta(self.con, {"model_id": self.model.name, "hook_point": hook_name(layer), "layer": str(layer),
+                                "precision": dtype_name(self.model.dtype),
                                 "d_model": str(self.model.d_model), "config": json.dumps(self.cfg.to_dict())})

@@ -3,6 +3,7 @@ resume a pack from its TOML config, or show how far a (background) build has com
 
     python -m steering_core.pack build packs/embedded.toml      # run or resume
     python -m steering_core.pack status packs/embedded.toml     # what is done, last log lines
+    python -m steering_core.pack reference packs/embedded.toml --features 12   # re-score, re-ship
 
 Every failure a person can fix ends in one sentence on stderr: exit 2 for a bad config or input,
 3 for a full disk or a failed database write (finished work is kept; rerun to resume)."""
@@ -20,7 +21,7 @@ from steering_core.model.loading import load_model
 from steering_core.pack import tables
 from steering_core.pack.builder import Builder
 from steering_core.pack.config import PackConfig, load_config, resolve_layer
-from steering_core.pack.stages import PIPELINE
+from steering_core.pack.pipeline import PIPELINE
 from steering_core.storage.db import StoreError, connect
 
 
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
     s = sub.add_parser("status", help="stages done and the last log lines")
     s.add_argument("config")
+    r = sub.add_parser("reference", help="(re)measure the shipped reference: random features at the paper's budget")
+    r.add_argument("config")
+    r.add_argument("--features", type=int, default=None, help="how many random non-dense features (default: config)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -61,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "status":
             print(json.dumps(status(cfg), indent=1))
             return 0
-        model = load_model(cfg.model)
+        if args.cmd == "reference" and args.features is not None:
+            if args.features < 1:
+                raise SteeringCoreError(f"--features must be at least 1, not {args.features}.")
+            cfg.reference.features = args.features
+        model = load_model(cfg.model, precision=cfg.precision)
         resolve_layer(cfg, model)  # a hook or layer the model lacks is refused before anything is written
-        Builder(cfg, show_bar=not args.quiet, model=model).run(args.until)
+        builder = Builder(cfg, show_bar=not args.quiet, model=model)
+        if args.cmd == "reference":
+            builder.redo("reference", "ship")
+        builder.run(getattr(args, "until", None))
     except SteeringCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

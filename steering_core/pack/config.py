@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from steering_core.errors import SteeringCoreError
 from steering_core.measure.effects import EffectSpec
 from steering_core.model.loading import PROJECT_ROOT
+from steering_core.model.precision import resolve as resolve_precision
 from steering_core.model.steerable import layer_of_hook
 from steering_core.pack.corpus import CorpusSpec
 from steering_core.pack.sae_training import SAETrainSpec, architecture
@@ -39,6 +40,26 @@ class AlphaSpec:
 
 
 @dataclass
+class ControlSpec:
+    """The generic-response control (docs/design.md §Generic response): random unit directions
+    measured like features, at their own loss-matched α and with the same rollouts."""
+
+    directions: int = 128
+    top: int = 10  # a target counts for a direction when it is among the direction's ``top`` raised
+    hub_share: float = 0.1  # hub: raised by at least this share of random directions
+
+
+@dataclass
+class ReferenceSpec:
+    """The reference that ships with a pack: random non-dense features re-measured with fresh seeds
+    at the paper's budget, against which the pack's own effects are scored."""
+
+    features: int = 12
+    rollouts_per_prompt: int = 64  # 896 rollouts over the 14 prompts
+    seed_offset: int = 1000
+
+
+@dataclass
 class PackConfig:
     """One pack build: which model, hook and SAE, and the settings of every stage."""
 
@@ -59,6 +80,9 @@ class PackConfig:
     stats: StatsSpec = field(default_factory=StatsSpec)
     effects: EffectSpec = field(default_factory=EffectSpec)
     alpha: AlphaSpec = field(default_factory=AlphaSpec)
+    control: ControlSpec = field(default_factory=ControlSpec)
+    reference: ReferenceSpec = field(default_factory=ReferenceSpec)
+    precision: str = "auto"  # auto (bf16 where the hardware has it), fp32 or bf16
 
     @property
     def workdir(self) -> Path:
@@ -69,7 +93,7 @@ class PackConfig:
 
 
 #: The config's sections, each one nested dataclass of :class:`PackConfig`.
-SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha")
+SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha", "control", "reference")
 
 
 def resolve_path(p: str) -> Path:
@@ -183,6 +207,16 @@ def check_values(cfg: PackConfig) -> None:
         architecture(cfg.sae_train.architecture)
     except SteeringCoreError as exc:
         raise PackConfigError(f"[sae_train] architecture: {exc}") from None
+    try:
+        resolve_precision(cfg.precision)
+    except SteeringCoreError as exc:
+        raise PackConfigError(str(exc)) from None
+    try:
+        cfg.effects.check()
+    except SteeringCoreError as exc:
+        raise PackConfigError(f"[effects] {exc}") from None
+    if not 0 < cfg.control.hub_share <= 1:
+        raise PackConfigError(f"[control] hub_share must be in (0, 1], not {cfg.control.hub_share!r}.")
     if cfg.hook:
         try:
             layer_of_hook(cfg.hook)  # the form; the range is checked against the model

@@ -28,7 +28,10 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS feature_snippets (
         feature_id INTEGER, kind TEXT, rank INTEGER, max_act DOUBLE, tokens VARCHAR[], acts FLOAT[])""",
     """CREATE TABLE IF NOT EXISTS feature_effects (
-        source_feature INTEGER, target_feature INTEGER, effect DOUBLE, rel_effect DOUBLE, rank INTEGER)""",
+        source_feature INTEGER, target_feature INTEGER, effect DOUBLE, rel_effect DOUBLE, rank INTEGER,
+        effect_se DOUBLE, specific DOUBLE, specific_se DOUBLE, rank_specific INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS generic_response (
+        target_feature INTEGER PRIMARY KEY, generic DOUBLE, generic_se DOUBLE, hub_share DOUBLE, hub BOOLEAN)""",
     """CREATE TABLE IF NOT EXISTS feature_neighbors (
         kind TEXT, feature_id INTEGER, other_id INTEGER, value DOUBLE, rank INTEGER)""",
     "CREATE TABLE IF NOT EXISTS label_embeddings (feature_id INTEGER PRIMARY KEY, embedding FLOAT[])",
@@ -67,13 +70,16 @@ def mark_stage(con, stage: str, info: dict | None = None) -> None:
 
 
 #: The tables a shipped pack holds; the build-only ``stages`` and ``effect_chunks`` stay behind.
-PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "feature_neighbors", "label_embeddings")
+PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "feature_neighbors", "label_embeddings",
+               "generic_response")
 
 FEATURE_COLUMNS = ("feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
                    "hist_counts", "hist_max", "top_tokens", "top_logits", "bottom_logits")
 SNIPPET_COLUMNS = ("feature_id", "kind", "rank", "max_act", "tokens", "acts")
 EMBEDDING_COLUMNS = ("feature_id", "embedding")
-EFFECT_COLUMNS = ("source_feature", "target_feature", "effect", "rel_effect", "rank")
+EFFECT_COLUMNS = ("source_feature", "target_feature", "effect", "rel_effect", "rank", "effect_se", "specific",
+                  "specific_se", "rank_specific")
+GENERIC_COLUMNS = ("target_feature", "generic", "generic_se", "hub_share", "hub")
 NEIGHBOR_COLUMNS = ("kind", "feature_id", "other_id", "value", "rank")
 
 
@@ -146,6 +152,12 @@ def write_effect_chunk(con: Any, chunk: int, ids: Sequence[int], effects: Sequen
     con.execute("INSERT OR REPLACE INTO effect_chunks VALUES (?, ?)", [chunk, len(ids)])
 
 
+def replace_generic(con: Any, rows: Sequence[tuple]) -> None:
+    """The control stage: per target, the generic response, its SE, hub share and hub flag."""
+    con.execute("DELETE FROM generic_response")
+    insert_rows(con, "generic_response", rows, GENERIC_COLUMNS)
+
+
 def replace_neighbors(con: Any, rows: Sequence[tuple]) -> None:
     con.execute("DELETE FROM feature_neighbors")
     insert_rows(con, "feature_neighbors", rows, NEIGHBOR_COLUMNS)
@@ -170,7 +182,8 @@ def copy_into_pack(con: Any, db: Path) -> None:
         ensure_schema(con)
         con.execute("USE build")
         for t in PACK_TABLES:
-            con.execute(f"INSERT INTO shipped.{t} SELECT * FROM build.main.{t}")
+            cols = ", ".join(r[0] for r in con.execute(f"DESCRIBE build.main.{t}").fetchall())
+            con.execute(f"INSERT INTO shipped.{t} ({cols}) SELECT {cols} FROM build.main.{t}")
         con.execute("INSERT OR REPLACE INTO shipped.meta VALUES ('build_date', ?)",
                     [_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")])
         con.execute("DROP TABLE shipped.effect_chunks")
