@@ -37,9 +37,18 @@ with st.sidebar:
     max_density = st.slider("Density threshold", 0.0, 1.0, browse.DEFAULT_MAX_DENSITY, 0.01, key="f_max_density",
                             disabled=not hide_dense)
     sign = st.radio("Sign", browse.SIGNS, horizontal=True, key="f_sign")
+    has_specific = pack.has_specific
+    basis = st.radio("Effects shown", browse.BASES, horizontal=True, key="f_basis", disabled=not has_specific,
+                     format_func=lambda b: {"raw": "Raw", "specific": "Specific"}[b],
+                     help="Raw: the paper's effect (steered − unsteered). Specific: raw minus the generic response, "
+                          "what steering in random directions does too." + ("" if has_specific else
+                          " This pack has no generic-response control; rebuild it for specific effects."))
+    hide_noise = st.toggle("Hide effects within 2 SE of zero", value=False, key="f_hide_noise",
+                           help="Greyed in the lists when shown.")
 try:
     flt = browse.ListFilter(min_abs=min_abs, min_rel=min_rel or None,
-                            max_density=max_density if hide_dense else None, sign=sign)
+                            max_density=max_density if hide_dense else None, sign=sign, hide_noise=hide_noise,
+                            basis=basis if has_specific else "raw")
 except SteeringCoreError as exc:
     st.sidebar.error(str(exc))
     flt = browse.ListFilter()
@@ -120,6 +129,11 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                 st.markdown("".join(("" if s["kind"] == "top" else
                             f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + snippet_html(s)
                                     for s in snips[:24]), unsafe_allow_html=True)
+    hub = pack.generic(fid)
+    if hub is not None and hub[3]:
+        st.info(f"◎ Hub: {hub[2]:.0%} of random directions raise #{fid} (generic response {hub[0]:+.3f} ± "
+                f"{hub[1]:.3f}), so a raw effect onto it says little about the steering direction; the specific "
+                "effect subtracts that.")
     cols = st.columns(2)  # two across (a 2×2 grid on a full card): room for the bar and the label
     for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:

@@ -9,7 +9,7 @@ import ui
 from steering_core import SteeringCoreError
 from steering_core import datasets as dsm
 from steering_core import vectors as vm
-from steering_core.browse.rows import DEFAULT_MAX_DENSITY, ListFilter
+from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import (
@@ -189,9 +189,16 @@ with what_tab:
                 op = vec.operator_spec
                 st.caption(f"{op.label} vector: the lists treat its direction r as an added vector (effects of "
                            f"{op.label}'s operator, which {op.about}, are not measured here).")
-            hide = st.toggle("Hide dense features", value=True, key="what_hide_dense")
-            flt = ListFilter(max_density=DEFAULT_MAX_DENSITY if hide else None)
-            cols = st.columns(3)
+            o1, o2, o3 = st.columns(3)
+            hide = o1.toggle("Hide dense features", value=True, key="what_hide_dense")
+            basis = o2.radio("Effects shown", BASES, horizontal=True, key="what_basis", disabled=not pack.has_specific,
+                             format_func=lambda b: {"raw": "Raw", "specific": "Specific"}[b],
+                             help="Specific = raw − the generic response of random directions.")
+            hide_noise = o3.toggle("Hide effects within 2 SE", value=False, key="what_hide_noise")
+            flt = ListFilter(max_density=DEFAULT_MAX_DENSITY if hide else None, hide_noise=hide_noise,
+                             basis=basis if pack.has_specific else "raw")
+            # two across, then the measurement full width: three across cut the labels off
+            cols = st.columns(2) + [st.container()]
             with cols[0]:
                 st.markdown("**Cosine-similar features** (what it looks like)")
                 ui.feature_list("cosine", ve.cosine_rows(pack, vec.direction, flt, k=32), "what_cos",
@@ -225,8 +232,8 @@ with what_tab:
                     if m is not None:
                         st.caption(f"α = {m.alpha:.1f}" + (f" · ΔCE {m.dce:.2f} nats" if m.dce is not None else "")
                                    + (" · from cache" if m.from_cache else f" · {m.seconds:.1f} s"))
-                        ui.feature_list("measured", ve.effect_rows(pack, m.effects, flt, k=32), "what_meas",
-                                        on_open=ui.goto_features)
+                        ui.feature_list("measured", ve.effect_rows(pack, m.effects, flt, k=32, se=m.se),
+                                        "what_meas", on_open=ui.goto_features)
                 except SteeringCoreError as exc:
                     st.caption(str(exc))
         except SteeringCoreError as exc:

@@ -192,3 +192,22 @@ def test_list_bars_show_size_on_one_scale_for_both_signs(app_env):
     for df in frames:
         assert (df["size"] == df["value"].abs()).all()
     assert any((df["value"] < 0).any() for df in frames)  # the tiny pack has negative effects to show
+
+
+def test_effect_lists_show_errors_and_switch_to_specific_effects(app_env):
+    """Issue 14: every effects list shows ± (its SE); the Raw/Specific toggle switches the values to
+    raw − generic response; hiding noise removes rows within 2 SE."""
+    at = _search(_page(), "Feature id", "3")
+    effects = at.dataframe[0].value
+    assert "se" in effects.columns and effects["se"].notna().all() and (effects["se"] >= 0).all()
+    at.radio(key="f_basis").set_value("specific")
+    at = at.run()
+    assert not at.exception, at.exception
+    specific = at.dataframe[0].value
+    assert "se" in specific.columns
+    assert not specific["value"].round(6).tolist() == effects["value"].round(6).tolist()
+    at.toggle(key="f_hide_noise").set_value(True)
+    at = at.run()
+    kept = at.dataframe[0].value
+    assert len(kept) <= len(specific)
+    assert ((kept["value"].abs() >= 2 * kept["se"]) | kept["se"].isna()).all()

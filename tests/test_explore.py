@@ -70,7 +70,7 @@ def reference(pack, feats, name: str, fid: int) -> list[tuple[int, float, float 
     """Every stored row of a list, rank order: (other, value, rel, density of other)."""
     if name == "effects":
         rows = pack.con.execute("SELECT target_feature, effect, rel_effect FROM feature_effects "
-                                "WHERE source_feature = ? ORDER BY rank", [fid]).fetchall()
+                                "WHERE source_feature = ? AND rank IS NOT NULL ORDER BY rank", [fid]).fetchall()
     else:
         kind = {"actions": "action", "cosine": "cosine", "effect_similar": "effect_similar"}[name]
         raw = pack.con.execute("SELECT other_id, value FROM feature_neighbors WHERE kind = ? AND feature_id = ? "
@@ -410,22 +410,24 @@ def _digest(path):
 def test_labels_and_notes_persist_and_never_touch_the_pack(pack, pack_dir, feats, tmp_path):
     before = _digest(pack_dir / "pack.duckdb")
     db = tmp_path / "user.duckdb"
+    f4 = effects_list(pack, 0)[0].feature_id  # a feature that some effect list shows
+    f5 = next(f for f in range(pack.n_features) if f not in (f4,))
     with UserNotes(db) as notes:
-        notes.set_label(pack, 4, "  my  wedding\nfeature ")
-        notes.set_notes(pack, 4, "fires on vows\nsecond line")
-        notes.set_label(pack, 5, "five")
-        assert effective_label(pack, 4, notes) == "my wedding feature"
+        notes.set_label(pack, f4, "  my  wedding\nfeature ")
+        notes.set_notes(pack, f4, "fires on vows\nsecond line")
+        notes.set_label(pack, f5, "five")
+        assert effective_label(pack, f4, notes) == "my wedding feature"
         # lists and searches show the user's label
-        rows = [r for f in range(pack.n_features) for r in effects_list(pack, f, notes=notes) if r.feature_id == 4]
+        rows = [r for f in range(pack.n_features) for r in effects_list(pack, f, notes=notes) if r.feature_id == f4]
         assert rows and all(r.label == "my wedding feature" for r in rows)
-        assert search_label(pack, "WEDDING", notes=notes)[0].feature_id == 4
+        assert search_label(pack, "WEDDING", notes=notes)[0].feature_id == f4
     with UserNotes(db) as notes:  # reopened
-        n = notes.get(pack, 4)
+        n = notes.get(pack, f4)
         assert (n.label, n.notes) == ("my wedding feature", "fires on vows\nsecond line")
-        notes.set_label(pack, 4, "   ")  # blank: back to the pack's label, notes kept
-        assert effective_label(pack, 4, notes) == feats[4][0]
-        assert notes.get(pack, 4).notes == "fires on vows\nsecond line"
-        assert notes.labels(pack) == {5: "five"}
+        notes.set_label(pack, f4, "   ")  # blank: back to the pack's label, notes kept
+        assert effective_label(pack, f4, notes) == feats[f4][0]
+        assert notes.get(pack, f4).notes == "fires on vows\nsecond line"
+        assert notes.labels(pack) == {f5: "five"}
         with pytest.raises(FeatureLookupError):
             notes.set_label(pack, 99, "nope")
         with pytest.raises(UserNotesError, match="at most"):
@@ -555,7 +557,8 @@ def test_export_csv_and_json_round_trip(pack):
     assert [float(r["value"]) for r in back] == pytest.approx([r.value for r in rows])
     assert back[-1]["label"].startswith("'=") and back[-1]["rel_value"] == "" and back[-1]["predicted"] == "True"
     assert json.loads(rows_to_json(rows)) == [dataclasses.asdict(r) for r in rows]
-    assert rows_to_csv([]).strip() == "feature_id,value,rel_value,label,density,predicted"
+    assert rows_to_csv([]).strip() == "feature_id,value,rel_value,label,density,predicted,se,hub"
+    assert all(r["se"] for r in back[:-1]) and back[-1]["se"] == ""  # measured rows carry their SE
     assert json.loads(rows_to_json([])) == []
 
 
@@ -564,3 +567,36 @@ def test_lists_are_safe_from_several_threads(pack):
     with ThreadPoolExecutor(4) as ex:
         threaded = list(ex.map(lambda f: effects_list(pack, f) + cosine_list(pack, f), range(pack.n_features)))
     assert threaded == serial
+
+
+# -- standard errors, the specific basis and hubs (issue 14) --------------------------------------
+
+
+def test_effect_lists_carry_se_and_hubs_and_the_specific_basis_is_stored_specific(pack):
+    hubs = {t for (t,) in pack.con.execute("SELECT target_feature FROM generic_response WHERE hub").fetchall()}
+    for fid in range(pack.n_features):
+        raw = effects_list(pack, fid, k=64)
+        want = pack.con.execute("SELECT target_feature, effect, effect_se FROM feature_effects WHERE source_feature = ? "
+                                "AND rank IS NOT NULL ORDER BY rank", [fid]).fetchall()
+        assert [(r.feature_id, r.value, r.se) for r in raw] == [(t, pytest.approx(e), pytest.approx(s))
+                                                                  for t, e, s in want]
+        assert all(r.hub == (r.feature_id in hubs) for r in raw)
+        spec = effects_list(pack, fid, ListFilter(basis="specific"), k=64)
+        want = pack.con.execute("SELECT target_feature, specific, specific_se FROM feature_effects "
+                                "WHERE source_feature = ? AND rank_specific IS NOT NULL ORDER BY rank_specific",
+                                [fid]).fetchall()
+        assert [(r.feature_id, r.value, r.se) for r in spec] == [(t, pytest.approx(e), pytest.approx(s))
+                                                                   for t, e, s in want]
+        assert [abs(r.value) for r in spec] == sorted((abs(r.value) for r in spec), reverse=True)
+
+
+def test_hide_noise_drops_exactly_the_rows_within_two_se(pack):
+    fid = 0
+    every = effects_list(pack, fid, k=64)
+    kept = effects_list(pack, fid, ListFilter(hide_noise=True), k=64)
+    assert [r.feature_id for r in kept] == [r.feature_id for r in every if not abs(r.value) < 2 * r.se]
+    assert all(not r.within_noise for r in kept)
+    acts = actions_list(pack, fid, ListFilter(basis="specific"), k=64)
+    assert all(r.se is not None and r.se >= 0 for r in acts)
+    with pytest.raises(ExploreError, match="basis"):
+        ListFilter(basis="generic")

@@ -244,9 +244,11 @@ def user_notes():
 def rows_frame(rows):
     import pandas as pd
 
-    return pd.DataFrame([{"feature": r.feature_id, "value": r.value, "relative": r.rel_value, "label": r.label,
-                          "density": r.density, "predicted": r.predicted} for r in rows],
-                        columns=["feature", "value", "relative", "label", "density", "predicted"])
+    cols = ["feature", "value", "se", "relative", "label", "density", "predicted", "noise"]
+    return pd.DataFrame([{"feature": r.feature_id, "value": r.value, "se": getattr(r, "se", None),
+                          "relative": r.rel_value, "density": r.density, "predicted": r.predicted,
+                          "label": ("◎ " if getattr(r, "hub", False) else "") + r.label,
+                          "noise": bool(getattr(r, "within_noise", False))} for r in rows], columns=cols)
 
 
 def feature_list(title: str, rows, key: str, selected: int | None = None, on_open=None) -> None:
@@ -260,24 +262,38 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
         return
     if df["predicted"].any():
         st.caption("Predicted by the effect approximator, not measured.")
+    notes = []
+    if df["noise"].any():
+        notes.append("grey: within 2 SE of zero")
+    if df["label"].str.startswith("◎ ").any():
+        notes.append("◎ hub: random directions raise it too")
+    if notes:
+        st.caption(" · ".join(notes))
     vmax = float(df["value"].abs().max()) or 1.0
     if selected is not None and selected in set(df["feature"]):
         rank = int(df.index[df["feature"] == selected][0]) + 1
         st.caption(f"★ #{selected} is in this list (rank {rank})")
-    shown = df.drop(columns=["predicted"] + [c for c in ("relative", "density", "label") if df[c].isna().all()])
+    shown = df.drop(columns=["predicted"] + [c for c in ("se", "relative", "density", "label") if df[c].isna().all()])
     # The bar is the size |value| on one scale for both signs (a bar running from −max to +max made
     # −1.66 look smaller than 0.2); the sign is the number beside it, red when negative.
     shown.insert(shown.columns.get_loc("value") + 1, "size", shown["value"].abs())
-    styled = shown.style.apply(
-        lambda r: ["background-color: #ffe08a" if r["feature"] == selected else "" for _ in r], axis=1
-    ).map(lambda v: "color: #c0392b" if v < 0 else "", subset=["value"])
+
+    def paint(r):
+        if r["feature"] == selected:
+            return ["background-color: #ffe08a"] * len(r)
+        return ["color: #9a9a9a" if r["noise"] else "" for _ in r]  # within noise: greyed, not hidden
+
+    styled = shown.style.apply(paint, axis=1).map(
+        lambda v: "color: #c0392b" if v < 0 else "", subset=["value"])
     event = st.dataframe(
         styled, key=key, on_select="rerun", selection_mode="single-row", hide_index=True, height=260,
-        column_order=[c for c in ("feature", "value", "size", "label", "relative", "density") if c in shown],
-        column_config={  # narrow lists (three across) still show id, value, bar and label without scrolling
+        column_order=[c for c in ("feature", "value", "se", "size", "label", "relative", "density") if c in shown],
+        column_config={  # narrow lists (two across) still show id, value, ±, bar and label without scrolling
             "feature": st.column_config.NumberColumn("feature", width=56, format="%d"),
             "label": st.column_config.TextColumn("label", width="medium"),
             "value": st.column_config.NumberColumn("value", format="%+.3f", width=70),
+            "se": st.column_config.NumberColumn("±", format="%.3f", width=52,
+                                                help="Standard error of the measured value (paired by prompt)."),
             "size": st.column_config.ProgressColumn("|value|", min_value=0.0, max_value=vmax, format=" ", width=56,
                                                     help="How large the value is, on one scale for both signs."),
             "relative": st.column_config.NumberColumn("relative", format="%.2f"),

@@ -41,6 +41,7 @@ from steering_core.browse.lists import (
     rank_predicted,
 )
 from steering_core.browse.rows import (
+    BASES,
     DEFAULT_MAX_DENSITY,
     MAX_K,
     REL_EPS,
@@ -53,7 +54,7 @@ from steering_core.browse.rows import (
 from steering_core.browse.search import SearchHit, match_rank, search_id, search_label, semantic_search
 
 __all__ = [
-    "DEFAULT_MAX_DENSITY", "ExploreError", "Firing", "GROUP_KINDS", "GroupComparison", "GroupMember",
+    "BASES", "DEFAULT_MAX_DENSITY", "ExploreError", "Firing", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",
     "effect_similar_list", "effects_list", "filter_rows", "grow_from", "grow_group", "jaccard",

@@ -57,13 +57,25 @@ def predicted_effects(pack: FeaturePack, feature_id) -> np.ndarray:
     if row.shape[0] != approx.M.shape[0]:
         raise ExploreError(f"The pack's approximator reads vectors of size {approx.M.shape[0]} but its SAE decoder "
                            f"rows have size {row.shape[0]}; the pack is inconsistent, rebuild it.")
-    return approx.predict(torch.from_numpy(row)[None]).numpy()[0].astype(np.float64)
+    return as_raw_prediction(pack, approx.predict(torch.from_numpy(row)[None]).numpy()[0].astype(np.float64))
+
+
+def as_raw_prediction(pack: FeaturePack, pred: np.ndarray) -> np.ndarray:
+    """Approximator output on the raw basis: a pack whose approximator was fitted on specific
+    effects (``meta.approximator_basis``) predicts raw − generic, so the generic response is added
+    back (every list starts from raw values and subtracts it again when asked for specific)."""
+    generic = pack.generic_arrays()
+    if pack.meta.get("approximator_basis") == "specific" and generic is not None:
+        return pred + generic[0][: len(pred)]
+    return pred
 
 
 def rank_predicted(pred: np.ndarray, baseline: np.ndarray, density: np.ndarray, flt: ListFilter, k: int,
-                   labels: Callable[[int], str]) -> list[ListRow]:
-    """Predicted effects as list rows: filtered over *all* targets, then the ``k`` largest |effect|
-    (ties by feature id), so a filter never empties a list that has allowed rows."""
+                   labels: Callable[[int], str], se: np.ndarray | None = None,
+                   hubs: np.ndarray | None = None) -> list[ListRow]:
+    """Effects over all targets (predicted, or a vector's measurement with its ``se``) as list
+    rows: filtered over *all* targets, then the ``k`` largest |effect| (ties by feature id), so a
+    filter never empties a list that has allowed rows."""
     n = len(pred)
     base = np.full(n, np.nan)
     m = min(n, len(baseline))
@@ -72,11 +84,13 @@ def rank_predicted(pred: np.ndarray, baseline: np.ndarray, density: np.ndarray, 
     dens = np.full(n, np.nan)
     m = min(n, len(density))
     dens[:m] = density[:m]
-    ok = flt.mask(pred, rel, dens)
+    ok = flt.mask(pred, rel, dens, se)
     idx = np.nonzero(ok)[0]
     order = idx[np.lexsort((idx, -np.abs(pred[idx])))][:k]
     return [ListRow(int(t), float(pred[t]), None if math.isnan(rel[t]) else float(rel[t]), labels(int(t)),
-                    None if math.isnan(dens[t]) else float(dens[t]), predicted=True) for t in order]
+                    None if math.isnan(dens[t]) else float(dens[t]), predicted=True,
+                    se=None if se is None or not math.isfinite(se[t]) else float(se[t]),
+                    hub=bool(hubs[t]) if hubs is not None and t < len(hubs) else False) for t in order]
 
 
 def rank_cosine(pack: FeaturePack, cos: np.ndarray, flt: ListFilter, k: int) -> list[ListRow]:
@@ -100,27 +114,34 @@ def effects_list(pack: FeaturePack, feature_id, flt: ListFilter | None = None, k
     dead or skipped feature still gets a list and is never mistaken for a measured one."""
     fid = pack.check_feature(feature_id)
     flt, k = check_filter(flt), check_k(k)
-    raw = pack.effect_rows(fid)
+    raw = pack.effect_rows(fid, flt.basis)
     if raw:
-        rows = [ListRow(int(t), float(e), None if r is None else float(r), _label(lab, auto), d)
-                for t, e, r, lab, auto, d in raw]
+        rows = [ListRow(int(t), float(e), None if r is None else float(r), _label(lab, auto), d,
+                        se=None if se is None else float(se), hub=bool(hub))
+                for t, e, r, lab, auto, d, se, hub in raw]
         return with_user_labels(pack, filter_rows(rows, flt, k), notes)
     if pack.is_measured(fid):
-        return []  # measured, and nothing was stored for it: an honest empty list
+        return []  # measured, and nothing was stored for it (or no specific effects): an honest empty list
     ft = feature_table(pack)
-    rows = rank_predicted(predicted_effects(pack, fid), ft.baseline, ft.density, flt, k, ft.label_of)
+    pred, generic = predicted_effects(pack, fid), pack.generic_arrays()
+    if flt.basis == "specific" and generic is not None:
+        pred = pred - generic[0][: len(pred)]
+    rows = rank_predicted(pred, ft.baseline, ft.density, flt, k, ft.label_of,
+                          hubs=None if generic is None else generic[2])
     return with_user_labels(pack, rows, notes)
 
 
 def actions_list(pack: FeaturePack, feature_id, flt: ListFilter | None = None, k: int = 64,
                  notes: "UserNotes | None" = None) -> list[ListRow]:
-    """The features whose steering raises this one most (value: their measured effect on it;
-    relative to this feature's baseline activation)."""
+    """The features whose steering raises this one most (value: their measured raw or specific
+    effect on it, per ``flt.basis``; relative to this feature's baseline activation)."""
     fid = pack.check_feature(feature_id)
     flt, k = check_filter(flt), check_k(k)
     base = feature_table(pack).baseline[fid]
+    kind = "action_specific" if flt.basis == "specific" else "action"
     rows = [ListRow(int(o), float(v), None if math.isnan(base) else float(v) / (float(base) + REL_EPS),
-                    _label(lab, auto), d) for o, v, lab, auto, d in pack.neighbor_rows("action", fid)]
+                    _label(lab, auto), d, se=None if se is None else float(se))
+            for o, v, lab, auto, d, se in pack.neighbor_rows(kind, fid)]
     return with_user_labels(pack, filter_rows(rows, flt, k), notes)
 
 
@@ -132,7 +153,7 @@ def cosine_list(pack: FeaturePack, feature_id, flt: ListFilter | None = None, k:
     flt, k = check_filter(flt), check_k(k)
     raw = pack.neighbor_rows("cosine", fid)
     if raw:
-        rows = [ListRow(int(o), float(v), None, _label(lab, auto), d) for o, v, lab, auto, d in raw]
+        rows = [ListRow(int(o), float(v), None, _label(lab, auto), d) for o, v, lab, auto, d, _se in raw]
         return with_user_labels(pack, filter_rows(rows, flt, k), notes)
     if not (pack.sae_dir / "sae_weights.safetensors").is_file():
         return []
@@ -151,7 +172,7 @@ def effect_similar_list(pack: FeaturePack, feature_id, flt: ListFilter | None = 
     fid = pack.check_feature(feature_id)
     flt, k = check_filter(flt), check_k(k)
     rows = [ListRow(int(o), float(v), None, _label(lab, auto), d)
-            for o, v, lab, auto, d in pack.neighbor_rows("effect_similar", fid)]
+            for o, v, lab, auto, d, _se in pack.neighbor_rows("effect_similar", fid)]
     return with_user_labels(pack, filter_rows(rows, flt, k), notes)
 
 
@@ -176,6 +197,6 @@ LIST_KINDS: dict[str, ListKind] = {kind.name: kind for kind in (
 
 
 __all__ = [
-    "LIST_KINDS", "ListKind", "actions_list", "cosine_list", "effect_similar_list", "effects_list",
+    "LIST_KINDS", "ListKind", "actions_list", "as_raw_prediction", "cosine_list", "effect_similar_list", "effects_list",
     "predicted_effects", "rank_cosine", "rank_predicted",
 ]

@@ -29,6 +29,11 @@ REL_EPS = 1e-2
 MAX_K = 10_000
 #: The sign filter's choices.
 SIGNS = ("any", "positive", "negative")
+#: The effect bases a list can show: the paper's raw effect, or the specific effect (raw − the
+#: generic response of random directions; docs/design.md §Generic response).
+BASES = ("raw", "specific")
+#: "Within noise": |effect| < NOISE_Z standard errors.
+NOISE_Z = 2.0
 #: Density above which "hide dense features" hides a feature: such features fire on a fifth of
 #: all tokens or more, show up in every list and say little about any one of them.
 DEFAULT_MAX_DENSITY = 0.2
@@ -50,6 +55,13 @@ class ListRow:
     label: str
     density: float | None
     predicted: bool = False
+    se: float | None = None  # standard error of a measured value
+    hub: bool = False  # a target that random directions raise too (docs/design.md §Generic response)
+
+    @property
+    def within_noise(self) -> bool:
+        """|value| < 2 SE: not distinguishable from zero by this measurement."""
+        return self.se is not None and math.isfinite(self.se) and abs(self.value) < NOISE_Z * self.se
 
 
 def _threshold(name: str, value: Any, optional: bool, upper: float | None = None) -> float | None:
@@ -80,7 +92,11 @@ class ListFilter:
       while this is ``None``;
     * ``max_density``: hide features active on more than this fraction of tokens (dense
       features show up in every list and say little); rows of unknown density are kept;
-    * ``sign``: ``any``, ``positive`` (value > 0) or ``negative`` (value < 0).
+    * ``sign``: ``any``, ``positive`` (value > 0) or ``negative`` (value < 0);
+    * ``hide_noise``: hide measured rows within 2 standard errors of zero;
+    * ``basis``: which effect the effect and action lists show, ``raw`` (the paper's) or
+      ``specific`` (raw − the generic response); not a filter of rows but a choice of value that
+      every list shares, so it travels with the filters.
 
     NaN values never pass. Invalid thresholds raise :class:`ExploreError` at construction, so a
     bad filter fails where it was typed rather than as an empty list."""
@@ -89,6 +105,8 @@ class ListFilter:
     min_rel: float | None = None
     max_density: float | None = None
     sign: str = "any"
+    hide_noise: bool = False
+    basis: str = "raw"
 
     def __post_init__(self):
         object.__setattr__(self, "min_abs", _threshold("Minimum |effect|", self.min_abs, optional=False))
@@ -97,15 +115,23 @@ class ListFilter:
                                                            upper=1.0))
         if self.sign not in SIGNS:
             raise ExploreError(f"sign must be one of {list(SIGNS)}, not {self.sign!r}.")
+        if self.basis not in BASES:
+            raise ExploreError(f"basis must be one of {list(BASES)}, not {self.basis!r}.")
+        if not isinstance(self.hide_noise, bool):
+            raise ExploreError(f"hide_noise must be true or false, not {self.hide_noise!r}.")
 
     @property
     def is_default(self) -> bool:
         return self == ListFilter()
 
-    def mask(self, values: np.ndarray, rel: np.ndarray, density: np.ndarray) -> np.ndarray:
-        """Which rows pass (vectorised; ``rel`` and ``density`` hold NaN where unknown)."""
+    def mask(self, values: np.ndarray, rel: np.ndarray, density: np.ndarray,
+             se: np.ndarray | None = None) -> np.ndarray:
+        """Which rows pass (vectorised; ``rel``, ``density`` and ``se`` hold NaN where unknown)."""
         v = np.asarray(values, dtype=np.float64)
         ok = np.isfinite(v) & (np.abs(v) >= self.min_abs)
+        if self.hide_noise and se is not None:
+            e = np.asarray(se, dtype=np.float64)
+            ok &= ~(np.isfinite(e) & (np.abs(v) < NOISE_Z * np.nan_to_num(e, nan=0.0)))
         if self.sign == "positive":
             ok &= v > 0
         elif self.sign == "negative":
@@ -127,10 +153,11 @@ def nan_if_none(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _row_arrays(rows: Sequence[ListRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _row_arrays(rows: Sequence[ListRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.array([r.value for r in rows], np.float64),
             np.array([nan_if_none(r.rel_value) for r in rows], np.float64),
-            np.array([nan_if_none(r.density) for r in rows], np.float64))
+            np.array([nan_if_none(r.density) for r in rows], np.float64),
+            np.array([nan_if_none(r.se) for r in rows], np.float64))
 
 
 def filter_rows(rows: Sequence[ListRow], flt: ListFilter, k: int) -> list[ListRow]:

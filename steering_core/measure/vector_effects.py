@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from steering_core.browse.lists import rank_cosine, rank_predicted
+from steering_core.browse.lists import as_raw_prediction, rank_cosine, rank_predicted
 from steering_core.browse.rows import (
     ListFilter,
     ListRow,
@@ -93,15 +93,27 @@ def predicted(pack: FeaturePack, vector) -> np.ndarray:
     v = _vector(pack, vector)
     if v.shape[0] != approx.M.shape[0]:
         raise VectorEffectsError(f"The approximator reads vectors of size {approx.M.shape[0]}, not {v.shape[0]}.")
-    return approx.predict(torch.from_numpy(v).float()[None]).numpy()[0].astype(np.float64)
+    return as_raw_prediction(pack, approx.predict(torch.from_numpy(v).float()[None]).numpy()[0].astype(np.float64))
 
 
 def effect_rows(pack: FeaturePack, effects: np.ndarray, flt: ListFilter | None = None, k: int = 64,
-                notes=None, is_predicted: bool = False) -> list[ListRow]:
-    """Effects (measured or predicted) as list rows, largest |effect| first after filtering."""
+                notes=None, is_predicted: bool = False, se: np.ndarray | None = None) -> list[ListRow]:
+    """Effects (measured or predicted) as list rows, largest |effect| first after filtering. With
+    ``flt.basis == "specific"`` the pack's generic response is subtracted (and its SE added in
+    quadrature), as for every feature's list."""
     flt, k = check_filter(flt), check_k(k)
     ft = feature_table(pack)
-    rows = rank_predicted(np.asarray(effects, dtype=np.float64), ft.baseline, ft.density, flt, k, ft.label_of)
+    values = np.asarray(effects, dtype=np.float64)
+    se = None if se is None else np.asarray(se, dtype=np.float64)
+    generic = pack.generic_arrays()
+    if flt.basis == "specific":
+        if generic is None:
+            raise VectorEffectsError("This pack has no generic-response control, so it has no specific effects; "
+                                     "show raw effects, or rebuild the pack.")
+        values = values - generic[0][: len(values)]
+        se = None if se is None else np.sqrt(se ** 2 + generic[1][: len(se)] ** 2)
+    rows = rank_predicted(values, ft.baseline, ft.density, flt, k, ft.label_of, se,
+                          None if generic is None else generic[2])
     if not is_predicted:
         rows = [dataclasses.replace(r, predicted=False) for r in rows]
     return with_user_labels(pack, rows, notes)
@@ -117,6 +129,7 @@ class MeasuredEffects:
     dce: float | None  # verified ΔCE at alpha (None when α was given)
     seconds: float
     from_cache: bool = False
+    se: np.ndarray | None = None  # [d_sae] standard errors (paired by prompt)
 
 
 class EffectCache(LibraryTable):
@@ -124,22 +137,25 @@ class EffectCache(LibraryTable):
 
     SCHEMA = ("""CREATE TABLE IF NOT EXISTS vector_effect_cache (
         key TEXT PRIMARY KEY, pack_id TEXT, alpha DOUBLE, dce DOUBLE, seconds DOUBLE,
-        effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""",)
+        effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""",
+              "ALTER TABLE vector_effect_cache ADD COLUMN IF NOT EXISTS se FLOAT[]")
 
     def get(self, key: str) -> MeasuredEffects | None:
         with self._lock:
-            row = self.con.execute("SELECT effects, alpha, dce, seconds FROM vector_effect_cache WHERE key = ?",
+            row = self.con.execute("SELECT effects, alpha, dce, seconds, se FROM vector_effect_cache WHERE key = ?",
                                    [key]).fetchone()
         if row is None:
             return None
         return MeasuredEffects(np.asarray(row[0], dtype=np.float64), float(row[1]),
-                               None if row[2] is None else float(row[2]), float(row[3]), from_cache=True)
+                               None if row[2] is None else float(row[2]), float(row[3]), from_cache=True,
+                               se=None if row[4] is None else np.asarray(row[4], dtype=np.float64))
 
     def put(self, key: str, pack_id: str, m: MeasuredEffects) -> None:
         with self._lock:
-            self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             [key, pack_id, m.alpha, m.dce, m.seconds, m.effects.astype(np.float32).tolist()])
+            self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects, se) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [key, pack_id, m.alpha, m.dce, m.seconds, m.effects.astype(np.float32).tolist(),
+                              None if m.se is None else m.se.astype(np.float32).tolist()])
 
 
 def effect_spec_of(pack: FeaturePack):
@@ -154,11 +170,27 @@ def effect_spec_of(pack: FeaturePack):
     return EffectSpec()
 
 
+def twin_baseline(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, layer: int, spec, seed: int
+                  ) -> torch.Tensor:
+    """The unsteered twins of a vector's rollouts: the pack's own baseline rows when it ships them for
+    this seed, else measured here once per pack, spec and seed (and kept in memory)."""
+    from steering_core.measure.effects import baseline_rows
+
+    shipped = pack.dir / "baseline_rows.npy"
+    if int(seed) == int(pack.meta_json("config", {}).get("seed", 0)) and shipped.exists():
+        rows = pack.cached("baseline_rows", lambda: np.load(shipped))
+        if rows.shape[0] == len(spec.prompts) * spec.baseline_rollouts_per_prompt:
+            return torch.from_numpy(rows)
+    key = f"baseline_rows:{layer}:{seed}:{json.dumps(spec.to_dict())}"
+    return pack.cached(key, lambda: baseline_rows(model, sae, layer, spec, seed))
+
+
 def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None, seed: int, spec) -> str:
     h = hashlib.sha256()
     h.update(pack.pack_id.encode())
     h.update(vector.detach().cpu().float().contiguous().numpy().tobytes())
-    h.update(json.dumps([int(layer), None if alpha is None else float(alpha), int(seed), spec.to_dict()]).encode())
+    h.update(json.dumps([int(layer), None if alpha is None else float(alpha), int(seed), spec.to_dict(),
+                         "paired-v1"]).encode())
     return h.hexdigest()[:40]
 
 
@@ -173,16 +205,12 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     α search and every decoding step; raising from it cancels, and nothing is cached then.
     """
     from steering_core.measure.alpha import loss_matched_alpha, reference_ids
-    from steering_core.measure.effects import steered_feature_means
+    from steering_core.measure.effects import measure_effects
 
     check_layer(pack, layer)
     v = torch.from_numpy(_vector(pack, vector)).float()
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(float(alpha))):
         raise VectorEffectsError(f"α must be a finite number, got {alpha!r}.")
-    base = pack.cached_baseline()
-    if base is None:
-        raise VectorEffectsError("This pack ships no unsteered baseline (baseline.npy), so effects cannot be "
-                                 "measured against it.")
     spec = effect_spec_of(pack)
     key = cache_key(pack, v, layer, alpha, seed, spec)
     if cache is not None:
@@ -192,7 +220,8 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     t0 = time.perf_counter()
     dce = None
     search = 4 if alpha is None else 0  # the α search's loss evaluations (at most 4 one-sided)
-    total = search + spec.new_tokens + 1  # then the decoding steps (+1: the prefill's token)
+    calls = -(-spec.rows_per_vector // max(1, spec.max_rows))
+    total = search + calls * (spec.new_tokens + 1)  # then the decoding steps (+1: the prefill's token)
     shown = [-1]
 
     def report(done: int, n: int) -> None:
@@ -206,10 +235,11 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
                                  on_eval=lambda k: report(min(k, search), total))
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
     report(search, total)
-    means = steered_feature_means(model, sae, layer, v[None], [float(alpha)], spec, seed,
-                                  on_step=lambda i, n: report(search + i, total))[0]
-    eff = means.double().numpy() - np.asarray(base, dtype=np.float64)[: means.shape[0]]
-    out = MeasuredEffects(eff, float(alpha), dce, time.perf_counter() - t0)
+    rows = twin_baseline(model, sae, pack, layer, spec, seed)
+    est = measure_effects(model, sae, layer, v[None], [float(alpha)], spec, rows, seed,
+                          on_step=lambda i, n: report(search + i * (total - search) // max(1, n), total))
+    out = MeasuredEffects(est.effect[0].double().numpy(), float(alpha), dce, time.perf_counter() - t0,
+                          se=est.se[0].double().numpy())
     crash_point("vector_effects:measured")
     if cache is not None:
         cache.put(key, pack.pack_id, out)

@@ -304,7 +304,7 @@ def neighbors(b: Builder) -> None:
     live_set = set(live)
     for f in range(cos.shape[0]):
         if f in live_set:
-            rows += [("cosine", f, int(i[f, j]), float(v[f, j]), j) for j in range(v.shape[1])]
+            rows += [("cosine", f, int(i[f, j]), float(v[f, j]), j, None) for j in range(v.shape[1])]
     eff, _ = effect_matrix(b, basis)
     e = torch.from_numpy(eff)
     en = e / e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
@@ -313,12 +313,15 @@ def neighbors(b: Builder) -> None:
     if es.shape[0] > 1:
         v, i = es.topk(min(k, es.shape[1] - 1), -1)
         for r, f in enumerate(live):
-            rows += [("effect_similar", f, live[int(i[r, j])], float(v[r, j]), j) for j in range(v.shape[1])]
-    g = load_generic(b).mean
-    for kind, m in (("action", torch.from_numpy(live_raw)), ("action_specific", torch.from_numpy(live_raw) - g)):
+            rows += [("effect_similar", f, live[int(i[r, j])], float(v[r, j]), j, None) for j in range(v.shape[1])]
+    g = load_generic(b)
+    se = torch.from_numpy(np.asarray(np.load(b.dir / "effects_se.npy", mmap_mode="r")[live]))
+    raw_t = torch.from_numpy(live_raw)
+    for kind, m, m_se in (("action", raw_t, se), ("action_specific", raw_t - g.mean, (se.square() + g.se.square()).sqrt())):
         v, i = m.T.topk(min(k, m.shape[0]), -1)  # [d_sae targets, k]
         for t in range(m.shape[1]):
-            rows += [(kind, t, live[int(i[t, j])], float(v[t, j]), j) for j in range(v.shape[1]) if v[t, j] > 0]
+            rows += [(kind, t, live[int(i[t, j])], float(v[t, j]), j, float(m_se[int(i[t, j]), t]))
+                     for j in range(v.shape[1]) if v[t, j] > 0]
     with transaction(b.con):
         tables.replace_neighbors(b.con, rows)
         set_meta(b.con, {"effect_basis": basis})

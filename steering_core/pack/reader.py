@@ -107,7 +107,7 @@ class FeaturePack:
     def effects(self, feature_id, k: int = 64) -> list[Effect]:
         """Measured effects of steering with this feature, largest |effect| first."""
         fid = self.check_feature(feature_id)
-        rows = self.con.execute("SELECT target_feature, effect, rel_effect FROM feature_effects WHERE source_feature = ? "
+        rows = self.con.execute("SELECT target_feature, effect, rel_effect FROM feature_effects WHERE source_feature = ? AND rank IS NOT NULL "
                                 "ORDER BY rank LIMIT ?", [fid, k]).fetchall()
         labels = self._labels([r[0] for r in rows])
         return [Effect(int(t), float(e), None if r is None else float(r), labels.get(int(t), "")) for t, e, r in rows]
@@ -160,23 +160,70 @@ class FeaturePack:
             return "|".join(str(p) for p in parts)
         return f"path:{self.dir.resolve()}"
 
-    def effect_rows(self, feature_id) -> list[tuple]:
-        """Every stored effect of this source, rank order: ``(target, effect, rel_effect, label,
-        auto_label, density)``. All of them (a pack stores its top-k only), so callers can filter
-        without losing rows that a filter would allow."""
+    def has_column(self, table: str, column: str) -> bool:
+        return self.cached(f"column:{table}.{column}", lambda: bool(self.cursor().execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
+            [table, column]).fetchone()[0]))
+
+    @property
+    def has_specific(self) -> bool:
+        """Whether this pack measured the generic response (and so stores specific effects)."""
+        return self.has_column("feature_effects", "specific") and self.has_table("generic_response")
+
+    def effect_rows(self, feature_id, basis: str = "raw") -> list[tuple]:
+        """Every stored effect of this source, rank order: ``(target, value, rel_effect, label,
+        auto_label, density, se, hub)``, where ``value`` is the raw or the specific effect. All of
+        them (a pack stores its top-k only), so callers can filter without losing rows that a filter
+        would allow. Packs built before standard errors were stored give NULL SEs and no hubs."""
         fid = self.check_feature(feature_id)
+        if not self.has_specific:
+            if basis == "specific":
+                return []
+            return self.cursor().execute(
+                "SELECT e.target_feature, e.effect, e.rel_effect, f.label, f.auto_label, f.density, NULL, false "
+                "FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
+                "WHERE e.source_feature = ? ORDER BY e.rank", [fid]).fetchall()
+        value, se, rank = (("e.effect", "e.effect_se", "e.rank") if basis == "raw"
+                           else ("e.specific", "e.specific_se", "e.rank_specific"))
         return self.cursor().execute(
-            "SELECT e.target_feature, e.effect, e.rel_effect, f.label, f.auto_label, f.density "
-            "FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
-            "WHERE e.source_feature = ? ORDER BY e.rank", [fid]).fetchall()
+            f"SELECT e.target_feature, {value}, e.rel_effect, f.label, f.auto_label, f.density, {se}, "
+            "coalesce(g.hub, false) FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
+            "LEFT JOIN generic_response g ON g.target_feature = e.target_feature "
+            f"WHERE e.source_feature = ? AND {rank} IS NOT NULL ORDER BY {rank}", [fid]).fetchall()
 
     def neighbor_rows(self, kind: str, feature_id) -> list[tuple]:
-        """Every stored neighbour of one kind, rank order: ``(other, value, label, auto_label, density)``."""
+        """Every stored neighbour of one kind, rank order: ``(other, value, label, auto_label, density,
+        se)`` (``se`` NULL where the pack stores none)."""
         fid = self.check_feature(feature_id)
+        se = "n.se" if self.has_column("feature_neighbors", "se") else "NULL"
         return self.cursor().execute(
-            "SELECT n.other_id, n.value, f.label, f.auto_label, f.density "
+            f"SELECT n.other_id, n.value, f.label, f.auto_label, f.density, {se} "
             "FROM feature_neighbors n LEFT JOIN features f ON f.feature_id = n.other_id "
             "WHERE n.kind = ? AND n.feature_id = ? ORDER BY n.rank", [kind, fid]).fetchall()
+
+    def generic_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(generic response, its SE, hub flags)`` over all targets (loaded once), or None."""
+        if not self.has_table("generic_response"):
+            return None
+
+        def load():
+            n = self.n_features
+            mean, se, hub = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+            for t, g, gse, h in self.cursor().execute(
+                    "SELECT target_feature, generic, generic_se, hub FROM generic_response").fetchall():
+                if 0 <= t < n:
+                    mean[t], se[t], hub[t] = g, gse, bool(h)
+            return mean, se, hub
+        return self.cached("generic_arrays", load)
+
+    def generic(self, feature_id) -> tuple[float, float, float, bool] | None:
+        """``(generic response, its SE, hub share, hub)`` of a target, or None for older packs."""
+        fid = self.check_feature(feature_id)
+        if not self.has_table("generic_response"):
+            return None
+        row = self.cursor().execute("SELECT generic, generic_se, hub_share, hub FROM generic_response "
+                                    "WHERE target_feature = ?", [fid]).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]), float(row[2]), bool(row[3]))
 
     def has_table(self, name: str) -> bool:
         return self.cached(f"table:{name}", lambda: bool(self.cursor().execute(

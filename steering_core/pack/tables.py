@@ -36,6 +36,8 @@ SCHEMA = [
         kind TEXT, feature_id INTEGER, other_id INTEGER, value DOUBLE, rank INTEGER)""",
     "CREATE TABLE IF NOT EXISTS label_embeddings (feature_id INTEGER PRIMARY KEY, embedding FLOAT[])",
     "CREATE TABLE IF NOT EXISTS effect_chunks (chunk INTEGER PRIMARY KEY, n INTEGER)",
+    # columns added after the first packs shipped: a build database from before gains them on open
+    "ALTER TABLE feature_neighbors ADD COLUMN IF NOT EXISTS se DOUBLE",
 ]
 
 
@@ -80,7 +82,7 @@ EMBEDDING_COLUMNS = ("feature_id", "embedding")
 EFFECT_COLUMNS = ("source_feature", "target_feature", "effect", "rel_effect", "rank", "effect_se", "specific",
                   "specific_se", "rank_specific")
 GENERIC_COLUMNS = ("target_feature", "generic", "generic_se", "hub_share", "hub")
-NEIGHBOR_COLUMNS = ("kind", "feature_id", "other_id", "value", "rank")
+NEIGHBOR_COLUMNS = ("kind", "feature_id", "other_id", "value", "rank", "se")
 
 
 def insert_rows(con: Any, table: str, rows: Sequence[tuple], cols: Sequence[str]) -> None:
