@@ -1,7 +1,13 @@
-"""Effect-measurement throughput on the embedded model: the batched per-row measurement against a
-one-vector-at-a-time loop with the same rollouts (same prompts, seeds and α), in one run.
+"""Effect-measurement throughput on the embedded model, in one run:
 
-    python -m bench.effects [--features 18]
+* ``rollout_tok_s_fp32`` / ``rollout_tok_s_fast`` / ``fast_over_fp32``: the same steered rows
+  (same prompts, seeds and α) measured with the model in fp32 and in the fast precision this
+  machine gets (:mod:`steering_core.model.precision`: bf16 with AMX-BF16 or AVX512-BF16);
+* ``batched_over_naive``: the batched in-generation measurement against the paper's
+  one-vector-at-a-time generate-then-re-run loop (fast precision, same rows);
+* ``fast_fp32_kl_nats``: mean per-token KL of the fast model's next-token distribution to fp32's.
+
+    python -m bench.effects [--features 4] [--rollouts 4]
 """
 
 from __future__ import annotations
@@ -13,41 +19,61 @@ import torch
 
 from bench.common import emit, log
 from steering_core import load_model
-from steering_core.measure.effects import EffectSpec, measure_baseline, measure_effects, measure_effects_naive
-from steering_core.model.generation import GenerationConfig, generate
+from steering_core.measure.effects import EffectSpec, baseline_rows, measure_effects, measure_effects_naive
+from steering_core.model.precision import dtype_name, fast_dtype
 from steering_core.model.saes import load_sae, tiny_sae
 from steering_core.pack.reader import default_pack_dir
 
 
+def _sae(model):
+    pack = default_pack_dir()
+    if (pack / "sae" / "cfg.json").exists():
+        return load_sae(str(pack / "sae"), model)
+    return tiny_sae(model, 15, d_sae=3072, k=32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--features", type=int, default=18)
+    ap.add_argument("--features", type=int, default=4)
+    ap.add_argument("--rollouts", type=int, default=4, help="rollouts per prompt (14 prompts)")
     ap.add_argument("--new-tokens", type=int, default=12)
     args = ap.parse_args()
-    model = load_model("embedded")
-    pack = default_pack_dir()
-    sae = load_sae(str(pack / "sae"), model) if (pack / "sae" / "cfg.json").exists() else tiny_sae(model, 15, d_sae=3072, k=32)
-    layer = sae.layer
-    spec = EffectSpec(new_tokens=args.new_tokens, baseline_rollouts_per_prompt=1, max_rows=252)
-    vecs = torch.stack([sae.decoder_direction(i) for i in range(args.features)])
-    alphas = torch.full((args.features,), 0.5 * model.residual_norms()[layer])
-    base = measure_baseline(model, sae, layer, spec)
+    spec = EffectSpec(new_tokens=args.new_tokens, rollouts_per_prompt=args.rollouts,
+                      baseline_rollouts_per_prompt=args.rollouts, max_rows=224)
+    fast = fast_dtype("cpu")
+    results = {}
+    for name, prec in (("fp32", "fp32"), ("fast", dtype_name(fast))):
+        model = load_model("embedded", precision=prec)
+        sae = _sae(model)
+        layer = sae.layer
+        vecs = torch.stack([sae.decoder_direction(i) for i in range(args.features)])
+        alphas = torch.full((args.features,), 0.5 * model.residual_norms()[layer])
+        rows = baseline_rows(model, sae, layer, spec)
+        measure_effects(model, sae, layer, vecs[:1], alphas[:1], spec, rows)  # warm-up
+        t0 = time.perf_counter()
+        est = measure_effects(model, sae, layer, vecs, alphas, spec, rows)
+        results[name] = (time.perf_counter() - t0, est, model, sae, vecs, alphas, rows)
+        log(f"{name} ({prec}): {results[name][0]:.1f} s")
     n_tok = args.features * spec.rows_per_vector * spec.new_tokens
-    log(f"{args.features} vectors x {spec.rows_per_vector} rollouts x {spec.new_tokens} tokens, SAE {sae.source}")
+    t32, tf = results["fp32"][0], results["fast"][0]
+    emit("rollout_tok_s_fp32", n_tok / t32, "tok/s")
+    emit("rollout_tok_s_fast", n_tok / tf, "tok/s", precision=dtype_name(fast))
+    emit("fast_over_fp32", t32 / tf, "x", precision=dtype_name(fast))
+    diff = (results["fp32"][1].effect - results["fast"][1].effect).abs().max()
+    _, est, model, sae, vecs, alphas, rows = results["fast"]
     t0 = time.perf_counter()
-    batched = measure_effects(model, sae, layer, vecs, alphas, spec, base)
-    t_batched = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    naive = measure_effects_naive(model, sae, layer, vecs, alphas, spec, base)
+    naive = measure_effects_naive(model, sae, sae.layer, vecs, alphas, spec,
+                                  rows.view(len(spec.prompts), -1, rows.shape[-1]).mean((0, 1)))
     t_naive = time.perf_counter() - t0
-    prompts = [p for p in spec.prompts for _ in range(spec.rollouts_per_prompt)] * spec.vectors_per_call
-    t0 = time.perf_counter()
-    res = generate(model, prompts, GenerationConfig(max_new_tokens=spec.new_tokens + 1, top_k=50, stop_at_eos=False))
-    t_raw = time.perf_counter() - t0
-    emit("batched_over_naive", t_naive / t_batched, "x", batched_s=round(t_batched, 2), naive_s=round(t_naive, 2),
-         max_abs_diff=float((batched - naive).abs().max()))
-    emit("rollout_tok_s", n_tok / t_batched, "tok/s")
-    emit("raw_generation_tok_s", sum(len(t) for t in res.token_ids) / t_raw, "tok/s")
+    emit("batched_over_naive", t_naive / tf, "x", batched_s=round(tf, 2), naive_s=round(t_naive, 2),
+         max_abs_diff=float((est.effect - naive).abs().max()))
+    m32 = results["fp32"][2]
+    ids = m32.tokenize(["The weather today is mild, and the forecast for the weekend says rain."])[0]
+    with torch.no_grad():
+        a = m32.backend.forward(ids, torch.ones_like(ids)).float().log_softmax(-1)
+        b = model.backend.forward(ids, torch.ones_like(ids)).float().log_softmax(-1)
+    emit("fast_fp32_kl_nats", float((a.exp() * (a - b)).sum(-1).mean()), "nats",
+         fast_vs_fp32_effect_max_abs_diff=float(diff))
 
 
 if __name__ == "__main__":
