@@ -252,9 +252,10 @@ with t_compare:
         c1, c2, c3 = st.columns(3)
         for col, title, items in ((c1, "Cosine only", nb.cosine_only), (c2, "Both", nb.both),
                                   (c3, "Effect only", nb.effect_only)):
-            col.markdown(f"**{title}**")
-            col.dataframe(pd.DataFrame([{"feature": i.feature_id, "label": i.label} for i in items],
-                                       columns=["feature", "label"]), hide_index=True, key=f"cmp_{title}")
+            with col:
+                st.markdown(f"**{title}**")
+                ui.clickable_table(pd.DataFrame([{"feature": i.feature_id, "label": i.label} for i in items],
+                                                columns=["feature", "label"]), f"cmp_{title}_{fid}", ui.pin_feature)
         st.subheader("Growing groups ([Chalnev 2024], Appendix E)")
         g = st.columns(2)
         size = g[0].slider("Group size", 4, 32, 12, key="group_size")
@@ -264,10 +265,12 @@ with t_compare:
         gl, gr = st.columns(2)
         both = {m.feature_id for m in cmp.both}
         for col, title, grp in ((gl, "By effect similarity", cmp.effect_group), (gr, "By cosine similarity", cmp.cosine_group)):
-            col.markdown(f"**{title}**")
-            col.dataframe(pd.DataFrame([{"step": m.step, "feature": m.feature_id, "label": m.label,
-                                         "in both": m.feature_id in both} for m in grp]),
-                          hide_index=True, key=f"grp_{title}")
+            with col:
+                st.markdown(f"**{title}**")
+                ui.clickable_table(pd.DataFrame([{"step": m.step, "feature": m.feature_id, "label": m.label,
+                                                  "in both": m.feature_id in both} for m in grp],
+                                                columns=["step", "feature", "label", "in both"]),
+                                   f"grp_{title}_{fid}", ui.pin_feature)
     except SteeringCoreError as exc:
         st.error(str(exc))
 
@@ -305,8 +308,16 @@ with t_map:
                                          marker=dict(size=16, symbol="star", color="gold", line_width=1),
                                          name=f"#{focus}", hoverinfo="skip"))
         fig.update_layout(height=600, margin=dict(l=0, r=0, t=10, b=0), legend_orientation="h")
-        ev = st.plotly_chart(fig, width="stretch", key="feature_map", on_select="rerun",
-                             selection_mode=("points", "box", "lasso"))
+        map_col, card_col = st.columns([3, 2])  # the clicked feature's card opens beside the map
+        with map_col:
+            ev = st.plotly_chart(fig, width="stretch", key="feature_map", on_select="rerun",
+                                 selection_mode=("points", "box", "lasso"))
+        with card_col:
+            if focus is None:
+                st.info("Click a point: its card opens here.")
+            else:
+                with st.container(border=True, height=600):
+                    card(focus, f"map_{focus}", compact=True)
         chosen = [int(p["customdata"]) for p in (ev.selection.points if ev and ev.selection else [])
                   if p.get("customdata") is not None]
         if chosen and chosen != ss.get("map_last"):

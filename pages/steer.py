@@ -21,6 +21,7 @@ from steering_core.measure.live import (
     sae_direction,
     saved_direction,
     side_by_side,
+    unsteered_key,
     uploaded_direction,
 )
 
@@ -201,29 +202,41 @@ link = SteerLink(  # the URL follows the settings, so it can be shared
 if st.query_params.to_dict() != link:
     st.query_params.from_dict(link)
 
-go = st.button("Generate", type="primary", disabled=resolved is None, key="generate")
-shown = current if go else (ss.get("steer_last") or {}).get("settings")  # what the results below came from
+request = SideBySide(
+    prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
+    reference=resolved.reference, operator=resolved.operator, extra=tuple(extras),
+    history_unsteered=tuple(map(tuple, ss.hist_u)) if chat_mode else (),
+    history_steered=tuple(map(tuple, ss.hist_s)) if chat_mode else (),
+    config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
+                            seed=int(seed)),
+) if resolved is not None else None
+g1, g2 = st.columns([1, 3])
+go = g1.button("Generate", type="primary", disabled=resolved is None, key="generate")
+live = g2.toggle("Live α", key="live_alpha", disabled=chat_mode, **first("live_alpha", True),
+                 help="Releasing the α slider regenerates the steered column; the unsteered column is reused "
+                      "(same prompt, seed and settings) and says so.")
+last = ss.get("steer_last") or {}
+# live α: the slider moved and nothing else did, so only the steered column is regenerated
+live_run = (not go and live and not chat_mode and request is not None and last.get("settings") is not None
+            and last.get("key") == unsteered_key(request) and last["settings"].live_update(current))
+run = (go or live_run) and request is not None
+shown = current if run else last.get("settings")  # what the results below came from
 if shown is not None and current is not None and (note := shown.stale_note(current)):
     st.info(note)
 left, right = st.columns(2)
 left.markdown("#### Unsteered")
 right.markdown("#### " + (shown or current).header() if (shown or current) else "#### Steered")
 
-if go and resolved is not None:
-    request = SideBySide(
-        prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),
-        reference=resolved.reference, operator=resolved.operator, extra=tuple(extras),
-        history_unsteered=tuple(map(tuple, ss.hist_u)) if chat_mode else (),
-        history_steered=tuple(map(tuple, ss.hist_s)) if chat_mode else (),
-        config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
-                                seed=int(seed)),
-    )
+if run:
+    cached = list(last["unsteered"]) if live_run else None
+    if cached is not None:
+        left.caption("from cache: same prompt, seed and settings")
     slots_l = [left.empty() for _ in range(int(n_samples))]
     slots_r = [right.empty() for _ in range(int(n_samples))]
     bar = st.progress(0.0, text="Generating…")
     try:
         update = None
-        for update in side_by_side(model, request):
+        for update in side_by_side(model, request, unsteered=cached):
             if update.step % 2 == 0 or update.done:
                 for slot, text in zip(slots_l, update.unsteered):
                     slot.info(text or "…")
@@ -233,9 +246,11 @@ if go and resolved is not None:
                              text=f"{update.step + 1} tokens")
         bar.empty()
         st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
-                   f"{2 * int(n_samples)} rows in one batch, same seeds on both sides.")
+                   + (f"{int(n_samples)} steered rows (unsteered from cache), same seeds as before."
+                      if cached is not None else f"{2 * int(n_samples)} rows in one batch, same seeds on both sides."))
         if update is not None:
-            ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered, "settings": current}
+            ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered, "settings": current,
+                             "key": unsteered_key(request), "from_cache": cached is not None}
             ss.pop("steer_link_warnings", None)
             if chat_mode:  # sample 1 of each column becomes that column's reply
                 ss.hist_u.append((prompt, update.unsteered[0]))
@@ -246,6 +261,8 @@ if go and resolved is not None:
         bar.empty()
         st.error(str(exc))
 elif "steer_last" in ss:
+    if ss.steer_last.get("from_cache"):
+        left.caption("from cache: same prompt, seed and settings")
     for text in ss.steer_last["unsteered"]:
         left.info(text or "…")
     for text in ss.steer_last["steered"]:

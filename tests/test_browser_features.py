@@ -48,3 +48,70 @@ def test_search_card_click_effect_row_cross_highlights(tiny_pack_build, tmp_path
         first_card.get_by_text(re.compile(rf"#{second} is in this list")).first.wait_for()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "features.png"), full_page=True)
+
+
+def test_compare_rows_open_their_card_and_the_map_shows_the_card_beside_it(tiny_pack_build, tmp_path):
+    """Issue 16: Compare's tables are clickable like every list, and the Map shows the open card
+    beside the map."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
+    with serve_app(env) as url, browser_page() as page:
+        page.goto(url + "/features?feature=2")
+        page.get_by_role("heading", name=re.compile(r"#2 ·")).first.wait_for()
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_text("Jaccard overlap of the cosine and effect neighbourhoods").wait_for()
+        tables = page.locator("[data-testid='stTabPanel']").filter(visible=True).locator("[data-testid='stDataFrame']")
+        grid = next(tables.nth(i) for i in range(tables.count())
+                    if (tables.nth(i).bounding_box() or {}).get("height", 0) > 60)
+        grid.scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 30, box["y"] + 35 + 17)  # the first data row
+        page.wait_for_function("() => !/[?&]feature=2(&|$)/.test(window.location.search)")
+        opened = int(re.search(r"feature=(\d+)", page.url).group(1))
+        assert opened != 2
+        page.get_by_role("tab", name="Map").click()
+        panel = page.locator("[data-testid='stTabPanel']").filter(visible=True)
+        panel.locator(".js-plotly-plot").first.wait_for()
+        panel.get_by_role("heading", name=re.compile(rf"#{opened} ·")).first.wait_for()  # the card beside the map
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "features-map-card.png"), full_page=True)
+
+
+def test_effects_toggle_between_raw_and_specific_in_the_browser(tiny_pack_build, tmp_path):
+    """Issue 14 in a real browser (tiny pack): the card's lists carry ± and the Raw/Specific toggle
+    switches them; the CSV of the Effects list shows the standard errors and the specific values."""
+    import csv
+    import io
+
+    from browser import wait_idle
+
+    from steering_core.pack.reader import FeaturePack
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    from steering_core.browse import DEFAULT_MAX_DENSITY, ListFilter, effects_list
+
+    p = FeaturePack(cache / "pack")  # what the card shows by default: dense features hidden, 32 rows
+    want = {basis: [(r.feature_id, r.value) for r in effects_list(
+        p, 2, ListFilter(max_density=DEFAULT_MAX_DENSITY, basis=basis), k=32)] for basis in ("raw", "specific")}
+    p.close()
+    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
+    with serve_app(env) as url, browser_page() as page:
+        page.goto(url + "/features?feature=2")
+        page.get_by_role("heading", name=re.compile(r"#2 ·")).first.wait_for()
+        wait_idle(page)
+        for basis, label in (("raw", None), ("specific", "Specific")):
+            if label:
+                page.get_by_test_id("stSidebar").get_by_text(label, exact=True).click()
+                wait_idle(page)
+            with page.expect_download() as dl:
+                page.get_by_role("button", name="CSV", exact=True).first.click()
+            rows = list(csv.DictReader(io.StringIO(open(dl.value.path(), encoding="utf-8").read())))
+            assert [(int(r["feature_id"]), round(float(r["value"]), 5)) for r in rows] == [
+                (t, round(v, 5)) for t, v in want[basis]]
+            assert rows and all(float(r["se"]) >= 0 for r in rows)  # every measured row has its error
+        page.screenshot(path=str(ARTIFACTS / "features-specific.png"), full_page=True)

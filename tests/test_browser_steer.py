@@ -37,3 +37,37 @@ def test_home_and_steer_pages_in_chromium_on_the_embedded_model():
         assert "Paris" in texts_u[0]  # greedy, unsteered: the model answers
         assert texts_u[0] == texts_u[1]  # temperature 0: both unsteered samples agree
         assert all(t.strip() and t != "…" for t in texts_s)
+
+
+def test_dragging_alpha_regenerates_the_steered_column_with_its_header():
+    """Issue 16: releasing the α slider is the experiment. The steered column and its header change
+    together; the unsteered column is reused and says "from cache"."""
+    from browser import fill_number, wait_idle
+
+    with serve_app({"STEERING_MODEL": "embedded", "STEERING_SAE": ""}) as url, browser_page() as page:
+        page.goto(url + "/steer?alpha=20&seed=3&prompt=Tell%20me%20about%20your%20weekend.")
+        page.get_by_text("‖resid‖ at layer 15").wait_for()
+        fill_number(page, "Max new tokens", 12)
+        fill_number(page, "Samples", 1)
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Finished:").wait_for(timeout=120_000)
+        wait_idle(page)
+        header = page.get_by_role("heading", name=re.compile(r"Steered \(α"))
+        before_h = header.inner_text()
+        steered = page.locator("[data-testid='stAlertContentSuccess']")
+        unsteered = page.locator("[data-testid='stAlertContentInfo']")
+        before_s, before_u = steered.first.inner_text(), unsteered.first.inner_text()
+        assert "+20.0" in before_h
+
+        thumb = page.get_by_role("slider", name="α")
+        thumb.focus()
+        thumb.press("End")  # the keyboard's drag to the right end of the slider
+        page.get_by_text("from cache").first.wait_for(timeout=120_000)
+        page.get_by_text("Finished:").wait_for(timeout=120_000)
+        wait_idle(page)
+        after_h = header.inner_text()
+        assert after_h != before_h and "+20.0" not in after_h
+        assert steered.first.inner_text() != before_s  # a new steered text under the new header
+        assert unsteered.first.inner_text() == before_u  # the same unsteered text, reused
+        page.screenshot(path=str(ARTIFACTS / "steer-live-alpha.png"), full_page=True)

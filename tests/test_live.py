@@ -109,3 +109,28 @@ def test_multi_turn_columns_keep_their_own_histories(tiny_hf):
     assert last.unsteered == generate(tiny_hf, [conv] * 2, cfg).texts
     with pytest.raises(SteeringError, match="Type a message"):
         _last(tiny_hf, prompt="  ", history_unsteered=hu, history_steered=hs)
+
+
+# -- live α: only the steered column is regenerated --------------------------------------------------
+
+
+def test_live_alpha_regenerates_only_the_steered_column_and_equals_a_joint_run(tiny_hf):
+    """With the unsteered column from cache, generating only the steered rows (same row seeds) gives
+    exactly the steered column of a joint run, for additive and ACE vectors and extra vectors."""
+    from steering_core.measure.live import ExtraVector, unsteered_key
+
+    base = dict(prompt="hello", layer=1, vector=random_unit_vector(tiny_hf.d_model, 3), n_samples=3,
+                config=GenerationConfig(max_new_tokens=10, temperature=1.0, seed=5))
+    first = list(side_by_side(tiny_hf, SideBySide(alpha=2.0, **base)))[-1]
+    for kw in ({"alpha": 9.0}, {"alpha": 0.0, "reference": 3 * random_unit_vector(tiny_hf.d_model, 9)},
+               {"alpha": 5.0, "extra": (ExtraVector(0, random_unit_vector(tiny_hf.d_model, 4), 7.0),)}):
+        req = SideBySide(**base, **kw)
+        assert unsteered_key(req) == unsteered_key(SideBySide(alpha=2.0, **base))  # α and vectors do not matter
+        joint = list(side_by_side(tiny_hf, req))[-1]
+        live = list(side_by_side(tiny_hf, req, unsteered=first.unsteered))
+        assert live[-1].done and live[-1].unsteered == joint.unsteered == first.unsteered
+        assert live[-1].steered == joint.steered
+    assert unsteered_key(SideBySide(alpha=2.0, **{**base, "config": GenerationConfig(seed=6)})) != unsteered_key(
+        SideBySide(alpha=2.0, **base))
+    with pytest.raises(SteeringError, match="cached unsteered column has 2"):
+        list(side_by_side(tiny_hf, SideBySide(alpha=1.0, **base), unsteered=["a", "b"]))

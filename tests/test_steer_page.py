@@ -36,6 +36,7 @@ def _header(at: AppTest) -> str:
 
 def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
     at = _steer()
+    at.toggle(key="live_alpha").set_value(False)  # with live α off, moving the slider only marks the text stale
     at.text_input(key="vec_feature").set_value("5")
     at.slider(key="alpha").set_value(4.0)
     at.number_input(key="max_tokens").set_value(3)
@@ -60,6 +61,30 @@ def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
     at.button(key="generate").click().run()  # generating again brings header and text up to date
     assert _header(at) == "#### Steered (α = +9.0, layer 1)"
     assert not [i.value for i in at.info if "settings changed" in i.value]
+
+
+def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_the_unsteered_one():
+    at = _steer()
+    at.text_input(key="vec_feature").set_value("5")
+    at.slider(key="alpha").set_value(4.0)
+    at.number_input(key="max_tokens").set_value(6)
+    at.number_input(key="n_samples").set_value(2)
+    at.run()
+    at.button(key="generate").click().run()
+    first = dict(at.session_state["steer_last"])
+    assert not first["from_cache"]
+    at.slider(key="alpha").set_value(40.0).run()  # releasing the slider is the experiment
+    assert not at.exception, at.exception
+    now = at.session_state["steer_last"]
+    assert _header(at) == "#### Steered (α = +40.0, layer 1)"  # header and text change together
+    assert now["settings"].alpha == 40.0 and now["steered"] != first["steered"]
+    assert now["unsteered"] == first["unsteered"] and now["from_cache"]
+    assert any("from cache" in c.value for c in at.caption)
+    assert not [i.value for i in at.info if "settings changed" in i.value]
+    # anything but α waits for Generate
+    at.text_input(key="vec_feature").set_value("6").run()
+    assert at.session_state["steer_last"]["steered"] == now["steered"]
+    assert any("settings changed" in i.value for i in at.info)
 
 
 def test_the_automatic_alpha_note_belongs_to_its_vector_and_layer():

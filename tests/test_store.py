@@ -180,7 +180,8 @@ def test_disk_full_inside_transaction_writes_nothing(con, tmp_path):
     with pytest.raises(OSError) as info:
         with transaction(con):
             con.execute("INSERT INTO features (feature_id, label) SELECT i, 'new' FROM range(1, 1001) t(i)")
-            con.execute("INSERT INTO feature_effects VALUES (1, 2, 0.5, 0.1, 0)")
+            con.execute("INSERT INTO feature_effects (source_feature, target_feature, effect, rel_effect, rank) "
+                        "VALUES (1, 2, 0.5, 0.1, 0)")
             mark_stage(con, "effects")
             raise OSError(28, "No space left on device")
     assert info.value.errno == 28 and "No space left" in str(info.value)

@@ -312,6 +312,22 @@ def feature_list(title: str, rows, key: str, selected: int | None = None, on_ope
     c2.download_button("JSON", rows_to_json(rows), f"{key}.json", "application/json", key=f"{key}_json")
 
 
+def clickable_table(df, key: str, on_open, height: int | None = None) -> None:
+    """A plain table of features (a ``feature`` column) whose rows open that feature on click, like
+    every ranked list; a click is acted on once, not on every rerun. Give a ``key`` that changes
+    with the table's content (e.g. names the feature it was made for): a selection kept on a table
+    whose rows change would open another feature on every rerun."""
+    event = st.dataframe(df, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
+                         **({"height": height} if height else {}))
+    picked = event.selection.rows if event and event.selection else []
+    if picked and not df.empty:
+        fid = int(df.iloc[picked[0]]["feature"])
+        if fid != st.session_state.get(f"{key}_last"):
+            st.session_state[f"{key}_last"] = fid
+            on_open(fid)
+            st.rerun()
+
+
 @st.cache_resource(show_spinner=False)
 def _cached_library(path: str):
     """One open Library per file in this process, shared by every session."""

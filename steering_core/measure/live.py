@@ -127,8 +127,21 @@ class SideBySideUpdate:
     formatted_prompt: str = ""
 
 
-def side_by_side(model: SteerableModel, request: SideBySide) -> Iterator[SideBySideUpdate]:
-    """Stream both columns together; validation errors are raised before any token is made."""
+def unsteered_key(request: SideBySide) -> tuple:
+    """What the unsteered column depends on (everything but the vectors and their α): two requests
+    with the same key have the same unsteered texts, so the column can be reused from a cache."""
+    c = request.config
+    return (request.prompt, request.chat, request.n_samples, c.max_new_tokens, c.temperature, c.top_k, c.top_p,
+            c.greedy, c.seed, c.stop_at_eos, request.history_unsteered)
+
+
+def side_by_side(model: SteerableModel, request: SideBySide,
+                 unsteered: list[str] | None = None) -> Iterator[SideBySideUpdate]:
+    """Stream both columns together; validation errors are raised before any token is made.
+
+    ``unsteered``: that column's texts from an earlier run with the same :func:`unsteered_key`
+    (live α: only the steered rows are generated, with the same row seeds, so they equal the
+    steered column of a joint run)."""
     n = request.n_samples
     if not isinstance(n, int) or n < 1:
         raise SteeringError(f"Number of samples must be at least 1, got {n!r}.")
@@ -148,6 +161,11 @@ def side_by_side(model: SteerableModel, request: SideBySide) -> Iterator[SideByS
     alpha = check_alpha(request.alpha)
     if not isinstance(alpha, float):
         raise SteeringError("alpha must be one number for the Steer view.")
+    if unsteered is not None:
+        if len(unsteered) != n:
+            raise SteeringError(f"The cached unsteered column has {len(unsteered)} samples, not {n}.")
+        yield from _steered_only(model, request, vec, alpha, n, prompts[n:], prompt, list(unsteered), notes)
+        return
     steered = [False] * n + [True] * n  # operators like ACE edit even at α = 0: mask the unsteered half
     terms = [operator_term(model, request.operator or implied_operator(request.reference), request.layer, vec,
                            torch.tensor([0.0] * n + [alpha] * n), reference=request.reference, active=steered)]
@@ -162,6 +180,22 @@ def side_by_side(model: SteerableModel, request: SideBySide) -> Iterator[SideByS
     for ev in stream(model, prompts, request.config, Steering.of(terms), row_seeds=seeds, notes=notes):
         done = all(ev.finished)
         yield SideBySideUpdate(ev.step, ev.texts[:n], ev.texts[n:], done, list(notes), prompt)
+
+
+def _steered_only(model: SteerableModel, request: SideBySide, vec: torch.Tensor, alpha: float, n: int,
+                  prompts: list[str], prompt: str, unsteered: list[str], notes: list[str]) -> Iterator[SideBySideUpdate]:
+    terms = [operator_term(model, request.operator or implied_operator(request.reference), request.layer, vec,
+                           torch.tensor([alpha] * n), reference=request.reference)]
+    for e in request.extra:
+        ea = check_alpha(e.alpha)
+        if not isinstance(ea, float):
+            raise SteeringError("Each extra vector needs one α.")
+        terms.append(operator_term(model, e.operator or implied_operator(e.reference), e.layer,
+                                   check_vector(torch.as_tensor(e.vector), model.d_model), torch.tensor([ea] * n),
+                                   reference=e.reference))
+    seeds = default_row_seeds(request.config.seed, n)
+    for ev in stream(model, prompts, request.config, Steering.of(terms), row_seeds=seeds, notes=notes):
+        yield SideBySideUpdate(ev.step, unsteered, ev.texts, all(ev.finished), list(notes), prompt)
 
 
 # -- shareable links: /steer?feature=630&alpha=49.4&layer=15&prompt=...&seed=3 (or vector=<saved name>) --
@@ -304,6 +338,11 @@ class ShownSettings:
         if self.prompt != now.prompt:
             out.append("prompt edited")
         return out
+
+    def live_update(self, now: ShownSettings) -> bool:
+        """Whether ``now`` differs from the shown result in α alone: the case the live slider
+        answers by regenerating the steered column (everything else waits for Generate)."""
+        return self.changes(now) == [f"α {self.alpha:+.1f} → {now.alpha:+.1f}"]
 
     def stale_note(self, now: ShownSettings) -> str | None:
         """A plain sentence when the widgets no longer match the shown result, else None."""

@@ -1,0 +1,77 @@
+"""How the pages feel, measured in a real browser (Debian's chromium, headless) on the embedded
+model and pack:
+
+* ``steer_release_s``: from releasing the α slider (keyboard End) to the regenerated steered
+  column (the page's defaults: 2 samples × 48 new tokens; the unsteered column from cache);
+* ``steer_generate_s``: the same settings with Generate (both columns, for comparison);
+* ``feature_card_open_s``: from typing a feature id and pressing Enter to its card's heading.
+
+Medians of ``--repeats`` runs, within one run of the app.
+
+    python -m bench.pages [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from browser import browser_page, serve_app, wait_idle  # noqa: E402
+
+from bench.common import emit, log  # noqa: E402
+
+
+def _finished(page) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('p')].filter(p => p.innerText.startsWith("
+                           "'Finished:')).length > 0 && document.querySelector('[data-testid=stApp]')"
+                           ".getAttribute('data-test-script-state') === 'notRunning'", timeout=300_000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    with serve_app({"STEERING_MODEL": "embedded"}) as url, browser_page() as page:
+        page.goto(url + "/steer?feature=630&alpha=20&seed=1")
+        page.get_by_text("‖resid‖ at layer 15").wait_for()
+        wait_idle(page)
+        gen, rel = [], []
+        thumb = page.get_by_role("slider", name="α")
+        for i in range(args.repeats):
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Generate").click()
+            page.wait_for_timeout(200)
+            _finished(page)
+            gen.append(time.perf_counter() - t0)
+            thumb.focus()
+            t0 = time.perf_counter()
+            thumb.press("End" if i % 2 == 0 else "Home")
+            page.get_by_text("from cache").first.wait_for(timeout=300_000)
+            _finished(page)
+            rel.append(time.perf_counter() - t0)
+            log(f"run {i}: generate {gen[-1]:.2f} s, release {rel[-1]:.2f} s")
+        emit("steer_release_s", statistics.median(rel), "s", runs=[round(x, 2) for x in rel])
+        emit("steer_generate_s", statistics.median(gen), "s", runs=[round(x, 2) for x in gen])
+        page.goto(url + "/features")
+        page.get_by_role("heading", name="Features").first.wait_for()
+        page.get_by_text("Feature id", exact=True).first.click()
+        query = page.get_by_role("textbox", name="Query")
+        opens = []
+        for fid in (630, 12, 2049, 77, 1500)[: max(args.repeats, 1)]:
+            t0 = time.perf_counter()
+            query.fill(str(fid))
+            query.press("Enter")
+            page.get_by_role("heading", name=re.compile(rf"#{fid} ·")).first.wait_for(timeout=120_000)
+            opens.append(time.perf_counter() - t0)
+            wait_idle(page)
+        emit("feature_card_open_s", statistics.median(opens), "s", runs=[round(x, 2) for x in opens])
+
+
+if __name__ == "__main__":
+    main()
