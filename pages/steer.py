@@ -237,7 +237,7 @@ if run:
     try:
         update = None
         for update in side_by_side(model, request, unsteered=cached):
-            if update.step % 2 == 0 or update.done:
+            if update.step % 6 == 0 or update.done:  # fewer redraws: each one costs the generating thread time
                 for slot, text in zip(slots_l, update.unsteered):
                     slot.info(text or "…")
                 for slot, text in zip(slots_r, update.steered):
@@ -246,7 +246,8 @@ if run:
                              text=f"{update.step + 1} tokens")
         bar.empty()
         st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
-                   + (f"{int(n_samples)} steered rows (unsteered from cache), same seeds as before."
+                   + (f"{int(n_samples)} steered row{'s' if int(n_samples) > 1 else ''} (unsteered from cache), "
+                      "same seeds as before."
                       if cached is not None else f"{2 * int(n_samples)} rows in one batch, same seeds on both sides."))
         if update is not None:
             ss.steer_last = {"unsteered": update.unsteered, "steered": update.steered, "settings": current,
