@@ -63,8 +63,14 @@ def test_compare_rows_open_their_card_and_the_map_shows_the_card_beside_it(tiny_
         page.get_by_role("tab", name="Compare").click()
         page.get_by_text("Jaccard overlap of the cosine and effect neighbourhoods").wait_for()
         tables = page.locator("[data-testid='stTabPanel']").filter(visible=True).locator("[data-testid='stDataFrame']")
-        grid = next(tables.nth(i) for i in range(tables.count())
-                    if (tables.nth(i).bounding_box() or {}).get("height", 0) > 60)
+        grid = None
+        for _ in range(120):  # the tables draw after the Venn diagram: wait for one with rows
+            grid = next((tables.nth(i) for i in range(tables.count())
+                         if (tables.nth(i).bounding_box() or {}).get("height", 0) > 60), None)
+            if grid is not None:
+                break
+            page.wait_for_timeout(500)
+        assert grid is not None, "no Compare table with rows appeared"
         grid.scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
         box = grid.bounding_box()
