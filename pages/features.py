@@ -120,7 +120,18 @@ def card(fid: int, key: str, compact: bool = False) -> None:
             # double-backtick code spans show any token literally (quotes, <tags>, a lone backtick)
             top = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("top_logits") or []))
             bot = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("bottom_logits") or []))
-            st.markdown(f"**Promotes** {top}\n\n**Suppresses** {bot}")
+            st.markdown(f"**Promotes** {top}\n\n**Suppresses** {bot}",
+                        help="Logit lens: the decoder row through the unembedding (skips every later layer).")
+            out = pack.outputs(fid)
+            if out is not None:
+                up = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["gains"][:6])
+                down = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["losses"][:6])
+                st.markdown(f"**Steering raises** {up}\n\n**Steering lowers** {down}\n\n"
+                            f"**Output score** {out['output_score']:+.3f}",
+                            help="Exact next-token probability changes when steering at this feature's α, "
+                                 "averaged over the effect prompts (TokenChange). Output score: probability "
+                                 "moved onto its own top-20 logit-lens tokens; high = it steers toward what it "
+                                 "promotes, near 0 = it mostly detects.")
         snips = pack.snippets(fid)
         if snips:
             with st.expander(f"Top activating snippets ({sum(s['kind'] == 'top' for s in snips)}) and lower quantiles",

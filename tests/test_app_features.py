@@ -194,6 +194,12 @@ def test_list_bars_show_size_on_one_scale_for_both_signs(app_env):
     assert any((df["value"] < 0).any() for df in frames)  # the tiny pack has negative effects to show
 
 
+def test_card_shows_the_exact_next_token_description(app_env):
+    at = _search(_page(), "Feature id", "3")
+    text = _text(at)
+    assert "**Steering raises**" in text and "**Steering lowers**" in text and "**Output score**" in text
+
+
 def test_effect_lists_show_errors_and_switch_to_specific_effects(app_env):
     """Issue 14: every effects list shows ± (its SE); the Raw/Specific toggle switches the values to
     raw − generic response; hiding noise removes rows within 2 SE."""

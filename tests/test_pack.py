@@ -80,6 +80,13 @@ def test_contract_tables_and_every_live_feature_measured(reference_build):
         np.testing.assert_allclose([gen[t] for t in range(mat.shape[1])], ctrl.astype(np.float64).mean(0), atol=1e-6)
         for e, sp, t in con.execute("SELECT effect, specific, target_feature FROM feature_effects").fetchall():
             assert sp == pytest.approx(e - gen[t], abs=1e-6)
+        # exact output descriptions for every feature: sorted gains and losses, a finite output score
+        outs = con.execute("SELECT feature_id, gain_values, loss_values, output_score, gains FROM feature_outputs"
+                           ).fetchall()
+        assert {o[0] for o in outs} == set(range(mat.shape[0]))
+        for _f, gv, lv, score, gains in outs:
+            assert gv == sorted(gv, reverse=True) and lv == sorted(lv) and gv[0] >= 0 >= lv[0]
+            assert np.isfinite(score) and len(gains) == 10
         alphas = con.execute("SELECT alpha FROM features WHERE live").fetchall()
         assert all(a[0] is not None and a[0] > 0 for a in alphas)
     finally:

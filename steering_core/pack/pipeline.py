@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["PIPELINE"]
 
 
-@stage("ship", needs=("sae_eval", "neighbors", "approximator", "maps", "stability", "reference"))
+@stage("ship", needs=("sae_eval", "neighbors", "approximator", "maps", "stability", "reference", "outputs"))
 def ship(b: Builder) -> None:
     if not b.cfg.ship_to:
         b.finish("ship", {"shipped": False})

@@ -201,6 +201,18 @@ class FeaturePack:
             "FROM feature_neighbors n LEFT JOIN features f ON f.feature_id = n.other_id "
             "WHERE n.kind = ? AND n.feature_id = ? ORDER BY n.rank", [kind, fid]).fetchall()
 
+    def outputs(self, feature_id) -> dict | None:
+        """The feature's exact next-token description, or None (packs built before it): ``gains`` and
+        ``losses`` (token strings with probability changes) and ``output_score``."""
+        fid = self.check_feature(feature_id)
+        if not self.has_table("feature_outputs"):
+            return None
+        row = self.cursor().execute("SELECT gains, gain_values, losses, loss_values, output_score FROM "
+                                    "feature_outputs WHERE feature_id = ?", [fid]).fetchone()
+        if row is None:
+            return None
+        return {"gains": list(zip(row[0], row[1])), "losses": list(zip(row[2], row[3])), "output_score": row[4]}
+
     def generic_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(generic response, its SE, hub flags)`` over all targets (loaded once), or None."""
         if not self.has_table("generic_response"):

@@ -36,6 +36,9 @@ SCHEMA = [
         kind TEXT, feature_id INTEGER, other_id INTEGER, value DOUBLE, rank INTEGER)""",
     "CREATE TABLE IF NOT EXISTS label_embeddings (feature_id INTEGER PRIMARY KEY, embedding FLOAT[])",
     "CREATE TABLE IF NOT EXISTS effect_chunks (chunk INTEGER PRIMARY KEY, n INTEGER)",
+    """CREATE TABLE IF NOT EXISTS feature_outputs (
+        feature_id INTEGER PRIMARY KEY, gains VARCHAR[], gain_values DOUBLE[], losses VARCHAR[],
+        loss_values DOUBLE[], output_score DOUBLE)""",
     # columns added after the first packs shipped: a build database from before gains them on open
     "ALTER TABLE feature_neighbors ADD COLUMN IF NOT EXISTS se DOUBLE",
 ]
@@ -73,7 +76,7 @@ def mark_stage(con, stage: str, info: dict | None = None) -> None:
 
 #: The tables a shipped pack holds; the build-only ``stages`` and ``effect_chunks`` stay behind.
 PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "feature_neighbors", "label_embeddings",
-               "generic_response")
+               "generic_response", "feature_outputs")
 
 FEATURE_COLUMNS = ("feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
                    "hist_counts", "hist_max", "top_tokens", "top_logits", "bottom_logits")
@@ -82,6 +85,7 @@ EMBEDDING_COLUMNS = ("feature_id", "embedding")
 EFFECT_COLUMNS = ("source_feature", "target_feature", "effect", "rel_effect", "rank", "effect_se", "specific",
                   "specific_se", "rank_specific")
 GENERIC_COLUMNS = ("target_feature", "generic", "generic_se", "hub_share", "hub")
+OUTPUT_COLUMNS = ("feature_id", "gains", "gain_values", "losses", "loss_values", "output_score")
 NEIGHBOR_COLUMNS = ("kind", "feature_id", "other_id", "value", "rank", "se")
 
 
@@ -158,6 +162,12 @@ def replace_generic(con: Any, rows: Sequence[tuple]) -> None:
     """The control stage: per target, the generic response, its SE, hub share and hub flag."""
     con.execute("DELETE FROM generic_response")
     insert_rows(con, "generic_response", rows, GENERIC_COLUMNS)
+
+
+def replace_outputs(con: Any, rows: Sequence[tuple]) -> None:
+    """The outputs stage: per feature, its TokenChange lists and output score."""
+    con.execute("DELETE FROM feature_outputs")
+    insert_rows(con, "feature_outputs", rows, OUTPUT_COLUMNS)
 
 
 def replace_neighbors(con: Any, rows: Sequence[tuple]) -> None:
