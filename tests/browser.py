@@ -85,6 +85,16 @@ def browser_page():
             browser.close()
 
 
+def tiny_pack_app(pack_build: Path, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of an app on the tiny model with a copy of a tiny pack build as its cache
+    (the app may write user files there; the build stays untouched), and that cache folder."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copytree(pack_build / "pack", cache / "pack")
+    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
+    return env, cache
+
+
 # -- small driving helpers for Streamlit pages (used by the end-to-end walk) -------------------------
 def wait_idle(page, timeout: float = 120_000) -> None:
     """Wait until the Streamlit script is not running (the app's own run-state attribute). The

@@ -4,21 +4,17 @@ feature highlighted in the first card's list (cross-highlighting), with a screen
 from __future__ import annotations
 
 import re
-import shutil
 
-from browser import ARTIFACTS, browser_page, serve_app
+from browser import ARTIFACTS, browser_page, serve_app, tiny_pack_app
 
 
 def test_search_card_click_effect_row_cross_highlights(tiny_pack_build, tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    env, cache = tiny_pack_app(tiny_pack_build, tmp_path)
     from steering_core.pack.reader import FeaturePack
 
     p = FeaturePack(cache / "pack")
     first = p.con.execute("SELECT min(source_feature) FROM feature_effects").fetchone()[0]
     p.close()
-    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
     with serve_app(env) as url, browser_page() as page:
         page.goto(url + "/features")
         page.get_by_role("heading", name="Features").first.wait_for()
@@ -53,10 +49,7 @@ def test_search_card_click_effect_row_cross_highlights(tiny_pack_build, tmp_path
 def test_compare_rows_open_their_card_and_the_map_shows_the_card_beside_it(tiny_pack_build, tmp_path):
     """Issue 16: Compare's tables are clickable like every list, and the Map shows the open card
     beside the map."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
-    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
+    env, cache = tiny_pack_app(tiny_pack_build, tmp_path)
     with serve_app(env) as url, browser_page() as page:
         page.goto(url + "/features?feature=2")
         page.get_by_role("heading", name=re.compile(r"#2 ·")).first.wait_for()
@@ -96,16 +89,13 @@ def test_effects_toggle_between_raw_and_specific_in_the_browser(tiny_pack_build,
 
     from steering_core.pack.reader import FeaturePack
 
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
+    env, cache = tiny_pack_app(tiny_pack_build, tmp_path)
     from steering_core.browse import DEFAULT_MAX_DENSITY, ListFilter, effects_list
 
     p = FeaturePack(cache / "pack")  # what the card shows by default: dense features hidden, 32 rows
     want = {basis: [(r.feature_id, r.value) for r in effects_list(
         p, 2, ListFilter(max_density=DEFAULT_MAX_DENSITY, basis=basis), k=32)] for basis in ("raw", "specific")}
     p.close()
-    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
     with serve_app(env) as url, browser_page() as page:
         page.goto(url + "/features?feature=2")
         page.get_by_role("heading", name=re.compile(r"#2 ·")).first.wait_for()

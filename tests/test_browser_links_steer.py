@@ -5,17 +5,13 @@ link gets a sentence instead of a crash."""
 from __future__ import annotations
 
 import re
-import shutil
 
-from browser import browser_page, fill_number, serve_app, wait_idle
+from browser import browser_page, fill_number, serve_app, tiny_pack_app, wait_idle
 from playwright.sync_api import expect
 
 
 def test_a_steer_link_fills_the_settings_and_the_url_follows_them(tiny_pack_build, tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(tiny_pack_build / "pack", cache / "pack")
-    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(cache), "STEERING_SAE": str(cache / "pack" / "sae")}
+    env, cache = tiny_pack_app(tiny_pack_build, tmp_path)
     with serve_app(env) as url, browser_page() as page:
         page.goto(url + "/steer?feature=3&alpha=2.5&layer=1&prompt=Hello%20there&seed=4")
         page.get_by_role("heading", name="Steer").first.wait_for()

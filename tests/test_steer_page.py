@@ -34,16 +34,22 @@ def _header(at: AppTest) -> str:
     return next(m.value for m in at.markdown if m.value.startswith("#### Steered"))
 
 
-def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
-    at = _steer()
-    at.toggle(key="live_alpha").set_value(False)  # with live α off, moving the slider only marks the text stale
+def _generated(at: AppTest, max_tokens: int, n_samples: int) -> AppTest:
+    """Steer with feature 5 at α = 4 and press Generate."""
     at.text_input(key="vec_feature").set_value("5")
     at.slider(key="alpha").set_value(4.0)
-    at.number_input(key="max_tokens").set_value(3)
-    at.number_input(key="n_samples").set_value(1)
+    at.number_input(key="max_tokens").set_value(max_tokens)
+    at.number_input(key="n_samples").set_value(n_samples)
     at.run()
     at.button(key="generate").click().run()
     assert not at.exception, at.exception
+    return at
+
+
+def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
+    at = _steer()
+    at.toggle(key="live_alpha").set_value(False)  # with live α off, moving the slider only marks the text stale
+    _generated(at, max_tokens=3, n_samples=1)
     assert _header(at) == "#### Steered (α = +4.0, layer 1)"
     assert not [i.value for i in at.info if "settings changed" in i.value]
     text = at.session_state["steer_last"]["steered"]
@@ -64,13 +70,7 @@ def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
 
 
 def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_the_unsteered_one():
-    at = _steer()
-    at.text_input(key="vec_feature").set_value("5")
-    at.slider(key="alpha").set_value(4.0)
-    at.number_input(key="max_tokens").set_value(6)
-    at.number_input(key="n_samples").set_value(2)
-    at.run()
-    at.button(key="generate").click().run()
+    at = _generated(_steer(), max_tokens=6, n_samples=2)
     first = dict(at.session_state["steer_last"])
     assert not first["from_cache"]
     at.slider(key="alpha").set_value(40.0).run()  # releasing the slider is the experiment

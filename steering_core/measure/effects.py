@@ -77,9 +77,6 @@ class EffectEstimate:
     effect: torch.Tensor
     se: torch.Tensor
 
-    def __getitem__(self, i) -> EffectEstimate:
-        return EffectEstimate(self.effect[i], self.se[i])
-
     @staticmethod
     def cat(parts: Sequence[EffectEstimate]) -> EffectEstimate:
         return EffectEstimate(torch.cat([p.effect for p in parts]), torch.cat([p.se for p in parts]))
