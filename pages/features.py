@@ -2,8 +2,6 @@
 actions, cosine- and effect-similar lists, a pinned workspace with cross-highlighting, the
 cosine-vs-effect comparison, and the UMAP map."""
 
-import html
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -24,7 +22,6 @@ ss = st.session_state
 ss.setdefault("pins", [])
 ss.setdefault("selected", None)  # the open feature: written only by ui.pin_feature / ui.unpin_feature
 ui.feature_from_url(pack)  # /features?feature=630 opens card #630
-
 
 # -- filters (sidebar; apply to every list) --------------------------------------------------------
 with st.sidebar:
@@ -57,27 +54,17 @@ s = pack.summary()
 st.caption(f"Pack: `{s['model']}` · `{s['hook']}` · {s['d_sae']} features ({s['measured_features']} with measured "
            f"effects) · click any row to open its card; the selected feature is highlighted everywhere.")
 
-
 # -- rendering helpers ---------------------------------------------------------------------------
 def show_list(title: str, rows, key: str) -> None:
     ui.feature_list(title, rows, key, selected=ss.selected, on_open=ui.pin_feature)
-
-
-def snippet_html(snip: dict) -> str:
-    top = max(snip["max_act"], 1e-9)
-    spans = []
-    for tok, a in zip(snip["tokens"], snip["acts"]):
-        alpha = max(0.0, min(1.0, a / top))
-        spans.append(f'<span title="{a:.3f}" style="background: rgba(255,140,0,{alpha:.2f}); border-radius:3px">'
-                     f"{html.escape(tok).replace(chr(10), '⏎')}</span>")
-    return f'<div style="font-family:monospace; font-size:0.85em; margin-bottom:4px">{"".join(spans)}</div>'
-
 
 def card(fid: int, key: str, compact: bool = False) -> None:
     feat = pack.feature(fid)
     label = effective_label(pack, fid, notes)
     mark = "★ " if ss.selected == fid else ""
     st.markdown(f"### {mark}#{fid} · {ui.md_escape(label)}")
+    if feat.get("description"):
+        st.caption(feat["description"])
     m = st.columns(4)
     m[0].metric("Density", f"{(feat['density'] or 0):.2%}")
     m[1].metric("Max activation", f"{(feat['max_act'] or 0):.3g}")
@@ -126,8 +113,12 @@ def card(fid: int, key: str, compact: bool = False) -> None:
             if out is not None:
                 up = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["gains"][:6])
                 down = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["losses"][:6])
+                bar = pack.steers_well_bar()
+                verdict = "" if bar is None else (f" · **steers well** (random directions' 95th percentile: {bar:+.3f})"
+                                                  if out["output_score"] > bar else
+                                                  f" · below random directions' 95th percentile ({bar:+.3f})")
                 st.markdown(f"**Steering raises** {up}\n\n**Steering lowers** {down}\n\n"
-                            f"**Output score** {out['output_score']:+.3f}",
+                            f"**Output score** {out['output_score']:+.3f}{verdict}",
                             help="Exact next-token probability changes when steering at this feature's α, "
                                  "averaged over the effect prompts (TokenChange). Output score: probability "
                                  "moved onto its own top-20 logit-lens tokens; high = it steers toward what it "
@@ -138,8 +129,21 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                              expanded=True):
                 # a quantile sample's caption comes before the snippet it names
                 st.markdown("".join(("" if s["kind"] == "top" else
-                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + snippet_html(s)
+                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + ui.snippet_html(s)
                                     for s in snips[:24]), unsafe_allow_html=True)
+        with st.expander("Test this feature on my text", expanded=False):
+            mine = st.text_input("Text", key=f"{key}_mytext", placeholder="a sentence where you expect it to fire")
+            if mine.strip():
+                try:
+                    r = browse.feature_on_text(ui.current_model(), ui.current_sae(), mine, fid, pack=pack)
+                    st.markdown(ui.tokens_html(r.tokens, [r.strength(i) for i in range(len(r.tokens))],
+                                               ["skipped" if a is None else f"{a:.3f}" for a in r.acts]),
+                                unsafe_allow_html=True)
+                    peak = max((a for a in r.acts if a is not None), default=0.0)
+                    st.caption(f"Peak activation {peak:.3g}" + (f" (its corpus maximum is {r.scale:.3g})" if r.scale
+                               else "") + "; the first token is an attention sink and is not analysed.")
+                except SteeringCoreError as exc:
+                    st.error(str(exc))
     hub = pack.generic(fid)
     if hub is not None and hub[3]:
         st.info(f"◎ Hub: {hub[2]:.0%} of random directions raise #{fid} (generic response {hub[0]:+.3f} ± "
@@ -155,7 +159,6 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                 st.warning(str(exc))
                 continue
             show_list(kind.title, rows, f"{key}_{kind.name}")
-
 
 # -- tabs ------------------------------------------------------------------------------------------
 t_search, t_work, t_compare, t_map = st.tabs(["Search", "Workspace", "Compare", "Map"])
@@ -179,12 +182,13 @@ with t_search:
                 st.success(f"#{hit.feature_id} · {hit.label}")
             elif mode == "What fires here":
                 toks = browse.what_fires_here(ui.current_model(), ui.current_sae(), None, query, k=3, pack=pack,
-                                              notes=notes)
-                st.markdown("".join(
-                    f'<span title="{html.escape(", ".join(f"#{f.feature_id} {f.activation:.2f}" for f in t.features))}" '
-                    f'style="background: rgba(255,140,0,{min(1.0, (t.features[0].activation if t.features else 0) / 10):.2f});'
-                    f'border-radius:3px; font-family:monospace">{html.escape(t.token)}</span>' for t in toks),
-                    unsafe_allow_html=True)
+                                              notes=notes, max_density=flt.max_density)
+                st.markdown(ui.tokens_html([t.token for t in toks], [t.strength for t in toks],
+                                           ["skipped (attention sink or template)" if t.skipped else
+                                            ", ".join(f"#{f.feature_id} {f.activation:.2f}" for f in t.features)
+                                            for t in toks]), unsafe_allow_html=True)
+                st.caption("Colour: the top feature's activation as a share of its own corpus maximum. Features "
+                           "denser than the sidebar's threshold are left out.")
                 df = pd.DataFrame([{"position": t.position, "token": t.token, "feature": f.feature_id,
                                     "activation": f.activation, "label": f.label} for t in toks for f in t.features])
                 if df.empty:
@@ -198,11 +202,20 @@ with t_search:
             else:
                 hits = (browse.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
                         else browse.semantic_search(pack, query, k=20, notes=notes))
+                o1, o2 = st.columns(2)
+                well = o1.toggle("Only features that steer well", key="search_steers_well",
+                                 disabled=pack.steers_well_bar() is None,
+                                 help="Output score above the 95th percentile of random directions': steering "
+                                      "with it moves the next token toward what it promotes.")
+                order = o2.radio("Sort by", browse.SORTS, horizontal=True, key="search_sort")
+                hits = browse.arrange_hits(hits, order, well)
                 if not hits:
-                    st.info(f"No feature matches {query!r}. Try fewer words, or search by meaning.")
+                    st.info(f"No feature matches {query!r}" + (" and steers well" if well else "") +
+                            ". Try fewer words, or search by meaning.")
                 else:
                     df = pd.DataFrame([{"feature": h.feature_id, "label": h.label, "density": h.density,
-                                        "score": h.score} for h in hits])
+                                        "score": h.score, "output score": h.output_score,
+                                        "steers well": h.steers_well} for h in hits])
                     ev = st.dataframe(df, key="search_table", on_select="rerun", selection_mode="single-row",
                                       hide_index=True, height=300)
                     if ev.selection.rows and ss.get("search_last") != (query, ev.selection.rows[0]):

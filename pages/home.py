@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
+from steering_core.browse.glossary import GLOSSARY
 
 ui.setup_page("Home")
 st.title("Steering workbench")
@@ -48,6 +49,15 @@ with right:
     st.plotly_chart(fig, width="stretch")
     st.caption("α is in residual-stream units for a unit-norm vector: α equal to the bar's height "
                "adds a vector as long as what is typically there (first token excluded).")
+
+with st.expander("How to read the numbers", expanded=pack is None or "reference_top10_overlap_median" not in pack.meta):
+    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in GLOSSARY.items()))
+    if pack is not None:
+        rel = {k: pack.meta_json(k) for k in ("reference_top10_overlap_median",
+                                              "specific_reference_top10_overlap_median",
+                                              "stability_median_top10_overlap") if k in pack.meta}
+        if rel:
+            st.caption("This pack: " + " · ".join(f"{k.replace('_', ' ')} {ui.fmt(v)}" for k, v in rel.items()))
 
 st.subheader("Pages")
 ui.page_links()

@@ -276,8 +276,16 @@ def test_label_search_treats_wildcards_literally_and_empty_hits_are_empty(pack):
     assert search_label(pack, "zzzq-no-such-label") == []
 
 
-def test_semantic_search_finds_its_own_label_first(pack, feats):
-    for fid, label in _unique_labels(feats, 4):
+def test_semantic_search_finds_its_own_description_first(pack):
+    """The pack embeds descriptions (words from both sides), not labels: a feature's own
+    description is its best query."""
+    rows = pack.con.execute("SELECT feature_id, description FROM features WHERE live").fetchall()
+    counts: dict[str, int] = {}
+    for _, d in rows:
+        counts[d] = counts.get(d, 0) + 1
+    unique = [(f, d) for f, d in rows if d and counts[d] == 1]
+    assert unique
+    for fid, label in unique[:: max(1, len(unique) // 4)][:4]:
         hits = semantic_search(pack, label, k=5)
         assert hits[0].feature_id == fid and hits[0].score == pytest.approx(1.0, abs=1e-3)
         assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
@@ -310,13 +318,63 @@ def test_what_fires_here_equals_a_direct_encode(model_and_sae, pack, feats):
     direct = sae.encode(acts.float()).float()
     assert len(got) == ids.shape[1]
     assert "".join(t.token for t in got) == text
-    for pos, tok in enumerate(got):
+    # position 0 is an attention sink (activations in the thousands on real models): shown, not analysed
+    assert got[0].skipped and got[0].features == () and got[0].strength == 0
+    for pos, tok in enumerate(got[1:], start=1):
+        assert not tok.skipped
         row = direct[pos]
         top = torch.topk(row, 3)
         want = [(int(i), float(v)) for v, i in zip(top.values, top.indices) if v > 0]
         assert [f.feature_id for f in tok.features] == [w[0] for w in want]
         assert [f.activation for f in tok.features] == pytest.approx([w[1] for w in want], rel=1e-5, abs=1e-6)
         assert all(f.label == feats[f.feature_id][0] for f in tok.features)
+
+
+def test_what_fires_here_hides_dense_features_and_scales_colour_per_feature(model_and_sae, pack, feats):
+    model, sae = model_and_sae
+    text = "The weather is nice today."
+    full = what_fires_here(model, sae, None, text, k=3, pack=pack)
+    dens = {f: d for f, (_lab, d, _b) in feats.items()}
+    shown = {f.feature_id for t in full for f in t.features}
+    cut = sorted(dens[f] for f in shown)[len(shown) // 2]  # hide the denser half of what fired
+    some = what_fires_here(model, sae, None, text, k=3, pack=pack, max_density=cut)
+    assert all(dens[f.feature_id] <= cut for t in some for f in t.features)
+    assert any(dens[f] > cut for f in shown)  # the filter had something to remove
+    max_act = dict(pack.con.execute("SELECT feature_id, max_act FROM features").fetchall())
+    for t in full:
+        if t.features:
+            top = t.features[0]
+            assert t.strength == pytest.approx(min(1.0, top.activation / max_act[top.feature_id]))
+
+
+def test_test_this_feature_on_my_text_reads_one_feature(model_and_sae, pack):
+    from steering_core.browse import feature_on_text
+
+    model, sae = model_and_sae
+    text = "The weather is nice today."
+    every = what_fires_here(model, sae, None, text, k=sae.d_sae, pack=pack)
+    fid = next(f.feature_id for t in every for f in t.features)
+    r = feature_on_text(model, sae, text, fid, pack=pack)
+    assert r.acts[0] is None and len(r.tokens) == len(every)
+    for t, a in zip(every[1:], r.acts[1:]):
+        want = next((f.activation for f in t.features if f.feature_id == fid), 0.0)
+        assert a == pytest.approx(want, abs=1e-6)
+    assert r.scale == pytest.approx(pack.feature(fid)["max_act"])
+    with pytest.raises(ExploreError, match="not in this SAE"):
+        feature_on_text(model, sae, text, sae.d_sae)
+
+
+def test_search_hits_sort_by_output_score_and_filter_to_good_steerers():
+    from steering_core.browse import SearchHit, arrange_hits
+
+    hits = [SearchHit(1, "a", 0.1, output_score=0.01, steers_well=False),
+            SearchHit(2, "b", 0.1, output_score=None, steers_well=None),
+            SearchHit(3, "c", 0.1, output_score=0.3, steers_well=True)]
+    assert [h.feature_id for h in arrange_hits(hits)] == [1, 2, 3]
+    assert [h.feature_id for h in arrange_hits(hits, "output score")] == [3, 1, 2]
+    assert [h.feature_id for h in arrange_hits(hits, steers_well_only=True)] == [3]
+    with pytest.raises(ExploreError, match="Sort by"):
+        arrange_hits(hits, "loudness")
 
 
 def test_what_fires_here_bad_input(model_and_sae):

@@ -213,3 +213,64 @@ def test_disk_full_during_commit_writes_nothing(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
     assert con.execute("SELECT count(*) FROM meta").fetchone()[0] == 0
     con.close()
+
+
+def test_rebuilding_the_statistics_keeps_the_measured_effects(reference_build, tmp_path):
+    """``redo corpus … stats`` after the effects (how a corpus fix ships without hours of
+    rollouts): the stats rerun must keep each feature's α, ΔCE, baseline and output columns, which
+    the stats stage once wiped by deleting and reinserting every feature row."""
+    import shutil
+
+    shutil.copytree(reference_build / "build", tmp_path / "build")
+    cfg = write_config(tmp_path)
+    before = tables(tmp_path / "build" / "build.duckdb")
+    res = run_cli(["redo", str(cfg), "corpus", "activations", "stats", "labels"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not (tmp_path / "build" / "corpus.npz").exists() and not (tmp_path / "build" / "acts.npy").exists()
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = tables(tmp_path / "build" / "build.duckdb")
+    assert after["features"] == before["features"]  # same corpus, same statistics, nothing lost
+    assert after["snippets"] == before["snippets"] and after["effects"] == before["effects"]
+
+
+def test_every_live_feature_is_described_from_both_sides(reference_build):
+    import json
+
+    from steering_core.describe.words import is_word
+
+    con = connect(reference_build / "pack" / "pack.duckdb", read_only=True)
+    try:
+        rows = con.execute("SELECT feature_id, label, description, token_change, output_score, top_tokens "
+                           "FROM features WHERE live").fetchall()
+        snips = con.execute("SELECT feature_id, tokens, acts, n_similar FROM feature_snippets").fetchall()
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        n_emb = con.execute("SELECT count(*) FROM label_embeddings").fetchone()[0]
+    finally:
+        con.close()
+    assert rows and n_emb == con_count_features(reference_build)
+    for fid, label, desc, tc, score, top in rows:
+        assert desc.startswith("Fires on"), (fid, desc)
+        change = json.loads(tc)
+        assert len(change["gains"]) == 10 and all(dp >= 0 for _, dp in change["gains"])
+        assert np.isfinite(score)
+        # the output side of a label holds dictionary words only (never a lens or TokenChange piece)
+        if " → " in label:
+            assert all(is_word(w) for w in label.split(" → ")[1].split(", ")), label
+    assert np.isfinite(json.loads(meta["output_score_steers_well"]))
+    # no two snippets of a feature are the same text apart from the highlighted token
+    shown: dict[int, set] = {}
+    for fid, tokens, acts, n_similar in snips:
+        peak = int(np.argmax(acts))
+        key = tuple(t if i != peak else None for i, t in enumerate(tokens))
+        assert key not in shown.setdefault(fid, set()), (fid, tokens)
+        shown[fid].add(key)
+        assert n_similar >= 1
+
+
+def con_count_features(build) -> int:
+    con = connect(build / "pack" / "pack.duckdb", read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM features").fetchone()[0]
+    finally:
+        con.close()

@@ -12,7 +12,7 @@ from steering_core.pack.pipeline import PIPELINE
 from steering_core.pack.registry import Stage, StageError, StageRegistry
 
 EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "control", "effects", "stability", "reference",
-            "outputs", "neighbors", "approximator", "maps", "ship"]
+            "neighbors", "approximator", "maps", "outputs", "labels", "ship"]
 
 
 def test_derived_order_is_the_pipeline():
@@ -27,7 +27,8 @@ def test_declared_dependencies():
     assert PIPELINE.needs("effects") == ("control",)  # specific effects need the generic response
     assert PIPELINE.needs("neighbors") == ("reference",)  # effect-similar lists use the stabler basis
     assert set(PIPELINE.needs("ship")) == {"sae_eval", "neighbors", "approximator", "maps", "stability", "reference",
-                                           "outputs"}
+                                           "labels"}
+    assert set(PIPELINE.needs("labels")) == {"stats", "outputs"}  # labels read both sides
     order = PIPELINE.order()
     for s in PIPELINE:
         assert all(order.index(d) < order.index(s.name) for d in s.needs), s.name

@@ -17,6 +17,7 @@ import streamlit as st
 from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
+from ui.highlight import snippet_html, tokens_html  # noqa: F401  (re-exported for pages)
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
     PAGES,

@@ -16,7 +16,14 @@ effects_list``; the helpers other lists build on (``check_k``, ``feature_table``
 """
 
 from steering_core.browse.export import rows_to_csv, rows_to_json
-from steering_core.browse.firing import Firing, TokenFeatures, top_per_token, what_fires_here
+from steering_core.browse.firing import (
+    FeatureReading,
+    Firing,
+    TokenFeatures,
+    feature_on_text,
+    top_per_token,
+    what_fires_here,
+)
 from steering_core.browse.groups import (
     GROUP_KINDS,
     GroupComparison,
@@ -51,10 +58,19 @@ from steering_core.browse.rows import (
     ListRow,
     filter_rows,
 )
-from steering_core.browse.search import SearchHit, match_rank, search_id, search_label, semantic_search
+from steering_core.browse.search import (
+    SORTS,
+    SearchHit,
+    arrange_hits,
+    match_rank,
+    search_id,
+    search_label,
+    semantic_search,
+)
 
 __all__ = [
-    "BASES", "DEFAULT_MAX_DENSITY", "ExploreError", "Firing", "GROUP_KINDS", "GroupComparison", "GroupMember",
+    "BASES", "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureReading", "Firing", "SORTS", "arrange_hits",
+    "feature_on_text", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",
     "effect_similar_list", "effects_list", "filter_rows", "grow_from", "grow_group", "jaccard",

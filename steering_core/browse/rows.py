@@ -189,12 +189,33 @@ def check_filter(flt: Any) -> ListFilter:
 
 @dataclass(frozen=True)
 class FeatureTable:
-    """Pack-wide per-feature arrays: label (pack label, else auto label), density and baseline
-    activation (NaN where unknown)."""
+    """Pack-wide per-feature arrays: label (pack label, else auto label), density, baseline
+    activation and output score (NaN where unknown), and the steers-well bar of the pack."""
 
     label: list[str]
     density: np.ndarray
     baseline: np.ndarray
+    output_score: np.ndarray | None = None
+    steers_well_bar: float | None = None
+    max_act: np.ndarray | None = None
+
+    def max_act_of(self, fid: int) -> float | None:
+        """The feature's largest activation on the pack corpus (the scale of its colours)."""
+        if self.max_act is None or not 0 <= fid < len(self.max_act):
+            return None
+        v = self.max_act[fid]
+        return None if math.isnan(v) or v <= 0 else float(v)
+
+    def output_score_of(self, fid: int) -> float | None:
+        if self.output_score is None or not 0 <= fid < len(self.output_score):
+            return None
+        v = self.output_score[fid]
+        return None if math.isnan(v) else float(v)
+
+    def steers_well(self, fid: int) -> bool | None:
+        """Output score above the pack's bar (random directions' 95th percentile); None if unknown."""
+        v = self.output_score_of(fid)
+        return None if v is None or self.steers_well_bar is None else v > self.steers_well_bar
 
     def label_of(self, fid: int) -> str:
         return self.label[fid] if 0 <= fid < len(self.label) else ""
@@ -212,18 +233,22 @@ def feature_table(pack: FeaturePack) -> FeatureTable:
         labels = [""] * n
         dens = np.full(n, np.nan)
         base = np.full(n, np.nan)
-        for fid, label, auto, d, b in pack.feature_columns(["feature_id", "label", "auto_label", "density",
-                                                            "baseline_act"]):
+        score = np.full(n, np.nan)
+        top = np.full(n, np.nan)
+        for fid, label, auto, d, b, o, m in pack.feature_columns(["feature_id", "label", "auto_label", "density",
+                                                                  "baseline_act", "output_score", "max_act"]):
             if 0 <= fid < n:
+                top[fid] = nan_if_none(m)
                 labels[fid] = label or auto or ""
                 dens[fid] = nan_if_none(d)
                 base[fid] = nan_if_none(b)
+                score[fid] = nan_if_none(o)
         file_base = pack.cached_baseline()
         if file_base is not None and np.isnan(base).any():
             m = min(n, len(file_base))
             fill = np.isnan(base[:m])
             base[:m][fill] = np.asarray(file_base, np.float64)[:m][fill]
-        return FeatureTable(labels, dens, base)
+        return FeatureTable(labels, dens, base, score, pack.steers_well_bar(), top)
     return pack.cached("explore:features", load)
 
 

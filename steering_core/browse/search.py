@@ -34,6 +34,23 @@ class SearchHit:
     density: float | None
     score: float | None = None
     matched: str = "label"
+    output_score: float | None = None  # probability moved onto its own promoted tokens when steering
+    steers_well: bool | None = None  # output score above random directions' 95th percentile
+
+
+#: How search results can be ordered: as the search ranked them, or by output score (best steerers first).
+SORTS = ("relevance", "output score")
+
+
+def arrange_hits(hits: list[SearchHit], sort: str = "relevance", steers_well_only: bool = False) -> list[SearchHit]:
+    """Search results filtered to features that steer well (when asked) and ordered by ``sort``;
+    features without an output score sort last and never pass the filter."""
+    if sort not in SORTS:
+        raise ExploreError(f"Sort by one of {list(SORTS)}, not {sort!r}.")
+    out = [h for h in hits if h.steers_well] if steers_well_only else list(hits)
+    if sort == "output score":
+        out.sort(key=lambda h: (h.output_score is None, -(h.output_score or 0.0)))
+    return out
 
 
 def _query_text(text: Any, what: str) -> str:
@@ -52,7 +69,8 @@ def _query_text(text: Any, what: str) -> str:
 
 def _hit(pack: FeaturePack, fid: int, matched: str, score: float | None) -> SearchHit:
     ft = feature_table(pack)
-    return SearchHit(fid, ft.label_of(fid), ft.density_of(fid), score, matched)
+    return SearchHit(fid, ft.label_of(fid), ft.density_of(fid), score, matched, ft.output_score_of(fid),
+                     ft.steers_well(fid))
 
 
 def search_id(pack: FeaturePack, text: Any, notes: "UserNotes | None" = None) -> SearchHit:
@@ -111,8 +129,9 @@ def search_label(pack: FeaturePack, text: Any, k: int = 50, notes: "UserNotes | 
 
 def semantic_search(pack: FeaturePack, text: Any, k: int = 20, notes: "UserNotes | None" = None,
                     embed: Callable[[list[str]], np.ndarray] | None = None) -> list[SearchHit]:
-    """Features whose labels *mean* something close to the query: cosine between MiniLM
-    embeddings of the query and of each label (the pack stores the label embeddings; the user's
+    """Features whose descriptions *mean* something close to the query: cosine between MiniLM
+    embeddings of the query and of each feature's description (words from both sides, never raw
+    subword pieces; older packs embedded the label; the user's
     own labels, if ``notes`` is given, are embedded here and a feature scores its better label).
     ``embed`` replaces the encoder (tests, other encoders)."""
     q = _query_text(text, "a description")
@@ -145,4 +164,4 @@ def semantic_search(pack: FeaturePack, text: Any, k: int = 20, notes: "UserNotes
     return with_user_labels(pack, hits, notes)
 
 
-__all__ = ["MAX_QUERY_CHARS", "SearchHit", "match_rank", "search_id", "search_label", "semantic_search"]
+__all__ = ["MAX_QUERY_CHARS", "SORTS", "SearchHit", "arrange_hits", "match_rank", "search_id", "search_label", "semantic_search"]

@@ -107,11 +107,24 @@ class Builder:
         self.log(f"stage {stage} done {json.dumps(info or {})[:300]}")
 
     def redo(self, *stages: str) -> None:
-        """Forget that ``stages`` were done (their outputs are rewritten when they run again)."""
+        """Forget that ``stages`` were done, and remove the files they resume from, so the next run
+        computes them afresh (their table rows are rewritten when they run). Stages that need them
+        are *not* forgotten: rebuilding the corpus statistics keeps hours of measured effects, and
+        the caller names every stage whose inputs changed."""
+        import shutil
+
+        found = [self.stages[name] for name in stages]  # an unknown name is an error, not a silent no-op
         with transaction(self.con):
-            for name in stages:
-                self.stages[name]  # an unknown name is an error, not a silent no-op
-                self.con.execute("DELETE FROM stages WHERE stage = ?", [name])
+            for s in found:
+                self.con.execute("DELETE FROM stages WHERE stage = ?", [s.name])
+        for s in found:
+            for rel in s.files:
+                path = self.dir / rel
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.log(f"redo: forgot {', '.join(stages)}")
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, until: str | None = None) -> None:

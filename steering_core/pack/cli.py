@@ -59,12 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("config")
     r.add_argument("--features", type=int, default=None, help="how many random non-dense features (default: config)")
     r.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
+    d = sub.add_parser("redo", help="forget stages (and their cached files) so the next build runs them again; "
+                                    "stages that need them are kept unless named too")
+    d.add_argument("config")
+    d.add_argument("stages", nargs="+", choices=PIPELINE.order())
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         cfg = load_config(args.config)
         if args.cmd == "status":
             print(json.dumps(status(cfg), indent=1))
+            return 0
+        if args.cmd == "redo":
+            Builder(cfg, show_bar=False).redo(*args.stages)
+            print(f"forgot {', '.join(args.stages)}; run `build` to compute them again")
             return 0
         if args.cmd == "reference" and args.features is not None:
             if args.features < 1:

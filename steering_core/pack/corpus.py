@@ -1,7 +1,13 @@
 """Training text for an SAE of a model nobody has released one for: the model's own generations
 over a broad prompt grid (topics × instruction styles, through its chat template), optionally mixed
 with documentation text that ships with Python itself. Deterministic given a seed, so a rebuilt
-pack sees the same text."""
+pack sees the same text.
+
+Every token carries a *content* flag: the chat template, the system prompt and the synthetic user
+prompt are context the model reads, not text it writes, so they are fed through the model (the
+response needs them) but left out of SAE training, feature statistics and snippets. Without that,
+a feature's top snippets are copies of one prompt ("Give me three facts about weddings.") behind
+the same system-prompt text."""
 
 from __future__ import annotations
 
@@ -32,6 +38,15 @@ TOPICS = [
     "coffee", "tea", "health and exercise", "sleep", "hospitals", "law and courts", "elections",
     "a detective story", "a ghost", "dragons", "robots", "the moon", "farming", "fashion", "shoes",
     "a road trip", "school exams", "mathematics", "chemistry", "the human brain", "insects", "fishing",
+    "a wedding anniversary", "a first date", "divorce", "a newborn baby", "grandparents", "a funeral",
+    "moving to a new house", "a job promotion", "retirement", "a haunted house", "pirates", "knights",
+    "the Olympic games", "tennis", "swimming", "running a marathon", "yoga", "vegetarian food", "chocolate",
+    "wine", "a restaurant review", "a hotel stay", "airports", "smartphones", "social media", "email etiquette",
+    "cybersecurity", "the internet", "vaccines", "viruses", "bacteria", "dinosaurs", "evolution", "rainforests",
+    "earthquakes", "hurricanes", "recycling", "solar power", "nuclear energy", "the economy", "taxes",
+    "a small business", "advertising", "a museum visit", "photography", "films", "theatre", "the piano",
+    "a rock concert", "libraries", "a science fair", "philosophy", "religion and faith", "democracy", "war",
+    "peace", "kindness", "loneliness", "anger", "fear", "happiness", "time travel", "aliens", "magic",
 ]
 
 STYLES = [
@@ -47,12 +62,21 @@ STYLES = [
     "Write a product review related to {t}.",
     "Tell me a joke about {t}.",
     "Summarize the history of {t}.",
+    "Write a diary entry about {t}.",
+    "Write a dialogue between two people about {t}.",
+    "Give step-by-step instructions related to {t}.",
+    "Write a persuasive speech about {t}.",
+    "Describe {t} in a cheerful tone.",
+    "Write an encyclopedia entry about {t}.",
 ]
 
 
 def prompt_grid() -> list[str]:
-    """Every topic in every style: breadth is what gives an SAE features worth browsing."""
-    return [s.format(t=t) for t in TOPICS for s in STYLES]
+    """Every topic in every style, in a fixed shuffled order: breadth is what gives an SAE features
+    worth browsing, and the shuffle spreads a corpus shorter than the grid over every topic and
+    style rather than the first topics in all styles."""
+    grid = [s.format(t=t) for t in TOPICS for s in STYLES]
+    return [grid[i] for i in np.random.default_rng(0).permutation(len(grid))]
 
 
 #: Installed (pinned) packages whose docstrings add prose after CPython's own documentation.
@@ -156,34 +180,45 @@ def generate_parts(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int
             formatted = [model.format_prompt(p, chat=True) for p in prompts]
             seeds = [seed * 1_000_003 + r for r in rows]
             res = generate(model, formatted, cfg, row_seeds=seeds)
-            docs = [f + t for f, t in zip(formatted, res.texts)]
+            docs = [{"prompt": f, "text": t} for f, t in zip(formatted, res.texts)]
             _atomic_write_bytes(path, gzip.compress(json.dumps(docs).encode("utf-8")))
             bar.update(1)
     return paths
 
 
-def read_parts(paths: list[Path]) -> list[str]:
-    docs: list[str] = []
+def read_parts(paths: list[Path]) -> list[tuple[str, str]]:
+    """Generated documents as ``(prompt, response)``; parts written before prompts were kept apart
+    (plain strings) read as all-content text."""
+    docs: list[tuple[str, str]] = []
     for p in paths:
-        docs.extend(json.loads(gzip.decompress(p.read_bytes()).decode("utf-8")))
+        for d in json.loads(gzip.decompress(p.read_bytes()).decode("utf-8")):
+            docs.append((d["prompt"], d["text"]) if isinstance(d, dict) else ("", d))
     return docs
 
 
-def pack_windows(model: SteerableModel, docs, window: int, max_tokens: int | None = None) -> np.ndarray:
-    """Concatenate documents (EOS between them) and cut the stream into equal windows."""
+def pack_windows(model: SteerableModel, docs, window: int, max_tokens: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate documents (EOS between them) and cut the stream into equal windows; returns the
+    token windows and a same-shaped content mask (False on prompts, templates and separators)."""
     tok = model.tokenizer
     sep = model.eos_token_id if model.eos_token_id is not None else model.pad_token_id
     stream: list[int] = []
+    content: list[bool] = []
     for d in docs:
-        ids = tok(d, add_special_tokens=False)["input_ids"]
+        context, text = ("", d) if isinstance(d, str) else d
+        ctx_ids = tok(context, add_special_tokens=False)["input_ids"] if context else []
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        stream.extend(ctx_ids)
         stream.extend(ids)
         stream.append(sep)
+        content.extend([False] * len(ctx_ids) + [True] * len(ids) + [False])
         if max_tokens is not None and len(stream) >= max_tokens:
             break
     if max_tokens is not None:
-        stream = stream[:max_tokens]
+        stream, content = stream[:max_tokens], content[:max_tokens]
     n = len(stream) // window
-    return np.asarray(stream[: n * window], dtype=np.int64).reshape(n, window)
+    return (np.asarray(stream[: n * window], dtype=np.int64).reshape(n, window),
+            np.asarray(content[: n * window], dtype=bool).reshape(n, window))
 
 
 def build_corpus(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int, log_path: Path | None = None,
@@ -193,21 +228,22 @@ def build_corpus(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int, 
     if target.exists():
         return target
     parts = generate_parts(model, spec, out / "parts", seed, log_path, show_bar)
-    gen = pack_windows(model, read_parts(parts), spec.window) if parts else np.zeros((0, spec.window), np.int64)
+    empty = (np.zeros((0, spec.window), np.int64), np.zeros((0, spec.window), bool))
+    gen, gen_c = pack_windows(model, read_parts(parts), spec.window) if parts else empty
     if spec.package_tokens > 0 and extra_texts is not None:
-        pkg = pack_windows(model, extra_texts(), spec.window, spec.package_tokens)
+        pkg, pkg_c = pack_windows(model, extra_texts(), spec.window, spec.package_tokens)
     else:
-        pkg = np.zeros((0, spec.window), np.int64)
-    tokens = np.concatenate([gen, pkg])
+        pkg, pkg_c = empty
+    tokens, content = np.concatenate([gen, pkg]), np.concatenate([gen_c, pkg_c])
     source = np.concatenate([np.zeros(len(gen), np.int8), np.ones(len(pkg), np.int8)])
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(tokens))
-    tokens, source = tokens[order], source[order]
+    tokens, source, content = tokens[order], source[order], content[order]
     n_held = max(1, int(round(len(tokens) * spec.heldout_fraction))) if len(tokens) > 1 else 0
     heldout = np.zeros(len(tokens), bool)
     heldout[len(tokens) - n_held:] = True
     dtype = np.uint16 if model.tokenizer.vocab_size <= 65535 and tokens.max(initial=0) < 65535 else np.int32
-    atomic_save_npz(target, tokens=tokens.astype(dtype), source=source, heldout=heldout)
+    atomic_save_npz(target, tokens=tokens.astype(dtype), source=source, heldout=heldout, content=content)
     return target
 
 
@@ -216,11 +252,17 @@ class Corpus:
     tokens: np.ndarray  # [windows, window]
     source: np.ndarray  # 0 generated, 1 package text
     heldout: np.ndarray  # bool per window
+    content: np.ndarray | None = None  # [windows, window] bool: text the model wrote or read as prose
+
+    def __post_init__(self):
+        if self.content is None:  # a corpus from before the mask: every token counts
+            self.content = np.ones(self.tokens.shape, dtype=bool)
 
     @classmethod
     def load(cls, path: Path) -> "Corpus":
         with np.load(path) as z:
-            return cls(z["tokens"].astype(np.int64), z["source"], z["heldout"])
+            content = z["content"] if "content" in z.files else None
+            return cls(z["tokens"].astype(np.int64), z["source"], z["heldout"], content)
 
     @property
     def n_tokens(self) -> int:

@@ -54,6 +54,12 @@ def directions(b: Builder, ids: list[int]) -> torch.Tensor:
     return w / w.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
+def control_directions(b: Builder) -> torch.Tensor:
+    """The control stage's random unit directions (the same ones on every call for a seed)."""
+    n = b.cfg.control.directions
+    return torch.stack([random_unit_vector(b.model.d_model, b.cfg.seed * 7919 + 17 + i) for i in range(n)])
+
+
 def _save_npy(path, arr: np.ndarray) -> None:
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, arr)
@@ -99,7 +105,7 @@ def control(b: Builder) -> None:
     generic response, and targets many of them raise are hubs."""
     cc, d_sae = b.cfg.control, b.sae.d_sae
     n = cc.directions
-    dirs = torch.stack([random_unit_vector(b.model.d_model, b.cfg.seed * 7919 + 17 + i) for i in range(n)])
+    dirs = control_directions(b)
     rows = base_rows(b)
     eff = _memmap(b.dir / "control_effects.npy", (n, d_sae))
     done_path = b.dir / "control_done.json"
@@ -287,39 +293,6 @@ def reference(b: Builder) -> None:
              {"reference_top10_overlap_median": json.dumps(med),
               "specific_reference_top10_overlap_median": json.dumps(med_s),
               "reference_features": json.dumps(per), "reference_rollouts": str(spec.rows_per_vector)})
-
-
-@stage("outputs", needs=("effects",))
-def outputs(b: Builder) -> None:
-    """Per feature, exactly (no sampling): the tokens whose next-token probability steering at the
-    feature's α raises and lowers most over the effect prompts (TokenChange), and the output score
-    (mass moved onto its own top-20 logit-lens tokens; docs/design.md §Output descriptions)."""
-    from steering_core.measure.outputs import logit_lens_top, next_token_shift, output_score, token_change
-    from steering_core.pack.stats import unembedding
-
-    ids = list(range(b.sae.d_sae))
-    alpha = dict(b.con.execute("SELECT feature_id, alpha FROM features WHERE alpha IS NOT NULL").fetchall())
-    ids = [f for f in ids if f in alpha]
-    w_u = unembedding(b.model)
-    rows = []
-    with Progress(max(1, len(ids)), "outputs", log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for i in range(0, len(ids), 64):
-            sub = ids[i:i + 64]
-            dirs = directions(b, sub)
-            shift = next_token_shift(b.model, b.cfg.effects.prompts, b.layer, dirs,
-                                     torch.tensor([alpha[f] for f in sub], dtype=torch.float32))
-            tc = token_change(shift, k=10)
-            score = output_score(shift, logit_lens_top(dirs.to(w_u.device), w_u, k=20))
-            for r, f in enumerate(sub):
-                rows.append((f, [b.model.decode([int(t)]) for t in tc.gain_ids[r]], tc.gains[r].tolist(),
-                             [b.model.decode([int(t)]) for t in tc.loss_ids[r]], tc.losses[r].tolist(),
-                             float(score[r])))
-            bar.update(len(sub))
-    with transaction(b.con):
-        tables.replace_outputs(b.con, rows)
-        set_meta(b.con, {"outputs_contexts": str(len(b.cfg.effects.prompts)), "outputs_lens_k": "20"})
-        mark_stage(b.con, "outputs", {"features": len(rows)})
-    b.log(f"stage outputs done ({len(rows)} features)")
 
 
 @stage("neighbors", needs=("reference",))

@@ -1,11 +1,12 @@
 """The whole pack pipeline, in declaration order: the statistics stages
-(:mod:`steering_core.pack.stages`), the effect stages (:mod:`steering_core.pack.effect_stages`), then
-shipping. ``Builder`` runs ``PIPELINE.order()``; importing this module is what registers them all."""
+(:mod:`steering_core.pack.stages`), the effect stages (:mod:`steering_core.pack.effect_stages`), the
+describing stages (:mod:`steering_core.pack.describe_stages`), then shipping. ``Builder`` runs ``PIPELINE.order()``; importing this module is what registers them all."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import steering_core.pack.describe_stages  # noqa: F401  (registers outputs and labels)
 import steering_core.pack.effect_stages  # noqa: F401  (registers the effect stages)
 from steering_core.pack.config import resolve_path
 from steering_core.pack.stages import PIPELINE, ship_pack, stage
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["PIPELINE"]
 
 
-@stage("ship", needs=("sae_eval", "neighbors", "approximator", "maps", "stability", "reference", "outputs"))
+@stage("ship", needs=("sae_eval", "neighbors", "approximator", "maps", "stability", "reference", "labels"))
 def ship(b: Builder) -> None:
     if not b.cfg.ship_to:
         b.finish("ship", {"shipped": False})

@@ -121,10 +121,19 @@ class FeaturePack:
         return [Effect(int(o), float(v), None, labels.get(int(o), "")) for o, v in rows]
 
     def snippets(self, feature_id) -> list[dict]:
+        """Top snippets then quantile samples; ``similar`` counts the near-duplicates each top
+        snippet stands for (1 in packs built before snippets were collapsed)."""
         fid = self.check_feature(feature_id)
-        cur = self.con.execute("SELECT kind, rank, max_act, tokens, acts FROM feature_snippets WHERE feature_id = ? "
-                               "ORDER BY kind = 'top' DESC, kind, rank", [fid])
-        return [dict(zip(["kind", "rank", "max_act", "tokens", "acts"], r)) for r in cur.fetchall()]
+        sim = "n_similar" if self.has_column("feature_snippets", "n_similar") else "1"
+        cur = self.cursor().execute(f"SELECT kind, rank, max_act, tokens, acts, coalesce({sim}, 1) FROM feature_snippets "
+                                    "WHERE feature_id = ? ORDER BY kind = 'top' DESC, kind, rank", [fid])
+        return [dict(zip(["kind", "rank", "max_act", "tokens", "acts", "similar"], r)) for r in cur.fetchall()]
+
+    def steers_well_bar(self) -> float | None:
+        """The output score a feature must exceed to "steer well": the 95th percentile of the
+        scores of random directions at their own α (None for packs without output scores)."""
+        v = self.meta_json("output_score_steers_well")
+        return float(v) if isinstance(v, (int, float)) else None
 
     def baseline(self) -> np.ndarray | None:
         p = self.dir / "baseline.npy"
@@ -245,10 +254,12 @@ class FeaturePack:
         """Selected columns of the features table (all features, or the given ids), id order."""
         allowed = {"feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
                    "baseline_act", "alpha", "alpha_dce", "measured", "dec_x", "dec_y", "eff_x", "eff_y", "cluster"}
-        bad = [c for c in columns if c not in allowed]
+        later = {"description", "output_score", "token_change", "context_words"}  # NULL in older packs
+        bad = [c for c in columns if c not in allowed | later]
         if bad:
             raise FeatureLookupError(f"Unknown feature column(s) {bad}.")
-        sql = f"SELECT {', '.join(columns)} FROM features"
+        cols = [c if c in allowed or self.has_column("features", c) else f"NULL AS {c}" for c in columns]
+        sql = f"SELECT {', '.join(cols)} FROM features"
         if ids is None:
             return self.cursor().execute(sql + " ORDER BY feature_id").fetchall()
         return self.cursor().execute(sql + " WHERE feature_id IN (SELECT unnest(?)) ORDER BY feature_id",

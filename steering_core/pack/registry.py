@@ -21,6 +21,7 @@ class Stage:
     name: str
     run: Callable[..., None]
     needs: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # work-folder files and folders the stage resumes from; redo removes them
 
 
 class StageRegistry:
@@ -31,10 +32,11 @@ class StageRegistry:
     def __init__(self) -> None:
         self._stages: dict[str, Stage] = {}
 
-    def stage(self, name: str, needs: Iterable[str] = ()) -> Callable[[F], F]:
-        """Decorator: declare ``fn`` as stage ``name``, run after every stage in ``needs``."""
+    def stage(self, name: str, needs: Iterable[str] = (), files: Iterable[str] = ()) -> Callable[[F], F]:
+        """Decorator: declare ``fn`` as stage ``name``, run after every stage in ``needs``; ``files``
+        are what it leaves in the work folder to resume from (a redo starts them afresh)."""
         def register(fn: F) -> F:
-            self.add(Stage(name, fn, tuple(needs)))
+            self.add(Stage(name, fn, tuple(needs), tuple(files)))
             return fn
         return register
 

@@ -123,11 +123,13 @@ def compute_activations(model: SteerableModel, corpus: Corpus, layer: int, path:
 
 def token_rows(corpus: Corpus, heldout: bool) -> np.ndarray:
     """Flat indices (window * W + pos) of the tokens an SAE sees: position 0 of each window is
-    skipped because it acts as an attention sink with an outsized norm."""
+    skipped because it acts as an attention sink with an outsized norm, and so are tokens outside
+    the corpus's content mask (chat template, system and user prompts)."""
     w = corpus.tokens.shape[1]
     wins = np.nonzero(corpus.heldout == heldout)[0]
     pos = np.arange(1, w)
-    return (wins[:, None] * w + pos[None, :]).reshape(-1)
+    flat = (wins[:, None] * w + pos[None, :]).reshape(-1)
+    return flat[corpus.content.reshape(-1)[flat]]
 
 
 def _batches(flat: np.ndarray, rows: np.ndarray, batch: int, seed: int, start_sample: int) -> Iterator[torch.Tensor]:

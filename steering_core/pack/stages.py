@@ -31,7 +31,7 @@ PIPELINE = StageRegistry()
 stage = PIPELINE.stage
 
 
-@stage("corpus")
+@stage("corpus", files=("corpus.npz", "parts"))
 def corpus(b: Builder) -> None:
     path = build_corpus(b.model, b.cfg.corpus, b.dir, b.cfg.seed, b.log_path, b.show_bar)
     c = Corpus.load(path)
@@ -43,7 +43,7 @@ def corpus(b: Builder) -> None:
     })
 
 
-@stage("activations", needs=("corpus",))
+@stage("activations", needs=("corpus",), files=("acts.npy", "acts.progress.json"))
 def activations(b: Builder) -> None:
     from steering_core.pack.sae_training import compute_activations
 
@@ -92,11 +92,11 @@ def stats(b: Builder) -> None:
     from steering_core.pack.stats import feature_statistics
 
     st = feature_statistics(b.model, b.sae, b.corpus, b.acts, b.cfg.stats, b.log_path, b.show_bar)
-    emb = embed_texts(st.labels)
+    emb = embed_texts([d or lab for d, lab in zip(st.descriptions, st.labels)])
     rows = [(i, st.labels[i], st.labels[i], "", float(st.density[i]), float(st.mean_act[i]), float(st.max_act[i]),
              bool(st.density[i] > 0), st.hist_counts[i].tolist(), float(st.max_act[i]), st.top_tokens[i],
-             st.top_logits[i], st.bottom_logits[i]) for i in range(len(st.labels))]
-    snips = [(s.feature_id, s.kind, s.rank, s.max_act, s.tokens, s.acts) for s in st.snippets]
+             st.top_logits[i], st.bottom_logits[i], st.descriptions[i], st.context[i]) for i in range(len(st.labels))]
+    snips = [(s.feature_id, s.kind, s.rank, s.max_act, s.tokens, s.acts, s.similar) for s in st.snippets]
     with transaction(b.con):
         tables.replace_features(b.con, rows, snips, [(i, emb[i].tolist()) for i in range(len(emb))])
         set_meta(b.con, {"stats_tokens": str(st.n_tokens),

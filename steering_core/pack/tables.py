@@ -41,6 +41,11 @@ SCHEMA = [
         loss_values DOUBLE[], output_score DOUBLE)""",
     # columns added after the first packs shipped: a build database from before gains them on open
     "ALTER TABLE feature_neighbors ADD COLUMN IF NOT EXISTS se DOUBLE",
+    "ALTER TABLE features ADD COLUMN IF NOT EXISTS description TEXT",
+    "ALTER TABLE features ADD COLUMN IF NOT EXISTS context_words VARCHAR[]",
+    "ALTER TABLE features ADD COLUMN IF NOT EXISTS token_change TEXT",
+    "ALTER TABLE features ADD COLUMN IF NOT EXISTS output_score DOUBLE",
+    "ALTER TABLE feature_snippets ADD COLUMN IF NOT EXISTS n_similar INTEGER DEFAULT 1",
 ]
 
 
@@ -79,8 +84,9 @@ PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "featu
                "generic_response", "feature_outputs")
 
 FEATURE_COLUMNS = ("feature_id", "label", "auto_label", "notes", "density", "mean_act", "max_act", "live",
-                   "hist_counts", "hist_max", "top_tokens", "top_logits", "bottom_logits")
-SNIPPET_COLUMNS = ("feature_id", "kind", "rank", "max_act", "tokens", "acts")
+                   "hist_counts", "hist_max", "top_tokens", "top_logits", "bottom_logits", "description",
+                   "context_words")
+SNIPPET_COLUMNS = ("feature_id", "kind", "rank", "max_act", "tokens", "acts", "n_similar")
 EMBEDDING_COLUMNS = ("feature_id", "embedding")
 EFFECT_COLUMNS = ("source_feature", "target_feature", "effect", "rel_effect", "rank", "effect_se", "specific",
                   "specific_se", "rank_specific")
@@ -130,12 +136,16 @@ def measured_sparse_features(con: Any, dense_threshold: float) -> list[tuple[int
 
 def replace_features(con: Any, features: Sequence[tuple], snippets: Sequence[tuple],
                      embeddings: Sequence[tuple]) -> None:
-    """The stats stage: every feature's card row, its snippets and its label embedding."""
-    con.execute("DELETE FROM features")
+    """The stats stage: every feature's card row, its snippets and its label embedding. A feature
+    row that exists keeps the columns other stages wrote (α, effects flags, map coordinates), so
+    the corpus statistics can be rebuilt after the effects without measuring them again."""
     con.execute("DELETE FROM feature_snippets")
     con.execute("DELETE FROM label_embeddings")
     placeholders = ", ".join("?" for _ in FEATURE_COLUMNS)
-    con.executemany(f"INSERT INTO features ({', '.join(FEATURE_COLUMNS)}) VALUES ({placeholders})", list(features))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in FEATURE_COLUMNS[1:])
+    con.executemany(f"INSERT INTO features ({', '.join(FEATURE_COLUMNS)}) VALUES ({placeholders}) "
+                    f"ON CONFLICT (feature_id) DO UPDATE SET {updates}", list(features))
+    con.execute(f"DELETE FROM features WHERE feature_id >= {len(features)}")
     insert_rows(con, "feature_snippets", snippets, SNIPPET_COLUMNS)
     insert_rows(con, "label_embeddings", embeddings, EMBEDDING_COLUMNS)
 
@@ -165,9 +175,24 @@ def replace_generic(con: Any, rows: Sequence[tuple]) -> None:
 
 
 def replace_outputs(con: Any, rows: Sequence[tuple]) -> None:
-    """The outputs stage: per feature, its TokenChange lists and output score."""
+    """The outputs stage: per feature, its TokenChange lists and output score, also on the feature's
+    row (``token_change`` as JSON ``{"gains": [[token, Δp], …], "losses": …}``, ``output_score``)."""
     con.execute("DELETE FROM feature_outputs")
     insert_rows(con, "feature_outputs", rows, OUTPUT_COLUMNS)
+    con.execute("UPDATE features SET token_change = NULL, output_score = NULL")
+    con.executemany("UPDATE features SET token_change = ?, output_score = ? WHERE feature_id = ?",
+                    [(json.dumps({"gains": [[t, round(float(v), 6)] for t, v in zip(g, gv)],
+                                  "losses": [[t, round(float(v), 6)] for t, v in zip(lo, lv)]}), float(sc), int(f))
+                     for f, g, gv, lo, lv, sc in rows])
+
+
+def set_labels(con: Any, rows: Sequence[tuple], embeddings: Sequence[tuple]) -> None:
+    """The labels stage: ``(label, description, feature_id)`` rows (label = auto_label) and the
+    embeddings semantic search reads (of the description)."""
+    con.executemany("UPDATE features SET label = ?, auto_label = ?, description = ? WHERE feature_id = ?",
+                    [(lab, lab, d, f) for lab, d, f in rows])
+    con.execute("DELETE FROM label_embeddings")
+    insert_rows(con, "label_embeddings", embeddings, EMBEDDING_COLUMNS)
 
 
 def replace_neighbors(con: Any, rows: Sequence[tuple]) -> None:

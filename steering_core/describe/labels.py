@@ -1,0 +1,83 @@
+"""A feature's label and description, from both sides, in words a person can read.
+
+* **Input side**: the tokens the feature fires on, most specific first, and the words around them.
+* **Output side**: TokenChange, the tokens whose next-token probability steering raises (exact,
+  [Gur-Arieh 2025]); the logit lens when TokenChange is missing.
+
+A label is at most three input words and two output words, "wedding, bride, marriage → love,
+ceremony". Output tokens enter only when they are dictionary words (the lens and TokenChange are
+full of subword pieces like "epidem"); input tokens may also be a symbol's name ("line break") or,
+when nothing readable is left, the quoted token the feature fires on. The description spells the
+same out in a sentence; semantic search embeds the description, so "weddings and marriage" meets
+words, never fragments."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from steering_core.describe.words import is_word, readable
+
+
+def _unique(words, limit: int) -> list[str]:
+    out, seen = [], set()
+    for w in words:
+        key = w.lower().rstrip("s") if w else w
+        if w and key not in seen:
+            seen.add(key)
+            out.append(w)
+        if len(out) == limit:
+            break
+    return out
+
+
+def input_words(top_tokens: Sequence[str], limit: int = 3) -> list[str]:
+    """The readable forms of the tokens a feature fires on, dictionary words first."""
+    forms = [readable(t, fired=True) for t in top_tokens]
+    words = [f for f in forms if f and is_word(f)]
+    others = [f for f in forms if f and not is_word(f)]
+    return _unique(words + others, limit)
+
+
+def output_words(tokens: Sequence[str], exclude: Sequence[str] = (), limit: int = 2) -> list[str]:
+    """Dictionary words (three letters or more) among the tokens steering promotes, not already
+    named on the input side."""
+    skip = {w.lower().rstrip("s") for w in exclude}
+    cand = [t.strip() for t in tokens if is_word(t) and len(t.strip()) >= 3]
+    return _unique([c for c in cand if c.lower().rstrip("s") not in skip], limit)
+
+
+def input_label(top_tokens: Sequence[str]) -> str:
+    """The label before output effects are known (the stats stage): input words only."""
+    return ", ".join(input_words(top_tokens)) or "unreadable tokens"
+
+
+def feature_label(top_tokens: Sequence[str], promoted: Sequence[str]) -> str:
+    """"wedding, bride, marriage → love, ceremony": what fires it, and what steering with it writes."""
+    ins = input_words(top_tokens)
+    outs = output_words(promoted, exclude=ins)
+    left = ", ".join(ins) or "unreadable tokens"
+    return f"{left} → {', '.join(outs)}" if outs else left
+
+
+def input_description(top_tokens: Sequence[str], context: Sequence[str]) -> str:
+    ins = input_words(top_tokens, limit=5)
+    text = f"Fires on {', '.join(ins)}." if ins else "Fires on tokens without a readable form."
+    if context:
+        text += f" Around: {', '.join(context)}."
+    return text
+
+
+def feature_description(top_tokens: Sequence[str], context: Sequence[str], gains: Sequence[str],
+                        losses: Sequence[str] = ()) -> str:
+    """The input side, then the words steering raises and lowers (dictionary words only)."""
+    text = input_description(top_tokens, context)
+    up = output_words(gains, limit=5)
+    down = output_words(losses, limit=3)
+    if up:
+        text += f" Steering raises {', '.join(up)}."
+    if down:
+        text += f" It lowers {', '.join(down)}."
+    return text
+
+
+__all__ = ["feature_description", "feature_label", "input_description", "input_label", "input_words", "output_words"]

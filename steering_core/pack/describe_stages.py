@@ -1,0 +1,99 @@
+"""The describing stages of a pack build (docs/design.md §Output descriptions, §Feature descriptions):
+
+* ``outputs``: per feature, exactly (no sampling), the tokens whose next-token probability
+  steering at the feature's α raises and lowers most over the effect prompts (TokenChange), and
+  the output score (probability mass moved onto its own top-20 logit-lens tokens). The same score
+  for the control stage's random directions gives the bar a feature must clear to "steer well".
+* ``labels``: the readable label and description of every feature from both sides (input tokens
+  by specificity and context words from ``stats``, TokenChange from ``outputs``), and the
+  embeddings of the descriptions that semantic search reads.
+
+Both are cheap (one forward pass per chunk of features, no rollouts), so they rerun whenever the
+statistics or effects change."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from steering_core.pack import tables
+from steering_core.pack.effect_stages import control_directions, directions, loss_matched
+from steering_core.pack.stages import stage
+from steering_core.pack.tables import mark_stage, set_meta
+from steering_core.progress import Progress
+from steering_core.storage.db import transaction
+
+if TYPE_CHECKING:
+    from steering_core.pack.builder import Builder
+
+#: Logit-lens tokens per direction the output score counts as "its own".
+LENS_K = 20
+#: Percentile of the random directions' output scores a feature must exceed to "steer well".
+STEERS_WELL_PERCENTILE = 95
+
+
+def _shift_rows(b: Builder, dirs: torch.Tensor, alphas: torch.Tensor, label: str):
+    """TokenChange and output score of each direction, chunk by chunk."""
+    from steering_core.measure.outputs import logit_lens_top, next_token_shift, output_score, token_change
+    from steering_core.pack.stats import unembedding
+
+    w_u = unembedding(b.model)
+    out = []
+    with Progress(max(1, dirs.shape[0]), label, log_path=b.log_path, show_bar=b.show_bar) as bar:
+        for i in range(0, dirs.shape[0], 64):
+            d, a = dirs[i:i + 64], alphas[i:i + 64]
+            shift = next_token_shift(b.model, b.cfg.effects.prompts, b.layer, d, a)
+            tc = token_change(shift, k=10)
+            score = output_score(shift, logit_lens_top(d.to(w_u.device), w_u, k=LENS_K))
+            for r in range(d.shape[0]):
+                out.append(([b.model.decode([int(t)]) for t in tc.gain_ids[r]], tc.gains[r].tolist(),
+                            [b.model.decode([int(t)]) for t in tc.loss_ids[r]], tc.losses[r].tolist(),
+                            float(score[r])))
+            bar.update(d.shape[0])
+    return out
+
+
+@stage("outputs", needs=("effects",))
+def outputs(b: Builder) -> None:
+    alpha = dict(b.con.execute("SELECT feature_id, alpha FROM features WHERE alpha IS NOT NULL").fetchall())
+    ids = [f for f in range(b.sae.d_sae) if f in alpha]
+    got = _shift_rows(b, directions(b, ids), torch.tensor([alpha[f] for f in ids], dtype=torch.float32), "outputs")
+    rows = [(f, *r) for f, r in zip(ids, got)]
+    rand = control_directions(b)
+    rand_scores = [r[-1] for r in _shift_rows(b, rand, loss_matched(b, rand).alpha.float(), "outputs (random)")]
+    bar = float(np.percentile(rand_scores, STEERS_WELL_PERCENTILE)) if rand_scores else float("nan")
+    with transaction(b.con):
+        tables.replace_outputs(b.con, rows)
+        set_meta(b.con, {"outputs_contexts": str(len(b.cfg.effects.prompts)), "outputs_lens_k": str(LENS_K),
+                         "output_score_random": json.dumps([round(x, 6) for x in rand_scores]),
+                         "output_score_steers_well": json.dumps(bar),
+                         "output_score_steers_well_percentile": str(STEERS_WELL_PERCENTILE)})
+        mark_stage(b.con, "outputs", {"features": len(rows), "steers_well_bar": bar})
+    b.log(f"stage outputs done ({len(rows)} features; steers-well bar {bar:.4f})")
+
+
+@stage("labels", needs=("stats", "outputs"))
+def labels(b: Builder) -> None:
+    from steering_core.describe.labels import feature_description, feature_label
+    from steering_core.model.embeddings import embed_texts
+
+    feats = b.con.execute("SELECT f.feature_id, f.live, f.top_tokens, f.context_words, f.top_logits, o.gains, o.losses "
+                          "FROM features f LEFT JOIN feature_outputs o USING (feature_id) "
+                          "ORDER BY f.feature_id").fetchall()
+    rows = []
+    for fid, live, top, ctx, lens, gains, losses in feats:
+        if not live:
+            rows.append(("dead feature", "", fid))
+            continue
+        promoted = gains if gains else (lens or [])
+        rows.append((feature_label(top or [], promoted),
+                     feature_description(top or [], ctx or [], promoted, losses or []), fid))
+    emb = embed_texts([d or lab for lab, d, _ in rows])
+    with transaction(b.con):
+        tables.set_labels(b.con, rows, [(fid, emb[i].tolist()) for i, (_, _, fid) in enumerate(rows)])
+        set_meta(b.con, {"label_embedding_of": "description"})
+        mark_stage(b.con, "labels", {"features": len(rows)})
+    b.log(f"stage labels done ({len(rows)} features)")
