@@ -62,3 +62,45 @@ def test_compare_refuses_empty_and_duplicate_names(tiny_hf):
     v = torch.ones(tiny_hf.d_model)
     with pytest.raises(SteeringCoreError, match="same name"):
         compare(tiny_hf, [Candidate("x", v, 1), Candidate("x", v, 1)], task)
+
+
+def test_compare_adds_prompting_rows_scored_on_the_same_rows(tiny_hf, one_thread):
+    from steering_core.measure.prompting import PromptEntry
+
+    task = SweepSpec(prompts=("hello",), alphas=(0.0,), samples=2, new_tokens=5, chat=True, keywords=("the", "a"))
+    entries = [PromptEntry("no prompt", ""), PromptEntry("weddings", "Always mention weddings.", "prefix")]
+    seen = []
+    rows, curves = compare(tiny_hf, [Candidate("r1", random_unit_vector(tiny_hf.d_model, 1), 1)], task,
+                           multipliers=(0.0, 1.0), prompts=entries, on_candidate=lambda i, n, name: seen.append(i))
+    assert seen == [0, 1, 2, 3]
+    by = {r.name: r for r in rows}
+    assert by["r1"].kind == "vector" and by["weddings"].kind == "prompt"
+    assert by["weddings"].layer is None and by["weddings"].instruction == "Always mention weddings."
+    assert math.isnan(by["weddings"].auto_alpha) and math.isnan(by["weddings"].alpha_at_peak)
+    zero = next(p for p in curves["r1"] if p.alpha == 0.0)
+    empty = curves["no prompt"]
+    # the empty prompt is the additive vector's α = 0 row, bit for bit; a prompting curve is one point
+    assert len(empty) == 1 and empty[0] == zero
+    assert by["no prompt"].peak_product == zero.get("product") and by["no prompt"].coherence_at_peak == 1.0
+    p = curves["weddings"][0]
+    assert by["weddings"].peak_product == p.get("product") == p.get("keywords") * p.get("coherence")
+    products = [r.peak_product for r in rows]
+    assert products == sorted(products, reverse=True)
+
+
+def test_compare_checks_prompting_entries_before_generating(tiny_hf, monkeypatch):
+    import steering_core.measure.comparison as cmp_mod
+    from steering_core.measure.prompting import PromptEntry
+    from steering_core.measure.sweep import SweepError
+
+    monkeypatch.setattr(cmp_mod, "run_sweep", lambda *a, **k: pytest.fail("generated before checking"))
+    task = SweepSpec(prompts=("hi",), alphas=(0.0,), chat=False, keywords=("a",))
+    v = torch.ones(tiny_hf.d_model)
+    with pytest.raises(SweepError, match="prefix instead"):
+        compare(tiny_hf, [Candidate("x", v, 1)], task, prompts=[PromptEntry("p", "Be brief.", "system")])
+    with pytest.raises(SteeringCoreError, match="same name"):
+        compare(tiny_hf, [Candidate("x", v, 1)], task, prompts=[PromptEntry(" x ", "Be brief.", "prefix")])
+    rows, curves = compare(tiny_hf, [], SweepSpec(prompts=("hi",), alphas=(0.0,), samples=1, new_tokens=3,
+                                                  chat=False, keywords=("a",)),
+                           prompts=[PromptEntry("p", "Be brief.", "prefix")])
+    assert [r.name for r in rows] == ["p"] and list(curves) == ["p"]

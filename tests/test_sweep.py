@@ -115,3 +115,24 @@ def test_concept_similarity_score_is_a_cosine(tiny_hf, one_thread):
     for p in pts:
         assert -1.0 <= p.get("similarity") <= 1.0 and p.get("similarity_se") >= 0
         assert "keywords" not in p.scores and 0.0 <= p.get("product") <= 1.0
+
+
+def test_rollout_rows_are_prompt_major_with_a_distinct_seed_each(tiny_hf):
+    from steering_core.measure.sweep import rollout_prompts, rollout_seeds
+
+    rows = rollout_prompts(tiny_hf, _spec(chat=True))
+    assert rows == [tiny_hf.format_prompt(p) for p in ("hello", "the weather") for _ in range(2)]
+    assert rollout_prompts(tiny_hf, _spec()) == ["hello", "hello", "the weather", "the weather"]
+    assert len(set(rollout_seeds(0, 2, 2))) == 4 and not set(rollout_seeds(0, 2, 2)) & set(rollout_seeds(1, 2, 2))
+
+
+def test_add_product_is_the_rule_finish_applies():
+    from steering_core.measure.sweep import AlphaPoint, add_product, finish
+
+    pts = finish([AlphaPoint(0.0, {"loglik": -2.0, "keywords": 0.5}), AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}),
+                  AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0})], "keywords")
+    assert pts[1].get("product") == pytest.approx(math.exp(-1.0))  # behaviour clipped to 1
+    alone = add_product(AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}), "keywords", -2.0)
+    assert alone.scores == pts[1].scores
+    assert add_product(AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0}), "target", -2.0).get("product") == \
+        pytest.approx(4.0 * math.exp(-1.0))  # activations are not clipped

@@ -1,6 +1,10 @@
 """Method comparison ([Chalnev 2024] Table 2): one task (prompts, a behavioural scorer) run across
 several vectors, each swept over a grid scaled by its own automatic α, reporting the peak
-behaviour × coherence and the α where it peaks."""
+behaviour × coherence and the α where it peaks.
+
+Prompting entries (:mod:`steering_core.measure.prompting`) join the same table: an instruction
+instead of a vector, scored on the same rows by the same scorers, so a steering method is always
+seen next to the baseline it has to beat."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from steering_core.errors import SteeringCoreError
 from steering_core.measure.sweep import AlphaPoint, SweepCache, SweepSpec, run_sweep
 
 if TYPE_CHECKING:
+    from steering_core.measure.prompting import PromptEntry
     from steering_core.model.saes import LoadedSAE
     from steering_core.model.steerable import SteerableModel
 
@@ -33,13 +38,19 @@ class Candidate:
 
 @dataclass
 class ComparisonRow:
+    """One entry of the table. A prompting entry (``kind == "prompt"``) has no layer and no α: its
+    one point is its "peak", ``auto_alpha`` and ``alpha_at_peak`` are NaN, and ``instruction`` says
+    what it asked."""
+
     name: str
-    layer: int
+    layer: int | None
     auto_alpha: float
     peak_product: float
     alpha_at_peak: float
     behaviour_at_peak: float
     coherence_at_peak: float
+    kind: str = "vector"  # "vector" or "prompt"
+    instruction: str = ""
 
 
 def peak(points: Sequence[AlphaPoint], behaviour: str) -> tuple[float, AlphaPoint | None]:
@@ -92,20 +103,27 @@ def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
 def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepSpec, sae: LoadedSAE | None = None,
             cache: SweepCache | None = None, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
             target_dce: float = 0.5,
-            on_candidate: Callable[[int, int, str], None] | None = None
+            on_candidate: Callable[[int, int, str], None] | None = None,
+            prompts: Sequence[PromptEntry] = (), judge=None,
             ) -> tuple[list[ComparisonRow], dict[str, list[AlphaPoint]]]:
-    """Sweep every candidate on the same task; rows sorted by peak product, best first."""
-    from steering_core.measure.alpha import auto_alpha
+    """Sweep every candidate on the same task; rows sorted by peak product, best first.
 
-    if not candidates:
+    ``prompts`` adds prompting baselines, measured after the vectors: each gets a row
+    (``kind="prompt"``) and a one-point curve at α = 0, which a figure draws as a horizontal line."""
+    from steering_core.measure.alpha import auto_alpha
+    from steering_core.measure.prompting import check_entry
+
+    if not candidates and not prompts:
         raise SteeringCoreError("Choose at least one vector or feature to compare.")
-    names = [c.name for c in candidates]
+    prompts = [check_entry(model, e, task) for e in prompts]  # before anything is generated
+    names = [c.name for c in candidates] + [e.name for e in prompts]
     if len(set(names)) != len(names):
         raise SteeringCoreError("Two candidates have the same name; give each a distinct one.")
+    total = len(candidates) + len(prompts)
     rows, curves = [], {}
     for i, c in enumerate(candidates):
         if on_candidate is not None:
-            on_candidate(i, len(candidates), c.name)
+            on_candidate(i, total, c.name)
         v = torch.as_tensor(c.vector, dtype=torch.float32)
         v = v / v.norm().clamp(min=1e-12)
         a_star = float(auto_alpha(model, c.layer, v, target=target_dce).alpha[0])
@@ -117,7 +135,33 @@ def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepS
                                   p.get(task.behaviour) if p else float("nan"),
                                   p.get("coherence") if p else float("nan")))
         curves[c.name] = pts
+    if prompts:
+        def on_entry(j: int, name: str) -> None:
+            if on_candidate is not None:
+                on_candidate(len(candidates) + j, total, name)
+
+        rows_p, curves_p = _prompt_rows(model, prompts, task, sae, cache, judge, on_entry)
+        rows += rows_p
+        curves.update(curves_p)
     if on_candidate is not None:
-        on_candidate(len(candidates), len(candidates), "")
+        on_candidate(total, total, "")
     rows.sort(key=lambda r: -r.peak_product if math.isfinite(r.peak_product) else float("inf"))
+    return rows, curves
+
+
+def _prompt_rows(model: SteerableModel, entries: Sequence[PromptEntry], task: SweepSpec, sae, cache, judge,
+                 on_entry: Callable[[int, str], None]) -> tuple[list[ComparisonRow], dict[str, list[AlphaPoint]]]:
+    """Rows and one-point curves of the prompting entries, all against one unsteered baseline."""
+    from steering_core.measure.prompting import prompt_baseline
+
+    rows, curves, baseline = [], {}, None
+    for j, e in enumerate(entries):
+        on_entry(j, e.name)
+        res = prompt_baseline(model, e, task, sae=sae, cache=cache, judge=judge, baseline=baseline)
+        baseline = res.baseline
+        p = res.point
+        rows.append(ComparisonRow(res.entry.name, None, float("nan"), p.get("product"), float("nan"),
+                                  p.get(task.behaviour), p.get("coherence"), kind="prompt",
+                                  instruction=res.entry.instruction))
+        curves[res.entry.name] = [p]
     return rows, curves

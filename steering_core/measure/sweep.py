@@ -185,14 +185,21 @@ def rollout_seeds(seed: int, n_prompts: int, samples: int) -> list[int]:
     return [sample_seed(seed, i, j) for i in range(n_prompts) for j in range(samples)]
 
 
+def rollout_prompts(model: SteerableModel, spec: SweepSpec) -> list[str]:
+    """The text each rollout row continues, prompt-major (``samples`` rows per prompt, in the order of
+    :func:`rollout_seeds`): the prompt in the chat template when ``spec.chat`` and the model has one.
+    Every entry of a sweep or comparison is generated from, and scored against, these rows."""
+    return [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
+            for p in spec.prompts for _ in range(spec.samples)]
+
+
 def _rollouts(model: SteerableModel, vector, layer: int, alpha: float, spec: SweepSpec, reference=None,
               operator: str | None = None):
     from steering_core.model.generation import GenerationConfig, generate
     from steering_core.model.operators import operator_term
     from steering_core.model.steering import steering
 
-    prompts = [model.format_prompt(p, chat=spec.chat) if spec.chat and model.chat_template else p
-               for p in spec.prompts for _ in range(spec.samples)]
+    prompts = rollout_prompts(model, spec)
     seeds = rollout_seeds(spec.seed, len(spec.prompts), spec.samples)
     term = operator_term(model, _operator(operator, reference), layer, vector, alpha, reference=reference)
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
@@ -241,7 +248,22 @@ def measure_alpha(model: SteerableModel, vector, layer: int, alpha: float, spec:
     from steering_core.model.operators import get_operator
 
     prompts, res = _rollouts(model, vector, layer, alpha, spec, reference, operator)
-    loglik, act = _unsteered_pass(model, prompts, res.token_ids, sae, spec.target_features)
+    scores, notes = score_rollouts(model, prompts, res.texts, res.token_ids, spec, sae, judge)
+    if ref_ids is not None and get_operator(_operator(operator, reference)).additive:  # ΔCE probes add α·v
+        v = torch.as_tensor(vector, dtype=torch.float32)
+        scores["dce"] = float(delta_ce(model, ref_ids, layer, v[None], torch.tensor([float(alpha)]))[0])
+    return AlphaPoint(float(alpha), scores, list(res.texts), notes)
+
+
+def score_rollouts(model: SteerableModel, prompts: Sequence[str], texts: Sequence[str], token_ids,
+                   spec: SweepSpec, sae: LoadedSAE | None = None, judge=None) -> tuple[dict[str, float], list[str]]:
+    """Every score of one set of rollouts (means and standard errors) and the judge's notes.
+
+    ``prompts`` are the rows the rollouts are *scored* against (:func:`rollout_prompts`), whatever
+    they were generated from: a steered rollout and a prompted one (the prompting baseline,
+    :mod:`steering_core.measure.prompting`) are read by the same unsteered model in the same
+    context, so their scores differ only by the text."""
+    loglik, act = _unsteered_pass(model, prompts, token_ids, sae, spec.target_features)
     scores: dict[str, float] = {}
 
     def put(name: str, values) -> None:
@@ -250,28 +272,25 @@ def measure_alpha(model: SteerableModel, vector, layer: int, alpha: float, spec:
 
     put("loglik", loglik)
     if spec.keywords is not None:
-        put("keywords", keyword_hits(res.texts, spec.keywords))
+        put("keywords", keyword_hits(texts, spec.keywords))
     if spec.concept is not None:
         from steering_core.model.embeddings import embed_texts
 
-        emb = embed_texts(list(res.texts) + [spec.concept])
+        emb = embed_texts(list(texts) + [spec.concept])
         put("similarity", emb[:-1] @ emb[-1])
     if spec.target_features and sae is not None:
         put("target", act)
-    if ref_ids is not None and get_operator(_operator(operator, reference)).additive:  # ΔCE probes add α·v
-        v = torch.as_tensor(vector, dtype=torch.float32)
-        scores["dce"] = float(delta_ce(model, ref_ids, layer, v[None], torch.tensor([float(alpha)]))[0])
     notes = []
     if judge is not None and spec.judge_criterion:
         from steering_core.measure.judge import JudgeError, judge_rollouts
 
         try:
-            beh, coh = judge_rollouts(judge, spec.judge_criterion, prompts, res.texts)
+            beh, coh = judge_rollouts(judge, spec.judge_criterion, prompts, texts)
             put("judge", beh)
             put("judge_coherence", coh)
         except JudgeError as exc:
             notes.append(str(exc))
-    return AlphaPoint(float(alpha), scores, list(res.texts), notes)
+    return scores, notes
 
 
 def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
@@ -279,13 +298,20 @@ def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
     zero = next((p for p in points if p.alpha == 0.0), None)
     base = zero.get("loglik") if zero is not None else float("nan")
     for p in points:
-        coh = coherence_score(p.get("loglik"), base)
-        p.scores["coherence"] = coh
-        b = p.get(behaviour)
-        b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
-        c = p.get("judge_coherence") if behaviour == "judge" else coh  # the paper's B×C: both from the judge
-        p.scores["product"] = b * c if math.isfinite(b) and math.isfinite(c) else float("nan")
+        add_product(p, behaviour, base)
     return points
+
+
+def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float) -> AlphaPoint:
+    """Set ``p``'s coherence score (relative to ``loglik_unsteered``) and behaviour × coherence, in place:
+    the one definition every sweep point and every prompting entry goes through."""
+    coh = coherence_score(p.get("loglik"), loglik_unsteered)
+    p.scores["coherence"] = coh
+    b = p.get(behaviour)
+    b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
+    c = p.get("judge_coherence") if behaviour == "judge" else coh  # the paper's B×C: both from the judge
+    p.scores["product"] = b * c if math.isfinite(b) and math.isfinite(c) else float("nan")
+    return p
 
 
 # -- cache -----------------------------------------------------------------------------------------------
@@ -326,6 +352,18 @@ def sweep_key(model_name: str, vector, layer: int, spec: SweepSpec, reference=No
     return h.hexdigest()[:40]
 
 
+def check_targets(spec: SweepSpec, sae: LoadedSAE | None) -> None:
+    """Target features need an SAE that has them; checked before any generation, so a bad id
+    never costs a sweep."""
+    if spec.target_features and sae is None:
+        raise SweepError("Target-feature scores need an SAE at some layer; load one or drop the target features.")
+    for f in spec.target_features:
+        try:
+            sae.check_feature(f)
+        except SteeringCoreError as exc:
+            raise SweepError(f"Target feature: {exc}") from None
+
+
 def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: LoadedSAE | None = None, reference=None,
               cache: SweepCache | None = None, with_dce: bool = True, judge=None,
               on_point: Callable[[int, int, AlphaPoint], None] | None = None,
@@ -344,13 +382,7 @@ def run_sweep(model: SteerableModel, vector, layer: int, spec: SweepSpec, sae: L
     get_operator(_operator(operator, reference))  # an unknown operator fails before any generation
 
     spec = check_spec(spec, model.residual_norms()[layer])
-    if spec.target_features and sae is None:
-        raise SweepError("Target-feature scores need an SAE at some layer; load one or drop the target features.")
-    for f in spec.target_features:  # before any generation: a bad id must not cost a sweep
-        try:
-            sae.check_feature(f)
-        except SteeringCoreError as exc:
-            raise SweepError(f"Target feature: {exc}") from None
+    check_targets(spec, sae)
     key = sweep_key(model.name, vector, layer, spec, reference, operator)
     have = cache.get(key) if cache is not None else {}
     ref_ids = reference_ids(model) if with_dce else None
