@@ -1,8 +1,9 @@
 """Steering operators by name: the ways a direction can change the residual stream.
 
 The default operator adds α·v after block l (docs/design.md §Steering semantics). Others edit the
-residual differently (ACE sets the component along v instead of adding to it) but reach the
-model the same way, as a :class:`~steering_core.model.steering.SteeringTerm` whose ``apply`` does
+residual differently (ACE and orthogonal decomposition set the component along v instead of
+adding to it, the projection cap clamps it, a trained adaptor from
+:mod:`steering_core.vectors.trained` applies its learned edit) but reach the model the same way, as a :class:`~steering_core.model.steering.SteeringTerm` whose ``apply`` does
 the edit. This registry gives each one a name, so a saved vector records its operator as a word,
 and :meth:`steering_core.vectors.vector.SteeringVector.term` is the one place that turns that
 word into a term. Nothing else branches on an operator's name: measurements and pages ask the
@@ -52,6 +53,7 @@ class Operator:
     needs_reference: bool = False
     about: str = ""
     check: Callable[[torch.Tensor, torch.Tensor | None], str | None] | None = None
+    bound: bool = False  # bound to one trained adaptor's parameters: not a choice for other vectors
 
     @property
     def article(self) -> str:
@@ -70,16 +72,19 @@ def register_operator(
     needs_reference: bool = False,
     about: str = "",
     check: Callable[[torch.Tensor, torch.Tensor | None], str | None] | None = None,
+    bound: bool = False,
 ) -> Callable[[Callable[..., SteeringTerm]], Callable[..., SteeringTerm]]:
     """Decorator: register a term builder under ``name`` (lower-case word; never reused, since
-    saved vectors refer to operators by name). Returns the builder unchanged."""
+    saved vectors refer to operators by name). Returns the builder unchanged. ``bound``: the
+    operator carries one trained adaptor's parameters (:mod:`steering_core.vectors.trained`), so
+    lists of operators to choose from leave it out."""
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise SteeringError(f"An operator name is a lower-case word such as 'add', not {name!r}.")
 
     def decorate(build: Callable[..., SteeringTerm]) -> Callable[..., SteeringTerm]:
         if name in _REGISTRY:
             raise SteeringError(f"An operator named {name!r} is already registered.")
-        _REGISTRY[name] = Operator(name, build, label or name, additive, needs_reference, about, check)
+        _REGISTRY[name] = Operator(name, build, label or name, additive, needs_reference, about, check, bound)
         return build
 
     return decorate
@@ -90,16 +95,18 @@ def unregister_operator(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def operator_names() -> tuple[str, ...]:
-    """The registered operators' names, in registration order ("add" first)."""
-    return tuple(_REGISTRY)
+def operator_names(include_bound: bool = True) -> tuple[str, ...]:
+    """The registered operators' names, in registration order ("add" first); without
+    ``include_bound``, only those a user may choose for any direction (no trained adaptors)."""
+    return tuple(n for n, op in _REGISTRY.items() if include_bound or not op.bound)
 
 
 def get_operator(name: str) -> Operator:
     """The operator called ``name``, or a SteeringError listing the known ones."""
     op = _REGISTRY.get(name) if isinstance(name, str) else None
     if op is None:
-        raise SteeringError(f"Unknown operator {name!r}; known operators are {', '.join(_REGISTRY)}.")
+        raise SteeringError(f"Unknown operator {name!r}; known operators are {', '.join(operator_names(False))}"
+                            + (" and trained adaptors' own." if len(operator_names(False)) < len(_REGISTRY) else "."))
     return op
 
 
@@ -186,5 +193,84 @@ def _build_ace(model: SteerableModel, layer, direction, alpha=1.0, *, reference,
     return ace_term(model, layer, direction, reference, alpha, active=active)
 
 
-__all__ = ["AceTerm", "Operator", "ace_term", "add_term", "get_operator", "implied_operator", "operator_names",
-           "operator_term", "register_operator", "unregister_operator"]
+# -- orthogonal decomposition and projection cap ---------------------------------------------------
+#
+# Both edit only the component of the residual along the unit direction v̂ and leave the orthogonal
+# part exactly alone, as Neuronpedia's steering options do. The maths are pure functions on a
+# ``[batch, pos, d]`` residual so tests (and the toy world) can call them without a model.
+
+
+def _along(hidden: torch.Tensor, vector: torch.Tensor, alpha) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(v̂ ``[rows|1, 1, d]``, the current component a·v̂ ``[batch, pos, 1]``, the level α·|v|
+    ``[rows|1, 1, 1]``) for a direction given once or one per row and α given once or per row."""
+    v = vector.to(hidden.dtype)
+    v = v if v.dim() == 2 else v.unsqueeze(0)
+    norm = v.norm(dim=-1, keepdim=True)
+    v_hat = (v / norm.clamp(min=1e-12)).unsqueeze(1)
+    a = alpha.to(hidden.dtype).view(-1, 1, 1) if isinstance(alpha, torch.Tensor) and alpha.dim() == 1 else float(alpha)
+    return v_hat, (hidden * v_hat).sum(-1, keepdim=True), a * norm.unsqueeze(1)
+
+
+def set_component(hidden: torch.Tensor, vector: torch.Tensor, alpha=1.0) -> torch.Tensor:
+    """Orthogonal decomposition: a ← a − (a·v̂)v̂ + α·v. Splits a into its parts along and across v
+    and replaces the part along v by α·v, so every activation ends at the same level α·|v| along v
+    whatever it started at (α = 0 removes the direction: directional ablation)."""
+    v_hat, now, level = _along(hidden, vector, alpha)
+    return hidden + (level - now) * v_hat
+
+
+def cap_component(hidden: torch.Tensor, vector: torch.Tensor, alpha=1.0) -> torch.Tensor:
+    """Projection cap: a ← a − max(a·v̂ − α·|v|, 0)·v̂. Activations whose component along v is at or
+    below the cap α·|v| pass untouched; those above it are pulled back to it. A floor (keep the
+    component at least c) is the cap of −c along −v: pass the negated vector and α."""
+    v_hat, now, level = _along(hidden, vector, alpha)
+    return hidden - (now - level).clamp(min=0) * v_hat
+
+
+@dataclass(frozen=True)
+class OrthogonalTerm(SteeringTerm):
+    """:func:`set_component` as a steering term: the component along ``vector`` is set to α·|v|."""
+
+    def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return set_component(hidden, self.vector, self.alpha)
+
+
+@dataclass(frozen=True)
+class CapTerm(SteeringTerm):
+    """:func:`cap_component` as a steering term: the component along ``vector`` is capped at α·|v|."""
+
+    def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return cap_component(hidden, self.vector, self.alpha)
+
+
+def _nonzero_check(label: str) -> Callable[[torch.Tensor, torch.Tensor | None], str | None]:
+    def check(direction: torch.Tensor, reference: torch.Tensor | None) -> str | None:
+        return f"{label} needs a non-zero direction." if float(direction.abs().max()) == 0.0 else None
+    return check
+
+
+def _direction_term(model: SteerableModel, layer, direction, alpha, term_cls: type[SteeringTerm], label: str,
+                    active=None) -> SteeringTerm:
+    v = as_real_tensor(direction, "vector")
+    if v.dim() in (1, 2) and v.numel() and bool((v.reshape(-1, v.shape[-1]).norm(dim=-1) == 0).any()):
+        raise SteeringError(f"{label} needs a non-zero direction (in every row).")
+    return make_term(model, layer, direction, alpha, term_cls=term_cls, active=active)
+
+
+@register_operator("orthogonal", label="orthogonal decomposition", check=_nonzero_check("Orthogonal decomposition"),
+                   about="sets the component along its direction to alpha times its length instead of adding")
+def orthogonal_term(model: SteerableModel, layer, direction, alpha=1.0, *, active=None) -> OrthogonalTerm:
+    """A validated :class:`OrthogonalTerm` (a zero direction has no component to set)."""
+    return _direction_term(model, layer, direction, alpha, OrthogonalTerm, "Orthogonal decomposition", active)
+
+
+@register_operator("projection_cap", label="projection cap", check=_nonzero_check("A projection cap"),
+                   about="caps the component along its direction at alpha times its length instead of adding")
+def projection_cap_term(model: SteerableModel, layer, direction, alpha=1.0, *, active=None) -> CapTerm:
+    """A validated :class:`CapTerm` (a zero direction has no component to cap)."""
+    return _direction_term(model, layer, direction, alpha, CapTerm, "A projection cap", active)
+
+
+__all__ = ["AceTerm", "CapTerm", "Operator", "OrthogonalTerm", "ace_term", "add_term", "cap_component", "get_operator",
+           "implied_operator", "operator_names", "operator_term", "orthogonal_term", "projection_cap_term",
+           "register_operator", "set_component", "unregister_operator"]

@@ -7,6 +7,7 @@ This is the glue the Vectors page calls: activations (cached) → method → a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -101,6 +102,8 @@ def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None =
         train, _ = _split(req.dataset)
         idx = list(range(len(req.dataset.pairs))) if req.use_heldout else train
         pos, neg = _texts(req.dataset, idx)
+        if m.needs_model:  # BiPO trains through the model on the completions themselves
+            ctx = dataclasses.replace(ctx, model=model, layer=req.layer, texts=(pos, neg))
         tick = _counter(2 * len(pos), on_progress)
         acts = pair_activations(model, pos, neg, [req.layer], req.position, cache=cache or _cache(),
                                 on_batch=tick)[req.layer]

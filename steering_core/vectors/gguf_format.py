@@ -58,6 +58,23 @@ def _atomic_target(path: Path) -> Path:
     return path
 
 
+def _refuse_adaptor(v: SteeringVector) -> None:
+    """A trained adaptor (LoReFT, LoReST) is matrices and a bias, not one added vector per layer,
+    which is all a control-vector file holds: refuse with a sentence that says where it can go."""
+    from steering_core.vectors.trained.adaptor import bound_adaptor, looks_like_adaptor
+
+    adaptor = bound_adaptor(v.operator)
+    if adaptor is None and looks_like_adaptor(v.operator) is None:
+        return
+    if adaptor is None:
+        what = f"{looks_like_adaptor(v.operator)} adaptor"
+    else:
+        what = f"{adaptor.spec.label} adaptor (rank {adaptor.rank}, parameters {', '.join(adaptor.params)})"
+    raise VectorError(f"{v.name!r} is a trained {what}, not a single vector; a GGUF control vector holds "
+                      "only one added vector per layer, so it cannot be exported. Save it as .safetensors instead, "
+                      "which keeps the whole adaptor and its config.")
+
+
 def export_gguf(vectors: "list[SteeringVector] | SteeringVector", path: str | os.PathLike, model_hint: str) -> Path:
     """Write a llama.cpp control-vector file: one float32 tensor ``direction.{layer}`` per
     vector, ``general.architecture = "controlvector"``, ``controlvector.model_hint`` (a model
@@ -74,6 +91,7 @@ def export_gguf(vectors: "list[SteeringVector] | SteeringVector", path: str | os
         if not isinstance(v, SteeringVector):
             raise VectorError(f"export_gguf needs SteeringVector objects, not {type(v).__name__}.")
         op = v.operator_spec
+        _refuse_adaptor(v)
         if not op.additive:
             raise VectorError(f"{v.name!r} is {op.article} {op.label} vector; GGUF control vectors can only be added "
                               "to the residual stream, so it cannot be exported.")

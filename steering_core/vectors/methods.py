@@ -10,6 +10,11 @@ to the mean difference's component along that direction, so α = 1 means "shift 
 gap between the sides" for every method, and α sliders mean the same thing across methods.
 Only a direction that the data does not separate at all (component ≤ 0 after the sign choice)
 is returned unit-norm, with a warning.
+
+Trained methods (``vectors/trained/``: LoReFT, LoReST, BiPO) keep the same signature and read
+their config, progress callback and stop flag from :class:`FitContext`. Their scale is what they
+learn (α = 1 is the trained intervention). LoReFT and LoReST produce an adaptor, not a vector:
+the result's operator applies it (``Method.produces`` says which).
 """
 
 from __future__ import annotations
@@ -40,11 +45,21 @@ class FitContext:
     top_features: int = 8  # features kept by the data-driven SAE methods
     probe_l2: float = 1.0  # inverse regularisation strength C of the logistic probe
     saets_lambda: float = 1.0
+    # trained methods (vectors/trained/): their config (None = defaults), progress and stop flag
+    training: object | None = None  # LoreftConfig, LorestConfig or BipoConfig
+    on_progress: Callable[[int, int], None] | None = None  # (steps done, steps in all)
+    stop: object | None = None  # threading.Event or callable returning True; read before every step
+    # methods that train through the model (needs_model: BiPO) read the pairs' texts, not activations
+    model: object | None = None  # SteerableModel
+    layer: int | None = None
+    texts: tuple[list[str], list[str]] | None = None  # (positives, negatives)
 
 
 @dataclass
 class FitResult:
-    """A fitted vector. ``reference`` is ACE's a₀ (None for additive methods)."""
+    """A fitted vector. ``reference`` is ACE's a₀ (None for additive methods). A trained adaptor
+    (LoReFT, LoReST) also sets ``adaptor`` (callable: a ↦ f(a)) and an ``operator`` bound to it;
+    its ``direction`` is then its mean edit on the negatives, a summary for norms and plots."""
 
     method: str
     direction: torch.Tensor  # [d_model], float32
@@ -52,6 +67,7 @@ class FitResult:
     reference: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    adaptor: object | None = None  # steering_core.vectors.trained.adaptor.Adaptor
 
     @property
     def norm(self) -> float:
@@ -69,6 +85,9 @@ class Method:
     needs_features: bool = False  # hand-picked feature weights required
     uses_pairs: bool = True  # False: the vector comes from features alone, the dataset is not read
     features_suffice: bool = False  # hand-picked target features replace the dataset
+    needs_model: bool = False  # trains through the model on the pairs' texts (FitContext model/layer/texts)
+    trained: bool = False  # an optimisation loop: honours FitContext training, on_progress and stop
+    produces: str = "vector"  # "vector", or "adaptor": a parametrised edit applied by its own operator
     about: str = ""
 
 
@@ -320,11 +339,40 @@ register(Method("rotation", "Rotation", rotation, min_pairs=1, features_suffice=
                 about="Decoder direction rotated into effect space ([Chalnev 2024] App. D)."))
 
 
+def _trained(module: str, fn: str) -> Callable[[torch.Tensor, torch.Tensor, FitContext], FitResult]:
+    """The registry's entry for a method whose code lives in ``vectors/trained/<module>.py``,
+    imported when first fitted (those modules import this one)."""
+    def run(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
+        from importlib import import_module
+
+        return getattr(import_module(f"steering_core.vectors.trained.{module}"), fn)(pos, neg, ctx)
+
+    run.__name__ = run.__qualname__ = fn
+    return run
+
+
+register(Method("loreft", "LoReFT (trained low-rank adaptor)", _trained("loreft", "fit_loreft"), min_pairs=4,
+                trained=True, produces="adaptor",
+                about="Trains a rank-r edit that maps negatives onto positives ([Wu 2024]; [Purchase 2025] eq. 2.3). "
+                      "Produces an adaptor (R, W, b), not one vector: it steers through its own operator, and its "
+                      "saved direction is its mean edit."))
+register(Method("lorest", "LoReST (trained low-rank steering)", _trained("lorest", "fit_lorest"), min_pairs=4,
+                trained=True, produces="adaptor",
+                about="Trains gated directions to zero plus a bias ([Krasheninnikov 2024]; [Purchase 2025] eq. 2.4). "
+                      "Produces an adaptor (Q, p, b), not one vector: it steers through its own operator, and its "
+                      "saved direction is its mean edit."))
+register(Method("bipo", "BiPO (preference-trained vector)", _trained("bipo", "fit_bipo"), min_pairs=2,
+                needs_model=True, trained=True,
+                about="Trains a vector through the model so that +v prefers the positive completion and -v the "
+                      "negative ([Cao 2024]). Produces one additive vector."))
+
+
 def available(ctx: FitContext | None = None) -> list[Method]:
     """Methods whose requirements the context meets (the page greys out the others)."""
     ctx = ctx or FitContext()
     return [m for m in METHODS.values()
-            if (not m.needs_sae or ctx.sae is not None) and (not m.needs_approximator or ctx.approximator is not None)]
+            if (not m.needs_sae or ctx.sae is not None) and (not m.needs_approximator or ctx.approximator is not None)
+            and (not m.needs_model or ctx.model is not None)]
 
 
 def fit(method: str, pos: torch.Tensor | None, neg: torch.Tensor | None, ctx: FitContext | None = None) -> FitResult:
@@ -334,6 +382,8 @@ def fit(method: str, pos: torch.Tensor | None, neg: torch.Tensor | None, ctx: Fi
     if m is None:
         raise FitError(f"Unknown method {method!r}; available: {', '.join(METHODS)}.")
     need_pairs = m.uses_pairs and not (m.features_suffice and ctx.feature_weights)
+    if m.needs_model and pos is None:
+        need_pairs = False  # it reads FitContext.texts instead, and checks them itself
     if need_pairs or pos is not None:
         if pos is None or neg is None:
             raise FitError(f"{m.label} needs a dataset of pairs.")

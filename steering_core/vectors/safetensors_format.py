@@ -6,6 +6,12 @@ such as ACE) and string metadata: ``format``, ``version``, ``name``, ``layer``, 
 :mod:`steering_core.model.operators`) and ``meta`` (JSON). Reading also accepts a plain
 safetensors file with a ``direction`` tensor or exactly one 1-D tensor.
 
+A trained adaptor that is not one vector (LoReFT, LoReST: :mod:`steering_core.vectors.trained`)
+also writes its parameters as tensors ``adaptor.<name>`` (``adaptor.R``, ``adaptor.W``, ...) and
+metadata ``adaptor``, JSON ``{"kind": ..., "config": {...}}`` (how it was trained). Its operator
+name is a hash of those parameters; reading checks the hash and binds the operator again, so the
+vector steers in a fresh process.
+
 Files come from outside, so bytes that look like a pickle or a ``torch.save`` zip archive are
 refused before any parsing (:func:`steering_core.vectors.uploads.refuse_pickle`); nothing here
 ever unpickles.
@@ -38,13 +44,63 @@ def to_safetensors_bytes(vec: SteeringVector) -> bytes:
     tensors = {"direction": vec.direction.contiguous()}
     if vec.reference is not None:
         tensors["reference"] = vec.reference.contiguous()
+    adaptor = _adaptor_to_write(vec)
     metadata = {
         "format": SAFETENSORS_FORMAT, "version": str(SAFETENSORS_VERSION), "name": vec.name,
         "layer": str(vec.layer), "method": vec.method, "dataset": vec.dataset, "model_id": vec.model_id,
         "created": vec.created, "operator": vec.operator,
         "meta": json.dumps(vec.meta, ensure_ascii=False, allow_nan=False),
     }
+    if adaptor is not None:
+        tensors.update({f"{ADAPTOR_PREFIX}{k}": t.contiguous() for k, t in adaptor.params.items()})
+        metadata["adaptor"] = json.dumps({"kind": adaptor.kind, "config": adaptor.config}, allow_nan=False)
     return st_save(tensors, metadata=metadata)
+
+
+ADAPTOR_PREFIX = "adaptor."
+
+
+def _claims_adaptor(operator: str) -> bool:
+    from steering_core.vectors.trained.adaptor import looks_like_adaptor
+
+    return looks_like_adaptor(operator) is not None
+
+
+def _adaptor_to_write(vec: SteeringVector):
+    """The adaptor bound to the vector's operator, or None for an ordinary operator."""
+    from steering_core.vectors.trained.adaptor import bound_adaptor
+
+    adaptor = bound_adaptor(vec.operator)
+    if adaptor is not None and adaptor.d_model != vec.d_model:
+        raise VectorError(f"{vec.name!r}: its {adaptor.label} has d_model {adaptor.d_model} but its direction has "
+                          f"length {vec.d_model}.")
+    return adaptor
+
+
+def _bind_file_adaptor(tensors: dict, md: dict, operator: str) -> None:
+    """Rebuild and bind the adaptor a file carries, so its operator name means its parameters."""
+    from steering_core.errors import SteeringCoreError
+    from steering_core.vectors.trained.adaptor import Adaptor, looks_like_adaptor
+
+    try:
+        spec = json.loads(md.get("adaptor") or "{}")
+    except (json.JSONDecodeError, RecursionError):
+        raise VectorError("The file's 'adaptor' metadata is not valid JSON.") from None
+    if not isinstance(spec, dict):
+        raise VectorError("The file's 'adaptor' metadata must be a JSON object.")
+    kind = spec.get("kind") or looks_like_adaptor(operator)
+    params = {k[len(ADAPTOR_PREFIX):]: t for k, t in tensors.items() if k.startswith(ADAPTOR_PREFIX)}
+    if not params:
+        raise VectorError(f"The file says the vector is a trained {kind} adaptor (operator {operator!r}) but holds none "
+                          "of its parameters, so it cannot steer.")
+    try:
+        adaptor = Adaptor(str(kind), params, spec.get("config") or {})
+    except SteeringCoreError as exc:
+        raise VectorError(f"The file's adaptor cannot be used: {first_line(exc)}") from None
+    if adaptor.operator != operator:
+        raise VectorError(f"The file's adaptor parameters do not match its operator name {operator!r}: the file was "
+                          "changed after it was saved.")
+    adaptor.bind()
 
 
 def _looks_like_safetensors(data: bytes) -> bool:
@@ -127,6 +183,8 @@ def from_safetensors_bytes(data: bytes, name: str | None = None, layer: int | No
                               f"{sorted(tensors)[:10]}; cannot tell which is the vector.")
     direction = _file_tensor(tensors[key], key)
     operator = md.get("operator", "add") or "add"
+    if "adaptor" in md or _claims_adaptor(operator):
+        _bind_file_adaptor(tensors, md, operator)
     op = vector_operator(operator)
     reference = None
     if op.needs_reference:
@@ -163,4 +221,4 @@ def from_safetensors_bytes(data: bytes, name: str | None = None, layer: int | No
     )
 
 
-__all__ = ["SAFETENSORS_FORMAT", "SAFETENSORS_VERSION", "from_safetensors_bytes", "to_safetensors_bytes"]
+__all__ = ["ADAPTOR_PREFIX", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION", "from_safetensors_bytes", "to_safetensors_bytes"]
