@@ -17,6 +17,7 @@ import streamlit as st
 from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
+from ui.charts import add_band  # noqa: F401  (re-exported for pages)
 from ui.highlight import snippet_html, tokens_html  # noqa: F401  (re-exported for pages)
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
@@ -134,17 +135,51 @@ def current_sae():
         return None
 
 
+def _packs_under(root: Path) -> list[Path]:
+    """Pack folders (a ``pack.duckdb`` beside ``sae/``) up to three levels under ``root``; folders
+    being shipped (``*.tmp``, ``*.old``) are left out."""
+    found = []
+    for pattern in ("pack.duckdb", "*/pack.duckdb", "*/*/pack.duckdb", "*/*/*/pack.duckdb"):
+        for db in sorted(root.glob(pattern)):
+            if db.is_file() and not db.parent.name.endswith((".tmp", ".old")):
+                found.append(db.parent)
+    return found
+
+
+def _pack_choice(folder: str) -> tuple[str, str, str]:
+    """``(model spec, SAE folder, pack folder)`` of the pack in ``folder``, from its own meta table
+    (the model spec it was built with); a folder that is not a pack is one sentence."""
+    import json
+
+    path = Path(str(folder).strip()).expanduser()
+    if not str(folder).strip():
+        raise SteeringCoreError("Pick a pack or type the folder that holds its pack.duckdb.")
+    if not (path / "pack.duckdb").is_file():
+        raise SteeringCoreError(f"{path} is not a feature pack (no pack.duckdb in it).")
+    if not (path / "sae" / "cfg.json").is_file():
+        raise SteeringCoreError(f"The pack in {path} has no SAE (sae/cfg.json is missing); rebuild or re-ship it.")
+    meta = _cached_pack(str(path.resolve())).meta
+    try:
+        spec = json.loads(meta.get("config", "{}")).get("model") or meta.get("model_id")
+    except ValueError:
+        spec = meta.get("model_id")
+    if not spec:
+        raise SteeringCoreError(f"The pack in {path} does not say which model it was built for (meta.model_id).")
+    return str(spec), str((path / "sae").resolve()), str(path.resolve())
+
+
 def model_picker() -> None:
-    """Sidebar form: embedded default, a TransformerLens model + sae_lens SAE, a folder, or a tiny demo."""
+    """Sidebar form: embedded default, a TransformerLens model + sae_lens SAE, a folder, a feature
+    pack (any pack under ``cache/`` or a typed folder: its model and SAE), or a tiny demo."""
     model_spec, sae_spec = _specs()
     with st.sidebar.expander("Model and SAE", expanded=False):
         st.caption(f"In use: **{model_spec}**" + (f" · SAE **{sae_spec}**" if sae_spec else " · no SAE"))
         kind = st.radio(
             "Source",
-            ["Embedded (offline)", "TransformerLens name", "Hugging Face folder", "Tiny random (demo)"],
+            ["Embedded (offline)", "TransformerLens name", "Hugging Face folder", "Feature pack", "Tiny random (demo)"],
             key="picker_kind",
         )
-        name, sae = "", ""
+        name, sae, pack_dir = "", "", ""
         if kind == "TransformerLens name":
             name = st.text_input("Model name", placeholder="gpt2-small", key="picker_tl")
             release = st.text_input("sae_lens release", placeholder="gpt2-small-res-jb", key="picker_rel")
@@ -153,14 +188,23 @@ def model_picker() -> None:
         elif kind == "Hugging Face folder":
             name = st.text_input("Folder", placeholder="/path/to/model", key="picker_hf")
             sae = st.text_input("SAE folder (sae_lens format, optional)", key="picker_hf_sae")
+        elif kind == "Feature pack":
+            packs = [str(p) for p in _packs_under(cache_dir())]
+            listed = st.selectbox(f"Packs under {cache_dir()}", packs, index=0 if packs else None,
+                                  placeholder="none built yet", key="picker_pack_list")
+            typed = st.text_input("…or a pack folder", placeholder="/path/to/pack (holds pack.duckdb and sae/)",
+                                  key="picker_pack_path")
+            pack_dir = typed.strip() or (listed or "")
         if st.button("Load", key="picker_load"):
             spec = {"Embedded (offline)": "embedded", "Tiny random (demo)": "tiny"}.get(kind)
-            if spec is None:
-                if not name.strip():
-                    st.error("Type a model name first.")
-                    return
-                spec = ("tl:" if kind == "TransformerLens name" else "hf:") + name.strip()
             try:
+                if kind == "Feature pack":
+                    spec, sae, pack_dir = _pack_choice(pack_dir)
+                elif spec is None:
+                    if not name.strip():
+                        st.error("Type a model name first.")
+                        return
+                    spec = ("tl:" if kind == "TransformerLens name" else "hf:") + name.strip()
                 with st.spinner(f"Loading {spec}…"):
                     model = _cached_model(spec)
                     sae_choice = sae.strip() or default_sae_spec(spec)
@@ -172,7 +216,8 @@ def model_picker() -> None:
                 return
             st.session_state.model_spec = spec
             st.session_state.sae_spec = sae_choice
-            st.success(f"Loaded {model.name}.")
+            st.session_state.pack_dir = pack_dir or None  # the pack the Features page should open
+            st.success(f"Loaded {model.name}" + (f" with the pack in {pack_dir}." if pack_dir else "."))
             st.rerun()
 
 

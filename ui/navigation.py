@@ -24,6 +24,7 @@ PAGES = [
     ("pages/vectors.py", "Vectors", "Fit vectors with every method, keep a library, ask what a vector does, sweeps."),
     ("pages/sweep.py", "Sweep", "Behaviour × coherence over α, the automatic α, and the next-token view."),
     ("pages/features.py", "Features", "Search SAE features; cards with effects, actions, cosine- and effect-similar lists; compare; map."),
+    ("pages/toyworld.py", "Toy world", "Steering with a known answer: every method's accuracy against the number of examples."),
 ]
 
 
