@@ -45,6 +45,7 @@ def test_labels_keep_words_and_drop_pieces_from_both_sides():
     assert feature_label(["----------", " Pre"], [" ede", "oidal", " Pre"]) == "Pre, dashes"  # words first, then symbol names
     assert input_label([" 6"]) == "numbers"
     assert output_words([" wedding", " love"], exclude=["weddings"]) == ["love"]  # no repeat of the input side
+    assert output_words(["aires", " ted", "ceremony", " the"]) == ["ted"]  # word starts only, no function words
     d = feature_description([" wedding"], ["guests", "ceremony"], [" love", " comprom"], [" sad"])
     assert d == "Fires on wedding. Around: guests, ceremony. Steering raises love. It lowers sad."
 
@@ -107,3 +108,16 @@ def test_content_span_never_reaches_into_the_prompt():
     assert content_span(content, 5, before=4, after=4) == (3, 7)
     assert content_span(np.ones(9, bool), 5, before=2, after=1) == (3, 7)
     assert content_span(np.ones(9, bool), 1, before=3, after=0) == (1, 2)  # position 0 never shows
+
+
+def test_search_text_keeps_words_and_leaves_out_framing_and_what_steering_lowers():
+    from steering_core.describe.labels import search_text
+
+    text = search_text([" wedding", " epidem", "\n"], ["bride", "guests"], [" love", " comprom", " the"])
+    assert text == "wedding, epidem, line break, bride, guests, love"  # no "the": a function word
+    assert "Fires on" not in text and "lowers" not in text
+
+
+def test_context_words_never_count_function_words():
+    snips = [([" the", " and", " cake", " wedding"], 3), ([" the", " and", " cake", " wedding"], 3)]
+    assert context_words(snips, {"the": 5, "and": 5, "cake": 5}, 10_000) == ["cake"]

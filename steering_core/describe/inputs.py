@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from steering_core.describe.words import is_word
+from steering_core.describe.words import is_stop_word, is_word
 
 
 class TokenActivationSums:
@@ -87,13 +87,15 @@ def top_specific(feat: np.ndarray, tok: np.ndarray, score: np.ndarray, n_feature
 def context_words(snippets: Sequence[tuple[Sequence[str], int]], token_counts: dict[str, int], n_tokens: int,
                   k: int = 5, exclude: Sequence[str] = ()) -> list[str]:
     """Dictionary words that recur around a feature's peaks: each word scores (number of snippets
-    it appears in) × idf, so a word in every snippet beats a common word in a few. ``snippets``
+    it appears in) × idf, so a word in every snippet beats a common word in a few; function words
+    ("the", "and") never count. ``snippets``
     are ``(tokens, peak_index)``; the peak token itself and ``exclude`` are left out."""
     skip = {w.strip().lower() for w in exclude}
     seen: Counter[str] = Counter()
     form: dict[str, str] = {}
     for tokens, peak in snippets:
-        words = {t.strip() for i, t in enumerate(tokens) if i != peak and is_word(t) and len(t.strip()) >= 3}
+        words = {t.strip() for i, t in enumerate(tokens)
+                 if i != peak and is_word(t) and len(t.strip()) >= 3 and not is_stop_word(t)}
         for w in words:
             key = w.lower()
             if key in skip:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from steering_core.describe.words import is_word, readable
+from steering_core.describe.words import is_stop_word, is_word, readable
 
 
 def _unique(words, limit: int) -> list[str]:
@@ -39,10 +39,13 @@ def input_words(top_tokens: Sequence[str], limit: int = 3) -> list[str]:
 
 
 def output_words(tokens: Sequence[str], exclude: Sequence[str] = (), limit: int = 2) -> list[str]:
-    """Dictionary words (three letters or more) among the tokens steering promotes, not already
-    named on the input side."""
+    """Dictionary words (three letters or more, no function words) among the tokens steering
+    promotes, not already named on the input side. Only word-initial tokens (a leading space)
+    count: "aires" or "ted" are entries of the word list too, but as tokens without a space they
+    are the ends of longer words."""
     skip = {w.lower().rstrip("s") for w in exclude}
-    cand = [t.strip() for t in tokens if is_word(t) and len(t.strip()) >= 3]
+    cand = [t.strip() for t in tokens
+            if t.startswith(" ") and is_word(t) and len(t.strip()) >= 3 and not is_stop_word(t)]
     return _unique([c for c in cand if c.lower().rstrip("s") not in skip], limit)
 
 
@@ -80,4 +83,12 @@ def feature_description(top_tokens: Sequence[str], context: Sequence[str], gains
     return text
 
 
-__all__ = ["feature_description", "feature_label", "input_description", "input_label", "input_words", "output_words"]
+def search_text(top_tokens: Sequence[str], context: Sequence[str], gains: Sequence[str] = ()) -> str:
+    """What semantic search embeds: the description's words without its framing, and without what
+    steering *lowers* (a feature that suppresses "wedding" should not answer a query about
+    weddings): input words, context words, words steering raises."""
+    words = input_words(top_tokens, limit=5) + list(context) + output_words(gains, limit=5)
+    return ", ".join(w.strip("“”") for w in _unique(words, 15))
+
+
+__all__ = ["feature_description", "search_text", "feature_label", "input_description", "input_label", "input_words", "output_words"]

@@ -25,6 +25,17 @@ SYMBOL_NAMES = {
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'\-]*$")
 
+#: Function words: real words, but they say nothing about what a feature is for, so context words
+#: and search text leave them out (the input side keeps them: a feature may fire on "the").
+STOP_WORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+once only or other our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves let lets may might must shall s t don
+""".split())
+
 
 def _vocab_file() -> Path | None:
     try:
@@ -37,12 +48,13 @@ def _vocab_file() -> Path | None:
 
 @lru_cache(maxsize=1)
 def dictionary() -> frozenset[str]:
-    """Lower-case English words of at least two letters (one-letter entries are mostly pieces)."""
+    """Lower-case English words: entries of at least two letters (one-letter entries are mostly
+    pieces), plus "a" and "I"."""
     path = _vocab_file()
     if path is None:  # pragma: no cover
         return frozenset()
     vocab = json.loads(path.read_text(encoding="utf-8"))["model"]["vocab"]
-    return frozenset(w for w in vocab if len(w) >= 2 and w.isascii() and w.isalpha())
+    return frozenset(w for w in vocab if len(w) >= 2 and w.isascii() and w.isalpha()) | {"a", "i"}
 
 
 def is_word(text: str) -> bool:
@@ -84,4 +96,8 @@ def readable(token: str, fired: bool = False) -> str | None:
     return None
 
 
-__all__ = ["SYMBOL_NAMES", "dictionary", "is_word", "readable", "symbol_name"]
+def is_stop_word(text: str) -> bool:
+    return text.strip().lower() in STOP_WORDS
+
+
+__all__ = ["STOP_WORDS", "SYMBOL_NAMES", "is_stop_word", "dictionary", "is_word", "readable", "symbol_name"]

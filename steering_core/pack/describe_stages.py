@@ -6,7 +6,8 @@
   for the control stage's random directions gives the bar a feature must clear to "steer well".
 * ``labels``: the readable label and description of every feature from both sides (input tokens
   by specificity and context words from ``stats``, TokenChange from ``outputs``), and the
-  embeddings of the descriptions that semantic search reads.
+  embeddings semantic search reads (of the description's words: what it fires on, around, and
+  what steering raises).
 
 Both are cheap (one forward pass per chunk of features, no rollouts), so they rerun whenever the
 statistics or effects change."""
@@ -77,21 +78,23 @@ def outputs(b: Builder) -> None:
 
 @stage("labels", needs=("stats", "outputs"))
 def labels(b: Builder) -> None:
-    from steering_core.describe.labels import feature_description, feature_label
+    from steering_core.describe.labels import feature_description, feature_label, search_text
     from steering_core.model.embeddings import embed_texts
 
     feats = b.con.execute("SELECT f.feature_id, f.live, f.top_tokens, f.context_words, f.top_logits, o.gains, o.losses "
                           "FROM features f LEFT JOIN feature_outputs o USING (feature_id) "
                           "ORDER BY f.feature_id").fetchall()
-    rows = []
+    rows, texts = [], []
     for fid, live, top, ctx, lens, gains, losses in feats:
         if not live:
             rows.append(("dead feature", "", fid))
+            texts.append("dead feature")
             continue
         promoted = gains if gains else (lens or [])
         rows.append((feature_label(top or [], promoted),
                      feature_description(top or [], ctx or [], promoted, losses or []), fid))
-    emb = embed_texts([d or lab for lab, d, _ in rows])
+        texts.append(search_text(top or [], ctx or [], promoted) or rows[-1][0])
+    emb = embed_texts(texts)
     with transaction(b.con):
         tables.set_labels(b.con, rows, [(fid, emb[i].tolist()) for i, (_, _, fid) in enumerate(rows)])
         set_meta(b.con, {"label_embedding_of": "description"})

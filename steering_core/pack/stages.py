@@ -92,7 +92,10 @@ def stats(b: Builder) -> None:
     from steering_core.pack.stats import feature_statistics
 
     st = feature_statistics(b.model, b.sae, b.corpus, b.acts, b.cfg.stats, b.log_path, b.show_bar)
-    emb = embed_texts([d or lab for d, lab in zip(st.descriptions, st.labels)])
+    from steering_core.describe.labels import search_text
+
+    emb = embed_texts([(search_text(st.top_tokens[i], st.context[i]) if st.live[i] else "") or st.labels[i]
+                       for i in range(len(st.labels))])
     rows = [(i, st.labels[i], st.labels[i], "", float(st.density[i]), float(st.mean_act[i]), float(st.max_act[i]),
              bool(st.density[i] > 0), st.hist_counts[i].tolist(), float(st.max_act[i]), st.top_tokens[i],
              st.top_logits[i], st.bottom_logits[i], st.descriptions[i], st.context[i]) for i in range(len(st.labels))]
