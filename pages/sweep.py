@@ -8,18 +8,62 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
+from steering_core import datasets as dsm
+from steering_core.browse.rows import feature_table
 from steering_core.measure.alpha import auto_alpha
-from steering_core.measure.comparison import Candidate, compare, peak_verdict
+from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
+from steering_core.measure.prompt_pairs import FeatureSelection, find_target_features, target_spec
+from steering_core.measure.prompting import PLACEMENTS, PromptEntry, prompt_baseline
+from steering_core.measure.report import (
+    compare_settings,
+    feature_source,
+    make_report,
+    report_zip,
+    saved_vector_source,
+)
 from steering_core.measure.sweep import MAX_SAMPLES, SweepSpec, run_sweep
+from steering_core.model.precision import dtype_name
 
 ui.setup_page("Sweep")
 st.title("Sweep α")
 ss = st.session_state
 model = ui.current_model()
 sae = ui.current_sae()
+pack = ui.current_pack()
 vstore = ui.library().vectors
+PLACEMENT_LABELS = {"system": "system prompt", "prefix": "before each prompt"}
+
+
+def label_of(fid: int) -> str:
+    """A feature's label from the open pack ("" without one)."""
+    return feature_table(pack).label_of(fid) if pack is not None else ""
+
+
+def prompt_entries(text: str, placement: str) -> list[PromptEntry]:
+    """One prompting entry per non-empty line (repeated lines once), named after its instruction."""
+    lines = dict.fromkeys(line.strip() for line in text.splitlines())
+    return [PromptEntry(f"prompt: {line}", line, placement) for line in lines if line]
+
+
+def dataset_targets() -> None:
+    """Button callback: put the chosen dataset's target features into the target-feature field
+    (before that field is drawn, so it can be set), or keep the error for the page to show."""
+    choice = ss.sw_tf_dataset
+    try:
+        ds = (ui.library().datasets.load(choice[len("saved: "):]) if choice.startswith("saved: ")
+              else dsm.load_example(choice[len("example: "):]))
+        sel = FeatureSelection(share=float(ss.sw_tf_share), max_negative_share=float(ss.sw_tf_neg))
+        tf = find_target_features(model, sae, ds, sel)
+        target_spec(SweepSpec(prompts=("-",), alphas=(0.0,)), tf)  # says so when there is none
+        ss.sw_tf = ", ".join(str(f) for f in tf.target)
+        ss.sw_use_tf = True
+        ss.sw_tf_found = (choice, tf)
+        ss.pop("sw_tf_error", None)
+    except SteeringCoreError as exc:
+        ss.sw_tf_error = str(exc)
+        ss.pop("sw_tf_found", None)
 
 # -- what to sweep -------------------------------------------------------------------------------------
 with st.sidebar:
@@ -84,8 +128,24 @@ with sweep_tab:
                              disabled=not use_kw)
     use_sim = s2.checkbox("Similarity to a concept (MiniLM)", value=False, key="sw_use_sim")
     concept = s2.text_input("Concept description", "weddings and marriage", key="sw_concept", disabled=not use_sim)
-    use_tf = s3.checkbox("Target SAE features", value=False, key="sw_use_tf", disabled=sae is None)
-    target_features = s3.text_input("Feature ids (comma-separated)", "", key="sw_tf", disabled=not use_tf)
+    use_tf = s3.checkbox("Target SAE features", key="sw_use_tf", disabled=sae is None, **ui.first_value("sw_use_tf", False))
+    target_features = s3.text_input("Feature ids (comma-separated)", key="sw_tf", disabled=not use_tf,
+                                    **ui.first_value("sw_tf", ""))
+    if sae is not None:
+        with s3.expander("…or a dataset's target features"):
+            st.caption("The SAE features that fire on the target word of at least this share of the positives "
+                       "([Purchase 2025] §3.2.2 asks for all of them) and on at most this share of the negatives.")
+            st.selectbox("Dataset", [f"saved: {n}" for n in ui.library().datasets.names()]
+                         + [f"example: {n}" for n in dsm.example_datasets()], key="sw_tf_dataset")
+            t1, t2 = st.columns(2)
+            t1.number_input("Share of positives", 0.05, 1.0, 0.3, 0.05, key="sw_tf_share")
+            t2.number_input("Largest share of negatives", 0.0, 1.0, 0.05, 0.05, key="sw_tf_neg")
+            st.button("Use its target features", key="sw_tf_go", on_click=dataset_targets)
+            if ss.get("sw_tf_error"):
+                st.error(ss.sw_tf_error)
+            found = ss.get("sw_tf_found")
+            if found:
+                st.caption(f"{found[0]}: " + "; ".join(f"#{f} {label_of(f)}".strip() for f in found[1].target))
     use_judge = bool(judge_url.strip())
     criterion = st.text_input("Judge criterion", "The text contains discussion about a wedding", key="sw_criterion",
                               disabled=not use_judge, help="Used only when a judge endpoint is set in the sidebar.")
@@ -93,6 +153,12 @@ with sweep_tab:
                                   ("judge", use_judge)) if on]
     behaviour = st.radio("Behavioural score in the product", behaviours or ["keywords"], key="sw_behaviour",
                          horizontal=True)
+    p1, p2 = st.columns([3, 1])
+    sw_instruction = p1.text_input("Prompting baseline (optional)", "", key="sw_prompting",
+                                   placeholder="e.g. Always mention weddings.",
+                                   help="An instruction instead of a vector, scored on the same prompts, seeds and "
+                                        "scorers; drawn as a horizontal line.")
+    sw_placement = p2.selectbox("Placed as", PLACEMENTS, key="sw_placement", format_func=PLACEMENT_LABELS.get)
     b1, b2 = st.columns([1, 5])
     go_sweep = b1.button("Run sweep", type="primary", key="sw_go", disabled=vector is None)
     if vector is None:
@@ -136,10 +202,17 @@ with sweep_tab:
             judge = JudgeConfig(judge_url, judge_model, judge_key).check() if use_judge else None
             ss.sw_running = {"vector": vector, "layer": layer, "spec": spec, "reference": reference, "auto": auto,
                              "label": label, "operator": operator}
+            prompted = None
+            if sw_instruction.strip():
+                bar.progress(0.0, text="Prompting baseline…")
+                prompted = prompt_baseline(model, PromptEntry(f"prompt: {sw_instruction.strip()}", sw_instruction,
+                                                              sw_placement), spec, sae=sae if use_tf else None,
+                                           cache=ui.library().sweeps, judge=judge)
             points = run_sweep(model, vector, layer, spec, sae=sae if use_tf else None, reference=reference,
                                cache=ui.library().sweeps, judge=judge, operator=operator,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
-            ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour}
+            ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour,
+                            "prompt": prompted}
         except SteeringCoreError as exc:  # (a ValueError too: keep this first)
             ui.show_error(exc)
         except ValueError:
@@ -166,12 +239,26 @@ with sweep_tab:
                                 fill="toself", opacity=0.15, line=dict(width=0), showlegend=False, hoverinfo="skip")
         if res["auto"] is not None:
             fig.add_vline(x=res["auto"], line_dash="dot", annotation_text="automatic α")
+        prompted = res.get("prompt")
+        if prompted is not None:
+            pp = prompted.point
+            fig.add_hline(y=pp.get("product"), line_dash="dash", line_width=3,
+                          annotation_text=f"{prompted.entry.name} ({res['behaviour']} × coherence)")
+            fig.add_hline(y=pp.get(res["behaviour"]), line_dash="dot", line_width=1,
+                          annotation_text=f"{prompted.entry.name} ({res['behaviour']})",
+                          annotation_position="bottom right")
         fig.update_layout(height=380, xaxis_title="α", yaxis_title="score", legend=dict(orientation="h"))
         st.plotly_chart(fig, width="stretch")
         verdict = peak_verdict(pts, res["behaviour"], res["label"])
         st.caption(verdict.message + (f" (automatic α {res['auto']:.1f})" if res["auto"] else ""))
         if verdict.warning:
             st.warning(verdict.warning)
+        if prompted is not None:
+            pp = prompted.point
+            better = "beats" if verdict.product > pp.get("product") else "does not beat"
+            st.caption(f"Prompting baseline {prompted.entry.instruction!r} ({PLACEMENT_LABELS[prompted.entry.placement]}"
+                       f"): {res['behaviour']} {pp.get(res['behaviour']):.2f}, coherence {pp.get('coherence'):.2f}, "
+                       f"product {pp.get('product'):.2f}; the best α {better} it.")
         cols = [c for c in df.columns if not c.endswith("_se")]
         st.dataframe(df[cols], hide_index=True, width="stretch")
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
@@ -217,33 +304,58 @@ with token_tab:
 with compare_tab:
     st.caption("One task run across vectors ([Chalnev 2024], Table 2): each candidate is swept from 0 to 3× its own "
                "automatic α on the prompts and keywords of the first tab; the table gives the peak keyword hit "
-               "rate × coherence and the α where it peaks.")
+               "rate × coherence and the α where it peaks. Prompting baselines (AxBench's lesson: start with a "
+               "prompt) are scored on the same rows and drawn as horizontal lines.")
     chosen = st.multiselect("Saved vectors", vstore.names(), key="cmp_vectors")
     feats = st.text_input("SAE features (ids, comma-separated)", "", key="cmp_features", disabled=sae is None)
+    q1, q2 = st.columns([3, 1])
+    instructions = q1.text_area("Prompting baselines, one instruction per line (optional)", "", key="cmp_prompting",
+                                placeholder="Always mention weddings.", height=80)
+    placement = q2.selectbox("Placed as", PLACEMENTS, key="cmp_placement", format_func=PLACEMENT_LABELS.get)
     if st.button("Compare", key="cmp_go"):
         bar = st.progress(0.0, text="Comparing…")
         try:
-            cands = []
+            cands, sources = [], []
             for name in chosen:
                 v = vstore.load(name)
                 cands.append(Candidate(name, v.unit(), v.layer, v.reference, v.operator))
+                sources.append(saved_vector_source(v))
             for piece in [x for x in feats.replace(";", ",").split(",") if x.strip()] if sae is not None else []:
                 fid = sae.check_feature(piece)
                 cands.append(Candidate(f"feature {fid}", sae.decoder_direction(fid), sae.layer))
+                sources.append(feature_source(fid, sae.layer, sae.source, sae.decoder_direction(fid)))
+            entries = prompt_entries(instructions, placement)
             task = SweepSpec(prompts=tuple(prompts.splitlines()), alphas=(0.0,), samples=int(samples),
                              new_tokens=int(new_tokens), seed=int(seed), keywords=tuple(keywords.split(",")))
-            rows, curves = compare(model, cands, task, cache=ui.library().sweeps,
+            rows, curves = compare(model, cands, task, cache=ui.library().sweeps, prompts=entries,
                                    on_candidate=lambda i, n, name: bar.progress(i / max(1, n), text=f"{name} ({i}/{n})"))
             ss.cmp_result = (rows, curves)
+            ss.pop("cmp_report", None)  # never the report of an earlier comparison
+            settings = compare_settings(task, sources, entries, DEFAULT_MULTIPLIERS, 0.5, model.name,
+                                        dtype_name(model.dtype), sae.source if sae is not None else None)
+            ss.cmp_report = report_zip(make_report(rows, curves, settings,
+                                                   title=f"{model.name}: keywords × coherence"))
         except SteeringCoreError as exc:
             ui.show_error(exc)
         bar.empty()
     if ss.get("cmp_result"):
         rows, curves = ss.cmp_result
-        st.dataframe(pd.DataFrame([r.__dict__ for r in rows]), hide_index=True, width="stretch")
+        table = pd.DataFrame([r.__dict__ for r in rows])
+        first = ["name", "kind", "peak_product", "alpha_at_peak", "auto_alpha", "behaviour_at_peak",
+                 "coherence_at_peak", "layer", "instruction"]
+        st.dataframe(table[first + [c for c in table.columns if c not in first]], hide_index=True, width="stretch")
         fig = go.Figure()
-        for name, pts in curves.items():
-            fig.add_scatter(x=[p.alpha for p in pts], y=[p.get("product") for p in pts], name=name,
-                            mode="lines+markers")
+        for r in rows:
+            pts = curves[r.name]
+            if r.kind == "prompt":
+                fig.add_hline(y=pts[0].get("product"), line_dash="dash", annotation_text=r.name)
+            else:
+                fig.add_scatter(x=[p.alpha for p in pts], y=[p.get("product") for p in pts], name=r.name,
+                                mode="lines+markers")
         fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence", legend=dict(orientation="h"))
         st.plotly_chart(fig, width="stretch")
+        if ss.get("cmp_report"):
+            st.download_button("Download the Compare report (CSV + PNG + settings JSON)", ss.cmp_report,
+                               "compare_report.zip", mime="application/zip", key="cmp_download",
+                               help="compare.csv: every point, peak rows marked; compare.png: the curves; "
+                                    "settings.json: everything needed to rerun it.")

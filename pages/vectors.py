@@ -9,8 +9,10 @@ import ui
 from steering_core import SteeringCoreError
 from steering_core import datasets as dsm
 from steering_core import vectors as vm
-from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
+from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter, feature_table
 from steering_core.measure import vector_effects as ve
+from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
+from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import (
     FitRequest,
@@ -272,28 +274,119 @@ with layer_tab:
                    f"{best['pair_accuracy']:.2f}, d′ {best['projection_gap']:.2f}).")
 
 # -- data efficiency ---------------------------------------------------------------------------------------
+PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"
+#: The figures of the prompt-pair mode: metric → y-axis title.
+PAIR_FIGURES = {"target": "target-feature activation", "off_target": "off-target activation",
+                "word_similarity": "generated-word similarity"}
+
+
+def feature_rows(ids, extra: list[dict] | None = None) -> pd.DataFrame:
+    """Features with their labels from the open pack (and per-feature columns ``extra``, when given)."""
+    labels = feature_table(pack) if pack is not None else None
+    rows = extra if extra is not None else [{"feature": f} for f in ids]
+    return pd.DataFrame([{**r, "label": labels.label_of(r["feature"]) if labels else ""} for r in rows])
+
+
+def show_features(tf) -> None:
+    """A dataset's target features (with how often they fire on each side) and off-target features."""
+    st.markdown(f"**Target features** ({len(tf.target)}, from {tf.n_pairs} training pairs at block {tf.sae_layer})")
+    if tf.target:
+        st.dataframe(feature_rows(tf.target, tf.rows()), hide_index=True, width="stretch")
+    else:
+        st.caption("None at this threshold: lower the share of positives.")
+    st.markdown(f"**Off-target features** ({len(tf.off_target)} drawn from the {tf.n_silent:,} that fire on "
+                "neither side)")
+    if tf.off_target:
+        st.dataframe(feature_rows(tf.off_target), hide_index=True, width="stretch", height=200)
+
+
 with eff_tab:
     d1, d2, d3 = st.columns([2, 1, 1])
     echoice = d1.selectbox("Dataset", dataset_choices(), key="de_dataset")
     elayer = d2.number_input("Layer", 0, model.n_layers - 1, int(default_layer), key="de_layer")
     repeats = d3.number_input("Subsets per point", 1, 10, 3, key="de_repeats")
+    emode = st.radio("Score", [PAIR_ACCURACY, PROMPT_PAIRS], key="de_mode", horizontal=True,
+                     help="Prompt-pair metrics steer the held-out negatives and read the target and off-target "
+                          "features at the target word, and the word the model writes there.")
     emethods = st.multiselect("Methods", [m for m in METHODS if m in usable and METHODS[m].uses_pairs],
                               default=["caa", "pca_diff", "probe"], key="de_methods")
-    if st.button("Run data-efficiency sweep", key="de_go"):
-        bar = st.progress(0.0, text="Extracting activations…")
-        try:
-            pts = sweep_pairs(model, open_dataset(echoice), int(elayer), emethods, ctx=context(),
-                              repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
-            ss.de_result = pd.DataFrame([p.__dict__ for p in pts])
-        except SteeringCoreError as exc:
-            ui.show_error(exc)
-        bar.empty()
-    res = ss.get("de_result")
-    if res is not None and not res.empty:
-        fig = go.Figure()
-        for m, g in res.groupby("method"):
-            fig.add_scatter(x=g["n_pairs"], y=g["pair_accuracy"], name=METHODS[m].label, mode="lines+markers",
-                            error_y=dict(type="data", array=g["accuracy_sd"]))
-        fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
-                          yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=dict(orientation="h"))
-        st.plotly_chart(fig, width="stretch")
+    if emode == PAIR_ACCURACY:
+        if st.button("Run data-efficiency sweep", key="de_go"):
+            bar = st.progress(0.0, text="Extracting activations…")
+            try:
+                pts = sweep_pairs(model, open_dataset(echoice), int(elayer), emethods, ctx=context(),
+                                  repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
+                ss.de_result = pd.DataFrame([p.__dict__ for p in pts])
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
+            bar.empty()
+        res = ss.get("de_result")
+        if res is not None and not res.empty:
+            fig = go.Figure()
+            for m, g in res.groupby("method"):
+                fig.add_scatter(x=g["n_pairs"], y=g["pair_accuracy"], name=METHODS[m].label, mode="lines+markers",
+                                error_y=dict(type="data", array=g["accuracy_sd"]))
+            fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
+                              yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=dict(orientation="h"))
+            st.plotly_chart(fig, width="stretch")
+    elif sae is None:
+        st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
+    else:
+        st.caption(f"Target features fire on the target word of at least a share of the positives ([Purchase 2025] "
+                   f"asks for all of them); off-target features fire on neither side. The SAE reads block {sae.layer}.")
+        f1, f2, f3, f4 = st.columns(4)
+        share = f1.number_input("Share of positives", 0.05, 1.0, 1.0, 0.05, key="de_share")
+        neg_share = f2.number_input("Largest share of negatives", 0.0, 1.0, 1.0, 0.05, key="de_neg_share",
+                                    help="1.0: no limit (the document's rule). Lower it to drop features that "
+                                         "fire on both sides alike.")
+        n_off = f3.number_input("Off-target features", 0, 512, DEFAULT_OFF_TARGET, key="de_off")
+        e_alpha = f4.number_input("α (1 = the mean gap)", 0.0, 20.0, 1.0, 0.25, key="de_alpha")
+        sel = FeatureSelection(share=float(share), off_target=int(n_off),
+                               max_negative_share=float(neg_share) if neg_share < 1.0 else None)
+        g1, g2 = st.columns(2)
+        if g1.button("Find target features", key="de_tf_go"):
+            try:
+                ss.de_features = (echoice, find_target_features(model, sae, open_dataset(echoice), sel))
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
+        if g2.button("Run prompt-pair sweep", key="de_pp_go"):
+            bar = st.progress(0.0, text="Target features and activations…")
+            try:
+                setup = PromptPairSetup(layer=int(elayer), methods=tuple(emethods), alpha=float(e_alpha),
+                                        repeats=int(repeats), selection=sel)
+
+                def step(method: str, n: int) -> None:
+                    bar.progress(min(1.0, emethods.index(method) / max(1, len(emethods))),
+                                 text=f"{METHODS[method].label}: {n} pairs")
+
+                ss.de_pp_result = (echoice, prompt_pair_efficiency(model, sae, open_dataset(echoice), setup,
+                                                                   ctx=context(), on_point=step))
+                ss.de_features = (echoice, ss.de_pp_result[1].features)
+            except SteeringCoreError as exc:
+                ui.show_error(exc)
+            bar.empty()
+        got = ss.get("de_pp_result")
+        if got is not None:
+            name, pp = got
+            st.caption(f"{name}: {len(pp.train)} training and {len(pp.heldout)} held-out pairs, α = "
+                       f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s.")
+            methods = list(dict.fromkeys(p.method for p in pp.points))
+            for metric, title in PAIR_FIGURES.items():
+                fig = go.Figure()
+                for m in methods:
+                    cur = pp.curve(metric, m)
+                    if cur:
+                        fig.add_scatter(x=[p.n_pairs for p in cur], y=[p.mean for p in cur], name=METHODS[m].label,
+                                        mode="lines+markers", error_y=dict(type="data", array=[p.sd for p in cur]))
+                if metric in pp.baseline:
+                    fig.add_hline(y=pp.baseline[metric], line_dash="dash", annotation_text="unsteered")
+                if metric in pp.positives:
+                    fig.add_hline(y=pp.positives[metric], line_dash="dot", annotation_text="positives",
+                                  annotation_position="bottom right")
+                fig.update_layout(height=300, title=title, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
+                                  yaxis_title=title, legend=dict(orientation="h"))
+                st.plotly_chart(fig, width="stretch")
+        found = ss.get("de_features")
+        if found is not None:
+            st.caption(f"Features of {found[0]}:")
+            show_features(found[1])

@@ -88,3 +88,102 @@ def test_unreachable_judge_warns_and_keeps_the_curves(page):
     assert at.warning and "cannot be reached" in at.warning[0].value
     pts = at.session_state["sw_result"]["points"]
     assert [p.alpha for p in pts] == [0.0, 5.0] and all("keywords" in p.scores for p in pts)
+
+
+# -- prompting baselines and the Compare report (issue 19) --------------------------------------------------
+
+
+def _hlines(chart) -> list[float]:
+    """The y of every horizontal line (``fig.add_hline``) on a plotly chart element."""
+    import json
+
+    spec = json.loads(chart.proto.spec)
+    return [s["y0"] for s in spec["layout"].get("shapes", []) if s.get("xref") == "x domain" and s["y0"] == s["y1"]]
+
+
+def _compare_with_prompting(page, features: str = "1", instructions: str = "Always mention weddings.") -> AppTest:
+    page.text_input(key="sw_keywords").set_value("the, a")
+    page.number_input(key="sw_samples").set_value(1)
+    page.number_input(key="sw_tokens").set_value(4)
+    page.number_input(key="sw_seed").set_value(3)
+    page.text_input(key="cmp_features").set_value(features)
+    page.text_area(key="cmp_prompting").set_value(instructions)
+    page.selectbox(key="cmp_placement").set_value("prefix")
+    return page.button(key="cmp_go").click().run()
+
+
+def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
+    at = _compare_with_prompting(page, instructions="Always mention weddings.\n\nAlways mention weddings.\nBe brief.")
+    assert not at.exception, at.exception
+    rows, curves = at.session_state["cmp_result"]
+    by = {r.name: r for r in rows}
+    assert set(by) == {"feature 1", "prompt: Always mention weddings.", "prompt: Be brief."}  # a repeated line once
+    assert by["prompt: Be brief."].kind == "prompt" and by["feature 1"].kind == "vector"
+    table = at.dataframe[0].value
+    assert list(table.columns[:2]) == ["name", "kind"]
+    assert sorted(table["kind"]) == ["prompt", "prompt", "vector"]
+    assert table.set_index("name").loc["prompt: Be brief.", "instruction"] == "Be brief."
+    chart = at.get("plotly_chart")[-1]
+    lines = _hlines(chart)
+    want = [curves[n][0].get("product") for n in ("prompt: Always mention weddings.", "prompt: Be brief.")]
+    assert sorted(lines) == pytest.approx(sorted(want))
+    import json
+
+    traces = [t.get("name") for t in json.loads(chart.proto.spec)["data"]]
+    assert traces == ["feature 1"]  # prompting entries are lines, not curves
+
+
+def test_the_compare_report_zip_holds_csv_settings_and_png(page):
+    import csv
+    import io
+    import zipfile
+
+    from steering_core.measure.prompting import PromptEntry
+    from steering_core.measure.report import CSV_NAME, PNG_NAME, SETTINGS_NAME, load_settings
+
+    at = _compare_with_prompting(page)
+    assert not at.exception, at.exception
+    assert at.get("download_button"), "the Compare tab offers the report"
+    rows, _ = at.session_state["cmp_result"]
+    with zipfile.ZipFile(io.BytesIO(at.session_state["cmp_report"])) as z:
+        assert sorted(z.namelist()) == sorted([CSV_NAME, SETTINGS_NAME, PNG_NAME])
+        assert z.read(PNG_NAME).startswith(b"\x89PNG")
+        table = list(csv.DictReader(io.StringIO(z.read(CSV_NAME).decode())))
+        text = z.read(SETTINGS_NAME).decode()
+    assert {r["name"] for r in table if r["peak"] == "1"} == {r.name for r in rows}
+    s = load_settings(text)
+    spec = s.task_spec()
+    assert spec.prompts == ("I think", "Tell me about your weekend.", "Write a short story.")
+    assert (spec.samples, spec.new_tokens, spec.seed, spec.keywords) == (1, 4, 3, ("the", "a"))
+    assert s.prompting == (PromptEntry("prompt: Always mention weddings.", "Always mention weddings.", "prefix"),)
+    # rerunning from the settings gives the same table
+    from steering_core import load_model
+    from steering_core.measure.comparison import Candidate, compare
+    from steering_core.measure.report import vector_digest
+    from steering_core.model.saes import load_sae
+
+    model = load_model("tiny")
+    sae = load_sae("tiny", model)
+    (c,) = s.candidates
+    assert (c.name, c.kind, c.feature, c.layer) == ("feature 1", "sae feature", 1, sae.layer)
+    assert c.digest == vector_digest(sae.decoder_direction(1))
+    assert s.multipliers[0] == 0.0 and s.multipliers[-1] == 3.0 and s.target_dce == 0.5
+    assert s.model == model.name and s.precision == "fp32"
+    again, _ = compare(model, [Candidate(c.name, sae.decoder_direction(c.feature), c.layer)], spec,
+                       multipliers=s.multipliers, target_dce=s.target_dce, prompts=s.prompting)
+    assert [(r.name, r.peak_product) for r in again] == [(r.name, r.peak_product) for r in rows]
+
+
+def test_a_sweep_with_a_prompting_baseline_draws_it_as_lines(page):
+    page.text_input(key="sw_prompting").set_value("Always mention weddings.")
+    page.selectbox(key="sw_placement").set_value("prefix")
+    at = _sweep(page, "0, 5")
+    assert not at.exception, at.exception
+    res = at.session_state["sw_result"]
+    prompted = res["prompt"]
+    assert prompted.entry.instruction == "Always mention weddings." and prompted.point.alpha == 0.0
+    # scored against the unsteered rollouts of the same rows: the sweep's own α = 0 point
+    assert prompted.baseline.get("loglik") == res["points"][0].get("loglik")
+    lines = _hlines(at.get("plotly_chart")[0])
+    assert lines == pytest.approx([prompted.point.get("product"), prompted.point.get("keywords")])
+    assert any(c.value.startswith("Prompting baseline 'Always mention weddings.'") for c in at.caption)

@@ -3,6 +3,7 @@ save datasets; fit, list, combine, inspect and sweep vectors; clear messages for
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,84 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     at = _button(at, "de_go")
     assert not at.exception, at.exception
     assert at.session_state["de_result"]["n_pairs"].max() == 35
+
+
+# -- prompt-pair metrics in Data efficiency (issue 19) --------------------------------------------------------
+
+
+def test_data_efficiency_on_the_prompt_pair_metrics_with_labelled_target_features(app_env):
+    import json
+
+    from steering_core import load_model
+    from steering_core.browse.rows import feature_table
+    from steering_core.datasets import load_example
+    from steering_core.measure.prompt_pairs import (
+        FeatureSelection,
+        feature_texts,
+        final_token_features,
+        find_target_features,
+        firing_share,
+    )
+    from steering_core.model.saes import load_sae
+    from steering_core.pack.reader import FeaturePack
+    from steering_core.vectors.methods import METHODS
+
+    # a share that some features of the tiny pack's SAE (40 features, 4 active per token) reach
+    model = load_model("tiny")
+    sae = load_sae(str(app_env / "pack" / "sae"), model)
+    ds = load_example("wedding_vs_neutral")
+    train = [i for i, p in enumerate(ds.pairs) if p.split != "heldout"]
+    shares = firing_share(final_token_features(model, sae, feature_texts(ds, train)[0]))
+    share = round(float(shares.sort(descending=True).values[2]) - 0.005, 3)
+    want = find_target_features(model, sae, ds, FeatureSelection(share=share, off_target=8))
+    assert len(want.target) >= 3
+
+    at = _page("vectors.py")
+    at.selectbox(key="de_dataset").set_value("example: wedding_vs_neutral")
+    at.radio(key="de_mode").set_value("prompt-pair metrics ([Purchase 2025] §3.2.2)")
+    at = at.run()
+    assert not at.exception, at.exception
+    at.number_input(key="de_share").set_value(share)
+    at.number_input(key="de_off").set_value(8)
+    at.number_input(key="de_repeats").set_value(2)
+    at.multiselect(key="de_methods").set_value(["caa", "ace"])
+    at = _button(at, "de_tf_go")
+    assert not at.exception, at.exception
+    labels = feature_table(FeaturePack(app_env / "pack"))
+    eff = at.tabs[4]
+    tables = [d.value for d in eff.dataframe]
+    target = tables[0]
+    assert list(target["feature"]) == list(want.target)
+    assert list(target["label"]) == [labels.label_of(f) for f in want.target]
+    assert any(labels.label_of(f) for f in want.target)  # the tiny pack labels its features
+    assert {"positive share", "negative share", "positive mean", "negative mean"} <= set(target.columns)
+    if want.off_target:  # features silent on both sides (the tiny SAE may have none)
+        assert list(tables[1]["feature"]) == list(want.off_target)
+        assert list(tables[1]["label"]) == [labels.label_of(f) for f in want.off_target]
+    assert f"**Target features** ({len(want.target)}, from 35 training pairs" in _text(at)
+    assert f"**Off-target features** ({len(want.off_target)} drawn from the {want.n_silent:,}" in _text(at)
+
+    at = _button(at, "de_pp_go")
+    assert not at.exception, at.exception
+    name, res = at.session_state["de_pp_result"]
+    assert name == "example: wedding_vs_neutral" and res.features == want
+    assert {p.method for p in res.points} == {"caa", "ace"}
+    charts = [json.loads(c.proto.spec) for c in at.tabs[4].get("plotly_chart")]
+
+    def nums(values) -> list[float]:  # plotly's JSON writes NaN as null
+        return [math.nan if v is None else v for v in values]
+
+    assert [c["layout"]["title"]["text"] for c in charts] == ["target-feature activation", "off-target activation",
+                                                            "generated-word similarity"]
+    for chart, metric in zip(charts, ("target", "off_target", "word_similarity")):
+        assert chart["layout"]["xaxis"]["type"] == "log"
+        by_name = {t["name"]: t for t in chart["data"]}
+        assert set(by_name) == {METHODS["caa"].label, METHODS["ace"].label}
+        for m in ("caa", "ace"):  # a line per method: mean over resamples, SD as error bars
+            t, curve = by_name[METHODS[m].label], res.curve(metric, m)
+            assert t["x"] == [p.n_pairs for p in curve]
+            assert nums(t["y"]) == pytest.approx([p.mean for p in curve], nan_ok=True)  # NaN: no off-target features
+            assert nums(t["error_y"]["array"]) == pytest.approx([p.sd for p in curve], nan_ok=True)
+        lines = nums([sh["y0"] for sh in chart["layout"].get("shapes", [])])
+        assert lines[0] == pytest.approx(res.baseline[metric], nan_ok=True)  # the unsteered level, dashed
+    assert f"took {res.seconds:.1f} s" in _text(at)

@@ -115,3 +115,40 @@ def test_a_sweep_whose_peak_is_faint_says_there_is_no_useful_alpha(page):
     assert not at.exception, at.exception
     assert any("peak keywords × coherence = 0.03 at α = 10.0" in c.value for c in at.caption)
     assert any(w.value.startswith("No useful α: the best keywords × coherence is 0.03") for w in at.warning)
+
+
+# -- a dataset's target features as the sweep's behaviour (issue 19) ----------------------------------------
+
+
+def test_a_datasets_target_features_fill_the_target_feature_score(page, manual_sweep):
+    from steering_core import load_model
+    from steering_core.datasets import load_example
+    from steering_core.measure.prompt_pairs import FeatureSelection, find_target_features
+    from steering_core.model.saes import load_sae
+
+    at = page
+    at.selectbox(key="sw_tf_dataset").set_value("example: wedding_vs_neutral")
+    at.number_input(key="sw_tf_share").set_value(0.5)
+    at.number_input(key="sw_tf_neg").set_value(1.0)
+    at = at.button(key="sw_tf_go").click().run()
+    assert not at.exception, at.exception
+    model = load_model("tiny")
+    want = find_target_features(model, load_sae("tiny", model), load_example("wedding_vs_neutral"),
+                                FeatureSelection(share=0.5, max_negative_share=1.0))
+    assert want.target, "the tiny SAE has features on half the positives"
+    assert at.text_input(key="sw_tf").value == ", ".join(str(f) for f in want.target)
+    assert at.checkbox(key="sw_use_tf").value
+    assert any(c.value.startswith("example: wedding_vs_neutral: #") for c in at.caption)
+    # they are the sweep's behaviour score
+    at.radio(key="sw_behaviour").set_value("target")
+    at = manual_sweep(at.run(), "0, 2", samples=1, tokens=4)
+    assert not at.exception, at.exception
+    res = at.session_state["sw_result"]
+    assert res["behaviour"] == "target" and all("target" in p.scores for p in res["points"])
+    # a threshold no feature meets gets a sentence, and the field keeps its features
+    at.number_input(key="sw_tf_share").set_value(1.0)
+    at.number_input(key="sw_tf_neg").set_value(0.0)
+    at = at.button(key="sw_tf_go").click().run()
+    assert not at.exception, at.exception
+    assert any("no target features" in e.value for e in at.error)
+    assert at.text_input(key="sw_tf").value == ", ".join(str(f) for f in want.target)
