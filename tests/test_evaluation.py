@@ -162,3 +162,24 @@ def test_batched_resamples_score_like_each_fit_steered_alone(tiny_hf, one_thread
         assert got["off_target"].mean == alone.off_target
         assert got["word_similarity"].mean == pytest.approx(w.similarity, abs=1e-5)
         assert got["word_exact"].mean == w.exact
+
+
+def test_prompt_pair_efficiency_takes_the_trained_adaptors_too(tiny_hf, one_thread):
+    """LoReFT and LoReST fit from pairs like CAA, so their curves belong in the same figures; their
+    adaptors steer the held-out rows through their own operators."""
+    import math
+
+    from test_prompt_pairs import LAYER, planted_dataset, planted_sae
+
+    from steering_core.measure.prompt_pairs import WordConfig
+    from steering_core.vectors.evaluation import PromptPairSetup, pair_methods, prompt_pair_efficiency
+
+    assert {"loreft", "lorest"} <= set(pair_methods())
+    ds = planted_dataset()
+    sae = planted_sae(tiny_hf, ds)
+    res = prompt_pair_efficiency(tiny_hf, sae, ds, PromptPairSetup(layer=LAYER, methods=("lorest", "loreft"),
+                                                                   repeats=1, counts=(8,),
+                                                                   words=WordConfig(new_tokens=2)))
+    for method in ("lorest", "loreft"):
+        (p,) = res.curve("target", method)
+        assert p.n_pairs == 8 and math.isfinite(p.mean)
