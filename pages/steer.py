@@ -16,6 +16,7 @@ from steering_core.measure.live import (
     ShownSettings,
     SideBySide,
     SteerLink,
+    operator_choices,
     parse_steer_link,
     random_direction,
     sae_direction,
@@ -23,7 +24,9 @@ from steering_core.measure.live import (
     side_by_side,
     unsteered_key,
     uploaded_direction,
+    with_operator,
 )
+from steering_core.model.operators import get_operator
 
 ui.setup_page("Steer")
 st.title("Steer")
@@ -80,6 +83,15 @@ with st.sidebar:
                 st.info("Upload a vector of length d_model = %d." % model.d_model)
             else:
                 resolved = uploaded_direction(model, up.getvalue(), up.name, normalize)
+        if resolved is not None:
+            choices = operator_choices(resolved)
+            if ss.get("vec_operator") not in choices:  # another vector: start from its own operator
+                ss.vec_operator = resolved.operator
+            op_name = st.selectbox("Operator", choices, key="vec_operator", disabled=len(choices) == 1,
+                                   format_func=lambda n: f"{get_operator(n).label}: {get_operator(n).about}",
+                                   help="How the direction changes the residual: added (α·v), or, like Neuronpedia's "
+                                        "steering, the component along it set or capped at α·|v|.")
+            resolved = with_operator(resolved, op_name)
     except SteeringCoreError as exc:
         error = str(exc)
     if error:

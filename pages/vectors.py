@@ -1,6 +1,8 @@
 """Vectors: fit steering vectors from datasets with every standard method, keep a library (arithmetic,
 safetensors and GGUF export/import), ask any vector what it does, and choose layer and dataset size."""
 
+import dataclasses
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,6 +14,7 @@ from steering_core import vectors as vm
 from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter, feature_table
 from steering_core.measure import vector_effects as ve
 from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
+from steering_core.vectors import trained
 from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import (
@@ -82,11 +85,22 @@ with fit_tab:
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
                             help="last token · mean over tokens · mean over the tokens where the pair differs")
     warn_position(choice, position)
-    usable = {m.name for m in available(FitContext(sae=sae, approximator=approx))}
+    usable = {m.name for m in available(FitContext(sae=sae, approximator=approx, model=model))}
     names = list(METHODS)
     method = st.selectbox("Method", names, key="fit_method",
                           format_func=lambda n: METHODS[n].label + ("" if n in usable else " (needs SAE/pack)"))
     st.caption(METHODS[method].about)
+    training = None
+    if METHODS[method].trained:
+        t1, t2, t3 = st.columns(3)
+        defaults = trained.training_config(method)
+        steps = t1.number_input("Training steps", 1, 100_000, defaults.steps, key=f"fit_steps_{method}")
+        lr = t2.number_input("Learning rate", 1e-6, 10.0, defaults.lr, format="%.4f", key=f"fit_lr_{method}")
+        rank = t3.number_input("Rank", 1, 256, getattr(defaults, "rank", 4), key=f"fit_rank_{method}",
+                               disabled=not hasattr(defaults, "rank"))
+        training = trained.training_config(method, steps=int(steps), lr=float(lr), rank=int(rank))
+    if ss.pop("fit_training", None):  # the last run ended in the middle of training: Stop (or any click)
+        st.info("Training stopped; nothing was saved.")
     weights_text, top = "", 8
     if METHODS[method].needs_sae:
         w1, w2 = st.columns([3, 1])
@@ -103,8 +117,15 @@ with fit_tab:
             # refuse a taken or bad name now, not after the extraction
             vstore.check_name(vector_name(req), overwrite, remedy=f"tick '{OVERWRITE}' or pick another name")
             bar = st.progress(0.0, text="Extracting activations…")
-            res, vec = fit_dataset(model, req, context(weights_text, top),
-                                   on_progress=ui.progress_callback(bar, "texts"))
+            ctx = context(weights_text, top)
+            if training is not None:
+                st.button("Stop training", key="fit_stop", help="Ends training now; nothing is saved.")
+                train_bar = st.progress(0.0, text="Training…")
+                ctx = dataclasses.replace(ctx, training=training,
+                                          on_progress=ui.progress_callback(train_bar, "training steps"))
+                ss.fit_training = True
+            res, vec = fit_dataset(model, req, ctx, on_progress=ui.progress_callback(bar, "texts"))
+            ss.pop("fit_training", None)
             saved = vstore.save(vec, overwrite=overwrite)
             bar.progress(1.0, text="Done")
             for w in res.warnings:
@@ -112,6 +133,7 @@ with fit_tab:
             st.success(f"Saved **{saved}**: {METHODS[method].label}, block {vec.layer}, norm {vec.norm:.3g}.")
             select_vector(saved)
         except SteeringCoreError as exc:
+            ss.pop("fit_training", None)
             if bar is not None:
                 bar.empty()
             ui.show_error(exc)

@@ -111,6 +111,36 @@ def test_fit_save_and_list_vectors_with_several_methods(app_env):
     store.close()
 
 
+def test_trained_methods_fit_with_their_settings_and_a_stop_leaves_nothing(app_env, one_thread):
+    """Issue 18: LoReFT/LoReST/BiPO fit from the page with steps, learning rate and rank; the saved
+    adaptor steers through its own operator; a run interrupted in training (Stop) saves nothing."""
+    from steering_core.vectors.store import VectorStore
+
+    at = _page("vectors.py")
+    at.selectbox(key="fit_dataset").set_value("example: wedding_vs_neutral")
+    at.number_input(key="fit_layer").set_value(1)
+    at.selectbox(key="fit_method").set_value("lorest")
+    at = at.run()
+    at.number_input(key="fit_steps_lorest").set_value(5)
+    at.number_input(key="fit_rank_lorest").set_value(2)
+    at.text_input(key="fit_name").set_value("w-lorest")
+    at = _button(at, "fit_go")
+    assert not at.exception and "Saved **w-lorest**" in _text(at), _text(at)[-500:]
+    assert not at.number_input(key="fit_rank_lorest").disabled
+    store = VectorStore(app_env)
+    vec = store.load("w-lorest")
+    assert vec.method == "lorest" and vec.operator.startswith("lorest_") and vec.meta.get("rank", 2) == 2
+    at.selectbox(key="fit_method").set_value("bipo")
+    at = at.run()
+    assert at.number_input(key="fit_rank_bipo").disabled  # BiPO trains a vector: no rank
+    assert "needs SAE" not in at.selectbox(key="fit_method").format_func("bipo")
+    at.session_state["fit_training"] = True  # as a Stop click leaves it: the run ended inside training
+    at = at.run()
+    assert "Training stopped; nothing was saved." in _text(at)
+    assert store.names() == ["w-lorest"]
+    store.close()
+
+
 def test_bad_feature_weights_and_existing_names_get_messages(app_env):
     at = _fit(_page("vectors.py"), "sae_combo", "combo", weights="12:abc")
     assert at.error and "id:weight" in at.error[0].value

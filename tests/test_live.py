@@ -134,3 +134,20 @@ def test_live_alpha_regenerates_only_the_steered_column_and_equals_a_joint_run(t
         SideBySide(alpha=2.0, **base))
     with pytest.raises(SteeringError, match="cached unsteered column has 2"):
         list(side_by_side(tiny_hf, SideBySide(alpha=1.0, **base), unsteered=["a", "b"]))
+
+
+def test_operator_choices_follow_what_the_vector_carries():
+    import torch
+
+    from steering_core.measure.live import ResolvedVector, operator_choices, with_operator
+    from steering_core.model.steering import SteeringError
+
+    plain = ResolvedVector(torch.ones(4) / 2, "v", 1.0)
+    assert operator_choices(plain) == ["add", "orthogonal", "projection_cap"]
+    ace = ResolvedVector(torch.ones(4) / 2, "w", 1.0, reference=torch.zeros(4), operator="ace")
+    assert "ace" in operator_choices(ace)
+    capped = with_operator(plain, "projection_cap")
+    assert capped.operator == "projection_cap" and capped.description == "v, projection cap"
+    assert with_operator(plain, "add") is plain
+    with pytest.raises(SteeringError, match="cannot be applied with 'ace'"):
+        with_operator(plain, "ace")

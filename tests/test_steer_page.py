@@ -87,6 +87,26 @@ def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_th
     assert any("settings changed" in i.value for i in at.info)
 
 
+def test_the_operator_choice_steers_with_that_operator_and_names_it():
+    """Issue 18: orthogonal decomposition and projection cap are chosen on the Steer page like any
+    vector's operator; the steered column's settings name the operator, so a result made with one
+    operator is never shown as another's."""
+    at = _steer()
+    at.toggle(key="live_alpha").set_value(False)
+    at = _generated(at, max_tokens=3, n_samples=1)
+    box = at.selectbox(key="vec_operator")
+    labels = [o.split(":")[0] for o in box.options]  # the options as shown: "label: what it does"
+    assert box.value == "add" and labels == ["addition", "orthogonal decomposition", "projection cap"]  # no ACE:
+    # a decoder row has no reference point
+    added = at.session_state["steer_last"]["steered"]
+    box.set_value("orthogonal").run()
+    assert any("settings changed" in i.value and "orthogonal" in i.value.lower() for i in at.info)
+    at.button(key="generate").click().run()
+    assert not at.exception, at.exception
+    assert "orthogonal" in at.session_state["steer_last"]["settings"].vector.lower()
+    assert _header(at).startswith("#### Steered") and added is not None
+
+
 def test_the_automatic_alpha_note_belongs_to_its_vector_and_layer():
     at = _steer()
     at.text_input(key="vec_feature").set_value("5").run()

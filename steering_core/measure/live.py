@@ -46,6 +46,34 @@ class ResolvedVector:
         return get_operator(self.operator).additive
 
 
+def operator_choices(resolved: ResolvedVector) -> list[str]:
+    """The operators a user may apply this direction with: a trained adaptor only with its own;
+    otherwise every operator that is not bound to an adaptor, those needing a reference point (ACE)
+    only when the vector carries one."""
+    from steering_core.model.operators import operator_names
+
+    own = get_operator(resolved.operator)
+    if own.bound:
+        return [resolved.operator]
+    return [n for n in operator_names(include_bound=False)
+            if not get_operator(n).needs_reference or resolved.reference is not None]
+
+
+def with_operator(resolved: ResolvedVector, name: str) -> ResolvedVector:
+    """The same direction applied with another operator (one of :func:`operator_choices`). The
+    description names the operator when it is not the vector's own, so results shown for one
+    operator are never taken for another's."""
+    import dataclasses
+
+    if name not in operator_choices(resolved):
+        raise SteeringError(f"{resolved.description} cannot be applied with {name!r}; choose one of "
+                            f"{', '.join(operator_choices(resolved))}.")
+    if name == resolved.operator:
+        return resolved
+    return dataclasses.replace(resolved, operator=name,
+                               description=f"{resolved.description}, {get_operator(name).label}")
+
+
 def random_direction(model: SteerableModel, seed: int) -> ResolvedVector:
     v = random_unit_vector(model.d_model, int(seed))
     return ResolvedVector(v, f"random unit vector (seed {int(seed)})", 1.0)

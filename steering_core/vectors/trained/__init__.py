@@ -21,6 +21,24 @@ from steering_core.vectors.trained.loop import TrainConfig, TrainingError, Train
 from steering_core.vectors.trained.loreft import LoreftConfig, train_loreft
 from steering_core.vectors.trained.lorest import LorestConfig, train_lorest
 
-__all__ = ["Adaptor", "AdaptorTerm", "BipoConfig", "BipoResult", "LoreftConfig", "LorestConfig", "TrainConfig",
+#: The training config of each trained method in the registry (what the Vectors page offers to set).
+CONFIGS: dict[str, type[TrainConfig]] = {"loreft": LoreftConfig, "lorest": LorestConfig, "bipo": BipoConfig}
+
+
+def training_config(method: str, **settings) -> TrainConfig:
+    """The config of ``method`` with the given settings (steps, lr, rank …); settings the method has
+    no field for are ignored, so one form serves every trained method. Bad values are refused by
+    the method when it trains, with its own sentence."""
+    import dataclasses
+
+    cls = CONFIGS.get(method)
+    if cls is None:
+        raise TrainingError(f"{method!r} is not a trained method; trained methods: {', '.join(CONFIGS)}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in settings.items() if k in names and v is not None})
+
+
+__all__ = ["CONFIGS", "training_config", "Adaptor", "AdaptorTerm", "BipoConfig", "BipoResult", "LoreftConfig",
+           "LorestConfig", "TrainConfig",
            "TrainingError", "TrainingStopped", "adaptor_term", "bound_adaptor", "train_bipo", "train_loreft",
            "train_lorest"]
