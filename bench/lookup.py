@@ -1,8 +1,11 @@
 """Feature-card lookup latency on a synthetic pack the size of a real one (16,384 features,
 d_model 576): the p95 over random features of each library call behind the card's four lists,
-and the time to lay out the decoder map with UMAP.
+and the time to lay out the decoder map with UMAP. Then the same four lists on a Gemma-Scope-sized
+pack (65,536 features × 64 effects, each with its SE, specific effect and hub flags, as the
+current build writes them): ``p95_ms_effects_65k``, ``p95_ms_actions_65k``, ``p95_ms_cosine_65k``,
+``p95_ms_effect_similar_65k`` (target: 10 ms each).
 
-    python -m bench.lookup [--features 16384] [--samples 200] [--shuffle] [--no-umap]
+    python -m bench.lookup [--features 16384] [--samples 200] [--shuffle] [--no-umap] [--no-65k]
 
 The pack is written with the same schema as a real one (``steering_core.pack.tables.ensure_schema``)
 into a temporary folder and deleted afterwards. ``--shuffle`` stores rows in random order instead
@@ -48,9 +51,11 @@ def _top_lists(rng, n: int, k: int, order: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def build_synthetic_pack(folder: Path, n: int = 16_384, d_model: int = 576, n_effects: int = 64, n_neighbors: int = 32,
-                         embeddings: bool = True, shuffle: bool = False, seed: int = 0) -> np.ndarray:
+                         embeddings: bool = True, shuffle: bool = False, seed: int = 0, with_se: bool = False
+                         ) -> np.ndarray:
     """Write ``folder/pack.duckdb`` (+ ``sae/`` decoder weights and an approximator) and return
-    the unit decoder directions ``[n, d_model]``."""
+    the unit decoder directions ``[n, d_model]``. ``with_se``: effects with SEs and specific
+    effects, a generic response with hubs, and actions with SEs (what a current build writes)."""
     import pandas as pd
     import torch
     from safetensors.numpy import save_file
@@ -85,15 +90,33 @@ def build_synthetic_pack(folder: Path, n: int = 16_384, d_model: int = 576, n_ef
         "effect": eff.ravel(), "rel_effect": eff.ravel() / (baseline[tgt.ravel()] + 1e-2),
         "rank": np.tile(np.arange(n_effects), n).astype(np.int32),
     })
+    generic = None
+    if with_se:
+        g = rng.standard_normal(n) * 0.005
+        hub = rng.random(n) < 0.01
+        generic = pd.DataFrame({"target_feature": np.arange(n, dtype=np.int32), "generic": g,
+                                "generic_se": np.abs(rng.standard_normal(n)) * 0.002,
+                                "hub_share": np.where(hub, 0.2, 0.0), "hub": hub})
+        spec = effects["effect"].to_numpy() - g[effects["target_feature"].to_numpy()]
+        order = np.argsort(-np.abs(spec.reshape(n, n_effects)), axis=1, kind="stable")
+        rank_spec = np.empty_like(order)
+        np.put_along_axis(rank_spec, order, np.arange(n_effects)[None], axis=1)
+        effects["effect_se"] = np.abs(rng.standard_normal(len(effects))) * 0.01
+        effects["specific"] = spec
+        effects["specific_se"] = effects["effect_se"] * 1.1
+        effects["rank_specific"] = rank_spec.ravel().astype(np.int32)
     neigh = []
     for kind in ("cosine", "effect_similar", "action"):
         other, val = _top_lists(rng, n, n_neighbors, "desc")
         if kind == "action":  # actions are the sources that raise the feature: positive values only
             val = -np.sort(-np.abs(val), axis=1)
-        neigh.append(pd.DataFrame({
+        frame = pd.DataFrame({
             "kind": kind, "feature_id": np.repeat(np.arange(n), n_neighbors).astype(np.int32),
             "other_id": other.ravel().astype(np.int32), "value": val.ravel(),
-            "rank": np.tile(np.arange(n_neighbors), n).astype(np.int32)}))
+            "rank": np.tile(np.arange(n_neighbors), n).astype(np.int32)})
+        if with_se and kind == "action":
+            frame["se"] = np.abs(rng.standard_normal(len(frame))) * 0.01
+        neigh.append(frame)
     neighbors = pd.concat(neigh, ignore_index=True)
     if shuffle:
         effects = effects.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -108,6 +131,8 @@ def build_synthetic_pack(folder: Path, n: int = 16_384, d_model: int = 576, n_ef
             _insert(con, "features", feats)
             _insert(con, "feature_effects", effects)
             _insert(con, "feature_neighbors", neighbors)
+            if generic is not None:
+                _insert(con, "generic_response", generic)
             if embeddings:
                 e = rng.standard_normal((n, 384)).astype(np.float32)
                 e /= np.linalg.norm(e, axis=1, keepdims=True)
@@ -136,6 +161,7 @@ def main() -> None:
     ap.add_argument("--shuffle", action="store_true", help="store rows in random order (worst case for pruning)")
     ap.add_argument("--no-umap", action="store_true", help="skip the UMAP timing")
     ap.add_argument("--keep", help="build the pack in this folder and keep it")
+    ap.add_argument("--no-65k", action="store_true", help="skip the 65,536-feature case")
     args = ap.parse_args()
 
     from steering_core import browse
@@ -178,6 +204,30 @@ def main() -> None:
             t0 = time.perf_counter()
             umap_2d(w, seed=0)
             emit("umap_build_s", time.perf_counter() - t0, "s", points=int(w.shape[0]), dim=int(w.shape[1]))
+        if not args.no_65k:
+            scale_case(Path(tmp) / "pack65k", args.samples, args.shuffle)
+
+
+def scale_case(folder: Path, samples: int, shuffle: bool = False, n: int = 65_536) -> None:
+    """The four card lists on a 65,536-feature pack with SEs (Gemma Scope 65k at 64 effects each)."""
+    from steering_core import browse
+    from steering_core.pack.reader import FeaturePack
+
+    t0 = time.perf_counter()
+    build_synthetic_pack(folder, n, d_model=64, embeddings=False, shuffle=shuffle, with_se=True, seed=2)
+    log(f"synthetic pack: {n} features × 64 effects with SEs written in {time.perf_counter() - t0:.1f} s "
+        f"({(folder / 'pack.duckdb').stat().st_size / 1e6:.0f} MB)")
+    pack = FeaturePack(folder)
+    try:
+        ids = np.random.default_rng(3).choice(n, size=samples, replace=False).tolist()
+        for name in ("effects", "actions", "cosine", "effect_similar"):
+            fetch = browse.LIST_KINDS[name].fetch
+            fetch(pack, ids[0])  # warm: per-pack tables are loaded on first use
+            p95, p50 = p95_ms(lambda f, fetch=fetch: fetch(pack, f), ids)
+            emit(f"p95_ms_{name}_65k", p95, "ms", p50_ms=round(p50, 3), samples=len(ids), features=n,
+                 effects_per_feature=64, with_se=True, shuffled=shuffle)
+    finally:
+        pack.close()
 
 
 if __name__ == "__main__":

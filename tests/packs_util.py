@@ -68,3 +68,56 @@ def run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.Comple
                           capture_output=True, text=True, timeout=600)
 
 
+
+# -- comparing two builds of the same config (the Ray and device tests) ------------------------------
+
+#: The effects stage's per-feature timing is volatile too (left out above, it failed the resume test
+#: whenever the machine was busier during one of the two builds).
+VOLATILE = (*VOLATILE, "effects_seconds_per_feature")
+#: meta keys that say how long or where a build ran, not what it measured
+RUN_VOLATILE = VOLATILE
+
+#: work-folder arrays the effect stages write
+BUILD_ARRAYS = ("effects.npy", "effects_se.npy", "control_effects.npy", "baseline_rows.npy",
+                "baseline_rows_stability.npy", "baseline_rows_reference.npy", "baseline.npy", "alpha_ref.npy")
+
+
+def build_state(build: Path) -> dict:
+    """Everything a build folder holds that the effect stages decide: the build database's tables
+    (sorted, so only content counts) and the work-folder arrays, byte for byte."""
+    import duckdb
+    import numpy as np
+
+    con = duckdb.connect(str(build / "build.duckdb"), read_only=True)
+    try:
+        out = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+               for t in ("features", "feature_effects", "generic_response", "feature_neighbors", "effect_chunks",
+                         "feature_outputs")}
+        out["meta"] = {k: v for k, v in con.execute("SELECT key, value FROM meta").fetchall()
+                       if not k.startswith(RUN_VOLATILE)}
+        out["stages"] = sorted(r[0] for r in con.execute("SELECT stage FROM stages").fetchall())
+    finally:
+        con.close()
+    for name in BUILD_ARRAYS:
+        if (build / name).exists():
+            out[name] = np.load(build / name).tobytes()
+    if (build / "generic.npz").exists():
+        z = np.load(build / "generic.npz")
+        out["generic.npz"] = {k: z[k].tobytes() for k in z.files}
+    return out
+
+
+def assert_same_build(a: Path, b: Path) -> None:
+    """Two build folders hold identical effect-stage results (see :func:`build_state`)."""
+    sa, sb = build_state(a), build_state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key] == sb[key], f"{key} differs between {a} and {b}"
+
+
+def copy_build(src: Path, tmp: Path, **over) -> Path:
+    """A copy of the build folder ``src`` as ``tmp/build``, with a tiny config pointing at it."""
+    import shutil
+
+    shutil.copytree(src, tmp / "build")
+    return write_config(tmp, **over)

@@ -75,12 +75,13 @@ def _cached_pack(path: str):
 
 
 def current_pack():
-    """The feature pack that goes with the current SAE (the shipped one for the embedded model),
-    or None. Packs are read-only, so one open handle serves every session."""
+    """The feature pack that goes with the current SAE (the one picked in the sidebar, else the
+    shipped one for the embedded model), or None. Packs are read-only, so one open handle serves
+    every session."""
     from steering_core.pack.reader import default_pack_dir
 
     model_spec, sae_spec = _specs()
-    d = default_pack_dir()
+    d = Path(st.session_state.get("pack_dir") or default_pack_dir())
     if not sae_spec or Path(sae_spec).resolve() != (d / "sae").resolve() or not (d / "pack.duckdb").exists():
         return None
     try:

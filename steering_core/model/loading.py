@@ -20,7 +20,7 @@ import torch
 
 from steering_core.errors import ModelLoadError
 from steering_core.model.hub import explain_load_failure, hub_reachable, in_hf_cache
-from steering_core.model.precision import resolve
+from steering_core.model.precision import default_device, resolve, resolve_device
 from steering_core.model.steerable import SteerableModel
 from steering_core.model.tiny import tiny_model
 
@@ -128,23 +128,30 @@ def load_transformer_lens(name: str, device: str = "cpu", **from_pretrained_kwar
     return SteerableModel.from_transformer_lens(model, name)
 
 
-def load_model(spec: str = "embedded", precision: str | torch.dtype | None = None) -> SteerableModel:
+def load_model(spec: str = "embedded", precision: str | torch.dtype | None = None,
+               device: str | torch.device | None = None) -> SteerableModel:
     """Load a model from a short spec string.
 
     ``embedded`` (default) · ``tiny`` / ``tiny-tl`` · ``hf:<folder or hub id>`` ·
     ``tl:<TransformerLens name>`` or a bare TransformerLens name such as ``gpt2-small``.
     ``precision``: ``"auto"`` (the default for real models: bf16 where the hardware has it, see
     :mod:`steering_core.model.precision`), ``"fp32"`` or ``"bf16"``. Tiny test models stay fp32
-    unless a precision is given.
+    unless a precision is given. ``device``: ``"auto"`` (a CUDA GPU when PyTorch sees one),
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; None means ``STEERING_DEVICE`` when set, else the CPU.
+    A CUDA device that does not exist is refused before anything is loaded. The precision is
+    chosen for the device the model ends up on.
     """
     spec = (spec or "").strip()
-    model = _load(spec)
+    dev = resolve_device(device) if device is not None else default_device()
+    model = _load(spec, dev)
+    if dev is not None and model.device != dev:
+        model.module.to(dev)
     if precision is None and model.source == "tiny":
         return model
     return model.to_dtype(resolve(precision, model.device))
 
 
-def _load(spec: str) -> SteerableModel:
+def _load(spec: str, device: torch.device | None = None) -> SteerableModel:
     if not spec or spec == "embedded":
         return load_embedded()
     if spec == "tiny":
@@ -162,4 +169,5 @@ def _load(spec: str) -> SteerableModel:
         spec = spec[3:].strip()
     if not spec:
         raise ModelLoadError("Empty model name.")
-    return load_transformer_lens(spec)
+    # TransformerLens builds the model on its device directly (a 2B model need not pass through the CPU)
+    return load_transformer_lens(spec, device=str(device) if device is not None else "cpu")

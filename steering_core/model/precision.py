@@ -6,11 +6,16 @@ with AMX-BF16 or AVX512-BF16 (or a CUDA GPU with bf16) multiplies bf16 2–8× f
 nats. Elsewhere bf16 is emulated and slower, so fp32 is kept. ``STEERING_PRECISION=fp32`` (or
 ``bf16``) overrides the choice, e.g. to reproduce a result made on other hardware; what was used
 is recorded with every pack (``meta.precision``).
+
+The device is chosen here too (:func:`resolve_device`): ``"auto"`` takes the first CUDA GPU when
+PyTorch sees one and the CPU otherwise; ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` say which. A CUDA
+device that does not exist is refused with one sentence before anything is loaded or written.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 
 import torch
@@ -64,3 +69,47 @@ def resolve(precision: str | torch.dtype | None, device: str | torch.device = "c
         return NAMES[str(precision).lower()]
     except KeyError:
         raise SteeringCoreError(f"precision must be auto, fp32 or bf16, got {precision!r}.") from None
+
+
+class DeviceError(SteeringCoreError):
+    """A device setting that names no device PyTorch can use on this machine."""
+
+
+#: What a device setting may say: auto, cpu, cuda or cuda:N.
+_DEVICE_FORM = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+def check_device_spec(spec: str | torch.device | None) -> str:
+    """The device setting in its plain form (``auto``, ``cpu``, ``cuda``, ``cuda:N``); only its
+    form is checked here, so a config written on a laptop for a GPU machine still loads."""
+    text = "auto" if spec is None else str(spec).strip().lower()
+    if not _DEVICE_FORM.match(text):
+        raise DeviceError(f"device must be auto, cpu, cuda or cuda:N (N a GPU index), not {str(spec)!r}.")
+    return text
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The ``torch.device`` a setting names on this machine: ``auto`` → ``cuda:0`` when PyTorch sees
+    a CUDA GPU, else ``cpu``; ``cuda``/``cuda:N`` must exist (one sentence otherwise)."""
+    text = check_device_spec(spec)
+    if text == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if text == "auto":
+        return torch.device("cuda:0") if available else torch.device("cpu")
+    index = int(text.split(":", 1)[1]) if ":" in text else 0
+    if not available:
+        raise DeviceError(f"device = {text!r} asks for a CUDA GPU, but PyTorch sees none on this machine "
+                          "(torch.cuda.is_available() is false); use device = \"cpu\" or \"auto\".")
+    count = torch.cuda.device_count()
+    if index >= count:
+        have = "1 CUDA device (cuda:0)" if count == 1 else f"{count} CUDA devices (cuda:0 to cuda:{count - 1})"
+        raise DeviceError(f"CUDA device cuda:{index} does not exist: this machine has {have}.")
+    return torch.device(f"cuda:{index}")
+
+
+def default_device() -> torch.device | None:
+    """The device ``STEERING_DEVICE`` names for models loaded without one (None: leave them where
+    the loader put them, the CPU). The app and the library stay on the CPU unless asked."""
+    env = os.environ.get("STEERING_DEVICE", "").strip()
+    return resolve_device(env) if env else None

@@ -4,9 +4,14 @@ resume a pack from its TOML config, or show how far a (background) build has com
     python -m steering_core.pack build packs/embedded.toml      # run or resume
     python -m steering_core.pack status packs/embedded.toml     # what is done, last log lines
     python -m steering_core.pack reference packs/embedded.toml --features 12   # re-score, re-ship
+    python -m steering_core.pack build CONFIG --device cuda:1                # on one GPU
+    python -m steering_core.pack build CONFIG --ray local:4                  # 4 Ray workers here
+    python -m steering_core.pack build CONFIG --ray ray://head:10001         # on a Ray cluster
 
-Every failure a person can fix ends in one sentence on stderr: exit 2 for a bad config or input,
-3 for a full disk or a failed database write (finished work is kept; rerun to resume)."""
+Every failure a person can fix ends in one sentence on stderr: exit 2 for a bad config or input
+(a CUDA device that does not exist, an unreachable Ray cluster, an SAE that does not fit the model:
+refused before anything is written), 3 for a full disk or a failed database write (finished work is
+kept; rerun to resume)."""
 
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ from typing import Any
 
 from steering_core.errors import SteeringCoreError
 from steering_core.model.loading import load_model
+from steering_core.model.precision import resolve_device
 from steering_core.pack import tables
-from steering_core.pack.builder import Builder
-from steering_core.pack.config import PackConfig, load_config, resolve_layer
+from steering_core.pack.builder import Builder, check_inputs
+from steering_core.pack.config import PackConfig, PackConfigError, check_values, load_config
+from steering_core.pack.distributed.executor import LocalExecutor, executor_for
 from steering_core.pack.pipeline import PIPELINE
 from steering_core.storage.db import StoreError, connect
 
@@ -53,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("config")
     b.add_argument("--until", choices=PIPELINE.order(), help="stop after this stage")
     b.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
+    _where(b)
     s = sub.add_parser("status", help="stages done and the last log lines")
     s.add_argument("config")
     r = sub.add_parser("reference", help="(re)measure the shipped reference: random features at the paper's budget")
     r.add_argument("config")
     r.add_argument("--features", type=int, default=None, help="how many random non-dense features (default: config)")
     r.add_argument("--quiet", action="store_true", help="no progress bars (log file only)")
+    _where(r)
     d = sub.add_parser("redo", help="forget stages (and their cached files) so the next build runs them again; "
                                     "stages that need them are kept unless named too")
     d.add_argument("config")
@@ -71,19 +80,29 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(status(cfg), indent=1))
             return 0
         if args.cmd == "redo":
-            Builder(cfg, show_bar=False).redo(*args.stages)
+            b = Builder(cfg, show_bar=False, model=None, executor=LocalExecutor())
+            b.redo(*args.stages)
+            b.close()
             print(f"forgot {', '.join(args.stages)}; run `build` to compute them again")
             return 0
         if args.cmd == "reference" and args.features is not None:
             if args.features < 1:
                 raise SteeringCoreError(f"--features must be at least 1, not {args.features}.")
             cfg.reference.features = args.features
-        model = load_model(cfg.model, precision=cfg.precision)
-        resolve_layer(cfg, model)  # a hook or layer the model lacks is refused before anything is written
-        builder = Builder(cfg, show_bar=not args.quiet, model=model)
-        if args.cmd == "reference":
-            builder.redo("reference", "ship")
-        builder.run(getattr(args, "until", None))
+        _override(cfg, args)
+        # Refused before anything is written, cheapest first: a CUDA device that does not exist, an
+        # unreachable Ray cluster, a model that cannot load, a hook or SAE that does not fit it.
+        resolve_device(cfg.device)
+        executor = executor_for(cfg)
+        try:
+            model = _load_model(cfg)
+            check_inputs(cfg, model)
+            builder = Builder(cfg, show_bar=not args.quiet, model=model, executor=executor)
+            if args.cmd == "reference":
+                builder.redo("reference", "ship")
+            builder.run(getattr(args, "until", None))
+        finally:
+            executor.close()
     except SteeringCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +121,34 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         raise
     return 0
+
+
+def _load_model(cfg: PackConfig):
+    """The config's model on the config's device (on the CPU the loader is called as it always was)."""
+    dev = resolve_device(cfg.device)
+    if dev.type == "cpu" and not os.environ.get("STEERING_DEVICE"):
+        return load_model(cfg.model, precision=cfg.precision)
+    return load_model(cfg.model, precision=cfg.precision, device=dev)
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    """The options that say where a build runs (each overrides its config key)."""
+    p.add_argument("--device", help="auto (a CUDA GPU when present), cpu, cuda or cuda:N (config: device)")
+    p.add_argument("--ray", help="run the effect stages on Ray: auto, local:N, ray://host:port or host:port; "
+                                 "'' for this process (config: ray)")
+    p.add_argument("--ray-actors", type=int, help="Ray workers (default: one per GPU, or per CPU; config: ray_actors)")
+
+
+def _override(cfg: PackConfig, args: argparse.Namespace) -> None:
+    if getattr(args, "device", None) is not None:
+        cfg.device = args.device
+    if getattr(args, "ray", None) is not None:
+        cfg.ray = args.ray.strip()
+    if getattr(args, "ray_actors", None) is not None:
+        if args.ray_actors < 0:
+            raise PackConfigError(f"--ray-actors cannot be negative, not {args.ray_actors}.")
+        cfg.ray_actors = args.ray_actors
+    check_values(cfg)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from steering_core.errors import SteeringCoreError
 from steering_core.measure.effects import EffectSpec
 from steering_core.model.loading import PROJECT_ROOT
+from steering_core.model.precision import check_device_spec
 from steering_core.model.precision import resolve as resolve_precision
 from steering_core.model.steerable import layer_of_hook
 from steering_core.pack.corpus import CorpusSpec
@@ -83,14 +84,27 @@ class PackConfig:
     control: ControlSpec = field(default_factory=ControlSpec)
     reference: ReferenceSpec = field(default_factory=ReferenceSpec)
     precision: str = "auto"  # auto (bf16 where the hardware has it), fp32 or bf16
+    device: str = "auto"  # auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N
+    # Where the chunked effect stages run (docs: README "Building a pack on one GPU or a Ray cluster"):
+    ray: str = ""  # "" (this process), auto, local:N, ray://host:port or host:port
+    ray_actors: int = 0  # Ray workers; 0: one per GPU of the cluster (one per CPU without GPUs; local:N → N)
+    ray_threads: int = 0  # torch threads per Ray worker; 0: the driver's count (bit-identical chunks on CPUs)
 
     @property
     def workdir(self) -> Path:
         return resolve_path(self.out_dir) if self.out_dir else PROJECT_ROOT / "cache" / "build" / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The settings that make the pack what it is (stored in ``meta.config``); where the work ran
+        (the Ray settings) is left out: with the default thread count it changes no number."""
+        out = dataclasses.asdict(self)
+        for key in RUN_ONLY:
+            out.pop(key, None)
+        return out
 
+
+#: Settings that say where the build runs, not what it builds.
+RUN_ONLY = ("ray", "ray_actors", "ray_threads")
 
 #: The config's sections, each one nested dataclass of :class:`PackConfig`.
 SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha", "control", "reference")
@@ -209,6 +223,11 @@ def check_values(cfg: PackConfig) -> None:
         raise PackConfigError(f"[sae_train] architecture: {exc}") from None
     try:
         resolve_precision(cfg.precision)
+        cfg.device = check_device_spec(cfg.device)  # its form; whether it exists is checked before a build
+        if cfg.ray:
+            from steering_core.pack.distributed.ray_pool import parse_address
+
+            parse_address(cfg.ray)
     except SteeringCoreError as exc:
         raise PackConfigError(str(exc)) from None
     try:

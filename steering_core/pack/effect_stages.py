@@ -9,7 +9,9 @@
   stability stage found more stable.
 
 Long stages commit per chunk with their rows, so a killed build resumes at the first missing chunk
-and ends with the same tables as an uninterrupted one."""
+and ends with the same tables as an uninterrupted one. The chunks themselves are measured by the
+builder's executor (:mod:`steering_core.pack.distributed`): in this process, or on Ray workers;
+either way results come back in chunk order and only this process writes."""
 
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from steering_core.measure.effects import EffectSpec, baseline_rows, measure_effects, relative_effect
+from steering_core.measure.effects import EffectSpec, baseline_rows, relative_effect
 from steering_core.measure.generic import GenericResponse, generic_response, self_in_top, top_overlap
-from steering_core.model.steering import random_unit_vector
 from steering_core.pack import tables
+from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage
 from steering_core.pack.tables import mark_stage, set_meta
 from steering_core.progress import Progress
@@ -49,15 +51,29 @@ def ref_ids(b: Builder) -> torch.Tensor:
 
 
 def directions(b: Builder, ids: list[int]) -> torch.Tensor:
-    """Unit decoder rows of features ``ids``: the steering directions whose effects are measured."""
-    w = b.sae.W_dec.detach().float()[ids]
-    return w / w.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    """Unit decoder rows of features ``ids``: the steering directions whose effects are measured
+    (on the CPU, where the stages that read them here work)."""
+    return unit_rows(b.sae, ids).cpu()
 
 
 def control_directions(b: Builder) -> torch.Tensor:
     """The control stage's random unit directions (the same ones on every call for a seed)."""
-    n = b.cfg.control.directions
-    return torch.stack([random_unit_vector(b.model.d_model, b.cfg.seed * 7919 + 17 + i) for i in range(n)])
+    return control_vectors(b.model.d_model, b.cfg.seed, range(b.cfg.control.directions))
+
+
+def chunk_setup(b: Builder, label: str, rows: torch.Tensor, source: str = "decoder", loss_match: bool = True,
+                spec: EffectSpec | None = None, seed: int | None = None) -> MeasureSetup:
+    """What every chunk of a stage shares, for the builder's executor: the rollout spec and seed, the
+    unsteered twin rows, where directions come from, and the α settings when α is loss-matched."""
+    return MeasureSetup(label, spec or b.cfg.effects, b.cfg.seed if seed is None else seed, rows.cpu().numpy(),
+                        source=source, ref_ids=ref_ids(b).cpu().numpy() if loss_match else None,
+                        alpha=b.cfg.alpha if loss_match else None, control_seed=b.cfg.seed)
+
+
+def run_chunks(b: Builder, jobs: list[ChunkJob], label: str, rows: torch.Tensor, **setup):
+    """``(job, result)`` for each chunk, in job order, from the builder's executor (nothing is set
+    up when every chunk is done already)."""
+    return b.executor.map(b, chunk_setup(b, label, rows, **setup), jobs) if jobs else iter(())
 
 
 def _save_npy(path, arr: np.ndarray) -> None:
@@ -75,7 +91,7 @@ def base_rows(b: Builder, spec: EffectSpec | None = None, seed: int | None = Non
     path = b.dir / f"{name}.npy"
     if not path.exists():
         b.log(f"measuring the unsteered baseline ({name})")
-        rows = baseline_rows(b.model, b.sae, b.layer, spec, seed)
+        rows = baseline_rows(b.model, b.sae, b.layer, spec, seed).cpu()
         _save_npy(path, rows.numpy().astype(np.float32))
         if name == "baseline_rows":
             _save_npy(b.dir / "baseline.npy", rows.mean(0).numpy())
@@ -105,23 +121,20 @@ def control(b: Builder) -> None:
     generic response, and targets many of them raise are hubs."""
     cc, d_sae = b.cfg.control, b.sae.d_sae
     n = cc.directions
-    dirs = control_directions(b)
     rows = base_rows(b)
     eff = _memmap(b.dir / "control_effects.npy", (n, d_sae))
     done_path = b.dir / "control_done.json"
     done = set(json.loads(done_path.read_text())) if done_path.exists() else set()
     chunks = [list(range(i, min(n, i + CHUNK))) for i in range(0, n, CHUNK)]
     alphas = np.zeros(n, dtype=np.float64)
+    jobs = [ChunkJob(ci, tuple(ids)) for ci, ids in enumerate(chunks) if ci not in done]
     with Progress(len(chunks), "control", initial=len(done), log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for ci, ids in enumerate(chunks):
-            if ci in done:
-                continue
-            a = loss_matched(b, dirs[ids])
-            est = measure_effects(b.model, b.sae, b.layer, dirs[ids], a.alpha, b.cfg.effects, rows, b.cfg.seed)
-            eff[ids] = est.effect.numpy()
+        for job, res in run_chunks(b, jobs, "control", rows, source="control"):
+            ids = list(job.ids)
+            eff[ids] = res.effect
             eff.flush()
-            alphas[ids] = a.alpha.numpy()
-            done.add(ci)
+            alphas[ids] = res.alpha
+            done.add(job.index)
             done_path.write_text(json.dumps(sorted(done)))
             bar.update(1)
     g = generic_response(torch.from_numpy(np.array(eff)), top=cc.top)
@@ -186,21 +199,18 @@ def effects(b: Builder) -> None:
             "effects_steered_rollouts": str(spec.rows_per_vector), "effects_paired": "true"})
         tables.set_baseline(b.con, base.tolist())
     t0, n_new = time.perf_counter(), 0
+    jobs = [ChunkJob(ci, tuple(ids)) for ci, ids in enumerate(chunks) if ci not in done]
     with Progress(len(chunks), "effects", initial=len(done), log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for ci, ids in enumerate(chunks):
-            if ci in done:
-                continue
-            dirs = directions(b, ids)
-            a = loss_matched(b, dirs)
-            est = measure_effects(b.model, b.sae, b.layer, dirs, a.alpha, spec, rows, b.cfg.seed)
-            mat[ids] = est.effect.numpy()
-            mat_se[ids] = est.se.numpy()
+        for job, res in run_chunks(b, jobs, "effects", rows):
+            ci, ids = job.index, list(job.ids)
+            mat[ids] = res.effect
+            mat_se[ids] = res.se
             mat.flush()
             mat_se.flush()
             _crash_point(f"effects:{ci}:before_commit")
-            out = effect_rows(ids, est.effect, est.se, g, base, b.cfg.top_effects)
+            out = effect_rows(ids, torch.from_numpy(res.effect), torch.from_numpy(res.se), g, base, b.cfg.top_effects)
             with transaction(b.con):
-                tables.write_effect_chunk(b.con, ci, ids, out, a.alpha.tolist(), a.dce.tolist())
+                tables.write_effect_chunk(b.con, ci, ids, out, res.alpha.tolist(), res.dce.tolist())
             _crash_point(f"effects:{ci}:after_commit")
             n_new += len(ids)
             bar.update(1)
@@ -239,12 +249,13 @@ def _remeasure(b: Builder, ids: list[int], alphas: torch.Tensor, spec: EffectSpe
                label: str) -> torch.Tensor:
     """Effects of features ``ids`` at their stored α with another seed (its own baseline rows)."""
     rows = base_rows(b, spec, seed, name)
+    jobs = [ChunkJob(n, tuple(ids[i:i + CHUNK]), tuple(alphas[i:i + CHUNK].tolist()))
+            for n, i in enumerate(range(0, len(ids), CHUNK))]
     out = []
     with Progress(max(1, len(ids)), label, log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for i in range(0, len(ids), CHUNK):
-            out.append(measure_effects(b.model, b.sae, b.layer, directions(b, ids[i:i + CHUNK]), alphas[i:i + CHUNK],
-                                       spec, rows, seed).effect)
-            bar.update(len(ids[i:i + CHUNK]))
+        for job, res in run_chunks(b, jobs, label, rows, loss_match=False, spec=spec, seed=seed):
+            out.append(torch.from_numpy(res.effect))
+            bar.update(len(job.ids))
     return torch.cat(out) if out else torch.zeros(0, b.sae.d_sae)
 
 

@@ -1,6 +1,13 @@
 """Read a built feature pack (``pack.duckdb`` + ``sae/`` + ``approximator.safetensors``): the
-library calls behind the app's feature views. Read-only; lookups are indexed queries so a card
-renders instantly."""
+library calls behind the app's feature views. Read-only; a card renders instantly at any SAE width
+(65,536 features × 64 effects: ``python -m bench.lookup``).
+
+How lookups stay fast: a pack's rows are stored in source order (the build commits them chunk by
+chunk, in order), so DuckDB's per-row-group min/max statistics prune a lookup of one feature's
+effects or neighbours to a single row group, and a lookup is one such point query. The per-target
+columns a list shows beside each row (label, automatic label, density, hub flag) come from small
+per-pack tables read once, rather than from a join per lookup (a join builds a hash table over the
+whole features table every time: most of a lookup's cost at 65k features)."""
 
 from __future__ import annotations
 
@@ -19,6 +26,10 @@ from steering_core.storage.db import StoreError, connect
 def default_pack_dir() -> Path:
     """Where the app looks for a pack: ``$STEERING_CACHE_DIR/pack`` (default: the shipped one)."""
     return cache_dir() / "pack"
+
+
+#: A target the features table lacks (a LEFT JOIN's NULLs): label, auto label, density.
+_NO_TARGET = (None, None, None)
 
 
 class FeatureLookupError(SteeringCoreError):
@@ -185,30 +196,44 @@ class FeaturePack:
         them (a pack stores its top-k only), so callers can filter without losing rows that a filter
         would allow. Packs built before standard errors were stored give NULL SEs and no hubs."""
         fid = self.check_feature(feature_id)
+        info = self._target_info()
         if not self.has_specific:
             if basis == "specific":
                 return []
-            return self.cursor().execute(
-                "SELECT e.target_feature, e.effect, e.rel_effect, f.label, f.auto_label, f.density, NULL, false "
-                "FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
-                "WHERE e.source_feature = ? ORDER BY e.rank", [fid]).fetchall()
-        value, se, rank = (("e.effect", "e.effect_se", "e.rank") if basis == "raw"
-                           else ("e.specific", "e.specific_se", "e.rank_specific"))
-        return self.cursor().execute(
-            f"SELECT e.target_feature, {value}, e.rel_effect, f.label, f.auto_label, f.density, {se}, "
-            "coalesce(g.hub, false) FROM feature_effects e LEFT JOIN features f ON f.feature_id = e.target_feature "
-            "LEFT JOIN generic_response g ON g.target_feature = e.target_feature "
-            f"WHERE e.source_feature = ? AND {rank} IS NOT NULL ORDER BY {rank}", [fid]).fetchall()
+            rows = self.cursor().execute("SELECT target_feature, effect, rel_effect FROM feature_effects "
+                                         "WHERE source_feature = ? ORDER BY rank", [fid]).fetchall()
+            return [(t, e, r, *info.get(t, _NO_TARGET), None, False) for t, e, r in rows]
+        value, se, rank = (("effect", "effect_se", "rank") if basis == "raw"
+                           else ("specific", "specific_se", "rank_specific"))
+        rows = self.cursor().execute(f"SELECT target_feature, {value}, rel_effect, {se} FROM feature_effects "
+                                     f"WHERE source_feature = ? AND {rank} IS NOT NULL ORDER BY {rank}", [fid]).fetchall()
+        hubs = self._hubs()
+        return [(t, v, r, *info.get(t, _NO_TARGET), s, hubs.get(t, False)) for t, v, r, s in rows]
 
     def neighbor_rows(self, kind: str, feature_id) -> list[tuple]:
         """Every stored neighbour of one kind, rank order: ``(other, value, label, auto_label, density,
         se)`` (``se`` NULL where the pack stores none)."""
         fid = self.check_feature(feature_id)
-        se = "n.se" if self.has_column("feature_neighbors", "se") else "NULL"
-        return self.cursor().execute(
-            f"SELECT n.other_id, n.value, f.label, f.auto_label, f.density, {se} "
-            "FROM feature_neighbors n LEFT JOIN features f ON f.feature_id = n.other_id "
-            "WHERE n.kind = ? AND n.feature_id = ? ORDER BY n.rank", [kind, fid]).fetchall()
+        se = "se" if self.has_column("feature_neighbors", "se") else "NULL"
+        rows = self.cursor().execute(f"SELECT other_id, value, {se} FROM feature_neighbors "
+                                     "WHERE kind = ? AND feature_id = ? ORDER BY rank", [kind, fid]).fetchall()
+        info = self._target_info()
+        return [(o, v, *info.get(o, _NO_TARGET), s) for o, v, s in rows]
+
+    def _target_info(self) -> dict[int, tuple]:
+        """``feature_id → (label, auto_label, density)`` of every feature (read once): what a list
+        shows beside each row, as the LEFT JOIN on ``features`` used to give it."""
+        def load():
+            rows = self.cursor().execute("SELECT feature_id, label, auto_label, density FROM features").fetchall()
+            return {f: (lab, auto, d) for f, lab, auto, d in rows}
+        return self.cached("reader:target_info", load)
+
+    def _hubs(self) -> dict[int, bool]:
+        """``target → hub`` from ``generic_response`` (read once; absent or NULL means not a hub)."""
+        def load():
+            rows = self.cursor().execute("SELECT target_feature, hub FROM generic_response").fetchall()
+            return {t: bool(h) for t, h in rows if h is not None}
+        return self.cached("reader:hubs", load)
 
     def outputs(self, feature_id) -> dict | None:
         """The feature's exact next-token description, or None (packs built before it): ``gains`` and
