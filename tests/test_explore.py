@@ -277,13 +277,17 @@ def test_label_search_treats_wildcards_literally_and_empty_hits_are_empty(pack):
 
 
 def test_semantic_search_finds_its_own_description_first(pack):
-    """The pack embeds descriptions (words from both sides), not labels: a feature's own
-    description is its best query."""
-    rows = pack.con.execute("SELECT feature_id, description FROM features WHERE live").fetchall()
+    """The pack embeds each description's words (what it fires on, around, and what steering
+    raises), not the label: a feature's own search text is its best query."""
+    from steering_core.describe.labels import search_text
+
+    rows = pack.con.execute("SELECT f.feature_id, f.top_tokens, f.context_words, f.top_logits, o.gains "
+                            "FROM features f LEFT JOIN feature_outputs o USING (feature_id) WHERE f.live").fetchall()
+    texts = [(f, search_text(top or [], ctx or [], gains or lens or [])) for f, top, ctx, lens, gains in rows]
     counts: dict[str, int] = {}
-    for _, d in rows:
-        counts[d] = counts.get(d, 0) + 1
-    unique = [(f, d) for f, d in rows if d and counts[d] == 1]
+    for _, t in texts:
+        counts[t] = counts.get(t, 0) + 1
+    unique = [(f, t) for f, t in texts if t and counts[t] == 1]
     assert unique
     for fid, label in unique[:: max(1, len(unique) // 4)][:4]:
         hits = semantic_search(pack, label, k=5)
