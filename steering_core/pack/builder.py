@@ -180,6 +180,9 @@ class Builder:
         if until is not None and until not in order:
             raise PackConfigError(f"Unknown stage {until!r}; stages: {order}.")
         self._check_inputs()
+        from steering_core.pack.carry import restore_files
+
+        restore_files(self)
         for name in order:
             if not self.done(name):
                 t0 = time.perf_counter()

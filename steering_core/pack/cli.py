@@ -3,6 +3,7 @@ resume a pack from its TOML config, or show how far a (background) build has com
 
     python -m steering_core.pack build packs/embedded.toml      # run or resume
     python -m steering_core.pack status packs/embedded.toml     # what is done, last log lines
+    python -m steering_core.pack save-progress packs/embedded.toml   # copy progress to commit (stopped build)
     python -m steering_core.pack reference packs/embedded.toml --features 12   # re-score, re-ship
     python -m steering_core.pack build CONFIG --device cuda:1                # on one GPU
     python -m steering_core.pack build CONFIG --ray local:4                  # 4 Ray workers here
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "stages that need them are kept unless named too")
     d.add_argument("config")
     d.add_argument("stages", nargs="+", choices=PIPELINE.order())
+    p = sub.add_parser("save-progress", help="copy the build's corpus-independent progress (α windows, twin rows, "
+                                             "control, effects chunks) into the config's progress folder")
+    p.add_argument("config")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             b.close()
             print(f"forgot {', '.join(args.stages)}; run `build` to compute them again")
             return 0
+        if args.cmd == "save-progress":
+            return _save_progress(cfg)
         if args.cmd == "reference" and args.features is not None:
             if args.features < 1:
                 raise SteeringCoreError(f"--features must be at least 1, not {args.features}.")
@@ -120,6 +126,23 @@ def main(argv: list[str] | None = None) -> int:
                   "finished work is kept, rerun the same command to resume.", file=sys.stderr)
             return 3
         raise
+    return 0
+
+
+def _save_progress(cfg: PackConfig) -> int:
+    """Run by hand once a build is stopped (a running build holds its database and saves by itself)."""
+    from steering_core.pack.carry import save_progress
+
+    if not cfg.progress:
+        raise PackConfigError("This config has no progress folder; set progress = \"packs/progress/NAME\".")
+    if not (cfg.workdir / "build.duckdb").exists():
+        raise PackConfigError(f"There is no build in {cfg.workdir} to save progress from.")
+    b = Builder(cfg, show_bar=False, model=None, executor=LocalExecutor())
+    try:
+        n = save_progress(b)
+    finally:
+        b.close()
+    print(f"saved {n} new effects chunks to {cfg.progress}")
     return 0
 
 

@@ -89,6 +89,10 @@ class PackConfig:
     ray: str = ""  # "" (this process), auto, local:N, ray://host:port or host:port
     ray_actors: int = 0  # Ray workers; 0: one per GPU of the cluster (one per CPU without GPUs; local:N → N)
     ray_threads: int = 0  # torch threads per Ray worker; 0: the driver's count (bit-identical chunks on CPUs)
+    # A folder the expensive, corpus-independent progress is copied to as the build goes, so a build
+    # can continue on another machine (docs/design.md §Builds that span machines); "" for none.
+    progress: str = ""
+    progress_every: int = 16  # effects chunks between two saves of the progress folder
 
     @property
     def workdir(self) -> Path:
@@ -104,7 +108,7 @@ class PackConfig:
 
 
 #: Settings that say where the build runs, not what it builds.
-RUN_ONLY = ("ray", "ray_actors", "ray_threads")
+RUN_ONLY = ("ray", "ray_actors", "ray_threads", "progress", "progress_every")
 
 #: The config's sections, each one nested dataclass of :class:`PackConfig`.
 SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha", "control", "reference")
@@ -234,6 +238,8 @@ def check_values(cfg: PackConfig) -> None:
         cfg.effects.check()
     except SteeringCoreError as exc:
         raise PackConfigError(f"[effects] {exc}") from None
+    if cfg.progress_every < 1:
+        raise PackConfigError(f"progress_every must be at least 1 chunk, not {cfg.progress_every!r}.")
     if not 0 < cfg.control.hub_share <= 1:
         raise PackConfigError(f"[control] hub_share must be in (0, 1], not {cfg.control.hub_share!r}.")
     if cfg.hook:

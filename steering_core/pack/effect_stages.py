@@ -25,7 +25,7 @@ import torch
 
 from steering_core.measure.effects import EffectSpec, baseline_rows, relative_effect
 from steering_core.measure.generic import GenericResponse, generic_response, self_in_top, top_overlap
-from steering_core.pack import tables
+from steering_core.pack import carry, tables
 from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage
 from steering_core.pack.tables import mark_stage, set_meta
@@ -148,6 +148,7 @@ def control(b: Builder) -> None:
         set_meta(b.con, {"control_directions": str(n), "control_hubs": str(int(hubs.sum())),
                          "control_hub_share": json.dumps(cc.hub_share), "control_top": str(g.top)})
         mark_stage(b.con, "control", {"directions": n, "hubs": int(hubs.sum())})
+    carry.save_progress(b)
     b.log(f"stage control done: {n} random directions, {int(hubs.sum())} hub targets")
 
 
@@ -198,26 +199,46 @@ def effects(b: Builder) -> None:
             "effects_baseline_rollouts": str(len(spec.prompts) * spec.baseline_rollouts_per_prompt),
             "effects_steered_rollouts": str(spec.rows_per_vector), "effects_paired": "true"})
         tables.set_baseline(b.con, base.tolist())
-    t0, n_new = time.perf_counter(), 0
+    secs = carry.chunk_seconds(b)
+    for job, res, sec in carry.carried_chunks(b, done):  # measured on another machine: committed as they are
+        _commit_effects(b, job, res, g, base, mat, mat_se)
+        secs[job.index] = sec
+        done.add(job.index)
+    carry.record_seconds(b, secs)
     jobs = [ChunkJob(ci, tuple(ids)) for ci, ids in enumerate(chunks) if ci not in done]
+    save_every = max(1, b.cfg.progress_every)
+    t0 = time.perf_counter()
     with Progress(len(chunks), "effects", initial=len(done), log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for job, res in run_chunks(b, jobs, "effects", rows):
-            ci, ids = job.index, list(job.ids)
-            mat[ids] = res.effect
-            mat_se[ids] = res.se
-            mat.flush()
-            mat_se.flush()
-            _crash_point(f"effects:{ci}:before_commit")
-            out = effect_rows(ids, torch.from_numpy(res.effect), torch.from_numpy(res.se), g, base, b.cfg.top_effects)
-            with transaction(b.con):
-                tables.write_effect_chunk(b.con, ci, ids, out, res.alpha.tolist(), res.dce.tolist())
-            _crash_point(f"effects:{ci}:after_commit")
-            n_new += len(ids)
+        for n, (job, res) in enumerate(run_chunks(b, jobs, "effects", rows), 1):
+            res.effect, res.se = carry.to_stored(res.effect, "effect"), carry.to_stored(res.se, "standard error")
+            _commit_effects(b, job, res, g, base, mat, mat_se)
+            now = time.perf_counter()
+            secs[job.index], t0 = now - t0, now
+            carry.record_seconds(b, secs)
+            if n % save_every == 0:
+                carry.save_progress(b)
             bar.update(1)
-    per = (time.perf_counter() - t0) / n_new if n_new else None
+    carry.save_progress(b)
+    timed = [secs[c] for c in range(len(chunks)) if np.isfinite(secs.get(c, float("nan")))]
+    per = sum(timed) / (len(timed) * CHUNK) if timed else None
     b.finish("effects", {"chunks": len(chunks), "features": d_sae},
              {"effects_measured_features": str(d_sae),
               **({"effects_seconds_per_feature": f"{per:.2f}"} if per is not None else {})})
+
+
+def _commit_effects(b: Builder, job: ChunkJob, res, g: GenericResponse, base: torch.Tensor, mat, mat_se) -> None:
+    """Write one chunk (measured here or carried from another machine): its rows of the effect and SE
+    matrices, then its table rows and completion record in one transaction."""
+    ci, ids = job.index, list(job.ids)
+    mat[ids] = res.effect
+    mat_se[ids] = res.se
+    mat.flush()
+    mat_se.flush()
+    _crash_point(f"effects:{ci}:before_commit")
+    out = effect_rows(ids, torch.from_numpy(res.effect), torch.from_numpy(res.se), g, base, b.cfg.top_effects)
+    with transaction(b.con):
+        tables.write_effect_chunk(b.con, ci, ids, out, res.alpha.tolist(), res.dce.tolist())
+    _crash_point(f"effects:{ci}:after_commit")
 
 
 def effect_matrix(b: Builder, basis: str = "raw") -> tuple[np.ndarray, list[int]]:

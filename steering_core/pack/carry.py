@@ -1,0 +1,171 @@
+"""Build progress that outlives the machine (docs/design.md §Builds that span machines).
+
+A full pack build can take longer than a machine is kept (the embedded pack's effects stage alone
+is hours on two cores), and a work folder under ``cache/build`` is lost with the machine. The
+expensive results that do not depend on the corpus are therefore also copied, as the build goes,
+into a *progress folder* (config key ``progress``) small enough to commit:
+
+* ``alpha_ref.npy``: the held-out windows every α is loss-matched on;
+* ``baseline_rows.npy`` / ``baseline.npy``: the unsteered twin rows of every steered rollout;
+* ``control_effects.npy`` / ``control_done.json``: the random directions' effects (once complete);
+* ``effects-FFFF-LLLL.npz``: measured effects chunks FFFF..LLLL: ids, effects and SEs (float16,
+  which is what the effects stage stores anyway), α and ΔCE, and the seconds each chunk took.
+  Each segment is written once and never rewritten, so committing progress adds only new bytes.
+
+A build that starts in an empty work folder recomputes the cheap corpus stages, copies the files
+above into its work folder, and commits the carried chunks through the same code path as measured
+ones, so it ends with the same tables as a build that never moved (tested). The folder is deleted
+once the pack it served has shipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from steering_core.errors import SteeringError
+from steering_core.pack.config import resolve_path
+
+if TYPE_CHECKING:
+    from steering_core.pack.builder import Builder
+    from steering_core.pack.distributed.work import ChunkJob, ChunkResult
+
+#: Work-folder files carried as they are: ``(name, stage that must be done first, or None)``.
+FILES = (("alpha_ref.npy", None), ("baseline_rows.npy", None), ("baseline.npy", None),
+         ("control_effects.npy", "control"), ("control_done.json", "control"))
+SEGMENT = "effects-*.npz"
+#: The largest magnitude float16 holds; effects and SEs never come near it.
+F16_MAX = float(np.finfo(np.float16).max)
+
+
+def to_stored(x: np.ndarray, what: str) -> np.ndarray:
+    """``x`` rounded to float16 and back: the precision at which effects and SEs are stored, so a
+    chunk read back from a progress segment equals the chunk as the stage committed it."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(x)) or np.abs(x).max(initial=0.0) > F16_MAX:
+        raise SteeringError(f"A measured {what} is not finite or exceeds {F16_MAX:g}; the chunk is not stored.")
+    return x.astype(np.float16).astype(np.float32)
+
+
+def progress_dir(b: Builder) -> Path | None:
+    return resolve_path(b.cfg.progress) if b.cfg.progress else None
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copy2(src, tmp)
+    tmp.replace(dst)
+
+
+def restore_files(b: Builder) -> list[str]:
+    """Copy carried files the work folder lacks into it (before any stage needs them); returns their names."""
+    src = progress_dir(b)
+    if src is None or not src.is_dir():
+        return []
+    out = []
+    for name, _ in FILES:
+        if (src / name).exists() and not (b.dir / name).exists():
+            _atomic_copy(src / name, b.dir / name)
+            out.append(name)
+    if out:
+        b.log(f"progress: restored {', '.join(out)} from {src}")
+    return out
+
+
+@dataclass
+class Segment:
+    path: Path
+    chunks: list[int]
+
+
+def segments(folder: Path) -> list[Segment]:
+    """The effects segments in ``folder``, by first chunk."""
+    out = []
+    for p in sorted(folder.glob(SEGMENT)):
+        with np.load(p) as z:
+            out.append(Segment(p, z["chunks"].tolist()))
+    return out
+
+
+def carried_chunks(b: Builder, skip: set[int]) -> Iterator[tuple[ChunkJob, ChunkResult, float]]:
+    """``(job, result, seconds)`` of every carried chunk not in ``skip``, in chunk order."""
+    from steering_core.pack.distributed.work import ChunkJob, ChunkResult
+
+    src = progress_dir(b)
+    if src is None or not src.is_dir():
+        return
+    found = []
+    for seg in segments(src):
+        with np.load(seg.path) as z:
+            sizes, ids = z["sizes"], z["ids"]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            for j, ci in enumerate(z["chunks"].tolist()):
+                if ci in skip:
+                    continue
+                lo, hi = int(starts[j]), int(starts[j + 1])
+                res = ChunkResult(z["effect"][lo:hi].astype(np.float32), z["se"][lo:hi].astype(np.float32),
+                                  z["alpha"][lo:hi].copy(), z["dce"][lo:hi].copy())
+                found.append((ci, ChunkJob(ci, tuple(int(i) for i in ids[lo:hi])), res, float(z["seconds"][j])))
+    for _, job, res, sec in sorted(found, key=lambda t: t[0]):
+        yield job, res, sec
+
+
+def chunk_seconds_path(b: Builder) -> Path:
+    return b.dir / "effects_seconds.json"
+
+
+def chunk_seconds(b: Builder) -> dict[int, float]:
+    """Seconds each committed effects chunk took to measure (carried chunks keep their own)."""
+    p = chunk_seconds_path(b)
+    return {int(k): v for k, v in json.loads(p.read_text()).items()} if p.exists() else {}
+
+
+def record_seconds(b: Builder, seconds: dict[int, float]) -> None:
+    p = chunk_seconds_path(b)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps({str(k): v for k, v in sorted(seconds.items())}))
+    tmp.replace(p)
+
+
+def save_progress(b: Builder) -> int:
+    """Copy what the progress folder lacks into it: the carried files, and one new segment holding
+    every committed effects chunk no segment has yet. Returns the number of chunks added."""
+    from steering_core.pack import tables
+
+    dst = progress_dir(b)
+    if dst is None:
+        return 0
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, needs in FILES:
+        if (b.dir / name).exists() and not (dst / name).exists() and (needs is None or b.done(needs)):
+            _atomic_copy(b.dir / name, dst / name)
+    saved = {c for s in segments(dst) for c in s.chunks}
+    new = sorted(tables.done_effect_chunks(b.con) - saved)
+    if not new:
+        return 0
+    from steering_core.pack.effect_stages import CHUNK
+
+    eff = np.load(b.dir / "effects.npy", mmap_mode="r")
+    se = np.load(b.dir / "effects_se.npy", mmap_mode="r")
+    d_sae = eff.shape[0]
+    ids = [list(range(c * CHUNK, min(d_sae, (c + 1) * CHUNK))) for c in new]
+    flat = [i for part in ids for i in part]
+    got = dict(((int(f), (a, d)) for f, a, d in b.con.execute(
+        "SELECT feature_id, alpha, alpha_dce FROM features WHERE feature_id IN (SELECT unnest(?))", [flat]).fetchall()))
+    secs = chunk_seconds(b)
+    arrays = {"chunks": np.array(new, dtype=np.int64), "sizes": np.array([len(p) for p in ids], dtype=np.int64),
+              "ids": np.array(flat, dtype=np.int64), "effect": np.asarray(eff[flat], dtype=np.float16),
+              "se": np.asarray(se[flat], dtype=np.float16),
+              "alpha": np.array([got[f][0] for f in flat], dtype=np.float32),
+              "dce": np.array([got[f][1] for f in flat], dtype=np.float32),
+              "seconds": np.array([secs.get(c, float("nan")) for c in new], dtype=np.float64)}
+    path = dst / f"effects-{new[0]:04d}-{new[-1]:04d}.npz"
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    b.log(f"progress: saved {len(new)} effects chunks to {path}")
+    return len(new)
