@@ -311,3 +311,20 @@ def test_result_reports_each_prompts_token_length(tiny_hf):
     prompts = ["ab", "a longer prompt"]
     res = generate(tiny_hf, prompts, GenerationConfig(max_new_tokens=2, greedy=True))
     assert res.prompt_lengths == [len(tiny_hf.tokenizer(p)["input_ids"]) for p in prompts]
+
+
+@pytest.mark.parametrize("vocab", [49152, 5003, 300])
+def test_top_candidates_equal_a_plain_top_k(vocab):
+    """The block-maximum top-k returns exactly torch.topk's values and tokens (no ties in fp32 noise),
+    whatever the vocabulary size, padded blocks included."""
+    from steering_core.model.sampling import top_candidates
+
+    g = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(7, vocab, generator=g) * 3
+    logits[2, vocab - 1] = 50.0  # a winner in the last, partly padded block
+    vals, ids = top_candidates(logits, 50)
+    ref = torch.topk(logits, 50, dim=-1)
+    assert torch.equal(vals, ref.values) and torch.equal(ids, ref.indices)
+    assert int(ids[2, 0]) == vocab - 1
+    b = logits.bfloat16()  # bf16 logits: the same values (ties may keep another tied token)
+    assert torch.equal(top_candidates(b, 50)[0], torch.topk(b.float(), 50, dim=-1).values)
