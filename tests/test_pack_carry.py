@@ -27,14 +27,14 @@ def test_a_build_moved_to_an_empty_work_folder_ends_with_the_same_tables(tiny_pa
     assert res.returncode == 0, res.stderr[-2000:]
     assert "saved 1 new effects chunks" in res.stdout
     assert sorted(c for s in segments(progress) for c in s.chunks) == [0, 1, 2]
-    assert {"alpha_ref.npy", "baseline_rows.npy", "baseline.npy", "control_effects.npy", "control_done.json"} <= {
+    assert {"corpus.npz", "alpha_ref.npy", "baseline_rows.npy", "baseline.npy", "control_effects.npy", "control_done.json"} <= {
         p.name for p in progress.iterdir()}
     # a new machine: the work folder is gone, the committed progress folder is all that is left
     shutil.rmtree(tmp_path / "build")
     res = run_cli(["build", str(cfg), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
     log = (tmp_path / "build" / "build.log").read_text()
-    assert "progress: restored alpha_ref.npy, baseline_rows.npy, baseline.npy, control_effects.npy" in log
+    assert "progress: restored corpus.npz, alpha_ref.npy, baseline_rows.npy, baseline.npy, control_effects.npy" in log
     assert "measuring the unsteered baseline (baseline_rows)" not in log  # the twins came with the progress
     a = tables(tiny_pack_build / "pack" / "pack.duckdb")
     b = tables(tmp_path / "pack" / "pack.duckdb")

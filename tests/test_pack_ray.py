@@ -10,6 +10,8 @@ Torch runs one thread everywhere, so the driver and the workers compute bit for 
 
 from __future__ import annotations
 
+import argparse
+
 import importlib.util
 import os
 import shutil
@@ -198,8 +200,21 @@ def test_ray_settings_are_checked_in_the_config(tmp_path):
 def test_ray_settings_do_not_change_the_stored_config(tmp_path):
     a = load_config(write_config(tmp_path))
     b = load_config(write_config(tmp_path))
-    b.ray, b.ray_actors = "local:2", 2
+    b.ray, b.ray_actors, b.ray_threads = "local:2", 2, 1
+    b.progress, b.progress_every = "packs/progress/tiny", 4
     assert a.to_dict() == b.to_dict() and "ray" not in a.to_dict() and a.to_dict()["device"] == "auto"
+
+
+def test_ray_threads_on_the_command_line(tmp_path):
+    """``--ray-threads`` sets the workers' thread count; a negative one is one sentence, nothing written."""
+    from steering_core.pack.cli import _override
+
+    cfg = load_config(write_config(tmp_path))
+    _override(cfg, argparse.Namespace(device=None, ray="local:2", ray_actors=None, ray_threads=1))
+    assert (cfg.ray, cfg.ray_threads) == ("local:2", 1)
+    res = run_cli(["build", str(write_config(tmp_path)), "--ray-threads", "-1"])
+    assert res.returncode == 2 and "--ray-threads cannot be negative" in res.stderr
+    assert not (tmp_path / "build").exists()
 
 
 def test_the_local_executor_yields_in_job_order_and_reports_each_chunk(prefix, tmp_path):

@@ -5,6 +5,8 @@ is hours on two cores), and a work folder under ``cache/build`` is lost with the
 expensive results that do not depend on the corpus are therefore also copied, as the build goes,
 into a *progress folder* (config key ``progress``) small enough to commit:
 
+* ``corpus.npz``: the token windows (generating them is the slow part of the corpus stage; the
+  activations and statistics are recomputed from it, which keeps every session on one corpus);
 * ``alpha_ref.npy``: the held-out windows every α is loss-matched on;
 * ``baseline_rows.npy`` / ``baseline.npy``: the unsteered twin rows of every steered rollout;
 * ``control_effects.npy`` / ``control_done.json``: the random directions' effects (once complete);
@@ -12,8 +14,8 @@ into a *progress folder* (config key ``progress``) small enough to commit:
   which is what the effects stage stores anyway), α and ΔCE, and the seconds each chunk took.
   Each segment is written once and never rewritten, so committing progress adds only new bytes.
 
-A build that starts in an empty work folder recomputes the cheap corpus stages, copies the files
-above into its work folder, and commits the carried chunks through the same code path as measured
+A build that starts in an empty work folder copies the files above into it, recomputes the
+activations and statistics from the carried corpus (minutes), and commits the carried chunks through the same code path as measured
 ones, so it ends with the same tables as a build that never moved (tested). The folder is deleted
 once the pack it served has shipped."""
 
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from steering_core.pack.distributed.work import ChunkJob, ChunkResult
 
 #: Work-folder files carried as they are: ``(name, stage that must be done first, or None)``.
-FILES = (("alpha_ref.npy", None), ("baseline_rows.npy", None), ("baseline.npy", None),
+FILES = (("corpus.npz", "corpus"), ("alpha_ref.npy", None), ("baseline_rows.npy", None), ("baseline.npy", None),
          ("control_effects.npy", "control"), ("control_done.json", "control"))
 SEGMENT = "effects-*.npz"
 #: The largest magnitude float16 holds; effects and SEs never come near it.

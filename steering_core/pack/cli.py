@@ -7,6 +7,7 @@ resume a pack from its TOML config, or show how far a (background) build has com
     python -m steering_core.pack reference packs/embedded.toml --features 12   # re-score, re-ship
     python -m steering_core.pack build CONFIG --device cuda:1                # on one GPU
     python -m steering_core.pack build CONFIG --ray local:4                  # 4 Ray workers here
+    python -m steering_core.pack build CONFIG --ray local:2 --ray-threads 1  # 2 cores: 1.8x one process
     python -m steering_core.pack build CONFIG --ray ray://head:10001         # on a Ray cluster
 
 Every failure a person can fix ends in one sentence on stderr: exit 2 for a bad config or input
@@ -160,6 +161,9 @@ def _where(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", help="run the effect stages on Ray: auto, local:N, ray://host:port or host:port; "
                                  "'' for this process (config: ray)")
     p.add_argument("--ray-actors", type=int, help="Ray workers (default: one per GPU, or per CPU; config: ray_actors)")
+    p.add_argument("--ray-threads", type=int, help="torch threads per Ray worker (default: the driver's; on a small "
+                                                   "CPU, local:N with 1 thread each beats one N-thread process; "
+                                                   "config: ray_threads)")
 
 
 def _override(cfg: PackConfig, args: argparse.Namespace) -> None:
@@ -171,6 +175,10 @@ def _override(cfg: PackConfig, args: argparse.Namespace) -> None:
         if args.ray_actors < 0:
             raise PackConfigError(f"--ray-actors cannot be negative, not {args.ray_actors}.")
         cfg.ray_actors = args.ray_actors
+    if getattr(args, "ray_threads", None) is not None:
+        if args.ray_threads < 0:
+            raise PackConfigError(f"--ray-threads cannot be negative, not {args.ray_threads}.")
+        cfg.ray_threads = args.ray_threads
     check_values(cfg)
 
 
