@@ -11,7 +11,6 @@ Torch runs one thread everywhere, so the driver and the workers compute bit for 
 from __future__ import annotations
 
 import argparse
-
 import importlib.util
 import os
 import shutil
