@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from bench.pack_reliability import figures, main
-
 from steering_core.pack.tables import get_meta
 from steering_core.storage.db import connect
 
