@@ -4,6 +4,7 @@ started in an empty work folder ends with the same tables as one that never move
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -27,6 +28,7 @@ def test_a_build_moved_to_an_empty_work_folder_ends_with_the_same_tables(tiny_pa
     assert res.returncode == 0, res.stderr[-2000:]
     assert "saved 1 new effects chunks" in res.stdout
     assert sorted(c for s in segments(progress) for c in s.chunks) == [0, 1, 2]
+    assert json.loads((progress / "progress.json").read_text())["precision"] == "fp32"
     assert {"corpus.npz", "alpha_ref.npy", "baseline_rows.npy", "baseline.npy", "control_effects.npy", "control_done.json"} <= {
         p.name for p in progress.iterdir()}
     # a new machine: the work folder is gone, the committed progress folder is all that is left
@@ -89,3 +91,17 @@ def test_save_progress_needs_a_progress_folder_and_a_build(tmp_path):
     assert res.returncode == 2 and "There is no build" in res.stderr
     res = run_cli(["build", str(write_config(tmp_path, progress_every=0))])
     assert res.returncode == 2 and "progress_every must be at least 1" in res.stderr
+
+
+def test_progress_from_another_precision_is_refused_not_mixed(tiny_pack_build, tmp_path):
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    con = connect(tiny_pack_build / "pack" / "pack.duckdb", read_only=True)
+    meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('model_id', 'hook_point')").fetchall())
+    con.close()
+    (progress / "progress.json").write_text(json.dumps({**meta, "precision": "bf16"}))
+    cfg = write_config(tmp_path, progress=str(progress))
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "was measured with precision 'bf16'; this build has 'fp32'" in res.stderr
+    assert not (tmp_path / "build" / "corpus.npz").exists()  # nothing was computed

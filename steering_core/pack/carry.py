@@ -63,11 +63,34 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
+#: Build facts a carried result depends on; a build that differs in any is refused, not mixed.
+IDENTITY = ("model_id", "hook_point", "precision")
+
+
+def _identity(b: Builder) -> dict[str, str]:
+    from steering_core.pack.tables import get_meta
+
+    meta = get_meta(b.con)
+    return {k: meta.get(k, "") for k in IDENTITY}
+
+
 def restore_files(b: Builder) -> list[str]:
-    """Copy carried files the work folder lacks into it (before any stage needs them); returns their names."""
+    """Copy carried files the work folder lacks into it (before any stage needs them); returns their
+    names. Progress measured on another model, hook or precision is refused with a sentence: a bf16
+    chunk paired with fp32 twins, say, would be neither measurement."""
+    from steering_core.pack.config import PackConfigError
+
     src = progress_dir(b)
     if src is None or not src.is_dir():
         return []
+    if (src / "progress.json").exists():
+        theirs, ours = json.loads((src / "progress.json").read_text()), _identity(b)
+        diff = [k for k in IDENTITY if theirs.get(k) != ours[k]]
+        if diff:
+            raise PackConfigError(
+                f"The progress in {src} was measured with {', '.join(f'{k} {theirs.get(k)!r}' for k in diff)}; this "
+                f"build has {', '.join(f'{ours[k]!r}' for k in diff)}. Set the config to match (e.g. precision = "
+                f"\"{theirs.get('precision')}\") or move the progress folder away to start afresh.")
     out = []
     for name, _ in FILES:
         if (src / name).exists() and not (b.dir / name).exists():
@@ -142,6 +165,8 @@ def save_progress(b: Builder) -> int:
     if dst is None:
         return 0
     dst.mkdir(parents=True, exist_ok=True)
+    if not (dst / "progress.json").exists():
+        (dst / "progress.json").write_text(json.dumps(_identity(b), indent=1) + "\n")
     for name, needs in FILES:
         if (b.dir / name).exists() and not (dst / name).exists() and (needs is None or b.done(needs)):
             _atomic_copy(b.dir / name, dst / name)
