@@ -20,165 +20,22 @@ the result's operator applies it (``Method.produces`` says which).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
-from steering_core.errors import SteeringCoreError
-
-if TYPE_CHECKING:
-    from steering_core.model.saes import LoadedSAE
-
-
-class FitError(SteeringCoreError):
-    """A method that cannot fit on what it was given (too few pairs, no SAE, degenerate data)."""
-
-
-@dataclass
-class FitContext:
-    """What methods beyond plain activations need. Unused fields stay None."""
-
-    sae: object | None = None  # a LoadedSAE (encode / decode / W_dec)
-    approximator: object | None = None  # steering_core.measure.approximator.Approximator
-    feature_weights: dict[int, float] | None = None  # hand-picked features (sae_combo, SAE-TS targets)
-    top_features: int = 8  # features kept by the data-driven SAE methods
-    probe_l2: float = 1.0  # inverse regularisation strength C of the logistic probe
-    saets_lambda: float = 1.0
-    # trained methods (vectors/trained/): their config (None = defaults), progress and stop flag
-    training: object | None = None  # LoreftConfig, LorestConfig or BipoConfig
-    on_progress: Callable[[int, int], None] | None = None  # (steps done, steps in all)
-    stop: object | None = None  # threading.Event or callable returning True; read before every step
-    # methods that train through the model (needs_model: BiPO) read the pairs' texts, not activations
-    model: object | None = None  # SteerableModel
-    layer: int | None = None
-    texts: tuple[list[str], list[str]] | None = None  # (positives, negatives)
-
-
-@dataclass
-class FitResult:
-    """A fitted vector. ``reference`` is ACE's a₀ (None for additive methods). A trained adaptor
-    (LoReFT, LoReST) also sets ``adaptor`` (callable: a ↦ f(a)) and an ``operator`` bound to it;
-    its ``direction`` is then its mean edit on the negatives, a summary for norms and plots."""
-
-    method: str
-    direction: torch.Tensor  # [d_model], float32
-    operator: str = "add"
-    reference: torch.Tensor | None = None
-    info: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    adaptor: object | None = None  # steering_core.vectors.trained.adaptor.Adaptor
-
-    @property
-    def norm(self) -> float:
-        return float(self.direction.norm())
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    fn: Callable[[torch.Tensor, torch.Tensor, FitContext], FitResult]
-    min_pairs: int = 1
-    needs_sae: bool = False
-    needs_approximator: bool = False
-    needs_features: bool = False  # hand-picked feature weights required
-    uses_pairs: bool = True  # False: the vector comes from features alone, the dataset is not read
-    features_suffice: bool = False  # hand-picked target features replace the dataset
-    needs_model: bool = False  # trains through the model on the pairs' texts (FitContext model/layer/texts)
-    trained: bool = False  # an optimisation loop: honours FitContext training, on_progress and stop
-    produces: str = "vector"  # "vector", or "adaptor": a parametrised edit applied by its own operator
-    about: str = ""
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register(method: Method) -> Method:
-    """Add a method to the registry (the pages list whatever is registered)."""
-    METHODS[method.name] = method
-    return method
-
-
-# -- helpers -------------------------------------------------------------------------------------
-
-
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm().clamp(min=1e-12)
-
-
-def _mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    return (pos.float() - neg.float()).mean(0)
-
-
-def _scaled(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, method: str,
-            info: dict | None = None) -> FitResult:
-    """Orient a direction so positives project higher and scale it to the mean gap along it."""
-    u = _unit(direction.float())
-    gap = float(_mean_diff(pos, neg) @ u) if pos.shape[0] else 0.0
-    if gap < 0:
-        u, gap = -u, -gap
-    warnings = []
-    if not gap > 1e-8:
-        warnings.append(f"{method}: positives do not project higher than negatives along this direction; "
-                        "returned unit-norm.")
-        gap = 1.0
-    return FitResult(method, u * gap, info=dict(info or {}, gap=gap), warnings=warnings)
-
-
-def _need_sae(ctx: FitContext, method: str):
-    if ctx.sae is None:
-        raise FitError(f"{method} needs an SAE; open a feature pack or load an SAE for this layer.")
-    return ctx.sae
-
-
-def _need_approx(ctx: FitContext, method: str):
-    if ctx.approximator is None:
-        raise FitError(f"{method} needs the pack's effect approximator; open a pack built for this model and layer.")
-    return ctx.approximator
-
-
-def _w_dec(sae: LoadedSAE) -> torch.Tensor:
-    return sae.W_dec.detach().float()
-
-
-def _weights_vector(ctx: FitContext, d_sae: int, method: str) -> torch.Tensor:
-    fw = ctx.feature_weights
-    if not fw:
-        raise FitError(f"{method} needs features to target: pick at least one feature and a weight.")
-    t = torch.zeros(d_sae)
-    for fid, w in fw.items():
-        if isinstance(fid, bool) or not isinstance(fid, int) or not 0 <= fid < d_sae:
-            raise FitError(f"Feature {fid!r} does not exist: this SAE has features 0 to {d_sae - 1}.")
-        if not isinstance(w, (int, float)) or not math.isfinite(float(w)):
-            raise FitError(f"Feature {fid}'s weight must be a finite number, got {w!r}.")
-        t[fid] = float(w)
-    if not bool(t.any()):
-        raise FitError(f"{method}: every feature weight is zero.")
-    return t
-
-
-def feature_difference(sae: LoadedSAE, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Mean SAE feature activation of positives minus negatives ``[d_sae]`` ([SAE-Gender])."""
-    return (sae.encode(pos.float()).float() - sae.encode(neg.float()).float()).mean(0)
-
-
-def data_targets(ctx: FitContext, pos: torch.Tensor, neg: torch.Tensor, method: str) -> torch.Tensor:
-    """Target weights for SAE-TS / pseudoinverse when no feature was hand-picked: the
-    ``top_features`` features the positives raise most, weighted by how much."""
-    sae = _need_sae(ctx, method)
-    if ctx.feature_weights:
-        return _weights_vector(ctx, sae.d_sae, method)
-    delta = feature_difference(sae, pos, neg)
-    k = max(1, min(ctx.top_features, delta.numel()))
-    val, idx = delta.topk(k)
-    t = torch.zeros_like(delta)
-    keep = val > 0
-    if not bool(keep.any()):
-        raise FitError(f"{method}: no SAE feature is more active on the positives than on the negatives.")
-    t[idx[keep]] = val[keep]
-    return t
-
+from steering_core.vectors.method_base import (  # noqa: F401  (re-exported: the registry's public names)
+    METHODS,
+    FitContext,
+    FitError,
+    FitResult,
+    Method,
+    _mean_diff,
+    _scaled,
+    feature_difference,
+    register,
+)
+from steering_core.vectors.sae_methods import SAE_METHODS
 
 # -- methods -------------------------------------------------------------------------------------
 
@@ -233,88 +90,6 @@ def ace(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
                      info={"gap": float(r.norm())})
 
 
-def sae_top_features(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Weighted SAE decoder features: the ``top_features`` features the positives raise most,
-    their decoder rows (unit) weighted by the raise."""
-    sae = _need_sae(ctx, "sae_features")
-    t = data_targets(FitContext(sae=sae, top_features=ctx.top_features), pos, neg, "sae_features")
-    w = _w_dec(sae)
-    w = w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    ids = torch.nonzero(t).flatten().tolist()
-    return _scaled(t @ w, pos, neg, "sae_features", {"features": {int(i): float(t[i]) for i in ids}})
-
-
-def feature_delta(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Feature-Delta ([SAE-Gender] §IV-C, docs/references.md): encode both sides, take the mean
-    feature difference over every feature, decode it through the decoder (no bias) into the
-    residual stream."""
-    sae = _need_sae(ctx, "feature_delta")
-    delta = feature_difference(sae, pos, neg)
-    v = delta @ _w_dec(sae)
-    top = delta.abs().topk(min(8, delta.numel())).indices.tolist()
-    return _scaled(v, pos, neg, "feature_delta", {"top_features": {int(i): float(delta[i]) for i in top}})
-
-
-def sae_combo(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Hand-picked SAE features: Σ wᵢ·d̂ᵢ over chosen decoder rows (unit), returned unit-norm
-    (no dataset involved, so α is in residual-stream units)."""
-    sae = _need_sae(ctx, "sae_combo")
-    t = _weights_vector(ctx, sae.d_sae, "sae_combo")
-    w = _w_dec(sae)
-    v = t @ (w / w.norm(dim=1, keepdim=True).clamp(min=1e-12))
-    if float(v.norm()) < 1e-8:
-        raise FitError("sae_combo: the weighted features cancel out to a zero vector.")
-    return FitResult("sae_combo", _unit(v), info={"features": dict(ctx.feature_weights)})
-
-
-def saets(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """SAE-TS ([Chalnev 2024] eq. 3): the vector whose *predicted effects* hit the target features,
-    with the approximator's bias direction (what any steering does) projected out
-    (docs/design.md §Effect approximator and targeted steering)."""
-    from steering_core.measure.approximator import saets_vector
-
-    approx = _need_approx(ctx, "saets")
-    t = data_targets(ctx, pos, neg, "saets")
-    v = saets_vector(approx, t, ctx.saets_lambda)
-    return _result_from_unit("saets", v, pos, neg, t)
-
-
-def pinv(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Pseudoinverse steering: solve the approximator for the vector whose effects are t/|t|."""
-    from steering_core.measure.approximator import pinv_vector
-
-    approx = _need_approx(ctx, "pinv")
-    t = data_targets(ctx, pos, neg, "pinv")
-    return _result_from_unit("pinv", pinv_vector(approx, t), pos, neg, t)
-
-
-def rotation(pos: torch.Tensor, neg: torch.Tensor, ctx: FitContext) -> FitResult:
-    """Rotation steering: rotate the targets' decoder direction into effect space ([Chalnev 2024] App. D)."""
-    from steering_core.measure.approximator import rotation_vector
-
-    approx = _need_approx(ctx, "rotation")
-    sae = _need_sae(ctx, "rotation")
-    t = data_targets(ctx, pos, neg, "rotation")
-    w = _w_dec(sae)
-    d = t @ (w / w.norm(dim=1, keepdim=True).clamp(min=1e-12))
-    return _result_from_unit("rotation", rotation_vector(approx, w, d), pos, neg, t)
-
-
-def _result_from_unit(name: str, v: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, t: torch.Tensor) -> FitResult:
-    info = {"targets": {int(i): float(t[i]) for i in torch.nonzero(t).flatten().tolist()}}
-    if pos.shape[0] == 0:
-        return FitResult(name, _unit(v), info=info)
-    # scale like the other data methods; keep the approximator's orientation (it is not a sign-free axis)
-    u = _unit(v)
-    gap = float(_mean_diff(pos, neg) @ u)
-    warnings = []
-    if gap <= 1e-8:
-        warnings.append(f"{name}: the positives do not sit further along this vector than the negatives "
-                        "(it targets features, not the dataset's gap); returned unit-norm.")
-        gap = 1.0
-    return FitResult(name, u * gap, info=dict(info, gap=gap), warnings=warnings)
-
-
 register(Method("caa", "CAA (mean difference)", caa, min_pairs=1,
                 about="Mean of positive − negative activations ([Rimsky 2024]; [Purchase 2025] §2.3.1)."))
 register(Method("pca_diff", "PCA of differences", pca_diff, min_pairs=2,
@@ -325,18 +100,9 @@ register(Method("probe", "Linear probe", probe, min_pairs=4,
                 about="Logistic-regression direction separating the two sides."))
 register(Method("ace", "ACE (affine concept editing)", ace, min_pairs=2,
                 about="Sets the component along the CAA direction instead of adding ([Purchase 2025] eq. 2.2)."))
-register(Method("sae_features", "SAE features (weighted decoders)", sae_top_features, min_pairs=1, needs_sae=True,
-                about="Decoder rows of the features the positives raise most, weighted by the raise."))
-register(Method("feature_delta", "Feature-Delta", feature_delta, min_pairs=1, needs_sae=True,
-                about="Decode the mean SAE feature difference ([SAE-Gender])."))
-register(Method("sae_combo", "Hand-picked SAE features", sae_combo, min_pairs=0, needs_sae=True, needs_features=True,
-                uses_pairs=False, about="A weighted sum of decoder rows you choose."))
-register(Method("saets", "SAE-TS", saets, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Targets features through the effect approximator ([Chalnev 2024] §4)."))
-register(Method("pinv", "Pseudoinverse", pinv, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Pseudoinverse of the effect approximator ([Chalnev 2024] App. A)."))
-register(Method("rotation", "Rotation", rotation, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
-                about="Decoder direction rotated into effect space ([Chalnev 2024] App. D)."))
+
+for _m in SAE_METHODS:  # SAE features, Feature-Delta, hand-picked, SAE-TS, pseudoinverse, rotation
+    register(_m)
 
 
 def _trained(module: str, fn: str) -> Callable[[torch.Tensor, torch.Tensor, FitContext], FitResult]:
