@@ -199,3 +199,19 @@ def test_feature_weights_are_read_from_text():
     for bad in ("x:1", "3:abc", "-1:2", "4:nan"):
         with pytest.raises(FitError):
             parse_feature_weights(bad)
+
+
+def test_the_registry_order_does_not_depend_on_which_module_is_imported_first():
+    """The SAE methods live in their own module; importing it first once moved them after the
+    trained methods on the Vectors page."""
+    import subprocess
+    import sys
+
+    code = ("import {first}\nfrom steering_core.vectors.methods import METHODS\nprint(','.join(METHODS))")
+    orders = {subprocess.run([sys.executable, "-c", code.format(first=m)], capture_output=True, text=True,
+                             check=True).stdout.strip()
+              for m in ("steering_core.vectors.sae_methods", "steering_core.vectors.methods",
+                        "steering_core.vectors.method_base")}
+    assert len(orders) == 1
+    names = orders.pop().split(",")
+    assert names.index("rotation") < names.index("loreft") and names[0] == "caa"
