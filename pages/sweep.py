@@ -11,7 +11,7 @@ from steering_core import SteeringCoreError
 from steering_core import datasets as dsm
 from steering_core.browse.rows import feature_table
 from steering_core.measure.alpha import auto_alpha
-from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, compare, peak_verdict
+from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, beats_phrase, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
 from steering_core.measure.prompt_pairs import FeatureSelection, find_target_features, target_spec
@@ -255,10 +255,10 @@ with sweep_tab:
             st.warning(verdict.warning)
         if prompted is not None:
             pp = prompted.point
-            better = "beats" if verdict.product > pp.get("product") else "does not beat"
+            better = beats_phrase(verdict.product, verdict.product_se, pp.get("product"), pp.get("product_se"))
             st.caption(f"Prompting baseline {prompted.entry.instruction!r} ({PLACEMENT_LABELS[prompted.entry.placement]}"
                        f"): {res['behaviour']} {pp.get(res['behaviour']):.2f}, coherence {pp.get('coherence'):.2f}, "
-                       f"product {pp.get('product'):.2f}; the best α {better} it.")
+                       f"product {pp.get('product'):.2f} ± {pp.get('product_se'):.2f}; the best α {better} it.")
         cols = [c for c in df.columns if not c.endswith("_se")]
         st.dataframe(df[cols], hide_index=True, width="stretch")
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
@@ -341,7 +341,7 @@ with compare_tab:
     if ss.get("cmp_result"):
         rows, curves = ss.cmp_result
         table = pd.DataFrame([r.__dict__ for r in rows])
-        first = ["name", "kind", "peak_product", "alpha_at_peak", "auto_alpha", "behaviour_at_peak",
+        first = ["name", "kind", "peak_product", "peak_product_se", "alpha_at_peak", "auto_alpha", "behaviour_at_peak",
                  "coherence_at_peak", "layer", "instruction"]
         st.dataframe(table[first + [c for c in table.columns if c not in first]], hide_index=True, width="stretch")
         fig = go.Figure()

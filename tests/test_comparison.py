@@ -53,6 +53,7 @@ def test_compare_sweeps_each_candidate_around_its_own_auto_alpha(tiny_hf, one_th
         best, p = peak(curves[r.name], "keywords")
         assert r.peak_product == best and r.alpha_at_peak == p.alpha
         assert not math.isnan(r.coherence_at_peak)
+        assert r.peak_product_se == p.get("product_se") and r.peak_product_se >= 0  # the peak's own SE
 
 
 def test_compare_refuses_empty_and_duplicate_names(tiny_hf):
@@ -104,3 +105,12 @@ def test_compare_checks_prompting_entries_before_generating(tiny_hf, monkeypatch
                                                   chat=False, keywords=("a",)),
                            prompts=[PromptEntry("p", "Be brief.", "prefix")])
     assert [r.name for r in rows] == ["p"] and list(curves) == ["p"]
+
+
+def test_beating_another_entry_is_said_only_outside_two_standard_errors():
+    from steering_core.measure.comparison import beats_phrase
+
+    assert beats_phrase(0.30, 0.02, 0.10, 0.02) == "beats"
+    assert beats_phrase(0.10, 0.02, 0.30, 0.02) == "does not beat"
+    assert beats_phrase(0.22, 0.05, 0.17, 0.05) == "is within noise of (+0.05 ± 0.07)"
+    assert beats_phrase(float("nan"), 0.1, 0.2, 0.1) == "cannot be compared with"

@@ -136,3 +136,25 @@ def test_add_product_is_the_rule_finish_applies():
     assert alone.scores == pts[1].scores
     assert add_product(AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0}), "target", -2.0).get("product") == \
         pytest.approx(4.0 * math.exp(-1.0))  # activations are not clipped
+
+
+def test_product_standard_error_is_the_delta_method_by_hand():
+    """behaviour 0.5 ± 0.1, log-likelihood −2 ± 0.05 against an unsteered −1.5 ± 0.05."""
+    from steering_core.measure.sweep import AlphaPoint, add_product, finish
+
+    p = add_product(AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1}),
+                    "keywords", -1.5, 0.05)
+    c = math.exp(-0.5)
+    c_se = c * math.sqrt(0.05 ** 2 + 0.05 ** 2)
+    assert p.get("coherence") == pytest.approx(c) and p.get("coherence_se") == pytest.approx(c_se)
+    assert p.get("product") == pytest.approx(0.5 * c)
+    assert p.get("product_se") == pytest.approx(math.sqrt((c * 0.1) ** 2 + (0.5 * c_se) ** 2))
+    # at the cap the coherence does not move; the reference point itself has coherence 1 exactly
+    up = add_product(AlphaPoint(2.0, {"loglik": -1.0, "loglik_se": 0.05, "keywords": 0.4, "keywords_se": 0.1}),
+                     "keywords", -1.5, 0.05)
+    assert up.get("coherence_se") == 0.0 and up.get("product_se") == pytest.approx(0.1)
+    pts = finish([AlphaPoint(0.0, {"loglik": -1.5, "loglik_se": 0.05, "keywords": 0.2, "keywords_se": 0.1}),
+                  AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1})],
+                 "keywords")
+    assert pts[0].get("coherence_se") == 0.0 and pts[0].get("product_se") == pytest.approx(0.1)
+    assert pts[1].get("product_se") == pytest.approx(p.get("product_se"))  # finish uses the α = 0 point's SE

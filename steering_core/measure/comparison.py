@@ -51,6 +51,7 @@ class ComparisonRow:
     coherence_at_peak: float
     kind: str = "vector"  # "vector" or "prompt"
     instruction: str = ""
+    peak_product_se: float = float("nan")  # standard error of the peak product (delta method, see sweep.add_product)
 
 
 def peak(points: Sequence[AlphaPoint], behaviour: str) -> tuple[float, AlphaPoint | None]:
@@ -77,6 +78,18 @@ class PeakVerdict:
     useful: bool
     message: str  # the peak, one sentence
     warning: str | None  # why there is no useful α, or None
+    product_se: float = float("nan")
+
+
+def beats_phrase(product: float, product_se: float, other: float, other_se: float) -> str:
+    """Whether a peak beats another entry's product, said honestly: a difference within two
+    standard errors (of the difference, the two taken as independent) is "within noise of"."""
+    if not (math.isfinite(product) and math.isfinite(other)):
+        return "cannot be compared with"
+    se = math.hypot(product_se if math.isfinite(product_se) else 0.0, other_se if math.isfinite(other_se) else 0.0)
+    if se > 0 and abs(product - other) < 2 * se:
+        return f"is within noise of ({product - other:+.2f} ± {se:.2f})"
+    return "beats" if product > other else "does not beat"
 
 
 def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
@@ -89,7 +102,9 @@ def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
     if p is None:
         return PeakVerdict(float("nan"), None, False, f"{who}no α has a {behaviour} × coherence score.",
                            "No useful α: no point of this sweep has a score.")
-    message = f"{who}peak {behaviour} × coherence = {best:.2f} at α = {p.alpha:.1f}"
+    se = p.get("product_se")
+    pm = f" ± {se:.2f}" if math.isfinite(se) else ""
+    message = f"{who}peak {behaviour} × coherence = {best:.2f}{pm} at α = {p.alpha:.1f}"
     if p.alpha == 0.0:
         warning = "No useful α: no steered α scores better than not steering (α = 0)."
     elif best < threshold:
@@ -97,7 +112,7 @@ def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
                    "the behaviour barely appears, or only in text the model finds unlikely.")
     else:
         warning = None
-    return PeakVerdict(best, p.alpha, warning is None, message, warning)
+    return PeakVerdict(best, p.alpha, warning is None, message, warning, se)
 
 
 def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepSpec, sae: LoadedSAE | None = None,
@@ -133,7 +148,8 @@ def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepS
         best, p = peak(pts, task.behaviour)
         rows.append(ComparisonRow(c.name, c.layer, a_star, best, p.alpha if p else float("nan"),
                                   p.get(task.behaviour) if p else float("nan"),
-                                  p.get("coherence") if p else float("nan")))
+                                  p.get("coherence") if p else float("nan"),
+                                  peak_product_se=p.get("product_se") if p else float("nan")))
         curves[c.name] = pts
     if prompts:
         def on_entry(j: int, name: str) -> None:
@@ -162,6 +178,6 @@ def _prompt_rows(model: SteerableModel, entries: Sequence[PromptEntry], task: Sw
         p = res.point
         rows.append(ComparisonRow(res.entry.name, None, float("nan"), p.get("product"), float("nan"),
                                   p.get(task.behaviour), p.get("coherence"), kind="prompt",
-                                  instruction=res.entry.instruction))
+                                  instruction=res.entry.instruction, peak_product_se=p.get("product_se")))
         curves[res.entry.name] = [p]
     return rows, curves

@@ -170,10 +170,10 @@ def prompt_baseline(model: SteerableModel, entry: PromptEntry, spec: SweepSpec, 
     own = baseline is None
     if own:
         baseline = _cached_point(model, PromptEntry("unsteered", ""), spec, sae, judge, cache)
-        add_product(baseline, spec.behaviour, baseline.get("loglik"))
+        add_product(baseline, spec.behaviour, baseline.get("loglik"), 0.0)
     if own and entry.is_empty:  # the same rollouts: not generated twice
         point = AlphaPoint(baseline.alpha, dict(baseline.scores), list(baseline.samples), list(baseline.notes))
     else:
         point = _cached_point(model, entry, spec, sae, judge, cache)
-    add_product(point, spec.behaviour, baseline.get("loglik"))
+    add_product(point, spec.behaviour, baseline.get("loglik"), baseline.get("loglik_se"))
     return PromptResult(entry, point, baseline)

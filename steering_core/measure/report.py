@@ -264,7 +264,8 @@ def markdown_table(rows: Sequence[ComparisonRow], behaviour: str = "keywords") -
             at = "— (prompt)"
         else:
             at = f(r.alpha_at_peak, ".1f") + (f" ({r.alpha_at_peak / r.auto_alpha:.2g}×)" if r.auto_alpha else "")
-        lines.append(f"| {r.name} | {r.kind} | {f(r.peak_product)} | {at} | {f(r.auto_alpha, '.1f')} | "
+        pm = f" ± {f(r.peak_product_se)}" if math.isfinite(r.peak_product_se) else ""
+        lines.append(f"| {r.name} | {r.kind} | {f(r.peak_product)}{pm} | {at} | {f(r.auto_alpha, '.1f')} | "
                      f"{f(r.behaviour_at_peak)} | {f(r.coherence_at_peak)} |")
     return "\n".join(lines) + "\n"
 

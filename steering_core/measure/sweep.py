@@ -297,24 +297,48 @@ def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
     """Add the coherence score (relative to α = 0) and behaviour × coherence to every point."""
     zero = next((p for p in points if p.alpha == 0.0), None)
     base = zero.get("loglik") if zero is not None else float("nan")
+    base_se = zero.get("loglik_se") if zero is not None else float("nan")
     for p in points:
-        add_product(p, behaviour, base)
+        add_product(p, behaviour, base, 0.0 if p is zero else base_se)
     return points
 
 
-def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float) -> AlphaPoint:
+def _se(p: AlphaPoint, name: str) -> float:
+    v = p.get(name + "_se")
+    return v if math.isfinite(v) else 0.0
+
+
+def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
+                loglik_unsteered_se: float = 0.0) -> AlphaPoint:
     """Set ``p``'s coherence score (relative to ``loglik_unsteered``) and behaviour × coherence, in place:
-    the one definition every sweep point and every prompting entry goes through."""
+    the one definition every sweep point and every prompting entry goes through.
+
+    Each gets a standard error by the delta method, so a peak can be told from noise: the coherence
+    exp(L − L₀) has SE c·√(SE_L² + SE_L₀²) below its cap (0 at the cap, where it does not move), the
+    behaviour its own SE (clipping to [0, 1] does not change it), and their product
+    √((c·SE_b)² + (b·SE_c)²), treating the two as independent. Pass ``loglik_unsteered_se = 0``
+    for the point that is itself the reference (its coherence is 1 exactly)."""
     coh = coherence_score(p.get("loglik"), loglik_unsteered)
     p.scores["coherence"] = coh
+    d_se = math.hypot(_se(p, "loglik"), loglik_unsteered_se if math.isfinite(loglik_unsteered_se) else 0.0)
+    coh_se = coh * d_se if math.isfinite(coh) and coh < 1.0 else (0.0 if math.isfinite(coh) else float("nan"))
+    p.scores["coherence_se"] = coh_se
     b = p.get(behaviour)
     b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
-    c = p.get("judge_coherence") if behaviour == "judge" else coh  # the paper's B×C: both from the judge
-    p.scores["product"] = b * c if math.isfinite(b) and math.isfinite(c) else float("nan")
+    judged = behaviour == "judge"
+    c = p.get("judge_coherence") if judged else coh  # the paper's B×C: both from the judge
+    c_se = _se(p, "judge_coherence") if judged else coh_se
+    ok = math.isfinite(b) and math.isfinite(c)
+    p.scores["product"] = b * c if ok else float("nan")
+    p.scores["product_se"] = math.hypot(c * _se(p, behaviour), b * c_se) if ok else float("nan")
     return p
 
 
 # -- cache -----------------------------------------------------------------------------------------------
+
+
+#: Scores derived from the others when a sweep finishes (never cached: the α = 0 point they depend on may change).
+DERIVED = ("coherence", "coherence_se", "product", "product_se")
 
 
 class SweepCache(LibraryTable):
@@ -330,7 +354,7 @@ class SweepCache(LibraryTable):
         return {float(a): AlphaPoint(float(a), json.loads(s), json.loads(t)) for a, s, t in rows}
 
     def put(self, key: str, p: AlphaPoint) -> None:
-        raw = {k: v for k, v in p.scores.items() if k not in ("coherence", "product")}
+        raw = {k: v for k, v in p.scores.items() if k not in DERIVED}
         with self._lock:
             self.con.execute("INSERT OR REPLACE INTO sweep_points (key, alpha, scores, samples) VALUES (?, ?, ?, ?)",
                              [key, p.alpha, json.dumps(raw), json.dumps(p.samples)])
