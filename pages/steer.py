@@ -5,6 +5,8 @@ Both only set session state, so a widget here passes its own first value only wh
 state holds none for its key (``ui.first_value``; Streamlit warns when a widget gets both).
 """
 
+import time
+
 import streamlit as st
 
 import ui
@@ -246,6 +248,7 @@ if run:
     slots_l = [left.empty() for _ in range(int(n_samples))]
     slots_r = [right.empty() for _ in range(int(n_samples))]
     bar = st.progress(0.0, text="Generating…")
+    started = time.perf_counter()
     try:
         update = None
         for update in side_by_side(model, request, unsteered=cached):
@@ -257,7 +260,7 @@ if run:
                 bar.progress(min(1.0, (update.step + 1) / request.config.max_new_tokens),
                              text=f"{update.step + 1} tokens")
         bar.empty()
-        st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps, "
+        st.caption(f"Finished: {update.step + 1 if update else 0} decoding steps in {time.perf_counter() - started:.1f} s, "
                    + (f"{int(n_samples)} steered row{'s' if int(n_samples) > 1 else ''} (unsteered from cache), "
                       "same seeds as before."
                       if cached is not None else f"{2 * int(n_samples)} rows in one batch, same seeds on both sides."))
