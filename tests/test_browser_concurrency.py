@@ -50,9 +50,14 @@ def _configure_steer(page, url: str, direction_seed: int, keys: list[str], seed:
     _set_number(page, "Direction seed", direction_seed)
     page.get_by_text(f"random unit vector (seed {direction_seed})").first.wait_for()
     slider = page.get_by_role("slider").nth(1)  # the layer slider comes first
+    heading = page.get_by_role("heading", name=re.compile(r"Steered \(α = "))
+    before = heading.inner_text()
     slider.focus()
     for key in keys:
         slider.press(key)
+    if keys:  # wait for the rerun that carries the new α (a fixed pause lost key presses on a busy machine)
+        page.wait_for_function("b => [...document.querySelectorAll('h4')].some(h => h.innerText.startsWith("
+                               "'Steered (α = ') && h.innerText !== b)", arg=before)
     page.wait_for_timeout(800)  # the slider sends its value after a short pause
     _set_number(page, "Samples", 2)
     _set_number(page, "Max new tokens", 40)
