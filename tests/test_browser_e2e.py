@@ -176,7 +176,7 @@ def test_walk_every_page_on_the_embedded_model(tmp_path):
         wait_idle(page)
         sweep.get_by_role("button", name="Run sweep").click()
         sweep.locator(".js-plotly-plot").first.wait_for()
-        sweep.get_by_text(re.compile(rf"{VECTOR}: peak keywords × coherence = [\d.]+ at α = ")).wait_for()
+        sweep.get_by_text(re.compile(rf"{VECTOR}: peak keywords × coherence = [\d.]+ ± [\d.]+ at α = ")).wait_for()
         table = grid_rows(sweep.get_by_test_id("stDataFrame").first)
         assert [float(r["alpha"]) for r in table] == [0.0, 60.0, 120.0], table
         assert float(table[0]["coherence"]) == 1.0  # unsteered text is perfectly coherent by definition
