@@ -1,0 +1,113 @@
+"""The shipped embedded pack in a real browser, as a researcher first meets it (issues 14 and 15):
+
+* /features?feature=630 opens the wedding feature's card, whose effect lists carry a ± column and
+  whose sidebar offers Raw and Specific effects;
+* a label search for "wedding" finds #630 with a wedding label;
+* a meaning search for "weddings and marriage" puts only wedding/marriage/celebration-like labels
+  in its top five;
+* "Test this feature on my text" paints a wedding sentence and reports the peak activation.
+
+Screenshots land in test-artifacts/embedded-*.png."""
+
+from __future__ import annotations
+
+import re
+
+from browser import ARTIFACTS, browser_page, screenshot_all, serve_app, wait_idle
+from test_browser_e2e import grid_rows, keyed, temp_cache
+
+WEDDING = 630
+#: Words a label about weddings, marriage or celebrations would contain.
+WEDDING_LIKE = re.compile(r"wedd|marri|bride|groom|ceremon|celebrat|anniversar|honeymoon|engag|reception|vow|party|"
+                          r"love|famil|guest", re.I)
+
+
+def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
+    cache = temp_cache(tmp_path)
+    env = {"STEERING_MODEL": "embedded", "STEERING_CACHE_DIR": str(cache)}
+    with serve_app(env) as url, browser_page() as page:
+        main, sidebar = page.get_by_test_id("stMain"), page.get_by_test_id("stSidebar")
+
+        # -- the card, from a link: ± on every effect row, Raw/Specific in the sidebar -----------------
+        page.goto(f"{url}/features?feature={WEDDING}")
+        heading = main.get_by_role("heading", name=re.compile(rf"#{WEDDING} ·")).first
+        heading.wait_for()
+        assert re.search(r"wedding", heading.inner_text(), re.I), heading.inner_text()
+        basis = sidebar.get_by_role("radiogroup", name="Effects shown")
+        basis.get_by_text("Specific", exact=True).wait_for()
+        assert basis.get_by_role("radio", name="Raw").is_enabled()
+        effects = keyed(main, f"card_{WEDDING}_effects")
+        rows = grid_rows(effects)
+        assert len(rows) >= 5 and "±" in rows[0], rows[:2]
+        assert all(float(r["±"]) > 0 for r in rows), rows[:5]  # a standard error on every stored effect
+        wait_idle(page)
+        screenshot_all(page, ARTIFACTS / "embedded-630-raw.png")
+        basis.get_by_text("Specific", exact=True).click()
+        wait_idle(page)
+        specific = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
+        assert [r["feature"] for r in specific] != [r["feature"] for r in rows]  # the generic response is gone
+        screenshot_all(page, ARTIFACTS / "embedded-630-specific.png")
+
+        # -- test this feature on my text ---------------------------------------------------------------
+        main.get_by_text("Test this feature on my text").first.click()
+        mine = main.get_by_role("textbox", name="Text").first
+        mine.fill("The bride and groom cut the wedding cake at the reception.")
+        mine.press("Enter")
+        caption = main.get_by_text(re.compile(r"Peak activation [\d.]+")).first
+        caption.wait_for()
+        assert float(re.search(r"Peak activation ([\d.e+-]+)", caption.inner_text()).group(1)) > 0
+        screenshot_all(page, ARTIFACTS / "embedded-630-my-text.png")
+
+        # -- label search "wedding" finds #630 ------------------------------------------------------------
+        main.get_by_role("radiogroup", name="Search by").get_by_text("Label text").click()
+        query = main.get_by_role("textbox", name="Query")
+        query.fill("wedding")
+        query.press("Enter")
+        wait_idle(page)
+        hits = grid_rows(keyed(main, "search_table"))
+        found = {int(r["feature"]): r["label"] for r in hits}
+        assert WEDDING in found and re.search("wedding", found[WEDDING], re.I), found
+
+        # -- meaning search: only wedding-like labels in the top five -------------------------------------
+        main.get_by_role("radiogroup", name="Search by").get_by_text("Meaning (semantic)").click()
+        query.fill("weddings and marriage")
+        query.press("Enter")
+        wait_idle(page)
+        top = grid_rows(keyed(main, "search_table"))[:5]
+        assert len(top) == 5 and all(WEDDING_LIKE.search(r["label"]) for r in top), top
+        screenshot_all(page, ARTIFACTS / "embedded-meaning-search.png")
+
+
+def test_the_shipped_pack_is_complete_and_its_labels_readable():
+    """Issues 14 and 15 on the shipped pack itself: an SE and a specific effect on every stored
+    effect, the generic response and hub flags, and for every live feature a description, TokenChange
+    lists, an output score and a label whose words are dictionary words or tokens the feature fires on."""
+    import json
+
+    import numpy as np
+    from browser import ROOT
+
+    from steering_core.describe.words import is_word
+    from steering_core.storage.db import connect
+
+    con = connect(ROOT / "cache" / "pack" / "pack.duckdb", read_only=True)
+    try:
+        d_sae = int(con.execute("SELECT value FROM meta WHERE key = 'd_sae'").fetchone()[0])
+        assert con.execute("SELECT count(*) FROM feature_effects WHERE effect_se IS NULL OR specific IS NULL "
+                           "OR specific_se IS NULL").fetchone()[0] == 0
+        assert con.execute("SELECT count(*), count(*) FILTER (WHERE hub) FROM generic_response").fetchone()[0] == d_sae
+        assert con.execute("SELECT count(*) FILTER (WHERE hub) FROM generic_response").fetchone()[0] > 0
+        rows = con.execute("SELECT feature_id, label, description, token_change, output_score, top_tokens "
+                           "FROM features WHERE live").fetchall()
+    finally:
+        con.close()
+    assert len(rows) > 3000
+    bad = []
+    for fid, label, desc, tc, score, top in rows:
+        assert desc and desc.startswith("Fires on"), (fid, desc)
+        change = json.loads(tc)
+        assert change["gains"] and change["losses"] and np.isfinite(score), fid
+        fired = {t.strip().lower() for t in (top or [])}
+        words = [w.strip() for part in label.split(" → ") for w in part.replace("/", ",").split(",") if w.strip()]
+        bad += [(fid, label) for w in words if w != "unreadable tokens" and not (is_word(w) or w.lower() in fired)]
+    assert not bad, bad[:20]
