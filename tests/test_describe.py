@@ -12,6 +12,7 @@ import torch
 
 from steering_core.describe.inputs import (
     TokenActivationSums,
+    collapse_same_text,
     content_span,
     context_words,
     snippet_key,
@@ -101,6 +102,20 @@ def test_snippet_keys_collapse_copies_that_differ_only_at_the_highlight():
     assert ka.near == kc.near and ka.shown != kc.shown
     same_text_other_peak = snippet_key(a, 4, 0, 6, before=2, after=1)
     assert same_text_other_peak.text == ka.text  # the displayed text alone also makes a duplicate
+
+
+def test_snippets_that_print_the_same_are_listed_once():
+    """Found in the shipped pack: feature #1725 listed three top snippets of byte-fallback pieces,
+    distinct token ids that all print "\ufffd", as three identical lines."""
+    junk = ["\ufffd"] * 4
+    snips = [{"kind": "top", "rank": 0, "tokens": junk, "acts": [0, 0, 9, 0], "similar": 2},
+             {"kind": "top", "rank": 1, "tokens": [" a", " wedding"], "acts": [0, 8], "similar": 1},
+             {"kind": "top", "rank": 2, "tokens": junk, "acts": [7, 0, 0, 0], "similar": 1},
+             {"kind": "q0.5", "rank": 0, "tokens": junk, "acts": [0, 3, 0, 0], "similar": 1},
+             {"kind": "q0.5", "rank": 1, "tokens": [" the", " bride"], "acts": [0, 2], "similar": 1}]
+    out = collapse_same_text(snips)
+    assert [(s["kind"], s["rank"], s["similar"]) for s in out] == [("top", 0, 3), ("top", 1, 1), ("q0.5", 1, 1)]
+    assert snips[0]["similar"] == 2  # the input is left as it was
 
 
 def test_content_span_never_reaches_into_the_prompt():

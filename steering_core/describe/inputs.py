@@ -150,5 +150,24 @@ def content_span(content: np.ndarray, peak: int, before: int, after: int, first:
     return s, e
 
 
-__all__ = ["SnippetKey", "TokenActivationSums", "content_span", "context_words", "snippet_key", "specificity_scores",
-           "top_specific"]
+def collapse_same_text(snippets: list[dict]) -> list[dict]:
+    """Snippets as a card lists them, with any whose *shown* text repeats one listed earlier folded
+    into it (its ``similar`` count added). The build collapses by token id, but distinct ids can
+    show the same text (byte-fallback pieces all print "\ufffd"), and a list of identical lines
+    says nothing."""
+    out: list[dict] = []
+    first: dict[tuple, dict] = {}
+    for snip in snippets:
+        key = "".join(snip["tokens"])
+        if key in first:
+            if snip["kind"] == "top" and first[key]["kind"] == "top":
+                first[key]["similar"] = first[key].get("similar", 1) + snip.get("similar", 1)
+            continue
+        snip = dict(snip)
+        first[key] = snip
+        out.append(snip)
+    return out
+
+
+__all__ = ["SnippetKey", "TokenActivationSums", "collapse_same_text", "content_span", "context_words", "snippet_key",
+           "specificity_scores", "top_specific"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from steering_core.describe.inputs import collapse_same_text
 from steering_core.errors import SteeringCoreError
 from steering_core.model.loading import cache_dir
 from steering_core.storage.db import StoreError, connect
@@ -138,7 +139,8 @@ class FeaturePack:
         sim = "n_similar" if self.has_column("feature_snippets", "n_similar") else "1"
         cur = self.cursor().execute(f"SELECT kind, rank, max_act, tokens, acts, coalesce({sim}, 1) FROM feature_snippets "
                                     "WHERE feature_id = ? ORDER BY kind = 'top' DESC, kind, rank", [fid])
-        return [dict(zip(["kind", "rank", "max_act", "tokens", "acts", "similar"], r)) for r in cur.fetchall()]
+        return collapse_same_text([dict(zip(["kind", "rank", "max_act", "tokens", "acts", "similar"], r))
+                                   for r in cur.fetchall()])
 
     def steers_well_bar(self) -> float | None:
         """The output score a feature must exceed to "steer well": the 95th percentile of the

@@ -78,6 +78,10 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         screenshot_all(page, ARTIFACTS / "embedded-meaning-search.png")
 
 
+def _words(part: str) -> list[str]:
+    return [w.strip() for w in part.replace("/", ",").split(",") if w.strip()]
+
+
 def test_the_shipped_pack_is_complete_and_its_labels_readable():
     """Issues 14 and 15 on the shipped pack itself: an SE and a specific effect on every stored
     effect, the generic response and hub flags, and for every live feature a description, TokenChange
@@ -87,7 +91,7 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
     import numpy as np
     from browser import ROOT
 
-    from steering_core.describe.words import is_word
+    from steering_core.describe.words import is_word, readable
     from steering_core.storage.db import connect
 
     con = connect(ROOT / "cache" / "pack" / "pack.duckdb", read_only=True)
@@ -107,7 +111,26 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
         assert desc and desc.startswith("Fires on"), (fid, desc)
         change = json.loads(tc)
         assert change["gains"] and change["losses"] and np.isfinite(score), fid
-        fired = {t.strip().lower() for t in (top or [])}
-        words = [w.strip() for part in label.split(" → ") for w in part.replace("/", ",").split(",") if w.strip()]
-        bad += [(fid, label) for w in words if w != "unreadable tokens" and not (is_word(w) or w.lower() in fired)]
+        # The input side names what it fires on: a dictionary word, a symbol's name ("line break"),
+        # or, for a piece, the quoted token itself ("“str”"); the output side only dictionary words.
+        fired = {readable(t, fired=True) for t in (top or [])} - {None}
+        ins, _, outs = label.partition(" → ")
+        bad += [(fid, w) for w in _words(ins) if w != "unreadable tokens" and not (is_word(w) or w in fired)]
+        bad += [(fid, w) for w in _words(outs) if not is_word(w)]
     assert not bad, bad[:20]
+
+
+def test_no_card_lists_two_snippets_with_the_same_text():
+    """Issue 15: a snippet list never shows two snippets whose text is the same except for the
+    highlighted token, read through the pack reader as every card is."""
+    from browser import ROOT
+
+    from steering_core.pack.reader import FeaturePack
+
+    reader = FeaturePack(ROOT / "cache" / "pack")
+    dup = []
+    for fid in range(int(reader.meta["d_sae"])):
+        texts = ["".join(s["tokens"]) for s in reader.snippets(fid)]
+        if len(texts) != len(set(texts)):
+            dup.append(fid)
+    assert not dup, dup[:10]
