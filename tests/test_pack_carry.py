@@ -105,3 +105,26 @@ def test_progress_from_another_precision_is_refused_not_mixed(tiny_pack_build, t
     assert res.returncode == 2, res.stderr[-2000:]
     assert "was measured with precision 'bf16'; this build has 'fp32'" in res.stderr
     assert not (tmp_path / "build" / "corpus.npz").exists()  # nothing was computed
+
+
+def test_progress_from_another_effects_budget_is_refused_not_mixed(tiny_pack_build, tmp_path):
+    """Found before the embedded pack's budget was raised: progress.json named only the model, hook
+    and precision, so chunks of 2 rollouts per prompt would have joined a build of 3."""
+    progress = tmp_path / "progress"
+    cfg = write_config(tmp_path, progress=str(progress), progress_every=1)
+    res = run_cli(["build", str(cfg), "--quiet", "--until", "control"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli(["save-progress", str(cfg)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((progress / "progress.json").read_text())
+    assert saved["settings"]["effects"]["rollouts_per_prompt"] == 2
+    shutil.rmtree(tmp_path / "build")
+    text = cfg.read_text().replace("rollouts_per_prompt = 2\nbaseline_rollouts_per_prompt = 2",
+                                   "rollouts_per_prompt = 3\nbaseline_rollouts_per_prompt = 3")
+    assert text != cfg.read_text()
+    cfg.write_text(text)
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "was measured with other effects settings than this config" in res.stderr
+    assert '"rollouts_per_prompt": 2' in res.stderr
+    assert not (tmp_path / "build" / "corpus.npz").exists()  # nothing was restored or computed

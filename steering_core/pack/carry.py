@@ -65,13 +65,17 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 
 #: Build facts a carried result depends on; a build that differs in any is refused, not mixed.
 IDENTITY = ("model_id", "hook_point", "precision")
+#: Config settings a carried result depends on: what is measured, on which text, with which seeds.
+#: A chunk of 16 rollouts per prompt among chunks of 32 would be neither budget.
+SETTINGS = ("seed", "layer", "hook", "corpus", "effects", "alpha", "control")
 
 
-def _identity(b: Builder) -> dict[str, str]:
+def _identity(b: Builder) -> dict:
     from steering_core.pack.tables import get_meta
 
     meta = get_meta(b.con)
-    return {k: meta.get(k, "") for k in IDENTITY}
+    cfg = json.loads(json.dumps(b.cfg.to_dict()))
+    return {**{k: meta.get(k, "") for k in IDENTITY}, "settings": {k: cfg.get(k) for k in SETTINGS}}
 
 
 def restore_files(b: Builder) -> list[str]:
@@ -91,6 +95,14 @@ def restore_files(b: Builder) -> list[str]:
                 f"The progress in {src} was measured with {', '.join(f'{k} {theirs.get(k)!r}' for k in diff)}; this "
                 f"build has {', '.join(f'{ours[k]!r}' for k in diff)}. Set the config to match (e.g. precision = "
                 f"\"{theirs.get('precision')}\") or move the progress folder away to start afresh.")
+        if "settings" in theirs:  # progress saved before settings were recorded is taken as it is
+            was = theirs["settings"]
+            changed = [k for k in SETTINGS if was.get(k) != ours["settings"][k]]
+            if changed:
+                raise PackConfigError(
+                    f"The progress in {src} was measured with other {', '.join(changed)} settings than this config "
+                    f"({', '.join(f'{k} = {json.dumps(was.get(k))}' for k in changed)}). Set them back, "
+                    "or move the progress folder away to start afresh.")
     out = []
     for name, _ in FILES:
         if (src / name).exists() and not (b.dir / name).exists():

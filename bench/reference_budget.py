@@ -1,0 +1,96 @@
+"""How the top-10 agreement with a pack's reference grows with the rollout budget: what budget a
+pack would need to reach a given ``reference_top10_overlap_median``.
+
+    python -m bench.reference_budget [PACK_DIR] [--rollouts 16,32] [--seed 5000]
+
+Re-measures the pack's own reference features (ids, α and the reference top-10 lists are in its
+``meta``) with fresh seeds at each budget, with the pack's prompts, tokens and sampling, and prints
+the median top-10 overlap with the stored reference, raw and specific (the generic response of the
+pack subtracted). The largest budget's rows are drawn once; a smaller budget uses the first rollouts
+of each prompt, as a build at that budget would. Prints JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import emit, log
+from steering_core.measure.effects import EffectSpec, baseline_rows, paired_estimate, steered_rows, twin_rows
+from steering_core.pack.tables import get_meta
+from steering_core.storage.db import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def overlaps(effect: torch.Tensor, lists: list[list[int]]) -> list[int]:
+    top = effect.topk(10, dim=-1).indices.tolist()
+    return [len(set(a) & set(b)) for a, b in zip(top, lists)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("pack", nargs="?", default=str(ROOT / "cache" / "pack"))
+    ap.add_argument("--rollouts", default="16,32", help="rollouts per prompt to try (comma-separated)")
+    ap.add_argument("--seed", type=int, default=5000, help="fresh seed (the pack used 0, stability 1)")
+    args = ap.parse_args(argv)
+    budgets = sorted({int(x) for x in args.rollouts.split(",")})
+    pack = Path(args.pack)
+
+    from steering_core.model.loading import load_model
+    from steering_core.model.saes import load_sae_from_disk
+    from steering_core.pack.distributed.work import unit_rows
+
+    con = connect(pack / "pack.duckdb", read_only=True)
+    try:
+        meta = get_meta(con)
+        cfg = json.loads(meta["config"])
+        spec0 = EffectSpec(**{k: v for k, v in json.loads(meta["effects_rollouts"]).items()
+                              if k in EffectSpec.__dataclass_fields__})
+        per = json.loads(meta["reference_features"])
+        ids = [int(r["feature"]) for r in per]
+        alpha = dict(con.execute("SELECT feature_id, alpha FROM features WHERE feature_id IN "
+                                 f"({','.join(map(str, ids))})").fetchall())
+    finally:
+        con.close()
+    g = torch.from_numpy(np.load(pack / "generic.npz")["mean"]).float()
+    ref_raw = [r["reference_top10"] for r in per]
+    ref_spec = [r["reference_specific_top10"] for r in per]
+    emit("pack_reference_overlap_median", float(np.median([r["overlap"] for r in per])), "of 10",
+         rollouts=spec0.rows_per_vector, features=len(ids))
+
+    model = load_model(cfg.get("model", "embedded"), precision=meta.get("precision"))
+    sae = load_sae_from_disk(pack / "sae", model)
+    layer = int(meta["layer"])
+    top = budgets[-1]
+    spec = EffectSpec(prompts=spec0.prompts, rollouts_per_prompt=top, new_tokens=spec0.new_tokens,
+                      baseline_rollouts_per_prompt=top, top_k=spec0.top_k, temperature=spec0.temperature,
+                      max_rows=spec0.max_rows)
+    t0 = time.perf_counter()
+    log(f"baseline: {spec.rows_per_vector} rows")
+    base = baseline_rows(model, sae, layer, spec, args.seed)
+    dirs = unit_rows(sae, ids)
+    alphas = torch.tensor([alpha[i] for i in ids], dtype=torch.float32)
+    rows = []
+    for i, fid in enumerate(ids):
+        log(f"feature {fid} ({i + 1}/{len(ids)}): {spec.rows_per_vector} rows")
+        rows.append(steered_rows(model, sae, layer, dirs[i:i + 1], alphas[i:i + 1], spec, args.seed))
+    steered = torch.cat(rows)  # [n, P*top, d]
+    twins = twin_rows(base, spec)
+    n_p = len(spec.prompts)
+    for r in budgets:
+        keep = lambda x: x.reshape(*x.shape[:-2], n_p, top, x.shape[-1])[..., :r, :].reshape(  # noqa: E731
+            *x.shape[:-2], n_p * r, x.shape[-1])
+        est = paired_estimate(keep(steered), keep(twins), n_p).effect
+        raw, spc = overlaps(est, ref_raw), overlaps(est - g, ref_spec)
+        emit("reference_overlap_median", float(np.median(raw)), "of 10", rollouts=n_p * r, overlaps=raw)
+        emit("specific_reference_overlap_median", float(np.median(spc)), "of 10", rollouts=n_p * r, overlaps=spc)
+    emit("reference_budget_seconds", time.perf_counter() - t0, "s", features=len(ids))
+
+
+if __name__ == "__main__":
+    main()
