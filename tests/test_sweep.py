@@ -13,8 +13,6 @@ from steering_core.measure.sweep import (
     SweepError,
     SweepSpec,
     check_spec,
-    coherence_score,
-    keyword_hits,
     run_sweep,
 )
 from steering_core.model.saes import tiny_sae
@@ -44,17 +42,6 @@ def test_bad_requests_get_a_sentence(kw, message):
 
 def test_grid_always_contains_zero_sorted_and_deduplicated():
     assert check_spec(_spec(alphas=(3, -1, 3)), 10.0).alphas == (-1.0, 0.0, 3.0)
-
-
-def test_keyword_hits_are_whole_words_and_case_blind():
-    assert keyword_hits(["The cat", "theatre", "a dog", "A"], ["the", "a"]).tolist() == [1.0, 0.0, 1.0, 1.0]
-
-
-def test_coherence_is_a_capped_likelihood_ratio():
-    assert coherence_score(-2.0, -2.0) == 1.0
-    assert coherence_score(-1.0, -2.0) == 1.0
-    assert coherence_score(-3.0, -2.0) == pytest.approx(math.exp(-1.0))
-    assert math.isnan(coherence_score(float("nan"), -2.0))
 
 
 def test_sweep_scores_and_zero_alpha_reference(tiny_hf, one_thread):
@@ -124,37 +111,3 @@ def test_rollout_rows_are_prompt_major_with_a_distinct_seed_each(tiny_hf):
     assert rows == [tiny_hf.format_prompt(p) for p in ("hello", "the weather") for _ in range(2)]
     assert rollout_prompts(tiny_hf, _spec()) == ["hello", "hello", "the weather", "the weather"]
     assert len(set(rollout_seeds(0, 2, 2))) == 4 and not set(rollout_seeds(0, 2, 2)) & set(rollout_seeds(1, 2, 2))
-
-
-def test_add_product_is_the_rule_finish_applies():
-    from steering_core.measure.sweep import AlphaPoint, add_product, finish
-
-    pts = finish([AlphaPoint(0.0, {"loglik": -2.0, "keywords": 0.5}), AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}),
-                  AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0})], "keywords")
-    assert pts[1].get("product") == pytest.approx(math.exp(-1.0))  # behaviour clipped to 1
-    alone = add_product(AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}), "keywords", -2.0)
-    assert alone.scores == pts[1].scores
-    assert add_product(AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0}), "target", -2.0).get("product") == \
-        pytest.approx(4.0 * math.exp(-1.0))  # activations are not clipped
-
-
-def test_product_standard_error_is_the_delta_method_by_hand():
-    """behaviour 0.5 ± 0.1, log-likelihood −2 ± 0.05 against an unsteered −1.5 ± 0.05."""
-    from steering_core.measure.sweep import AlphaPoint, add_product, finish
-
-    p = add_product(AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1}),
-                    "keywords", -1.5, 0.05)
-    c = math.exp(-0.5)
-    c_se = c * math.sqrt(0.05 ** 2 + 0.05 ** 2)
-    assert p.get("coherence") == pytest.approx(c) and p.get("coherence_se") == pytest.approx(c_se)
-    assert p.get("product") == pytest.approx(0.5 * c)
-    assert p.get("product_se") == pytest.approx(math.sqrt((c * 0.1) ** 2 + (0.5 * c_se) ** 2))
-    # at the cap the coherence does not move; the reference point itself has coherence 1 exactly
-    up = add_product(AlphaPoint(2.0, {"loglik": -1.0, "loglik_se": 0.05, "keywords": 0.4, "keywords_se": 0.1}),
-                     "keywords", -1.5, 0.05)
-    assert up.get("coherence_se") == 0.0 and up.get("product_se") == pytest.approx(0.1)
-    pts = finish([AlphaPoint(0.0, {"loglik": -1.5, "loglik_se": 0.05, "keywords": 0.2, "keywords_se": 0.1}),
-                  AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1})],
-                 "keywords")
-    assert pts[0].get("coherence_se") == 0.0 and pts[0].get("product_se") == pytest.approx(0.1)
-    assert pts[1].get("product_se") == pytest.approx(p.get("product_se"))  # finish uses the α = 0 point's SE

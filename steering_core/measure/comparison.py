@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from steering_core.errors import SteeringCoreError
-from steering_core.measure.sweep import AlphaPoint, SweepCache, SweepSpec, run_sweep
+from steering_core.measure.scores import AlphaPoint
+from steering_core.measure.sweep import SweepCache, SweepSpec, run_sweep
 
 if TYPE_CHECKING:
     from steering_core.measure.prompting import PromptEntry

@@ -33,13 +33,12 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from steering_core.measure.scores import AlphaPoint, add_product
 from steering_core.measure.sweep import (
     SEED_SCHEME,
-    AlphaPoint,
     SweepCache,
     SweepError,
     SweepSpec,
-    add_product,
     check_spec,
     check_targets,
     rollout_prompts,

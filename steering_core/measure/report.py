@@ -33,7 +33,8 @@ from typing import Mapping, Sequence
 from steering_core.errors import SteeringCoreError
 from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, ComparisonRow
 from steering_core.measure.prompting import PromptEntry
-from steering_core.measure.sweep import AlphaPoint, SweepSpec, check_spec
+from steering_core.measure.scores import AlphaPoint
+from steering_core.measure.sweep import SweepSpec, check_spec
 
 #: Version of the settings file; :func:`load_settings` refuses another.
 SETTINGS_VERSION = 1

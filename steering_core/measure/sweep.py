@@ -22,14 +22,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
+from steering_core.measure.scores import (  # noqa: F401  (re-exported: the sweep's public names)
+    AlphaPoint,
+    add_product,
+    coherence_score,
+    finish,
+    keyword_hits,
+    mean_and_se,
+)
 from steering_core.model.sampling import row_seed
 from steering_core.storage.crashpoints import crash_point
 from steering_core.storage.library import LibraryTable
@@ -121,41 +128,6 @@ def check_spec(spec: SweepSpec, residual_norm: float | None = None) -> SweepSpec
     return SweepSpec(prompts, tuple(sorted(set(alphas))), spec.samples, spec.new_tokens, spec.temperature,
                      spec.top_k, spec.seed, spec.chat, keywords, concept, tuple(int(f) for f in spec.target_features),
                      spec.behaviour, criterion)
-
-
-# -- scores (pure functions) -------------------------------------------------------------------------
-
-
-def keyword_hits(texts: Sequence[str], keywords: Sequence[str]) -> np.ndarray:
-    """1.0 for each text containing any keyword as a whole word (case-insensitive), else 0.0."""
-    pats = [re.compile(r"(?<!\w)" + re.escape(k.lower()) + r"(?!\w)") for k in keywords]
-    return np.array([float(any(p.search(t.lower()) for p in pats)) for t in texts])
-
-
-def coherence_score(loglik: float, loglik_unsteered: float) -> float:
-    """exp(Δ mean log-likelihood per token), capped at 1: 1 = as likely as unsteered text."""
-    if not (math.isfinite(loglik) and math.isfinite(loglik_unsteered)):
-        return float("nan")
-    return float(min(1.0, math.exp(loglik - loglik_unsteered)))
-
-
-def mean_and_se(x: np.ndarray) -> tuple[float, float]:
-    x = np.asarray(x, dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
-    return float(x.mean()), se
-
-
-@dataclass
-class AlphaPoint:
-    alpha: float
-    scores: dict[str, float]  # name → mean; name + "_se" → standard error
-    samples: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # e.g. why the judge's scores are missing
-
-    def get(self, name: str) -> float:
-        return float(self.scores.get(name, float("nan")))
 
 
 # -- measurement ---------------------------------------------------------------------------------------
@@ -291,47 +263,6 @@ def score_rollouts(model: SteerableModel, prompts: Sequence[str], texts: Sequenc
         except JudgeError as exc:
             notes.append(str(exc))
     return scores, notes
-
-
-def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
-    """Add the coherence score (relative to α = 0) and behaviour × coherence to every point."""
-    zero = next((p for p in points if p.alpha == 0.0), None)
-    base = zero.get("loglik") if zero is not None else float("nan")
-    base_se = zero.get("loglik_se") if zero is not None else float("nan")
-    for p in points:
-        add_product(p, behaviour, base, 0.0 if p is zero else base_se)
-    return points
-
-
-def _se(p: AlphaPoint, name: str) -> float:
-    v = p.get(name + "_se")
-    return v if math.isfinite(v) else 0.0
-
-
-def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
-                loglik_unsteered_se: float = 0.0) -> AlphaPoint:
-    """Set ``p``'s coherence score (relative to ``loglik_unsteered``) and behaviour × coherence, in place:
-    the one definition every sweep point and every prompting entry goes through.
-
-    Each gets a standard error by the delta method, so a peak can be told from noise: the coherence
-    exp(L − L₀) has SE c·√(SE_L² + SE_L₀²) below its cap (0 at the cap, where it does not move), the
-    behaviour its own SE (clipping to [0, 1] does not change it), and their product
-    √((c·SE_b)² + (b·SE_c)²), treating the two as independent. Pass ``loglik_unsteered_se = 0``
-    for the point that is itself the reference (its coherence is 1 exactly)."""
-    coh = coherence_score(p.get("loglik"), loglik_unsteered)
-    p.scores["coherence"] = coh
-    d_se = math.hypot(_se(p, "loglik"), loglik_unsteered_se if math.isfinite(loglik_unsteered_se) else 0.0)
-    coh_se = coh * d_se if math.isfinite(coh) and coh < 1.0 else (0.0 if math.isfinite(coh) else float("nan"))
-    p.scores["coherence_se"] = coh_se
-    b = p.get(behaviour)
-    b = max(0.0, min(1.0, b)) if math.isfinite(b) and behaviour != "target" else b
-    judged = behaviour == "judge"
-    c = p.get("judge_coherence") if judged else coh  # the paper's B×C: both from the judge
-    c_se = _se(p, "judge_coherence") if judged else coh_se
-    ok = math.isfinite(b) and math.isfinite(c)
-    p.scores["product"] = b * c if ok else float("nan")
-    p.scores["product_se"] = math.hypot(c * _se(p, behaviour), b * c_se) if ok else float("nan")
-    return p
 
 
 # -- cache -----------------------------------------------------------------------------------------------

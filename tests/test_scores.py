@@ -1,0 +1,51 @@
+"""Sweep scores as pure functions (steering_core.measure.scores): whole-word keyword hits, the
+capped likelihood ratio, and behaviour × coherence with its delta-method standard error."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from steering_core.measure.scores import AlphaPoint, add_product, coherence_score, finish, keyword_hits
+
+
+def test_keyword_hits_are_whole_words_and_case_blind():
+    assert keyword_hits(["The cat", "theatre", "a dog", "A"], ["the", "a"]).tolist() == [1.0, 0.0, 1.0, 1.0]
+
+
+def test_coherence_is_a_capped_likelihood_ratio():
+    assert coherence_score(-2.0, -2.0) == 1.0
+    assert coherence_score(-1.0, -2.0) == 1.0
+    assert coherence_score(-3.0, -2.0) == pytest.approx(math.exp(-1.0))
+    assert math.isnan(coherence_score(float("nan"), -2.0))
+
+
+def test_add_product_is_the_rule_finish_applies():
+    pts = finish([AlphaPoint(0.0, {"loglik": -2.0, "keywords": 0.5}), AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}),
+                  AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0})], "keywords")
+    assert pts[1].get("product") == pytest.approx(math.exp(-1.0))  # behaviour clipped to 1
+    alone = add_product(AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}), "keywords", -2.0)
+    assert alone.scores == pts[1].scores
+    assert add_product(AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0}), "target", -2.0).get("product") == \
+        pytest.approx(4.0 * math.exp(-1.0))  # activations are not clipped
+
+
+def test_product_standard_error_is_the_delta_method_by_hand():
+    """behaviour 0.5 ± 0.1, log-likelihood −2 ± 0.05 against an unsteered −1.5 ± 0.05."""
+    p = add_product(AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1}),
+                    "keywords", -1.5, 0.05)
+    c = math.exp(-0.5)
+    c_se = c * math.sqrt(0.05 ** 2 + 0.05 ** 2)
+    assert p.get("coherence") == pytest.approx(c) and p.get("coherence_se") == pytest.approx(c_se)
+    assert p.get("product") == pytest.approx(0.5 * c)
+    assert p.get("product_se") == pytest.approx(math.sqrt((c * 0.1) ** 2 + (0.5 * c_se) ** 2))
+    # at the cap the coherence does not move; the reference point itself has coherence 1 exactly
+    up = add_product(AlphaPoint(2.0, {"loglik": -1.0, "loglik_se": 0.05, "keywords": 0.4, "keywords_se": 0.1}),
+                     "keywords", -1.5, 0.05)
+    assert up.get("coherence_se") == 0.0 and up.get("product_se") == pytest.approx(0.1)
+    pts = finish([AlphaPoint(0.0, {"loglik": -1.5, "loglik_se": 0.05, "keywords": 0.2, "keywords_se": 0.1}),
+                  AlphaPoint(1.0, {"loglik": -2.0, "loglik_se": 0.05, "keywords": 0.5, "keywords_se": 0.1})],
+                 "keywords")
+    assert pts[0].get("coherence_se") == 0.0 and pts[0].get("product_se") == pytest.approx(0.1)
+    assert pts[1].get("product_se") == pytest.approx(p.get("product_se"))  # finish uses the α = 0 point's SE
