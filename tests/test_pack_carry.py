@@ -109,22 +109,24 @@ def test_progress_from_another_precision_is_refused_not_mixed(tiny_pack_build, t
 
 def test_progress_from_another_effects_budget_is_refused_not_mixed(tiny_pack_build, tmp_path):
     """Found before the embedded pack's budget was raised: progress.json named only the model, hook
-    and precision, so chunks of 2 rollouts per prompt would have joined a build of 3."""
+    and precision, so chunks of 3 rollouts per prompt would have joined a build of 2."""
+    from steering_core.pack.carry import SETTINGS
+    from steering_core.pack.config import load_config
+
     progress = tmp_path / "progress"
-    cfg = write_config(tmp_path, progress=str(progress), progress_every=1)
-    res = run_cli(["build", str(cfg), "--quiet", "--until", "control"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    res = run_cli(["save-progress", str(cfg)])
-    assert res.returncode == 0, res.stderr[-2000:]
-    saved = json.loads((progress / "progress.json").read_text())
-    assert saved["settings"]["effects"]["rollouts_per_prompt"] == 2
-    shutil.rmtree(tmp_path / "build")
-    text = cfg.read_text().replace("rollouts_per_prompt = 2\nbaseline_rollouts_per_prompt = 2",
-                                   "rollouts_per_prompt = 3\nbaseline_rollouts_per_prompt = 3")
-    assert text != cfg.read_text()
-    cfg.write_text(text)
+    progress.mkdir()
+    cfg = write_config(tmp_path, progress=str(progress))
+    con = connect(tiny_pack_build / "pack" / "pack.duckdb", read_only=True)
+    meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('model_id', 'hook_point', 'precision')").fetchall())
+    con.close()
+    settings = {k: v for k, v in json.loads(json.dumps(load_config(cfg).to_dict())).items() if k in SETTINGS}
+    assert settings["effects"]["rollouts_per_prompt"] == 2
+    settings["effects"] = {**settings["effects"], "rollouts_per_prompt": 3, "baseline_rollouts_per_prompt": 3}
+    (progress / "progress.json").write_text(json.dumps({**meta, "settings": settings}))
+    (progress / "alpha_ref.npy").write_bytes(b"not restored")
     res = run_cli(["build", str(cfg), "--quiet"])
     assert res.returncode == 2, res.stderr[-2000:]
     assert "was measured with other effects settings than this config" in res.stderr
-    assert '"rollouts_per_prompt": 2' in res.stderr
-    assert not (tmp_path / "build" / "corpus.npz").exists()  # nothing was restored or computed
+    assert '"rollouts_per_prompt": 3' in res.stderr
+    assert not (tmp_path / "build" / "alpha_ref.npy").exists()  # nothing was restored or computed
+    assert not (tmp_path / "build" / "corpus.npz").exists()
