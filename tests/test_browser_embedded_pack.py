@@ -33,6 +33,7 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         heading = main.get_by_role("heading", name=re.compile(rf"#{WEDDING} ·")).first
         heading.wait_for()
         assert re.search(r"wedding", heading.inner_text(), re.I), heading.inner_text()
+        assert f"feature={WEDDING}" in page.url  # the address keeps naming the open card
         basis = sidebar.get_by_role("radiogroup", name="Effects shown")
         basis.get_by_text("Specific", exact=True).wait_for()
         assert basis.get_by_role("radio", name="Raw").is_enabled()

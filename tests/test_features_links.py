@@ -1,10 +1,10 @@
 """The Features page names one feature everywhere (bug 2: the search box said #630 while the card
 showed #3002) and links to any feature: ``/features?feature=3`` opens card #3, and opening a card
-puts it in the address."""
+puts it in the address. A real browser opening ``/features?feature=630`` on the shipped pack is in
+tests/test_browser_embedded_pack.py."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -85,24 +85,3 @@ def test_a_bad_link_gets_a_sentence(app_env, raw, message):
     errors = " ".join(e.value for e in at.error)
     assert "This link asks for feature" in errors and message in errors, errors
     assert at.session_state["selected"] is None
-
-
-def test_browser_link_opens_card(app_env):
-    """A real browser opening ``/features?feature=3`` (tiny model, tiny pack) sees card #3."""
-    from browser import ARTIFACTS, browser_page, serve_app, wait_idle
-
-    env = {"STEERING_MODEL": "tiny", "STEERING_CACHE_DIR": str(app_env),
-           "STEERING_SAE": str(app_env / "pack" / "sae")}
-    with serve_app(env) as url, browser_page() as page:
-        page.goto(f"{url}/features?feature=3")
-        heading = page.get_by_role("heading", name=re.compile(r"^★ #3 · "))
-        heading.first.wait_for(timeout=120_000)
-        wait_idle(page)
-        assert "feature=3" in page.url
-        assert page.get_by_role("heading", name=re.compile(r"#\d+ · ")).first.inner_text().startswith("★ #3 ·")
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "features-link.png"), full_page=True)
-        lists = page.locator("[data-testid='stDataFrame']").first  # the card's ranked lists, as a user sees them
-        lists.scroll_into_view_if_needed()
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(ARTIFACTS / "features-link-lists.png"))

@@ -232,13 +232,15 @@ def test_bad_prompts_raise(tiny_hf, prompts):
         generate(tiny_hf, prompts, GenerationConfig(max_new_tokens=2))
 
 
-def test_huge_max_new_tokens_is_clamped_with_a_note(tiny):
-    limit = min(1024, tiny.n_ctx - 8)
+@pytest.mark.parametrize("backend", ["hf", "tl"])
+def test_huge_max_new_tokens_is_clamped_with_a_note(backend):
+    short = tiny_model(backend, n_layers=2, d_model=32, n_ctx=48)  # the clamp is n_ctx - 8: 40 tokens to generate
+    limit = min(1024, short.n_ctx - 8)
     cfg = GenerationConfig(max_new_tokens=10**9, greedy=True, stop_at_eos=False)
-    res = generate(tiny, ["x"], cfg)  # short enough that the context is not what limits it
+    res = generate(short, ["x"], cfg)  # short enough that the context is not what limits it
     assert res.notes == [f"max_new_tokens 1000000000 clamped to {limit} (the most this model and app allow per call)."]
     assert len(res.token_ids[0]) == limit
-    assert res.token_ids[0][:12] == _greedy(tiny, ["x"], 12)[0]
+    assert res.token_ids[0][:12] == _greedy(short, ["x"], 12)[0]
 
 
 

@@ -383,7 +383,7 @@ def approximator(b: Builder) -> None:
 @stage("maps", needs=("neighbors",))
 def maps(b: Builder) -> None:
     """2-D UMAP maps of the decoder directions and of the effects, and clusters of the directions."""
-    from steering_core.pack.maps import clusters, umap_2d
+    from steering_core.pack.maps import clusters, map_method, umap_2d
 
     t0 = time.perf_counter()
     eff, live = effect_matrix(b, chosen_basis(b))
@@ -395,6 +395,6 @@ def maps(b: Builder) -> None:
             for r, f in enumerate(live)]
     with transaction(b.con):
         tables.set_map_coordinates(b.con, rows)
-        set_meta(b.con, {"umap_build_s": f"{time.perf_counter() - t0:.1f}"})
+        set_meta(b.con, {"umap_build_s": f"{time.perf_counter() - t0:.1f}", "maps_method": map_method(len(rows))})
         mark_stage(b.con, "maps", {"points": len(rows)})
     b.log("stage maps done")
