@@ -1,5 +1,5 @@
-"""The effect stages on Ray workers (steering_core.pack.distributed): a build on two workers, one
-whose worker is killed mid-effects, and one whose driver is killed and resumed, each ends with the
+"""The effect stages on Ray workers (steering_core.pack.distributed): a build on two workers one of
+which is killed mid-effects, and one whose driver is killed and resumed, each ends with the
 single-process build's tables, byte for byte; bad Ray settings are refused with one sentence and
 nothing written.
 
@@ -108,34 +108,25 @@ def _ray_build(prefix: Path, tmp: Path, **executor_kw):
 
 
 @needs_ray
-def test_two_ray_workers_give_the_single_process_tables(prefix, local_build, ray_cluster, tmp_path):
-    b, ex = _ray_build(prefix, tmp_path)
-    try:
-        b.run(UNTIL)
-        assert len(ex.workers) == 2 and len({w["pid"] for w in ex.workers}) == 2
-        assert all(w["pid"] != os.getpid() and w["threads"] == 1 for w in ex.workers)
-        assert ex.retried == 0
-    finally:
-        b.close()
-        ex.close()
-    assert_same_build(local_build, tmp_path / "build")
-
-
-@needs_ray
 def test_a_worker_killed_mid_effects_is_replaced_and_its_chunks_retried(prefix, local_build, ray_cluster, tmp_path):
+    """Two one-thread workers in their own processes measure the control and effects chunks; one is
+    killed at the first effects result, and the build still ends with the single-process tables."""
     import ray
 
     b, ex = _ray_build(prefix, tmp_path)
-    killed = []
+    killed, before = [], []
 
     def kill_one(label: str, chunk: int) -> None:
         if label == "effects" and not killed:
+            before.extend(dict(w) for w in ex.workers)
             killed.append(ex.actors[0])
             ray.kill(ex.actors[0])  # chunks queued on it are lost with it
 
     ex.on_result = kill_one
     try:
         b.run(UNTIL)
+        assert len(before) == 2 and len({w["pid"] for w in before}) == 2
+        assert all(w["pid"] != os.getpid() and w["threads"] == 1 for w in before)
         assert killed and ex.replaced >= 1 and ex.retried >= 1
         assert killed[0] not in ex.actors
     finally:
