@@ -61,4 +61,10 @@ def test_steering_along_a_token_s_unembedding_raises_that_token_first(tiny_hf):
     tc = token_change(shift, k=5)
     assert int(tc.gain_ids[0, 0]) == t
     lens = logit_lens_top(d[None], W_U, k=5)
-    assert output_score(shift, lens)[0] > 0.1
+    planted = float(output_score(shift, lens)[0])
+    assert planted > 0.1
+    # random directions at the same strength move their own lens tokens far less
+    rand = torch.stack([random_unit_vector(d.shape[0], seed) for seed in range(8)])
+    r_shift = next_token_shift(tiny_hf, PROMPTS, last, rand, torch.full((8,), 8.0 * tiny_hf.residual_norms()[last]))
+    r_scores = output_score(r_shift, logit_lens_top(rand, W_U, k=5))
+    assert float(r_scores.max()) < planted, (r_scores.tolist(), planted)
