@@ -156,7 +156,7 @@ def collapse_same_text(snippets: list[dict]) -> list[dict]:
     show the same text (byte-fallback pieces all print "\ufffd"), and a list of identical lines
     says nothing."""
     out: list[dict] = []
-    first: dict[tuple, dict] = {}
+    first: dict[str, dict] = {}
     for snip in snippets:
         key = "".join(snip["tokens"])
         if key in first:
