@@ -330,3 +330,39 @@ def test_top_candidates_equal_a_plain_top_k(vocab):
     assert int(ids[2, 0]) == vocab - 1
     b = logits.bfloat16()  # bf16 logits: the same values (ties may keep another tied token)
     assert torch.equal(top_candidates(b, 50)[0], torch.topk(b.float(), 50, dim=-1).values)
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_shared_prefill_prefills_each_distinct_row_once_and_changes_no_token(prec):
+    """The effect measurement's batches repeat each prompt under each steering vector many times:
+    ``share_prefill`` prefills each distinct (prompt, steering) row once. Rows that differ only in
+    their steering vector or α must not be merged, and every row's tokens stay those of a full prefill."""
+    from steering_core import load_model
+    from steering_core.model.steering import steering as build_steering
+
+    model = load_model("tiny", precision=prec)
+    prompts = ["a b c", "d e"] * 6  # 2 prompts x 6 rows
+    g = torch.Generator().manual_seed(5)
+    vecs = torch.randn(2, model.d_model, generator=g)
+    vec_rows = vecs.repeat_interleave(6, 0)  # rows 0-5 vector 0, rows 6-11 vector 1
+    alphas = torch.tensor([4.0] * 10 + [0.0, 4.0])  # row 10 is unsteered: distinct from row 8
+    seeds = list(range(12))
+    cfg = GenerationConfig(max_new_tokens=8, temperature=1.0, top_k=20)
+    batches = []
+    start = model.backend.start
+
+    def counting_start(ids, mask):
+        batches.append(ids.shape[0])
+        return start(ids, mask)
+
+    model.backend.start = counting_start
+    out = {}
+    for share in (False, True):
+        st = build_steering(model, (model.default_layer, vec_rows, alphas))
+        out[share] = generate(model, prompts, cfg, steering=st, row_seeds=seeds, share_prefill=share).token_ids
+    # distinct rows: (prompt, vector 0), (prompt, vector 1), and row 10 (vector 1 at α 0, prompt "a b c")
+    assert batches == [12, 5]
+    assert out[True] == out[False]
+    model.backend.start = start
+    assert out[True][10] == generate(model, [prompts[10]], cfg, row_seeds=[10]).token_ids[0]  # not merged
+    assert out[True][8] != out[True][10]

@@ -87,3 +87,47 @@ def test_decode_attention_equals_sdpa_and_cached_equals_uncached(prec):
                                                                      cfg).token_ids
     finally:
         model.module.set_attn_implementation(DECODE_ATTENTION)
+
+
+# -- packed bf16 linears (steering_core.model.packed) -----------------------------------------------
+
+def _packable() -> bool:
+    from steering_core.model.packed import _ops_available
+    return _ops_available()
+
+
+def test_packed_bf16_linears_give_the_same_bits_as_plain_ones():
+    """Packing is a speed change only: logits, generated tokens and gradients are those of the
+    plain bf16 layers bit for bit."""
+    from steering_core.model.packed import packed_count, unpack_linears
+
+    packed = load_model("tiny", precision="bf16")
+    plain = load_model("tiny", precision="bf16")
+    unpack_linears(plain.module)
+    if _packable():
+        assert packed_count(packed.module) > 0
+    assert packed_count(plain.module) == 0
+    ids = torch.randint(0, 200, (3, 20), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_logits(packed, ids), _logits(plain, ids))
+    cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, top_k=20, seed=3)
+    assert generate(packed, ["a b c", "d e"], cfg).token_ids == generate(plain, ["a b c", "d e"], cfg).token_ids
+
+    def grad(model):  # a trained steering adaptor back-propagates through the frozen model this way
+        emb = model.module.get_input_embeddings()(ids).detach().requires_grad_(True)
+        model.module(inputs_embeds=emb).logits.float().sum().backward()
+        return emb.grad
+
+    g_packed, g_plain = grad(packed), grad(plain)
+    assert g_packed is not None and torch.equal(g_packed, g_plain)
+
+
+def test_casting_a_packed_model_back_to_fp32_unpacks_it():
+    from steering_core.model.packed import packed_count
+
+    model = load_model("tiny", precision="bf16").to_dtype(torch.float32)
+    assert packed_count(model.module) == 0
+    ids = torch.randint(0, 200, (2, 8), generator=torch.Generator().manual_seed(2))
+    assert _logits(model, ids).dtype == torch.float32
+    model.to_dtype(torch.bfloat16)
+    assert packed_count(model.module) == (len([m for m in model.module.modules() if isinstance(m, torch.nn.Linear)])
+                                          if _packable() else 0)

@@ -102,7 +102,8 @@ def row_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, prompts
     cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     with recording(model, [layer], before_steering=True) as chunks:
-        generate(model, prompts, cfg, steering=steer_set, row_seeds=seeds, on_step=on_step)
+        generate(model, prompts, cfg, steering=steer_set, row_seeds=seeds, on_step=on_step,
+                 share_prefill=True)
     steps = chunks[layer][1:]  # the prefill chunk holds prompt positions: excluded
     if len(steps) != spec.new_tokens:
         raise SteeringError(f"expected {spec.new_tokens} generated positions, got {len(steps)}.")

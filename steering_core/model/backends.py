@@ -51,6 +51,10 @@ class Backend(Protocol):
         """Feed one token per row (``[batch]``), advancing ``state``; logits ``[batch, vocab]``."""
         ...
 
+    # Optional: ``select_rows(state, index) -> GenerationState``, the state of a batch whose row j
+    # continues row ``index[j]``. With it, generation can prefill each distinct prompt once
+    # (``share_prefill``); a backend without it prefills every row.
+
 
 def _contiguous_input(_module, args):
     return (args[0].contiguous(), *args[1:])
@@ -112,6 +116,11 @@ class HFBackend:
         )
         state = GenerationState(out.past_key_values, attention_mask, positions[:, -1] + 1)
         return out.logits[:, -1, :], state
+
+    def select_rows(self, state: GenerationState, index: torch.Tensor) -> GenerationState:
+        """The state of a batch whose row ``j`` continues row ``index[j]`` of ``state`` (rows may repeat)."""
+        state.cache.batch_select_indices(index.to(state.attention_mask.device))
+        return GenerationState(state.cache, state.attention_mask[index], state.positions[index])
 
     def step(self, tokens: torch.Tensor, state: GenerationState) -> torch.Tensor:
         ones = torch.ones_like(tokens).unsqueeze(1)

@@ -20,6 +20,7 @@ import torch
 
 from steering_core.errors import GenerationError, ModelLoadError
 from steering_core.model.backends import Backend, HFBackend, TLBackend
+from steering_core.model.packed import pack_linears, unpack_linears
 from steering_core.names import unencodable_at
 
 # Neutral text used to measure the typical residual norm per layer, so that an alpha can be
@@ -97,9 +98,13 @@ class SteerableModel:
         return next(self.module.parameters()).dtype
 
     def to_dtype(self, dtype: torch.dtype) -> SteerableModel:
-        """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when)."""
+        """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when); bf16
+        linears on the CPU then run on pre-packed weights (:mod:`steering_core.model.packed`)."""
         if self.dtype != dtype:
+            unpack_linears(self.module)
             self.module.to(dtype)
+        if dtype == torch.bfloat16:
+            pack_linears(self.module)
         return self
 
     @property

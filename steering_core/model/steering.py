@@ -26,7 +26,7 @@ import contextvars
 import math
 import threading
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -73,6 +73,25 @@ class SteeringTerm:
         if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1:
             return int(self.alpha.shape[0])
         return None if self.active is None else int(self.active.shape[0])
+
+    def row_key(self, i: int) -> bytes:
+        """What this term does to row ``i``, as bytes: rows with equal keys are steered alike."""
+        parts = [self.vector[i] if self.vector.dim() == 2 else None,
+                 self.alpha[i] if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1 else None,
+                 self.active[i] if self.active is not None else None]
+        return b"|".join(b"" if p is None else p.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()
+                         .tobytes() for p in parts)
+
+    def select_rows(self, index: torch.Tensor) -> SteeringTerm:
+        """This term for the rows ``index`` of its batch (per-row vectors, α and mask indexed)."""
+        changes = {}
+        if self.vector.dim() == 2:
+            changes["vector"] = self.vector[index.to(self.vector.device)]
+        if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1:
+            changes["alpha"] = self.alpha[index.to(self.alpha.device)]
+        if self.active is not None:
+            changes["active"] = self.active[index.to(self.active.device)]
+        return replace(self, **changes)
 
     def apply(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """Return the steered residual ``[batch, pos, d_model]`` given the precomputed delta."""
@@ -188,6 +207,14 @@ class Steering:
     @property
     def rows(self) -> int | None:
         return next((t.rows for t in self.terms if t.rows is not None), None)
+
+    def row_keys(self, batch: int) -> list[bytes]:
+        """One key per row of a ``batch``-row call: rows with equal keys are steered alike."""
+        return [b"/".join(t.row_key(i) for t in self.terms) for i in range(batch)]
+
+    def select_rows(self, index: torch.Tensor) -> Steering:
+        """This steering for the rows ``index`` of its batch."""
+        return Steering.of(t.select_rows(index) for t in self.terms)
 
     def is_noop(self) -> bool:
         """True when nothing would change (no terms, or every additive delta is exactly zero)."""
