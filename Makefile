@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 PORT ?= 8501
 # localhost only: the app has no authentication (make run ADDRESS=0.0.0.0 to share it on purpose)
 ADDRESS ?= localhost
+# test workers (pytest-xdist): one per core of the 2-core CI machine; a file's tests share a worker
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint bench setup browser clean-cache
 
@@ -29,7 +31,7 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q --durations=15 tests
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
