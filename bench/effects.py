@@ -7,12 +7,15 @@
   one-vector-at-a-time generate-then-re-run loop (fast precision, same rows);
 * ``fast_fp32_kl_nats``: mean per-token KL of the fast model's next-token distribution to fp32's.
 
-    python -m bench.effects [--features 4] [--rollouts 4]
+    python -m bench.effects [--features 4] [--rollouts 4] [--max-rows 224] [--repeats 3]
+
+Timings are medians of ``--repeats`` runs, fp32 and the fast precision alternating.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -37,11 +40,13 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=4)
     ap.add_argument("--rollouts", type=int, default=4, help="rollouts per prompt (14 prompts)")
     ap.add_argument("--new-tokens", type=int, default=12)
+    ap.add_argument("--max-rows", type=int, default=224, help="rows per generate call")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per precision, alternating (medians)")
     args = ap.parse_args()
     spec = EffectSpec(new_tokens=args.new_tokens, rollouts_per_prompt=args.rollouts,
-                      baseline_rollouts_per_prompt=args.rollouts, max_rows=224)
+                      baseline_rollouts_per_prompt=args.rollouts, max_rows=args.max_rows)
     fast = fast_dtype("cpu")
-    results = {}
+    setups = {}
     for name, prec in (("fp32", "fp32"), ("fast", dtype_name(fast))):
         model = load_model("embedded", precision=prec)
         sae = _sae(model)
@@ -50,15 +55,24 @@ def main() -> None:
         alphas = torch.full((args.features,), 0.5 * model.residual_norms()[layer])
         rows = baseline_rows(model, sae, layer, spec)
         measure_effects(model, sae, layer, vecs[:1], alphas[:1], spec, rows)  # warm-up
-        t0 = time.perf_counter()
-        est = measure_effects(model, sae, layer, vecs, alphas, spec, rows)
-        results[name] = (time.perf_counter() - t0, est, model, sae, vecs, alphas, rows)
-        log(f"{name} ({prec}): {results[name][0]:.1f} s")
+        setups[name] = (model, sae, vecs, alphas, rows)
+    # alternate the precisions, so a slow spell of this shared machine hits both alike
+    times: dict[str, list[float]] = {"fp32": [], "fast": []}
+    results = {}
+    for _ in range(max(1, args.repeats)):
+        for name, (model, sae, vecs, alphas, rows) in setups.items():
+            t0 = time.perf_counter()
+            est = measure_effects(model, sae, sae.layer, vecs, alphas, spec, rows)
+            times[name].append(time.perf_counter() - t0)
+            results[name] = (times[name][-1], est, model, sae, vecs, alphas, rows)
+    log(f"fp32 {[round(t, 2) for t in times['fp32']]} s, {dtype_name(fast)} {[round(t, 2) for t in times['fast']]} s")
     n_tok = args.features * spec.rows_per_vector * spec.new_tokens
-    t32, tf = results["fp32"][0], results["fast"][0]
-    emit("rollout_tok_s_fp32", n_tok / t32, "tok/s")
-    emit("rollout_tok_s_fast", n_tok / tf, "tok/s", precision=dtype_name(fast))
-    emit("fast_over_fp32", t32 / tf, "x", precision=dtype_name(fast))
+    t32, tf = statistics.median(times["fp32"]), statistics.median(times["fast"])
+    runs = {"rows_per_call": spec.max_rows, "threads": torch.get_num_threads(), "repeats": len(times["fast"])}
+    emit("rollout_tok_s_fp32", n_tok / t32, "tok/s", **runs)
+    emit("rollout_tok_s_fast", n_tok / tf, "tok/s", precision=dtype_name(fast), **runs)
+    emit("fast_over_fp32", t32 / tf, "x", precision=dtype_name(fast),
+         per_run=[round(a / b, 2) for a, b in zip(times["fp32"], times["fast"])], **runs)
     diff = (results["fp32"][1].effect - results["fast"][1].effect).abs().max()
     _, est, model, sae, vecs, alphas, rows = results["fast"]
     t0 = time.perf_counter()
