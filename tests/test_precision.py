@@ -131,3 +131,14 @@ def test_casting_a_packed_model_back_to_fp32_unpacks_it():
     model.to_dtype(torch.bfloat16)
     assert packed_count(model.module) == (len([m for m in model.module.modules() if isinstance(m, torch.nn.Linear)])
                                           if _packable() else 0)
+
+
+def test_models_above_the_size_cap_stay_plain(monkeypatch):
+    """The packed copy doubles the linear weights' memory: big models keep the plain layers."""
+    from steering_core.model import packed
+
+    monkeypatch.setattr(packed, "MAX_PACKED_PARAMS", 10)
+    model = load_model("tiny", precision="bf16")
+    assert packed.packed_count(model.module) == 0
+    ids = torch.randint(0, 200, (2, 8), generator=torch.Generator().manual_seed(2))
+    assert _logits(model, ids).dtype == torch.float32  # runs, on the plain layers
