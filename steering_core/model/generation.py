@@ -205,8 +205,9 @@ class _Run:
         """Last-position logits and KV state of every row. With ``share_prefill``, rows with the same
         prompt and the same steering are prefilled once and their state copied: the effect
         measurement runs 32 rollouts of each of 14 two-to-five-token prompts, and prefilling every
-        copy was a quarter of its time. The copies are the rows a full prefill computes (a row's
-        result does not depend on the others in the batch), so nothing else changes."""
+        copy was a quarter of its time. In exact arithmetic the copies are the rows a full prefill
+        computes; in bf16 a matmul's last bits depend on the batch size, so a rollout can part ways
+        with a full prefill's, equal in distribution (docs/design.md §Precision)."""
         model = self.model
         if self.share_prefill and hasattr(model.backend, "select_rows"):
             first, index = _distinct_rows(self.ids, self.mask, self.steering)
@@ -256,8 +257,8 @@ def generate(
 
     ``on_step(step, max_new_tokens)`` runs after every decoding step: a progress bar, and the
     place a caller may raise to cancel (hooks are removed on the way out). ``share_prefill``
-    prefills each distinct (prompt, steering) row once; the tokens are the same, but a residual
-    recorder then sees the prefill of the distinct rows only (the effect measurement skips it)."""
+    prefills each distinct (prompt, steering) row once (:meth:`_Run.prefill`); a residual recorder
+    then sees the prefill of the distinct rows only (the effect measurement skips it)."""
     notes: list[str] = []
     t0 = time.perf_counter()
     run = _Run(model, prompts, config, steering, row_seeds, notes, share_prefill)
