@@ -366,3 +366,13 @@ def test_shared_prefill_prefills_each_distinct_row_once_and_changes_no_token(pre
     model.backend.start = start
     assert out[True][10] == generate(model, [prompts[10]], cfg, row_seeds=[10]).token_ids[0]  # not merged
     assert out[True][8] != out[True][10]
+
+
+def test_shared_prefill_on_a_backend_without_row_selection_prefills_every_row(tiny_tl):
+    """TransformerLens's cache offers no row selection: ``share_prefill`` then changes nothing."""
+    assert not hasattr(tiny_tl.backend, "select_rows")
+    cfg = GenerationConfig(max_new_tokens=6, temperature=1.0, top_k=20)
+    prompts = ["a b c"] * 4
+    shared = generate(tiny_tl, prompts, cfg, row_seeds=[1, 2, 3, 4], share_prefill=True).token_ids
+    assert shared == generate(tiny_tl, prompts, cfg, row_seeds=[1, 2, 3, 4]).token_ids
+    assert len({tuple(t) for t in shared}) > 1  # the rows are sampled apart, not copied
