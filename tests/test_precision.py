@@ -142,3 +142,28 @@ def test_models_above_the_size_cap_stay_plain(monkeypatch):
     assert packed.packed_count(model.module) == 0
     ids = torch.randint(0, 200, (2, 8), generator=torch.Generator().manual_seed(2))
     assert _logits(model, ids).dtype == torch.float32  # runs, on the plain layers
+
+
+def test_a_copied_packed_model_runs_on_its_own_weights():
+    """Packed layers carry their packed weight with them: a deep copy whose weights are then
+    changed (after unpacking, as the module says) computes with the new weights, not the original's."""
+    import copy
+
+    from steering_core.model.packed import pack_linears, packed_count, unpack_linears
+
+    model = load_model("tiny", precision="bf16")
+    if not _packable():
+        pytest.skip("this PyTorch has no oneDNN linear packing")
+    twin = copy.deepcopy(model.module)
+    assert packed_count(twin) == packed_count(model.module) > 0
+    unpack_linears(twin)
+    with torch.no_grad():
+        for m in twin.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(0.5)
+    pack_linears(twin)
+    ids = torch.randint(0, 200, (2, 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a = model.module(input_ids=ids).logits
+        b = twin(input_ids=ids).logits
+    assert not torch.equal(a, b)

@@ -18,10 +18,10 @@ layer. :meth:`SteerableModel.to_dtype` unpacks before any cast and packs again a
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-#: Attribute holding a layer's packed weight.
-_ATTR = "_steering_packed_weight"
 #: The batch size oneDNN is told to expect when it chooses the layout (any batch size works).
 _BATCH_HINT = 64
 #: Packed copies sit beside the plain weights (autograd and weight readers need those), so a model
@@ -36,17 +36,35 @@ def _ops_available() -> bool:
             and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise"))
 
 
-def _packed_forward(layer: torch.nn.Linear, packed: torch.Tensor):
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16 or (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad)):
-            return torch.nn.functional.linear(x, layer.weight, layer.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, layer.bias, "none", [], "")
-    return forward
+class PackedLinear(torch.nn.Linear):
+    """An ``nn.Linear`` whose bf16 weight also sits in oneDNN's blocked layout (``packed_weight``).
+    Layers become this class in place (their parameters untouched); a deep copy packs its own
+    weight. Edit weights only after :func:`unpack_linears`: the packed copy is not updated."""
+
+    packed_weight: torch.Tensor
+
+    def __deepcopy__(self, memo):
+        # the packed weight is an opaque oneDNN tensor that cannot be copied: copy the plain layer
+        # and pack the copy's own weight
+        packed = self.__dict__.pop("packed_weight")
+        self.__class__ = torch.nn.Linear
+        try:
+            twin = copy.deepcopy(self, memo)
+        finally:
+            self.__class__, self.packed_weight = PackedLinear, packed
+        _pack(twin)
+        return twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.bfloat16 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 
 
 def pack_linears(module: torch.nn.Module) -> int:
     """Pack every bf16 CPU ``nn.Linear`` in ``module``; returns how many were packed (0 where the
-    oneDNN ops are missing or refuse the weight: those layers stay plain)."""
+    oneDNN ops are missing or refuse the weight: those layers stay plain). Subclasses of
+    ``nn.Linear`` are left alone: their forward may do more than a product."""
     if not _ops_available():
         return 0
     linear_params = sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
@@ -54,30 +72,34 @@ def pack_linears(module: torch.nn.Module) -> int:
         return 0
     n = 0
     for layer in module.modules():
-        if (not isinstance(layer, torch.nn.Linear) or hasattr(layer, _ATTR)
-                or layer.weight.dtype != torch.bfloat16 or layer.weight.device.type != "cpu"):
+        if (type(layer) is not torch.nn.Linear or layer.weight.dtype != torch.bfloat16
+                or layer.weight.device.type != "cpu"):
             continue
         try:
-            packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), _BATCH_HINT)
+            _pack(layer)
         except RuntimeError:
             return n
-        object.__setattr__(layer, _ATTR, packed)
-        layer.forward = _packed_forward(layer, packed)
         n += 1
     return n
+
+
+def _pack(layer: torch.nn.Linear) -> None:
+    packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), _BATCH_HINT)
+    layer.__class__ = PackedLinear
+    layer.packed_weight = packed
 
 
 def unpack_linears(module: torch.nn.Module) -> int:
     """Undo :func:`pack_linears`; returns how many layers were unpacked."""
     n = 0
     for layer in module.modules():
-        if hasattr(layer, _ATTR):
-            object.__delattr__(layer, _ATTR)
-            layer.__dict__.pop("forward", None)
+        if type(layer) is PackedLinear:
+            del layer.packed_weight
+            layer.__class__ = torch.nn.Linear
             n += 1
     return n
 
 
 def packed_count(module: torch.nn.Module) -> int:
     """How many layers of ``module`` run on packed weights."""
-    return sum(1 for layer in module.modules() if hasattr(layer, _ATTR))
+    return sum(1 for layer in module.modules() if type(layer) is PackedLinear)
