@@ -213,14 +213,17 @@ with what_tab:
                 op = vec.operator_spec
                 st.caption(f"{op.label} vector: the lists treat its direction r as an added vector (effects of "
                            f"{op.label}'s operator, which {op.about}, are not measured here).")
-            o1, o2, o3 = st.columns(3)
+            o1, o2, o3, o4 = st.columns(4)
             hide = o1.toggle("Hide dense features", value=True, key="what_hide_dense")
             basis = o2.radio("Effects shown", BASES, horizontal=True, key="what_basis", disabled=not pack.has_specific,
                              format_func=lambda b: {"raw": "Raw", "specific": "Specific"}[b],
                              help="Specific = raw − the generic response of random directions.")
             hide_noise = o3.toggle("Hide effects within 2 SE", value=False, key="what_hide_noise")
+            hide_hubs = o4.toggle("Hide hubs ◎", value=False, key="what_hide_hubs", disabled=not pack.has_specific,
+                                  help="Targets that random directions move too; their sign follows the direction, "
+                                       "so the specific view does not remove them.")
             flt = ListFilter(max_density=DEFAULT_MAX_DENSITY if hide else None, hide_noise=hide_noise,
-                             basis=basis if pack.has_specific else "raw")
+                             basis=basis if pack.has_specific else "raw", hide_hubs=hide_hubs)
             # two across, then the measurement full width: three across cut the labels off
             cols = st.columns(2) + [st.container()]
             with cols[0]:

@@ -217,3 +217,18 @@ def test_effect_lists_show_errors_and_switch_to_specific_effects(app_env):
     kept = at.dataframe[0].value
     assert len(kept) <= len(specific)
     assert ((kept["value"].abs() >= 2 * kept["se"]) | kept["se"].isna()).all()
+
+
+def test_hide_hubs_toggle_removes_the_marked_hub_targets(app_env):
+    """The ◎ hub targets stay in specific lists (their sign follows the direction); the sidebar
+    toggle hides exactly them and leaves the other rows in order."""
+    at = _search(_page(), "Feature id", "3")
+    before = at.dataframe[0].value
+    hubs = before["label"].str.startswith("◎ ")
+    assert hubs.any() and (~hubs).any(), "feature 3 of the tiny pack should list hubs and non-hubs"
+    at.toggle(key="f_hide_hubs").set_value(True)
+    at = at.run()
+    assert not at.exception, at.exception
+    after = at.dataframe[0].value
+    assert not after["label"].str.startswith("◎ ").any()
+    assert after["feature"].tolist()[: int((~hubs).sum())] == before.loc[~hubs, "feature"].tolist()

@@ -652,6 +652,23 @@ def test_effect_lists_carry_se_and_hubs_and_the_specific_basis_is_stored_specifi
         assert [abs(r.value) for r in spec] == sorted((abs(r.value) for r in spec), reverse=True)
 
 
+def test_hide_hubs_drops_exactly_the_hub_targets(pack):
+    """Hubs answer to random directions with a direction-dependent sign, so the specific view keeps
+    them; the filter removes exactly them, in both bases, and in predicted lists too."""
+    hubs = {t for (t,) in pack.con.execute("SELECT target_feature FROM generic_response WHERE hub").fetchall()}
+    assert hubs, "the tiny pack should have hub targets for this test to mean anything"
+    seen_hub = False
+    for fid in range(pack.n_features):
+        for basis in ("raw", "specific"):
+            every = effects_list(pack, fid, ListFilter(basis=basis), k=64)
+            kept = effects_list(pack, fid, ListFilter(basis=basis, hide_hubs=True), k=64)
+            seen_hub |= any(r.hub for r in every)
+            assert [r.feature_id for r in kept] == [r.feature_id for r in every if r.feature_id not in hubs]
+    assert seen_hub
+    with pytest.raises(ExploreError, match="hide_hubs"):
+        ListFilter(hide_hubs="yes")
+
+
 def test_hide_noise_drops_exactly_the_rows_within_two_se(pack):
     fid = 0
     every = effects_list(pack, fid, k=64)

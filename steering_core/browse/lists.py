@@ -84,7 +84,11 @@ def rank_predicted(pred: np.ndarray, baseline: np.ndarray, density: np.ndarray, 
     dens = np.full(n, np.nan)
     m = min(n, len(density))
     dens[:m] = density[:m]
-    ok = flt.mask(pred, rel, dens, se)
+    hub = None
+    if hubs is not None:
+        hub = np.zeros(n, bool)
+        hub[: min(n, len(hubs))] = np.asarray(hubs[:n], bool)
+    ok = flt.mask(pred, rel, dens, se, hub)
     idx = np.nonzero(ok)[0]
     order = idx[np.lexsort((idx, -np.abs(pred[idx])))][:k]
     return [ListRow(int(t), float(pred[t]), None if math.isnan(rel[t]) else float(rel[t]), labels(int(t)),

@@ -94,6 +94,9 @@ class ListFilter:
       features show up in every list and say little); rows of unknown density are kept;
     * ``sign``: ``any``, ``positive`` (value > 0) or ``negative`` (value < 0);
     * ``hide_noise``: hide measured rows within 2 standard errors of zero;
+    * ``hide_hubs``: hide hub targets, the few features random directions move as much as any
+      feature does (their sign follows the direction, so subtracting the generic response's mean
+      does not remove them; docs/design.md §Feature effects);
     * ``basis``: which effect the effect and action lists show, ``raw`` (the paper's) or
       ``specific`` (raw − the generic response); not a filter of rows but a choice of value that
       every list shares, so it travels with the filters.
@@ -107,6 +110,7 @@ class ListFilter:
     sign: str = "any"
     hide_noise: bool = False
     basis: str = "raw"
+    hide_hubs: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "min_abs", _threshold("Minimum |effect|", self.min_abs, optional=False))
@@ -119,16 +123,21 @@ class ListFilter:
             raise ExploreError(f"basis must be one of {list(BASES)}, not {self.basis!r}.")
         if not isinstance(self.hide_noise, bool):
             raise ExploreError(f"hide_noise must be true or false, not {self.hide_noise!r}.")
+        if not isinstance(self.hide_hubs, bool):
+            raise ExploreError(f"hide_hubs must be true or false, not {self.hide_hubs!r}.")
 
     @property
     def is_default(self) -> bool:
         return self == ListFilter()
 
     def mask(self, values: np.ndarray, rel: np.ndarray, density: np.ndarray,
-             se: np.ndarray | None = None) -> np.ndarray:
-        """Which rows pass (vectorised; ``rel``, ``density`` and ``se`` hold NaN where unknown)."""
+             se: np.ndarray | None = None, hub: np.ndarray | None = None) -> np.ndarray:
+        """Which rows pass (vectorised; ``rel``, ``density`` and ``se`` hold NaN where unknown;
+        ``hub`` is a boolean per row, absent where the list has no hub flags)."""
         v = np.asarray(values, dtype=np.float64)
         ok = np.isfinite(v) & (np.abs(v) >= self.min_abs)
+        if self.hide_hubs and hub is not None:
+            ok &= ~np.asarray(hub, dtype=bool)
         if self.hide_noise and se is not None:
             e = np.asarray(se, dtype=np.float64)
             ok &= ~(np.isfinite(e) & (np.abs(v) < NOISE_Z * np.nan_to_num(e, nan=0.0)))
@@ -153,11 +162,12 @@ def nan_if_none(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-def _row_arrays(rows: Sequence[ListRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _row_arrays(rows: Sequence[ListRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (np.array([r.value for r in rows], np.float64),
             np.array([nan_if_none(r.rel_value) for r in rows], np.float64),
             np.array([nan_if_none(r.density) for r in rows], np.float64),
-            np.array([nan_if_none(r.se) for r in rows], np.float64))
+            np.array([nan_if_none(r.se) for r in rows], np.float64),
+            np.array([bool(r.hub) for r in rows], bool))
 
 
 def filter_rows(rows: Sequence[ListRow], flt: ListFilter, k: int) -> list[ListRow]:
