@@ -25,30 +25,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def serve_app(env: dict[str, str], timeout: float = 180):
-    """Run `streamlit run app.py` on a free port; yield its URL; stop it afterwards."""
+def _start(env: dict[str, str], timeout: float) -> tuple[subprocess.Popen, str] | None:
+    """Start one server on a free port; None when it exited before answering (another test worker
+    took the port between our probe and streamlit's bind: try another)."""
     port = _free_port()
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("STEERING_")}  # only what the test says
-    full_env = {**inherited, "HF_HUB_OFFLINE": "1", **env}
     log = open(ARTIFACTS / f"server-{port}.log", "w") if ARTIFACTS.exists() else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.headless", "true", "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        # poll first: a server that failed to bind must not be mistaken for whoever holds the port
+        if proc.poll() is not None:
+            return None
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok" and proc.poll() is None:
+                return proc, url
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def serve_app(env: dict[str, str], timeout: float = 180):
+    """Run `streamlit run app.py` on a free port; yield its URL; stop it afterwards."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("STEERING_")}  # only what the test says
+    full_env = {**inherited, "HF_HUB_OFFLINE": "1", **env}
+    for _ in range(3):
+        started = _start(full_env, timeout)
+        if started is not None:
+            break
+    else:
+        raise RuntimeError("streamlit exited before answering, three times (see the server logs)")
+    proc, url = started
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"streamlit did not start (exit code {proc.poll()})")
-            time.sleep(0.5)
         yield url
     finally:
         proc.terminate()

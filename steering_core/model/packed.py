@@ -4,10 +4,11 @@ Why: PyTorch's bf16 ``linear`` on the CPU hands oneDNN the weight in its plain l
 re-blocks it on every call. For the small batches of live steering that re-blocking costs as much
 as the multiplication: measured on this project's 2-core AMX machine (one thread), 2 rows × 576 →
 1,536 took 0.26 ms plain and 0.17 ms packed (fp32: 0.21 ms), and the 49,152-token unembedding at 2
-rows 12.9 ms against 9.5 ms; at 896 rows the gain is about 10 %. The packed kernel computes the
-same sums in the same order, so outputs are bit-for-bit those of the plain bf16 layer
-(``tests/model/test_packed.py`` checks logits and generated tokens), and nothing measured in one
-mode differs from the other.
+rows 12.9 ms against 9.5 ms; at 896 rows the gain is about 10 %. On this project's AMX machine
+the packed kernel computes the same sums in the same order as the plain bf16 layer, so outputs are
+bit for bit the same for contiguous inputs (``tests/test_precision.py`` checks logits and generated
+tokens there, and closeness on CPUs without AMX, whose plain bf16 path may block differently);
+nothing measured in one mode differs from the other.
 
 Packing applies to bf16 weights on the CPU only, and is skipped (the plain layer kept) wherever the
 running PyTorch lacks the oneDNN ops, and for models above :data:`MAX_PACKED_PARAMS` linear
@@ -56,7 +57,8 @@ class PackedLinear(torch.nn.Linear):
         return twin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
+        if (x.dtype != torch.bfloat16 or x.device.type != "cpu"
+                or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return torch.nn.functional.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
 

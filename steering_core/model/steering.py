@@ -74,13 +74,17 @@ class SteeringTerm:
             return int(self.alpha.shape[0])
         return None if self.active is None else int(self.active.shape[0])
 
-    def row_key(self, i: int) -> bytes:
-        """What this term does to row ``i``, as bytes: rows with equal keys are steered alike."""
-        parts = [self.vector[i] if self.vector.dim() == 2 else None,
-                 self.alpha[i] if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1 else None,
-                 self.active[i] if self.active is not None else None]
-        return b"|".join(b"" if p is None else p.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()
-                         .tobytes() for p in parts)
+    def row_keys(self, batch: int) -> list[bytes]:
+        """What this term does to each of ``batch`` rows, as bytes: rows with equal keys are steered
+        alike. Covers the per-row fields of this class (vector, α, mask); a subclass that adds
+        another per-row field must add it here, or rows differing only in it would be merged."""
+        per_row = [self.vector if self.vector.dim() == 2 else None,
+                   self.alpha if isinstance(self.alpha, torch.Tensor) and self.alpha.dim() == 1 else None,
+                   self.active]
+        # one device-to-host copy per tensor, then per-row byte slices
+        cols = [None if t is None else t.detach().cpu().reshape(batch, -1).contiguous().view(torch.uint8).numpy()
+                for t in per_row]
+        return [b"|".join(b"" if c is None else c[i].tobytes() for c in cols) for i in range(batch)]
 
     def select_rows(self, index: torch.Tensor) -> SteeringTerm:
         """This term for the rows ``index`` of its batch (per-row vectors, α and mask indexed)."""
@@ -210,7 +214,8 @@ class Steering:
 
     def row_keys(self, batch: int) -> list[bytes]:
         """One key per row of a ``batch``-row call: rows with equal keys are steered alike."""
-        return [b"/".join(t.row_key(i) for t in self.terms) for i in range(batch)]
+        keys = [t.row_keys(batch) for t in self.terms]
+        return [b"/".join(k[i] for k in keys) for i in range(batch)]
 
     def select_rows(self, index: torch.Tensor) -> Steering:
         """This steering for the rows ``index`` of its batch."""
