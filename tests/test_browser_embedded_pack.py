@@ -1,7 +1,7 @@
 """The shipped embedded pack in a real browser, as a researcher first meets it (issues 14 and 15):
 
 * /features?feature=630 opens the wedding feature's card, whose effect lists carry a ± column and
-  whose sidebar offers Raw and Specific effects;
+  whose sidebar offers Raw and Specific effects, and hides the hub targets the specific view keeps;
 * a label search for "wedding" finds #630 with a wedding label;
 * a meaning search for "weddings and marriage" puts only wedding/marriage/celebration-like labels
   in its top five;
@@ -48,6 +48,12 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         specific = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
         assert [r["feature"] for r in specific] != [r["feature"] for r in rows]  # the generic response is gone
         screenshot_all(page, ARTIFACTS / "embedded-630-specific.png")
+        assert any("◎" in r["label"] for r in specific), specific[:10]  # hubs survive the specific view
+        sidebar.get_by_text("Hide hub targets ◎").click()
+        wait_idle(page)
+        no_hubs = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
+        assert no_hubs and not any("◎" in r["label"] for r in no_hubs), no_hubs[:10]
+        screenshot_all(page, ARTIFACTS / "embedded-630-specific-no-hubs.png")
 
         # -- test this feature on my text ---------------------------------------------------------------
         main.get_by_text("Test this feature on my text").first.click()
