@@ -256,3 +256,35 @@ def test_vectors_per_call(n_prompts, rollouts, max_rows, expected):
     assert spec.rows_per_vector == n_prompts * rollouts
     assert spec.vectors_per_call == expected == max(1, max_rows // (n_prompts * rollouts))
     assert EffectSpec().to_dict()["max_rows"] == 224 == EffectSpec().rows_per_vector  # one vector per call
+
+
+def test_the_last_token_runs_only_through_the_read_block_and_changes_nothing(tiny, saes):
+    """The effect measurement reads each generated token's residual at block l, so the last token is
+    fed through blocks ≤ l only (``last_through``): the per-row feature means are bit for bit those
+    of feeding it through a whole extra step, and the blocks after l run one time fewer."""
+    from steering_core.measure.effects import row_feature_means, row_plan
+    from steering_core.model.steering import steering
+
+    sae = _sae(saes, tiny)
+    spec = _spec(rollouts_per_prompt=2)
+    prompts, seeds, _ = row_plan(spec, 2, 0)
+    st = steering(tiny, (LAYER, sae.decoder_direction(3), 0.8 * tiny.residual_norms()[LAYER]))
+    last = tiny.backend.layer_module(tiny.n_layers - 1)
+    calls = []
+    handle = last.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        new = row_feature_means(tiny, sae, LAYER, prompts, seeds, spec, st)
+        n_new = len(calls)
+        calls.clear()
+        cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
+                               stop_at_eos=False)
+        with recording(tiny, [LAYER], before_steering=True) as chunks:  # the old way: a whole extra step
+            generate(tiny, prompts, cfg, steering=st, row_seeds=seeds, share_prefill=True)
+        n_old = len(calls)
+    finally:
+        handle.remove()
+    x = torch.cat(chunks[LAYER][1:], 1).float()
+    with torch.no_grad():
+        old = sae.encode(x.reshape(-1, x.shape[-1])).float().reshape(x.shape[0], x.shape[1], -1).mean(1)
+    assert torch.equal(new, old)
+    assert (n_new, n_old) == (spec.new_tokens, spec.new_tokens + 1)  # prefill + steps; the last stops at block l

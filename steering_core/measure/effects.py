@@ -99,11 +99,12 @@ def row_feature_means(model: SteerableModel, sae: LoadedSAE, layer: int, prompts
                       spec: EffectSpec, steer_set=None, on_step=None) -> torch.Tensor:
     """Generate one batch and return each row's SAE feature means over its generated positions:
     ``[rows, d_sae]``."""
-    cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
+    cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     with recording(model, [layer], before_steering=True) as chunks:
+        # the last token runs through block `layer` only: its own residual is all that is read
         generate(model, prompts, cfg, steering=steer_set, row_seeds=seeds, on_step=on_step,
-                 share_prefill=True)
+                 share_prefill=True, last_through=layer)
     steps = chunks[layer][1:]  # the prefill chunk holds prompt positions: excluded
     if len(steps) != spec.new_tokens:
         raise SteeringError(f"expected {spec.new_tokens} generated positions, got {len(steps)}.")
@@ -216,7 +217,7 @@ def measure_effects_naive(model: SteerableModel, sae: LoadedSAE, layer: int, vec
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
     prompts, seeds, _ = row_plan(spec, spec.rollouts_per_prompt, seed)
-    cfg = GenerationConfig(max_new_tokens=spec.new_tokens + 1, temperature=spec.temperature, top_k=spec.top_k,
+    cfg = GenerationConfig(max_new_tokens=spec.new_tokens, temperature=spec.temperature, top_k=spec.top_k,
                            stop_at_eos=False)
     out = []
     for v, a in zip(vectors, alphas):

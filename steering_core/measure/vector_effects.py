@@ -221,7 +221,7 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     dce = None
     search = 4 if alpha is None else 0  # the α search's loss evaluations (at most 4 one-sided)
     calls = -(-spec.rows_per_vector // max(1, spec.max_rows))
-    total = search + calls * (spec.new_tokens + 1)  # then the decoding steps (+1: the prefill's token)
+    total = search + calls * spec.new_tokens  # then the decoding steps
     shown = [-1]
 
     def report(done: int, n: int) -> None:

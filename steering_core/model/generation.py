@@ -23,7 +23,7 @@ import torch
 from steering_core.errors import GenerationError
 from steering_core.model.sampling import row_seeds as default_row_seeds
 from steering_core.model.sampling import sample_next
-from steering_core.model.steering import Steering, steer
+from steering_core.model.steering import Steering, run_through, steer
 from steering_core.model.steering import steering as build_steering
 from steering_core.names import unencodable_at
 
@@ -172,9 +172,10 @@ class _Run:
     Python in the loop, so the loop keeps up once the matmuls are fast)."""
 
     def __init__(self, model: SteerableModel, prompts, config: GenerationConfig, steering, row_seeds, notes,
-                 share_prefill: bool = False):
+                 share_prefill: bool = False, last_through: int | None = None):
         self.model = model
         self.share_prefill = share_prefill
+        self.last_through = last_through
         self.prompts = _check_prompts(model, prompts)
         self.config, msgs = check_config(model, config)
         if notes is not None:
@@ -239,6 +240,10 @@ class _Run:
                 last = step == self.max_new - 1 or bool(finished.all())
                 yield step, nxt, fresh, finished, last
                 if last:
+                    if self.last_through is not None:  # the last tokens' own residuals, up to that block
+                        with steer(model, self.steering):
+                            run_through(model, self.last_through, lambda: model.backend.step(nxt.to(model.device),
+                                                                                              state))
                     break
                 with steer(model, self.steering):
                     logits = model.backend.step(nxt.to(model.device), state)
@@ -252,16 +257,20 @@ def generate(
     row_seeds: Sequence[int] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     share_prefill: bool = False,
+    last_through: int | None = None,
 ) -> GenerationResult:
     """Generate completions for a batch of prompts (steered if ``steering`` is given).
 
     ``on_step(step, max_new_tokens)`` runs after every decoding step: a progress bar, and the
     place a caller may raise to cancel (hooks are removed on the way out). ``share_prefill``
     prefills each distinct (prompt, steering) row once (:meth:`_Run.prefill`); a residual recorder
-    then sees the prefill of the distinct rows only (the effect measurement skips it)."""
+    then sees the prefill of the distinct rows only (the effect measurement skips it).
+    ``last_through=l`` feeds the last sampled tokens through blocks ≤ l as well, so a residual
+    recorder at block l sees every generated token's own position, without the rest of a step
+    (blocks after l, the unembedding and a sample nobody keeps)."""
     notes: list[str] = []
     t0 = time.perf_counter()
-    run = _Run(model, prompts, config, steering, row_seeds, notes, share_prefill)
+    run = _Run(model, prompts, config, steering, row_seeds, notes, share_prefill, last_through)
     toks, keep = [], []
     for step, nxt, fresh, _finished, _last in run.steps():
         toks.append(nxt)

@@ -27,7 +27,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -400,6 +400,22 @@ def record_residuals(model: SteerableModel, input_ids: torch.Tensor, attention_m
         finally:
             _RECORDERS.reset(token)
     return {layer: rec.store[layer] for layer in layers}
+
+
+def run_through(model: SteerableModel, layer: int, forward: Callable[[], object]) -> None:
+    """Call ``forward`` (one forward pass of ``model``) but end it once block ``layer`` has run and
+    its hooks have read it: what recorders and steering at that block see is unchanged, and the
+    blocks after it, the unembedding and whatever would use the logits are skipped."""
+    layer = _checked_layers(model, [layer])[0]
+    rec = _Recorder(id(model.module), {layer}, layer)
+    with _hooks_on(model, [layer]):
+        token = _RECORDERS.set(_RECORDERS.get() + (rec,))
+        try:
+            forward()
+        except _StopForward:
+            pass
+        finally:
+            _RECORDERS.reset(token)
 
 
 @contextlib.contextmanager
