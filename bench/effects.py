@@ -68,7 +68,7 @@ def main() -> None:
     log(f"fp32 {[round(t, 2) for t in times['fp32']]} s, {dtype_name(fast)} {[round(t, 2) for t in times['fast']]} s")
     n_tok = args.features * spec.rows_per_vector * spec.new_tokens
     t32, tf = statistics.median(times["fp32"]), statistics.median(times["fast"])
-    rows_per_call = min(spec.vectors_per_call, args.features) * spec.rows_per_vector  # the largest call made
+    rows_per_call = min(spec.max_rows, min(spec.vectors_per_call, args.features) * spec.rows_per_vector)  # largest call
     runs = {"rows_per_call": rows_per_call, "threads": torch.get_num_threads(), "repeats": len(times["fast"])}
     emit("rollout_tok_s_fp32", n_tok / t32, "tok/s", **runs)
     emit("rollout_tok_s_fast", n_tok / tf, "tok/s", precision=dtype_name(fast), **runs)

@@ -43,8 +43,9 @@ with st.sidebar:
     hide_noise = st.toggle("Hide effects within 2 SE of zero", value=False, key="f_hide_noise",
                            help="Greyed in the lists when shown.")
     hide_hubs = st.toggle("Hide hub targets ◎", value=False, key="f_hide_hubs", disabled=not has_specific,
-                          help="Targets that random directions move too, each with a sign that follows the "
-                               "direction: subtracting the generic response (Specific) does not remove them.")
+                          help="Effects lists only (a hub is a target; actions list sources): targets that "
+                               "random directions move too, each with a sign that follows the direction: "
+                               "subtracting the generic response (Specific) does not remove them.")
 try:
     flt = browse.ListFilter(min_abs=min_abs, min_rel=min_rel or None,
                             max_density=max_density if hide_dense else None, sign=sign, hide_noise=hide_noise,

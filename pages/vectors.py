@@ -220,10 +220,11 @@ with what_tab:
                              help="Specific = raw − the generic response of random directions.")
             hide_noise = o3.toggle("Hide effects within 2 SE", value=False, key="what_hide_noise")
             hide_hubs = o4.toggle("Hide hubs ◎", value=False, key="what_hide_hubs", disabled=not pack.has_specific,
-                                  help="Targets that random directions move too; their sign follows the direction, "
-                                       "so the specific view does not remove them.")
+                                  help="Effects lists only (hubs are targets): targets that random directions move "
+                                       "too; their sign follows the direction, so the specific view does not "
+                                       "remove them.")
             flt = ListFilter(max_density=DEFAULT_MAX_DENSITY if hide else None, hide_noise=hide_noise,
-                             basis=basis if pack.has_specific else "raw", hide_hubs=hide_hubs)
+                             basis=basis if pack.has_specific else "raw", hide_hubs=hide_hubs and pack.has_specific)
             # two across, then the measurement full width: three across cut the labels off
             cols = st.columns(2) + [st.container()]
             with cols[0]:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,28 +28,33 @@ def _free_port() -> int:
 
 def _start(env: dict[str, str], timeout: float) -> tuple[subprocess.Popen, str] | None:
     """Start one server on a free port; None when it exited before answering (another test worker
-    took the port between our probe and streamlit's bind: try another)."""
+    took the port between our probe and streamlit's bind: try another). The server counts as ours
+    only once its own log announces the port: a health answer alone may come from whoever took it."""
     port = _free_port()
-    log = open(ARTIFACTS / f"server-{port}.log", "w") if ARTIFACTS.exists() else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    log_dir = ARTIFACTS if ARTIFACTS.exists() else Path(tempfile.mkdtemp(prefix="st-server-"))
+    log_path = log_dir / f"server-{port}.log"
     url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.headless", "true", "--server.address", "127.0.0.1"],
+            cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        )
     deadline = time.time() + timeout
     while True:
         # poll first: a server that failed to bind must not be mistaken for whoever holds the port
         if proc.poll() is not None:
             return None
+        announced = f"{url}" in log_path.read_text(errors="replace")
         try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok" and proc.poll() is None:
+            if announced and urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok" \
+                    and proc.poll() is None:
                 return proc, url
         except OSError:
             pass
         if time.time() > deadline:
             proc.kill()
-            raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s")
+            raise RuntimeError(f"streamlit did not answer within {timeout:.0f} s (log: {log_path})")
         time.sleep(0.5)
 
 

@@ -232,6 +232,15 @@ def test_bad_prompts_raise(tiny_hf, prompts):
         generate(tiny_hf, prompts, GenerationConfig(max_new_tokens=2))
 
 
+@pytest.mark.parametrize("last_through", [True, -1, "3", 1.0, 10**6])
+def test_last_through_must_be_a_block_index(tiny_hf, last_through):
+    # a bool is an int in Python: True would silently mean "through block 1"
+    with pytest.raises(GenerationError, match="block index"):
+        generate(tiny_hf, ["x"], GenerationConfig(max_new_tokens=2), last_through=last_through)
+    ok = generate(tiny_hf, ["x"], GenerationConfig(max_new_tokens=2, greedy=True), last_through=tiny_hf.n_layers - 1)
+    assert len(ok.token_ids[0]) == 2
+
+
 @pytest.mark.parametrize("backend", ["hf", "tl"])
 def test_huge_max_new_tokens_is_clamped_with_a_note(backend):
     short = tiny_model(backend, n_layers=2, d_model=32, n_ctx=48)  # the clamp is n_ctx - 8: 40 tokens to generate

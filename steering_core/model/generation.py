@@ -175,6 +175,10 @@ class _Run:
                  share_prefill: bool = False, last_through: int | None = None):
         self.model = model
         self.share_prefill = share_prefill
+        if last_through is not None and (isinstance(last_through, bool) or not isinstance(last_through, int)
+                                         or not 0 <= last_through < model.n_layers):
+            raise GenerationError(f"last_through must be a block index in 0…{model.n_layers - 1}, "
+                                  f"not {last_through!r}.")
         self.last_through = last_through
         self.prompts = _check_prompts(model, prompts)
         self.config, msgs = check_config(model, config)
