@@ -158,7 +158,7 @@ def test_a_copied_packed_model_runs_on_its_own_weights():
 
     model = load_model("tiny", precision="bf16")
     if not _packable():
-        pytest.skip("this PyTorch has no oneDNN linear packing")
+        pytest.skip("this PyTorch or CPU cannot pack bf16 linears (oneDNN)")
     twin = copy.deepcopy(model.module)
     assert packed_count(twin) == packed_count(model.module) > 0
     unpack_linears(twin)

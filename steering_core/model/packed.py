@@ -20,6 +20,7 @@ layer. :meth:`SteerableModel.to_dtype` unpacks before any cast and packs again a
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 
@@ -31,10 +32,20 @@ _BATCH_HINT = 64
 MAX_PACKED_PARAMS = 1_000_000_000
 
 
+@functools.cache
 def _ops_available() -> bool:
+    """Whether this PyTorch has the oneDNN ops *and* this CPU runs them: the ops ship in every x86
+    build, but refuse bf16 weights on CPUs without AVX512-BF16/AVX-NE-CONVERT or AVX512BW/VL/DQ
+    (seen on an AMD EPYC without AVX-512), so a tiny weight is packed once to find out."""
     mkldnn = getattr(torch.ops, "mkldnn", None)
-    return (torch.backends.mkldnn.is_available() and mkldnn is not None
-            and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise"))
+    if not (torch.backends.mkldnn.is_available() and mkldnn is not None
+            and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), _BATCH_HINT)
+    except RuntimeError:
+        return False
+    return True
 
 
 class PackedLinear(torch.nn.Linear):
