@@ -9,8 +9,9 @@ the median top-10 overlap with the stored reference, raw and specific (the gener
 pack subtracted). The largest budget's rows are drawn once; a smaller budget uses the first rollouts
 of each prompt, as a build at that budget would. ``--adaptive`` also tries a two-stage budget: the
 smallest budget for every feature, the largest only for features whose top-10 boundary is contested
-(more than ``c`` targets within 2 SE of the midpoint between the 10th and 11th effects), and
-prints the overlap and the mean rollouts per feature for several ``c``. Prints JSON lines."""
+(more than ``c`` targets within 2 SE of the midpoint between the 10th and 11th effects; what the
+pack's ``topup`` stage does), and prints the overlap and the mean rollouts per feature for several
+``c``. Prints JSON lines."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from bench.common import emit, log
+from steering_core.measure.allocation import contested_targets
 from steering_core.measure.effects import EffectSpec, baseline_rows, paired_estimate, steered_rows, twin_rows
 from steering_core.pack.tables import get_meta
 from steering_core.storage.db import connect
@@ -33,14 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def overlaps(effect: torch.Tensor, lists: list[list[int]]) -> list[int]:
     top = effect.topk(10, dim=-1).indices.tolist()
     return [len(set(a) & set(b)) for a, b in zip(top, lists)]
-
-
-def contested(effect: torch.Tensor, se: torch.Tensor) -> torch.Tensor:
-    """Per feature, how many targets lie within 2 SE of the top-10 boundary (the midpoint between
-    the 10th and 11th largest effects): the targets a larger budget could still swap in or out."""
-    top = effect.topk(11, dim=-1).values
-    mid = (top[:, 9:10] + top[:, 10:11]) / 2
-    return ((effect - mid).abs() < 2 * se).sum(-1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         emit("specific_reference_overlap_median", float(np.median(spc)), "of 10", rollouts=n_p * r, overlaps=spc)
     if args.adaptive and len(budgets) > 1:
         small, large = ests[budgets[0]], ests[budgets[-1]]
-        n_con = contested(small.effect, small.se)
+        n_con = contested_targets(small.effect, small.se)
         for c in (10, 20, 30, 40):
             up = n_con > c
             est = torch.where(up.unsqueeze(1), large.effect, small.effect)

@@ -153,6 +153,11 @@ def card(fid: int, key: str, compact: bool = False) -> None:
         st.info(f"◎ Hub: {hub[2]:.0%} of random directions raise #{fid} (generic response {hub[0]:+.3f} ± "
                 f"{hub[1]:.3f}), so a raw effect onto it says little about the steering direction; the specific "
                 "effect subtracts that.")
+    budget = pack.effects_budget(fid)
+    if budget is not None and not compact:
+        st.caption(f"Effects of #{fid}: means over {budget[0]} steered rollouts, each against its unsteered twin; "
+                   "± is one standard error." + (" Topped up: its top 10 was contested at the pack's base budget."
+                                                 if budget[1] else ""))
     cols = st.columns(2)  # two across (a 2×2 grid on a full card): room for the bar and the label
     for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:

@@ -11,7 +11,7 @@ from steering_core.pack.config import PackConfigError, load_config
 from steering_core.pack.pipeline import PIPELINE
 from steering_core.pack.registry import Stage, StageError, StageRegistry
 
-EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "control", "effects", "stability", "reference",
+EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "control", "effects", "topup", "stability", "reference",
             "neighbors", "approximator", "maps", "outputs", "labels", "ship"]
 
 

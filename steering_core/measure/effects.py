@@ -82,13 +82,14 @@ class EffectEstimate:
         return EffectEstimate(torch.cat([p.effect for p in parts]), torch.cat([p.se for p in parts]))
 
 
-def row_plan(spec: EffectSpec, rollouts: int, seed: int) -> tuple[list[str], list[int], list[int]]:
-    """Prompts, seeds and prompt index of every rollout, prompt-major. Rollout ``r`` of prompt ``p``
-    has the same seed whatever the number of rollouts, so a baseline's first rows are the twins of a
-    steered measurement's rows."""
+def row_plan(spec: EffectSpec, rollouts: int, seed: int, first: int = 0) -> tuple[list[str], list[int], list[int]]:
+    """Prompts, seeds and prompt index of rollouts ``first … first + rollouts − 1`` of every prompt,
+    prompt-major. Rollout ``r`` of prompt ``p`` has the same seed whatever the number of rollouts, so a
+    baseline's rows are the twins of a steered measurement's rows, and a later measurement of rollouts
+    ``R … 2R − 1`` continues an earlier one of ``0 … R − 1`` (a top-up, :mod:`steering_core.measure.allocation`)."""
     prompts, seeds, which = [], [], []
     for p_i, p in enumerate(spec.prompts):
-        for r in range(rollouts):
+        for r in range(first, first + rollouts):
             prompts.append(p)
             seeds.append(row_seed(seed, p_i, r))
             which.append(p_i)
@@ -131,13 +132,18 @@ def measure_baseline(model: SteerableModel, sae: LoadedSAE, layer: int, spec: Ef
     return baseline_rows(model, sae, layer, spec, seed).mean(0)
 
 
-def twin_rows(base_rows: torch.Tensor, spec: EffectSpec) -> torch.Tensor:
-    """The baseline rows that share prompt and seed with a steered measurement's rows, in its order."""
+def twin_rows(base_rows: torch.Tensor, spec: EffectSpec, first: int = 0) -> torch.Tensor:
+    """The baseline rows that share prompt and seed with a steered measurement's rows (rollouts
+    ``first …`` of each prompt), in its order."""
     per = spec.baseline_rollouts_per_prompt
     if base_rows.shape[0] != len(spec.prompts) * per:
         raise SteeringError(f"The baseline has {base_rows.shape[0]} rows; this measurement needs "
                             f"{len(spec.prompts)} prompts × {per} rollouts.")
-    return base_rows.view(len(spec.prompts), per, -1)[:, : spec.rollouts_per_prompt].reshape(
+    if first < 0 or first + spec.rollouts_per_prompt > per:
+        raise SteeringError(f"Rollouts {first}–{first + spec.rollouts_per_prompt - 1} of each prompt need twins, but "
+                            f"the baseline has rollouts 0–{per - 1}: raise baseline_rollouts_per_prompt to at least "
+                            f"{first + spec.rollouts_per_prompt}.")
+    return base_rows.view(len(spec.prompts), per, -1)[:, first:first + spec.rollouts_per_prompt].reshape(
         -1, base_rows.shape[-1])
 
 
@@ -166,15 +172,16 @@ def paired_estimate(steered: torch.Tensor, twins: torch.Tensor, n_prompts: int) 
 
 def steered_rows(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor,
                  alphas: torch.Tensor | Sequence[float], spec: EffectSpec, seed: int = 0,
-                 on_step=None) -> torch.Tensor:
-    """Per-row feature means under steering ``[n_vectors, R, d_sae]``; rows beyond ``max_rows`` are
-    split over several generate calls. ``on_step(step, total)`` follows the decoding steps."""
+                 on_step=None, first: int = 0) -> torch.Tensor:
+    """Per-row feature means under steering ``[n_vectors, R, d_sae]`` (rollouts ``first …`` of each
+    prompt); rows beyond ``max_rows`` are split over several generate calls. ``on_step(step, total)``
+    follows the decoding steps."""
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
     rows = spec.rows_per_vector
-    prompts, seeds, _ = row_plan(spec, spec.rollouts_per_prompt, seed)
+    prompts, seeds, _ = row_plan(spec, spec.rollouts_per_prompt, seed, first)
     prompts, seeds = prompts * vectors.shape[0], seeds * vectors.shape[0]
     vec_rows, a_rows = vectors.repeat_interleave(rows, 0), alphas.repeat_interleave(rows, 0)
     step = max(1, spec.max_rows)
@@ -188,19 +195,22 @@ def steered_rows(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: tor
 
 
 def measure_effects(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor, alphas,
-                    spec: EffectSpec, base_rows: torch.Tensor, seed: int = 0, on_step=None) -> EffectEstimate:
+                    spec: EffectSpec, base_rows: torch.Tensor, seed: int = 0, on_step=None,
+                    first: int = 0) -> EffectEstimate:
     """Effects of ``vectors`` at ``alphas`` with standard errors, against the baseline rows of
-    :func:`baseline_rows` measured with the same ``spec`` and ``seed``; ``vectors_per_call`` at a time."""
+    :func:`baseline_rows` measured with the same ``spec`` and ``seed``; ``vectors_per_call`` at a time.
+    ``first`` skips the first rollouts of each prompt: measuring rollouts ``R …`` of vectors already
+    measured on ``0 … R − 1`` adds independent rollouts that pool into the larger budget's estimate."""
     spec.check()
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)
     if alphas.numel() == 1:
         alphas = alphas.expand(vectors.shape[0]).clone()
-    twins = twin_rows(base_rows, spec)
+    twins = twin_rows(base_rows, spec, first)
     out = []
     k = spec.vectors_per_call
     for i in range(0, vectors.shape[0], k):
-        rows = steered_rows(model, sae, layer, vectors[i:i + k], alphas[i:i + k], spec, seed, on_step)
+        rows = steered_rows(model, sae, layer, vectors[i:i + k], alphas[i:i + k], spec, seed, on_step, first)
         out.append(paired_estimate(rows, twins, len(spec.prompts)))
     return EffectEstimate.cat(out)
 

@@ -12,7 +12,8 @@ into a *progress folder* (config key ``progress``) small enough to commit:
 * ``control_effects.npy`` / ``control_done.json``: the random directions' effects (once complete);
 * ``effects-FFFF-LLLL.npz``: measured effects chunks FFFF..LLLL: ids, effects and SEs (float16,
   which is what the effects stage stores anyway), α and ΔCE, and the seconds each chunk took.
-  Each segment is written once and never rewritten, so committing progress adds only new bytes.
+  Each segment is written once and never rewritten, so committing progress adds only new bytes;
+* ``topup-FFFF-LLLL.npz``: the same for the top-up stage's extra rollouts (before pooling).
 
 A build that starts in an empty work folder copies the files above into it, recomputes the
 activations and statistics from the carried corpus (minutes), and commits the carried chunks through the same code path as measured
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 #: Work-folder files carried as they are: ``(name, stage that must be done first, or None)``.
 FILES = (("corpus.npz", "corpus"), ("alpha_ref.npy", None), ("baseline_rows.npy", None), ("baseline.npy", None),
          ("control_effects.npy", "control"), ("control_done.json", "control"))
-SEGMENT = "effects-*.npz"
 #: The largest magnitude float16 holds; effects and SEs never come near it.
 F16_MAX = float(np.finfo(np.float16).max)
 
@@ -67,7 +67,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 IDENTITY = ("model_id", "hook_point", "precision")
 #: Config settings a carried result depends on: what is measured, on which text, with which seeds.
 #: A chunk of 16 rollouts per prompt among chunks of 32 would be neither budget.
-SETTINGS = ("seed", "layer", "hook", "corpus", "effects", "alpha", "control")
+SETTINGS = ("seed", "layer", "hook", "corpus", "effects", "alpha", "control", "topup")
 
 
 def _identity(b: Builder) -> dict:
@@ -119,24 +119,25 @@ class Segment:
     chunks: list[int]
 
 
-def segments(folder: Path) -> list[Segment]:
-    """The effects segments in ``folder``, by first chunk."""
+def segments(folder: Path, kind: str = "effects") -> list[Segment]:
+    """The ``kind`` segments (``effects`` or ``topup``) in ``folder``, by first chunk."""
     out = []
-    for p in sorted(folder.glob(SEGMENT)):
+    for p in sorted(folder.glob(f"{kind}-*.npz")):
         with np.load(p) as z:
             out.append(Segment(p, z["chunks"].tolist()))
     return out
 
 
-def carried_chunks(b: Builder, skip: set[int]) -> Iterator[tuple[ChunkJob, ChunkResult, float]]:
-    """``(job, result, seconds)`` of every carried chunk not in ``skip``, in chunk order."""
+def carried_chunks(b: Builder, skip: set[int], kind: str = "effects"
+                   ) -> Iterator[tuple[ChunkJob, ChunkResult, float]]:
+    """``(job, result, seconds)`` of every carried ``kind`` chunk not in ``skip``, in chunk order."""
     from steering_core.pack.distributed.work import ChunkJob, ChunkResult
 
     src = progress_dir(b)
     if src is None or not src.is_dir():
         return
     found = []
-    for seg in segments(src):
+    for seg in segments(src, kind):
         with np.load(seg.path) as z:
             sizes, ids = z["sizes"], z["ids"]
             starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -151,27 +152,86 @@ def carried_chunks(b: Builder, skip: set[int]) -> Iterator[tuple[ChunkJob, Chunk
         yield job, res, sec
 
 
-def chunk_seconds_path(b: Builder) -> Path:
-    return b.dir / "effects_seconds.json"
+def chunk_seconds_path(b: Builder, kind: str = "effects") -> Path:
+    return b.dir / f"{kind}_seconds.json"
 
 
-def chunk_seconds(b: Builder) -> dict[int, float]:
-    """Seconds each committed effects chunk took to measure (carried chunks keep their own)."""
-    p = chunk_seconds_path(b)
+def chunk_seconds(b: Builder, kind: str = "effects") -> dict[int, float]:
+    """Seconds each committed ``kind`` chunk took to measure (carried chunks keep their own)."""
+    p = chunk_seconds_path(b, kind)
     return {int(k): v for k, v in json.loads(p.read_text()).items()} if p.exists() else {}
 
 
-def record_seconds(b: Builder, seconds: dict[int, float]) -> None:
-    p = chunk_seconds_path(b)
+def record_seconds(b: Builder, seconds: dict[int, float], kind: str = "effects") -> None:
+    p = chunk_seconds_path(b, kind)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps({str(k): v for k, v in sorted(seconds.items())}))
     tmp.replace(p)
 
 
+@dataclass
+class ChunkRows:
+    """What a segment stores of some committed chunks: each chunk's ids, and their effect and SE
+    rows (as measured by that stage, before any pooling), α and ΔCE."""
+
+    ids: list[list[int]]
+    effect: np.ndarray
+    se: np.ndarray
+    alpha: np.ndarray
+    dce: np.ndarray
+
+
+def _effects_rows(b: Builder, chunks: list[int]) -> ChunkRows:
+    """The effects stage's own rows of ``chunks``: where the top-up has pooled a row since, its
+    first-pass values from the top-up's snapshot, so a carried chunk is the chunk as measured."""
+    from steering_core.pack.effect_stages import CHUNK
+    from steering_core.pack.topup import first_pass
+
+    eff = np.load(b.dir / "effects.npy", mmap_mode="r")
+    se = np.load(b.dir / "effects_se.npy", mmap_mode="r")
+    d_sae = eff.shape[0]
+    ids = [list(range(c * CHUNK, min(d_sae, (c + 1) * CHUNK))) for c in chunks]
+    flat = [i for part in ids for i in part]
+    e, s = np.array(eff[flat], dtype=np.float32), np.array(se[flat], dtype=np.float32)
+    snap = first_pass(b)
+    if snap is not None:
+        where = {f: r for r, f in enumerate(snap.ids.tolist())}
+        for r, f in enumerate(flat):
+            if f in where:
+                e[r], s[r] = snap.effect[where[f]], snap.se[where[f]]
+    got = dict(((int(f), (a, d)) for f, a, d in b.con.execute(
+        "SELECT feature_id, alpha, alpha_dce FROM features WHERE feature_id IN (SELECT unnest(?))", [flat]).fetchall()))
+    return ChunkRows(ids, e, s, np.array([got[f][0] for f in flat], dtype=np.float32),
+                     np.array([got[f][1] for f in flat], dtype=np.float32))
+
+
+def _save_segment(b: Builder, dst: Path, kind: str, done: set[int], rows_of) -> int:
+    """One new ``kind`` segment in ``dst`` holding every committed chunk no segment has yet."""
+    saved = {c for s in segments(dst, kind) for c in s.chunks}
+    new = sorted(done - saved)
+    if not new:
+        return 0
+    rows: ChunkRows = rows_of(b, new)
+    secs = chunk_seconds(b, kind)
+    arrays = {"chunks": np.array(new, dtype=np.int64), "sizes": np.array([len(p) for p in rows.ids], dtype=np.int64),
+              "ids": np.array([i for part in rows.ids for i in part], dtype=np.int64),
+              "effect": np.asarray(rows.effect, dtype=np.float16), "se": np.asarray(rows.se, dtype=np.float16),
+              "alpha": rows.alpha, "dce": rows.dce,
+              "seconds": np.array([secs.get(c, float("nan")) for c in new], dtype=np.float64)}
+    path = dst / f"{kind}-{new[0]:04d}-{new[-1]:04d}.npz"
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    b.log(f"progress: saved {len(new)} {kind} chunks to {path}")
+    return len(new)
+
+
 def save_progress(b: Builder) -> int:
-    """Copy what the progress folder lacks into it: the carried files, and one new segment holding
-    every committed effects chunk no segment has yet. Returns the number of chunks added."""
+    """Copy what the progress folder lacks into it: the carried files, and a new segment per kind
+    holding every committed effects (and top-up) chunk no segment has yet. Returns the number of
+    effects chunks added."""
     from steering_core.pack import tables
+    from steering_core.pack.topup import topup_rows
 
     dst = progress_dir(b)
     if dst is None:
@@ -182,29 +242,6 @@ def save_progress(b: Builder) -> int:
     for name, needs in FILES:
         if (b.dir / name).exists() and not (dst / name).exists() and (needs is None or b.done(needs)):
             _atomic_copy(b.dir / name, dst / name)
-    saved = {c for s in segments(dst) for c in s.chunks}
-    new = sorted(tables.done_effect_chunks(b.con) - saved)
-    if not new:
-        return 0
-    from steering_core.pack.effect_stages import CHUNK
-
-    eff = np.load(b.dir / "effects.npy", mmap_mode="r")
-    se = np.load(b.dir / "effects_se.npy", mmap_mode="r")
-    d_sae = eff.shape[0]
-    ids = [list(range(c * CHUNK, min(d_sae, (c + 1) * CHUNK))) for c in new]
-    flat = [i for part in ids for i in part]
-    got = dict(((int(f), (a, d)) for f, a, d in b.con.execute(
-        "SELECT feature_id, alpha, alpha_dce FROM features WHERE feature_id IN (SELECT unnest(?))", [flat]).fetchall()))
-    secs = chunk_seconds(b)
-    arrays = {"chunks": np.array(new, dtype=np.int64), "sizes": np.array([len(p) for p in ids], dtype=np.int64),
-              "ids": np.array(flat, dtype=np.int64), "effect": np.asarray(eff[flat], dtype=np.float16),
-              "se": np.asarray(se[flat], dtype=np.float16),
-              "alpha": np.array([got[f][0] for f in flat], dtype=np.float32),
-              "dce": np.array([got[f][1] for f in flat], dtype=np.float32),
-              "seconds": np.array([secs.get(c, float("nan")) for c in new], dtype=np.float64)}
-    path = dst / f"effects-{new[0]:04d}-{new[-1]:04d}.npz"
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
-    b.log(f"progress: saved {len(new)} effects chunks to {path}")
-    return len(new)
+    n = _save_segment(b, dst, "effects", tables.done_effect_chunks(b.con), _effects_rows)
+    _save_segment(b, dst, "topup", tables.done_topup_chunks(b.con), topup_rows)
+    return n

@@ -61,6 +61,18 @@ class ReferenceSpec:
 
 
 @dataclass
+class TopupSpec:
+    """Adaptive budget (docs/design.md §Adaptive budget): after the effects stage, features whose
+    top-``top`` list is contested (more than ``contested_over`` targets within ``z`` SE of its
+    boundary) are measured on more rollouts, pooled with their first ones."""
+
+    rollouts_per_prompt: int = 0  # a topped-up feature's rollouts per prompt in all; 0: no top-up
+    contested_over: int = 30
+    top: int = 10
+    z: float = 2.0
+
+
+@dataclass
 class PackConfig:
     """One pack build: which model, hook and SAE, and the settings of every stage."""
 
@@ -83,6 +95,7 @@ class PackConfig:
     alpha: AlphaSpec = field(default_factory=AlphaSpec)
     control: ControlSpec = field(default_factory=ControlSpec)
     reference: ReferenceSpec = field(default_factory=ReferenceSpec)
+    topup: TopupSpec = field(default_factory=TopupSpec)
     precision: str = "auto"  # auto (bf16 where the hardware has it), fp32 or bf16
     device: str = "auto"  # auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N
     # Where the chunked effect stages run (docs: README "Building a pack on one GPU or a Ray cluster"):
@@ -111,7 +124,7 @@ class PackConfig:
 RUN_ONLY = ("ray", "ray_actors", "ray_threads", "progress", "progress_every")
 
 #: The config's sections, each one nested dataclass of :class:`PackConfig`.
-SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha", "control", "reference")
+SECTIONS = ("corpus", "sae_train", "stats", "effects", "alpha", "control", "reference", "topup")
 
 
 def resolve_path(p: str) -> Path:
@@ -238,6 +251,7 @@ def check_values(cfg: PackConfig) -> None:
         cfg.effects.check()
     except SteeringCoreError as exc:
         raise PackConfigError(f"[effects] {exc}") from None
+    _check_topup(cfg)
     if cfg.progress_every < 1:
         raise PackConfigError(f"progress_every must be at least 1 chunk, not {cfg.progress_every!r}.")
     if not 0 < cfg.control.hub_share <= 1:
@@ -247,6 +261,22 @@ def check_values(cfg: PackConfig) -> None:
             layer_of_hook(cfg.hook)  # the form; the range is checked against the model
         except SteeringCoreError as exc:
             raise PackConfigError(str(exc)) from None
+
+
+def _check_topup(cfg: PackConfig) -> None:
+    t, e = cfg.topup, cfg.effects
+    if not t.rollouts_per_prompt:
+        return
+    if t.rollouts_per_prompt <= e.rollouts_per_prompt:
+        raise PackConfigError(f"[topup] rollouts_per_prompt ({t.rollouts_per_prompt}) is a topped-up feature's rollouts "
+                              f"in all, so it must exceed [effects] rollouts_per_prompt ({e.rollouts_per_prompt}); "
+                              "0 turns the top-up off.")
+    if t.rollouts_per_prompt > e.baseline_rollouts_per_prompt:
+        raise PackConfigError(f"[topup] rollouts_per_prompt ({t.rollouts_per_prompt}) needs an unsteered twin for every "
+                              f"rollout: set [effects] baseline_rollouts_per_prompt to at least {t.rollouts_per_prompt} "
+                              f"(it is {e.baseline_rollouts_per_prompt}).")
+    if t.top < 1:
+        raise PackConfigError(f"[topup] top must be at least 1, not {t.top!r}.")
 
 
 def resolve_layer(cfg: PackConfig, model: SteerableModel) -> int:

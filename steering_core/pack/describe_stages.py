@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+import steering_core.pack.derived_stages  # noqa: F401  (declared before outputs and labels: the run order)
 from steering_core.pack import tables
 from steering_core.pack.effect_stages import control_directions, directions, loss_matched
 from steering_core.pack.stages import stage

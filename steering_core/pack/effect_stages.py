@@ -1,12 +1,14 @@
-"""The effect stages of a pack build (docs/design.md §Feature effects, §Generic response):
+"""The measuring stages of a pack build (docs/design.md §Feature effects, §Generic response), and
+the helpers every later effect stage shares:
 
 * ``control``: random unit directions measured like features → the generic response and hubs;
 * ``effects``: every feature at its loss-matched α, paired with the unsteered twins, with an
-  SE per effect and the specific effect (effect − generic response);
-* ``stability``: a re-measurement with another seed (raw and specific top-10 overlap);
-* ``reference``: a few features at the paper's budget with fresh seeds, scoring the pack's effects;
-* ``neighbors``, ``approximator``, ``maps``: built on whichever basis (raw or specific) the
-  stability stage found more stable.
+  SE per effect and the specific effect (effect − generic response).
+
+Then, each in its own module and declared in this order: ``topup`` (more rollouts where a top-10
+is contested, :mod:`~steering_core.pack.topup`), ``stability`` and ``reference``
+(:mod:`~steering_core.pack.check_stages`), and ``neighbors``, ``approximator`` and ``maps``
+(:mod:`~steering_core.pack.derived_stages`).
 
 Long stages commit per chunk with their rows, so a killed build resumes at the first missing chunk
 and ends with the same tables as an uninterrupted one. The chunks themselves are measured by the
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from steering_core.measure.effects import EffectSpec, baseline_rows, relative_effect
-from steering_core.measure.generic import GenericResponse, generic_response, self_in_top, top_overlap
+from steering_core.measure.generic import GenericResponse, generic_response
 from steering_core.pack import carry, tables
 from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage
@@ -62,12 +64,12 @@ def control_directions(b: Builder) -> torch.Tensor:
 
 
 def chunk_setup(b: Builder, label: str, rows: torch.Tensor, source: str = "decoder", loss_match: bool = True,
-                spec: EffectSpec | None = None, seed: int | None = None) -> MeasureSetup:
+                spec: EffectSpec | None = None, seed: int | None = None, first: int = 0) -> MeasureSetup:
     """What every chunk of a stage shares, for the builder's executor: the rollout spec and seed, the
     unsteered twin rows, where directions come from, and the α settings when α is loss-matched."""
     return MeasureSetup(label, spec or b.cfg.effects, b.cfg.seed if seed is None else seed, rows.cpu().numpy(),
                         source=source, ref_ids=ref_ids(b).cpu().numpy() if loss_match else None,
-                        alpha=b.cfg.alpha if loss_match else None, control_seed=b.cfg.seed)
+                        alpha=b.cfg.alpha if loss_match else None, control_seed=b.cfg.seed, first_rollout=first)
 
 
 def run_chunks(b: Builder, jobs: list[ChunkJob], label: str, rows: torch.Tensor, **setup):
@@ -257,144 +259,3 @@ def chosen_basis(b: Builder) -> str:
     raw = float(json.loads(meta.get("stability_median_top10_overlap", "0")))
     spec = float(json.loads(meta.get("specific_stability_median_top10_overlap", "0")))
     return "specific" if spec >= raw else "raw"
-
-
-def _sparse_sample(b: Builder, n: int, salt: int) -> tuple[list[int], torch.Tensor]:
-    rows = tables.measured_sparse_features(b.con, b.cfg.dense_threshold)
-    rng = np.random.default_rng(b.cfg.seed + salt)
-    pick = sorted(rng.choice(len(rows), size=min(n, len(rows)), replace=False).tolist()) if rows else []
-    return [rows[i][0] for i in pick], torch.tensor([rows[i][1] for i in pick], dtype=torch.float32)
-
-
-def _remeasure(b: Builder, ids: list[int], alphas: torch.Tensor, spec: EffectSpec, seed: int, name: str,
-               label: str) -> torch.Tensor:
-    """Effects of features ``ids`` at their stored α with another seed (its own baseline rows)."""
-    rows = base_rows(b, spec, seed, name)
-    jobs = [ChunkJob(n, tuple(ids[i:i + CHUNK]), tuple(alphas[i:i + CHUNK].tolist()))
-            for n, i in enumerate(range(0, len(ids), CHUNK))]
-    out = []
-    with Progress(max(1, len(ids)), label, log_path=b.log_path, show_bar=b.show_bar) as bar:
-        for job, res in run_chunks(b, jobs, label, rows, loss_match=False, spec=spec, seed=seed):
-            out.append(torch.from_numpy(res.effect))
-            bar.update(len(job.ids))
-    return torch.cat(out) if out else torch.zeros(0, b.sae.d_sae)
-
-
-@stage("stability", needs=("effects",))
-def stability(b: Builder) -> None:
-    """Re-measure random non-dense features with another seed: how many of their top-10 effects
-    come back (raw and specific), and how many features rank themselves in their own top 10."""
-    ids, alphas = _sparse_sample(b, b.cfg.stability_features, 7)
-    g = load_generic(b).mean
-    again = _remeasure(b, ids, alphas, b.cfg.effects, b.cfg.seed + 1, "baseline_rows_stability", "stability")
-    first = torch.from_numpy(np.asarray(np.load(b.dir / "effects.npy", mmap_mode="r")[ids])) if ids else again
-    raw = top_overlap(first, again)
-    spec = top_overlap(first - g, again - g)
-    eff, live = effect_matrix(b)
-    e = torch.from_numpy(eff)
-    self_raw, self_spec = self_in_top(e, live), self_in_top(e - g, live)
-    med = float(np.median(raw)) if raw else float("nan")
-    med_s = float(np.median(spec)) if spec else float("nan")
-    b.finish("stability", {"median_top10_overlap": med, "specific_median_top10_overlap": med_s},
-             {"stability_median_top10_overlap": json.dumps(med), "stability_features": str(len(ids)),
-              "stability_overlaps": json.dumps(raw), "self_in_top10_share": json.dumps(self_raw),
-              "specific_stability_median_top10_overlap": json.dumps(med_s),
-              "specific_stability_overlaps": json.dumps(spec), "specific_self_in_top10_share": json.dumps(self_spec)})
-
-
-@stage("reference", needs=("stability",))
-def reference(b: Builder) -> None:
-    """Score the pack against a reference: random non-dense features measured again at the paper's
-    budget with fresh seeds. Writes the median top-10 overlap (raw and specific) and the lists."""
-    rc = b.cfg.reference
-    ids, alphas = _sparse_sample(b, rc.features, 1000 + rc.seed_offset)
-    spec = dataclasses.replace(b.cfg.effects, rollouts_per_prompt=rc.rollouts_per_prompt,
-                               baseline_rollouts_per_prompt=rc.rollouts_per_prompt)
-    ref = _remeasure(b, ids, alphas, spec, b.cfg.seed + rc.seed_offset, "baseline_rows_reference", "reference")
-    g = load_generic(b).mean
-    pack = torch.from_numpy(np.asarray(np.load(b.dir / "effects.npy", mmap_mode="r")[ids])) if ids else ref
-    raw, spc = top_overlap(pack, ref), top_overlap(pack - g, ref - g)
-    per = [{"feature": f, "overlap": o, "specific_overlap": s,
-            "pack_top10": pack[r].topk(10).indices.tolist(), "reference_top10": ref[r].topk(10).indices.tolist(),
-            "pack_specific_top10": (pack[r] - g).topk(10).indices.tolist(),
-            "reference_specific_top10": (ref[r] - g).topk(10).indices.tolist()}
-           for r, (f, o, s) in enumerate(zip(ids, raw, spc))]
-    med = float(np.median(raw)) if raw else float("nan")
-    med_s = float(np.median(spc)) if spc else float("nan")
-    b.finish("reference", {"median": med, "specific_median": med_s},
-             {"reference_top10_overlap_median": json.dumps(med),
-              "specific_reference_top10_overlap_median": json.dumps(med_s),
-              "reference_features": json.dumps(per), "reference_rollouts": str(spec.rows_per_vector)})
-
-
-@stage("neighbors", needs=("reference",))
-def neighbors(b: Builder) -> None:
-    """Per feature: cosine-similar decoder rows, effect-similar features (on the stabler basis), and
-    its actions (the sources whose raw or specific effects raise it most)."""
-    k = b.cfg.neighbors
-    w = directions(b, list(range(b.sae.d_sae)))
-    basis = chosen_basis(b)
-    rows = []
-    cos = w @ w.T
-    cos.fill_diagonal_(-2)
-    v, i = cos.topk(min(k, cos.shape[1] - 1), -1)
-    live_raw, live = effect_matrix(b)
-    live_set = set(live)
-    for f in range(cos.shape[0]):
-        if f in live_set:
-            rows += [("cosine", f, int(i[f, j]), float(v[f, j]), j, None) for j in range(v.shape[1])]
-    eff, _ = effect_matrix(b, basis)
-    e = torch.from_numpy(eff)
-    en = e / e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    es = en @ en.T
-    es.fill_diagonal_(-2)
-    if es.shape[0] > 1:
-        v, i = es.topk(min(k, es.shape[1] - 1), -1)
-        for r, f in enumerate(live):
-            rows += [("effect_similar", f, live[int(i[r, j])], float(v[r, j]), j, None) for j in range(v.shape[1])]
-    g = load_generic(b)
-    se = torch.from_numpy(np.asarray(np.load(b.dir / "effects_se.npy", mmap_mode="r")[live]))
-    raw_t = torch.from_numpy(live_raw)
-    for kind, m, m_se in (("action", raw_t, se), ("action_specific", raw_t - g.mean, (se.square() + g.se.square()).sqrt())):
-        v, i = m.T.topk(min(k, m.shape[0]), -1)  # [d_sae targets, k]
-        for t in range(m.shape[1]):
-            rows += [(kind, t, live[int(i[t, j])], float(v[t, j]), j, float(m_se[int(i[t, j]), t]))
-                     for j in range(v.shape[1]) if v[t, j] > 0]
-    with transaction(b.con):
-        tables.replace_neighbors(b.con, rows)
-        set_meta(b.con, {"effect_basis": basis})
-        mark_stage(b.con, "neighbors", {"rows": len(rows), "basis": basis})
-    b.log(f"stage neighbors done ({len(rows)} rows, effect-similar on {basis} effects)")
-
-
-@stage("approximator", needs=("neighbors",))
-def approximator(b: Builder) -> None:
-    from steering_core.measure.approximator import fit_approximator
-
-    basis = chosen_basis(b)
-    eff, live = effect_matrix(b, basis)
-    ap = fit_approximator(directions(b, live), torch.from_numpy(eff), seed=b.cfg.seed)
-    ap.save(b.dir / "approximator.safetensors")
-    b.finish("approximator", {"r2_heldout": ap.r2_heldout, "ridge": ap.ridge, "basis": basis},
-             {"approximator_r2_heldout": json.dumps(ap.r2_heldout), "approximator_ridge": json.dumps(ap.ridge),
-              "approximator_pairs": str(ap.n_train), "approximator_basis": basis})
-
-
-@stage("maps", needs=("neighbors",))
-def maps(b: Builder) -> None:
-    """2-D UMAP maps of the decoder directions and of the effects, and clusters of the directions."""
-    from steering_core.pack.maps import clusters, map_method, umap_2d
-
-    t0 = time.perf_counter()
-    eff, live = effect_matrix(b, chosen_basis(b))
-    w = directions(b, live).numpy()
-    dec = umap_2d(w, b.cfg.seed)
-    effm = umap_2d(eff, b.cfg.seed)
-    cl = clusters(w, seed=b.cfg.seed)
-    rows = [(float(dec[r, 0]), float(dec[r, 1]), float(effm[r, 0]), float(effm[r, 1]), int(cl[r]), f)
-            for r, f in enumerate(live)]
-    with transaction(b.con):
-        tables.set_map_coordinates(b.con, rows)
-        set_meta(b.con, {"umap_build_s": f"{time.perf_counter() - t0:.1f}", "maps_method": map_method(len(rows))})
-        mark_stage(b.con, "maps", {"points": len(rows)})
-    b.log("stage maps done")

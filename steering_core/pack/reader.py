@@ -148,6 +148,18 @@ class FeaturePack:
         v = self.meta_json("output_score_steers_well")
         return float(v) if isinstance(v, (int, float)) else None
 
+    def effects_budget(self, feature_id) -> tuple[int, bool] | None:
+        """How many steered rollouts this feature's effects average, and whether that is the
+        top-up's larger budget (its top 10 was contested at the pack's own); None where the pack
+        does not say."""
+        fid = self.check_feature(feature_id)
+        base = self.meta_json("effects_steered_rollouts")
+        if not isinstance(base, int):
+            return None
+        more = self.meta_json("effects_topup_rollouts")
+        topped = self.cached("topped_up", lambda: frozenset(self.meta_json("effects_topped_up", []) or []))
+        return (more, True) if isinstance(more, int) and fid in topped else (base, False)
+
     def baseline(self) -> np.ndarray | None:
         p = self.dir / "baseline.npy"
         return np.load(p) if p.exists() else None

@@ -36,6 +36,7 @@ SCHEMA = [
         kind TEXT, feature_id INTEGER, other_id INTEGER, value DOUBLE, rank INTEGER)""",
     "CREATE TABLE IF NOT EXISTS label_embeddings (feature_id INTEGER PRIMARY KEY, embedding FLOAT[])",
     "CREATE TABLE IF NOT EXISTS effect_chunks (chunk INTEGER PRIMARY KEY, n INTEGER)",
+    "CREATE TABLE IF NOT EXISTS topup_chunks (chunk INTEGER PRIMARY KEY, n INTEGER)",
     """CREATE TABLE IF NOT EXISTS feature_outputs (
         feature_id INTEGER PRIMARY KEY, gains VARCHAR[], gain_values DOUBLE[], losses VARCHAR[],
         loss_values DOUBLE[], output_score DOUBLE)""",
@@ -79,7 +80,7 @@ def mark_stage(con, stage: str, info: dict | None = None) -> None:
     con.execute("INSERT OR REPLACE INTO stages (stage, info) VALUES (?, ?)", [stage, json.dumps(info or {})])
 
 
-#: The tables a shipped pack holds; the build-only ``stages`` and ``effect_chunks`` stay behind.
+#: The tables a shipped pack holds; the build-only ``stages`` and chunk records stay behind.
 PACK_TABLES = ("meta", "features", "feature_snippets", "feature_effects", "feature_neighbors", "label_embeddings",
                "generic_response", "feature_outputs")
 
@@ -124,6 +125,17 @@ def done_effect_chunks(con: Any) -> set[int]:
     return {r[0] for r in con.execute("SELECT chunk FROM effect_chunks").fetchall()}
 
 
+def done_topup_chunks(con: Any) -> set[int]:
+    return {r[0] for r in con.execute("SELECT chunk FROM topup_chunks").fetchall()}
+
+
+def feature_alphas(con: Any, ids: Sequence[int]) -> list[float]:
+    """The loss-matched α the effects stage stored for each of ``ids``, in that order."""
+    got = dict(con.execute("SELECT feature_id, alpha FROM features WHERE feature_id IN (SELECT unnest(?))",
+                           [[int(i) for i in ids]]).fetchall())
+    return [float(got[int(i)]) for i in ids]
+
+
 def measured_sparse_features(con: Any, dense_threshold: float) -> list[tuple[int, float]]:
     """``(feature_id, alpha)`` of every measured feature that fires on at most ``dense_threshold``
     of tokens, by id (the stability stage draws from these)."""
@@ -166,6 +178,14 @@ def write_effect_chunk(con: Any, chunk: int, ids: Sequence[int], effects: Sequen
     con.executemany("UPDATE features SET alpha = ?, alpha_dce = ?, measured = true WHERE feature_id = ?",
                     [(float(a), float(d), f) for a, d, f in zip(alphas, dces, ids)])
     con.execute("INSERT OR REPLACE INTO effect_chunks VALUES (?, ?)", [chunk, len(ids)])
+
+
+def write_topup_chunk(con: Any, chunk: int, ids: Sequence[int], effects: Sequence[tuple]) -> None:
+    """One chunk of the top-up stage: its features' pooled top effects replace their first ones,
+    with the chunk's completion record (committed together, as :func:`write_effect_chunk`)."""
+    con.execute("DELETE FROM feature_effects WHERE source_feature IN (SELECT unnest(?))", [[int(i) for i in ids]])
+    insert_rows(con, "feature_effects", effects, EFFECT_COLUMNS)
+    con.execute("INSERT OR REPLACE INTO topup_chunks VALUES (?, ?)", [chunk, len(ids)])
 
 
 def replace_generic(con: Any, rows: Sequence[tuple]) -> None:
@@ -224,6 +244,7 @@ def copy_into_pack(con: Any, db: Path) -> None:
         con.execute("INSERT OR REPLACE INTO shipped.meta VALUES ('build_date', ?)",
                     [_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")])
         con.execute("DROP TABLE shipped.effect_chunks")
+        con.execute("DROP TABLE shipped.topup_chunks")
         con.execute("DROP TABLE shipped.stages")
     finally:
         con.execute("USE build")

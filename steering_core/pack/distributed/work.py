@@ -45,6 +45,7 @@ class MeasureSetup:
     ref_ids: np.ndarray | None = None  # held-out windows α is loss-matched on (None: jobs carry α)
     alpha: AlphaSpec | None = None
     control_seed: int = 0  # the build seed the control directions derive from
+    first_rollout: int = 0  # rollouts first … of each prompt (a top-up continues an earlier measurement)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -160,5 +161,6 @@ def measure_chunk(w: Worker, setup: MeasureSetup, job: ChunkJob) -> ChunkResult:
         alphas, dce = a.alpha, a.dce
     else:
         alphas, dce = torch.tensor(job.alphas, dtype=torch.float32), None
-    est = measure_effects(w.model, w.sae, w.layer, dirs, alphas, setup.spec, rows, setup.seed)
+    est = measure_effects(w.model, w.sae, w.layer, dirs, alphas, setup.spec, rows, setup.seed,
+                          first=setup.first_rollout)
     return ChunkResult(_cpu(est.effect), _cpu(est.se), _cpu(alphas), None if dce is None else _cpu(dce))

@@ -1,0 +1,192 @@
+"""The ``topup`` stage: more rollouts only where a feature's top-10 is still open (docs/design.md
+§Adaptive budget).
+
+After the effects stage has measured every feature on ``R`` rollouts per prompt, the features whose
+top-``top`` list is contested (more than ``contested_over`` targets within ``z`` SE of its
+boundary, :func:`steering_core.measure.allocation.contested_targets`) are measured again on
+rollouts ``R … R2 − 1`` of each prompt, at the α the effects stage found, and pooled with their
+first measurement. With the same seeds per rollout, the pooled effect is what one ``R2``-rollout
+measurement gives (tested); the other features keep their ``R``-rollout effects, and every stored
+SE says which budget a value had.
+
+Resuming: the first pass of every chosen feature is snapshotted once (``topup_first.npz``) before
+any row of ``effects.npy`` is pooled, and each chunk's extra rollouts are kept in
+``topup_extra.npy`` and committed with their pooled table rows in one transaction
+(``topup_chunks``), so a killed build redoes exactly the missing chunks and pools them from the
+same snapshot. The extra rollouts are also carried in ``topup-*.npz`` progress segments, so the
+stage continues on another machine (:mod:`steering_core.pack.carry`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from steering_core.measure.allocation import contested_targets, pool
+from steering_core.measure.effects import EffectEstimate
+from steering_core.pack import carry, tables
+from steering_core.pack.config import PackConfigError
+from steering_core.pack.distributed.work import ChunkJob
+from steering_core.pack.effect_stages import (
+    CHUNK,
+    _crash_point,
+    _memmap,
+    base_rows,
+    effect_rows,
+    load_generic,
+    run_chunks,
+)
+from steering_core.pack.stages import stage
+from steering_core.progress import Progress
+from steering_core.storage.db import transaction
+
+if TYPE_CHECKING:
+    from steering_core.pack.builder import Builder
+
+SNAPSHOT = "topup_first.npz"
+EXTRA, EXTRA_SE = "topup_extra.npy", "topup_extra_se.npy"
+
+
+@dataclass
+class FirstPass:
+    """The chosen features (``ids``, ascending) with their first-pass effects and SEs, and every
+    feature's contested count (what the choice was made on)."""
+
+    ids: np.ndarray
+    effect: np.ndarray
+    se: np.ndarray
+    contested: np.ndarray
+
+
+def first_pass(b: Builder) -> FirstPass | None:
+    """The top-up's snapshot, once the stage has taken it."""
+    path = b.dir / SNAPSHOT
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return FirstPass(z["ids"], z["effect"], z["se"], z["contested"])
+
+
+def choose(b: Builder) -> FirstPass:
+    """Pick the contested features from the effects stage's matrices and snapshot their first pass
+    (once: a resumed stage reuses the snapshot, since ``effects.npy`` may hold pooled rows by then)."""
+    snap = first_pass(b)
+    if snap is not None:
+        return snap
+    pooled = tables.done_topup_chunks(b.con)
+    if pooled:
+        raise PackConfigError(f"{len(pooled)} top-up chunks are pooled into effects.npy but {b.dir / SNAPSHOT} "
+                              "(their first pass) is gone; rebuild the effects from the progress folder or afresh.")
+    t = b.cfg.topup
+    eff = np.load(b.dir / "effects.npy")
+    se = np.load(b.dir / "effects_se.npy")
+    n_con = contested_targets(torch.from_numpy(eff), torch.from_numpy(se), t.top, t.z).numpy()
+    ids = np.nonzero(n_con > t.contested_over)[0].astype(np.int64)
+    tmp = b.dir / (SNAPSHOT + ".tmp.npz")
+    np.savez(tmp, ids=ids, effect=eff[ids], se=se[ids], contested=n_con.astype(np.int64))
+    tmp.replace(b.dir / SNAPSHOT)
+    b.log(f"top-up: {len(ids)} of {len(n_con)} features have more than {t.contested_over} contested targets")
+    return first_pass(b)
+
+
+def topped_up(b: Builder) -> list[int]:
+    """The features the top-up chose (none before it ran, or with the top-up off)."""
+    snap = first_pass(b)
+    return [] if snap is None else snap.ids.tolist()
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+def topup_rows(b: Builder, chunks: list[int]) -> carry.ChunkRows:
+    """The extra rollouts' effects of committed top-up ``chunks``, for a progress segment."""
+    snap = first_pass(b)
+    parts = _chunks(snap.ids.tolist())
+    ids = [parts[c] for c in chunks]
+    pos = [c * CHUNK + j for c in chunks for j in range(len(parts[c]))]
+    flat = [i for part in ids for i in part]
+    return carry.ChunkRows(ids, np.array(np.load(b.dir / EXTRA, mmap_mode="r")[pos]),
+                           np.array(np.load(b.dir / EXTRA_SE, mmap_mode="r")[pos]),
+                           np.array(tables.feature_alphas(b.con, flat), dtype=np.float32),
+                           np.full(len(flat), np.nan, dtype=np.float32))
+
+
+@stage("topup", needs=("effects",))
+def run_topup(b: Builder) -> None:
+    """Measure the contested features on the extra rollouts and pool; a no-op (recorded as such)
+    when ``[topup] rollouts_per_prompt`` is 0."""
+
+    t, spec, d_sae = b.cfg.topup, b.cfg.effects, b.sae.d_sae
+    r1, r2 = spec.rollouts_per_prompt, t.rollouts_per_prompt
+    if not r2:
+        b.finish("topup", {"features": 0}, {"effects_topup": json.dumps({"rollouts_per_prompt": 0}),
+                                           "effects_topped_up": "[]"})
+        return
+    snap = choose(b)
+    ids = snap.ids.tolist()
+    chunks = _chunks(ids)
+    rows = base_rows(b)
+    base, g = rows.mean(0), load_generic(b)
+    mat = _memmap(b.dir / "effects.npy", (d_sae, d_sae))
+    mat_se = _memmap(b.dir / "effects_se.npy", (d_sae, d_sae))
+    shape = (max(1, len(ids)), d_sae)
+    extra, extra_se = _memmap(b.dir / EXTRA, shape), _memmap(b.dir / EXTRA_SE, shape)
+    where = {f: r for r, f in enumerate(ids)}
+
+    def commit(job: ChunkJob, res) -> None:
+        ci, fids = job.index, list(job.ids)
+        pos = [where[f] for f in fids]
+        extra[pos], extra_se[pos] = res.effect, res.se
+        extra.flush()
+        extra_se.flush()
+        pooled = pool(EffectEstimate(torch.from_numpy(snap.effect[pos]), torch.from_numpy(snap.se[pos])), r1,
+                      EffectEstimate(torch.from_numpy(res.effect), torch.from_numpy(res.se)), r2 - r1)
+        e = carry.to_stored(pooled.effect.numpy(), "pooled effect")
+        s = carry.to_stored(pooled.se.numpy(), "pooled standard error")
+        mat[fids], mat_se[fids] = e, s
+        mat.flush()
+        mat_se.flush()
+        _crash_point(f"topup:{ci}:before_commit")
+        out = effect_rows(fids, torch.from_numpy(e), torch.from_numpy(s), g, base, b.cfg.top_effects)
+        with transaction(b.con):
+            tables.write_topup_chunk(b.con, ci, fids, out)
+        _crash_point(f"topup:{ci}:after_commit")
+
+    done = tables.done_topup_chunks(b.con)
+    secs = carry.chunk_seconds(b, "topup")
+    for job, res, sec in carry.carried_chunks(b, done, "topup"):
+        commit(job, res)
+        secs[job.index] = sec
+        done.add(job.index)
+    carry.record_seconds(b, secs, "topup")
+    alphas = tables.feature_alphas(b.con, ids)
+    jobs = [ChunkJob(ci, tuple(c), tuple(alphas[ci * CHUNK:ci * CHUNK + len(c)]))
+            for ci, c in enumerate(chunks) if ci not in done]
+    extra_spec = dataclasses.replace(spec, rollouts_per_prompt=r2 - r1)
+    t0 = time.perf_counter()
+    with Progress(max(1, len(chunks)), "top-up", initial=len(done), log_path=b.log_path, show_bar=b.show_bar) as bar:
+        for n, (job, res) in enumerate(run_chunks(b, jobs, "topup", rows, loss_match=False, spec=extra_spec,
+                                                  first=r1), 1):
+            res.effect, res.se = carry.to_stored(res.effect, "effect"), carry.to_stored(res.se, "standard error")
+            commit(job, res)
+            now = time.perf_counter()
+            secs[job.index], t0 = now - t0, now
+            carry.record_seconds(b, secs, "topup")
+            if n % max(1, b.cfg.progress_every) == 0:
+                carry.save_progress(b)
+            bar.update(1)
+    carry.save_progress(b)
+    timed = [v for v in secs.values() if np.isfinite(v)]
+    per = sum(timed) / max(1, sum(len(chunks[c]) for c in secs if np.isfinite(secs[c]))) if timed else None
+    n_p = len(spec.prompts)
+    mean_rollouts = n_p * (r1 + (r2 - r1) * len(ids) / d_sae)
+    b.finish("topup", {"features": len(ids), "mean_rollouts": mean_rollouts},
+             {"effects_topup": json.dumps(dataclasses.asdict(t)), "effects_topped_up": json.dumps(ids),
+              "effects_topup_rollouts": str(n_p * r2), "effects_mean_rollouts": f"{mean_rollouts:.1f}",
+              **({"topup_seconds_per_feature": f"{per:.2f}"} if per is not None else {})})
