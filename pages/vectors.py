@@ -259,6 +259,7 @@ with what_tab:
                     m = ss.get(key)
                     if m is not None:
                         st.caption(f"α = {m.alpha:.1f}" + (f" · ΔCE {m.dce:.2f} nats" if m.dce is not None else "")
+                                   + (f" · {m.rollouts} rollouts" if m.rollouts else "")
                                    + (" · from cache" if m.from_cache else f" · {m.seconds:.1f} s"))
                         ui.feature_list("measured", ve.effect_rows(pack, m.effects, flt, k=32, se=m.se),
                                         "what_meas", on_open=ui.goto_features)

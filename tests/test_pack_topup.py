@@ -232,3 +232,33 @@ def test_the_adaptive_embedded_config_differs_only_in_its_budget():
     assert full["topup"]["rollouts_per_prompt"] == 0
     same = {k for k in full if k not in ("name", "effects", "topup")}
     assert {k: adaptive[k] for k in same} == {k: full[k] for k in same}
+
+
+def test_a_vector_is_topped_up_by_the_packs_rule(topup_build, tmp_path):
+    """Measuring a feature's decoder row on demand reproduces the pack's stored effects whether the
+    pack topped it up or not: the same first pass decides, and the same rollouts are added."""
+    import torch
+
+    from steering_core.measure.vector_effects import EffectCache, measure
+    from steering_core.model.loading import load_model
+    from steering_core.model.saes import load_sae_from_disk
+    from steering_core.pack.reader import FeaturePack
+
+    pack = FeaturePack(topup_build / "pack")
+    model = load_model("tiny", precision="fp32")
+    sae = load_sae_from_disk(pack.sae_dir, model)
+    ids = json.loads(pack.meta["effects_topped_up"])
+    other = next(f for f in range(40) if f not in ids)
+    cache = EffectCache(tmp_path / "lib.duckdb")
+    try:
+        for fid, rollouts in ((ids[0], 12), (other, 6)):
+            alpha = pack.feature(fid)["alpha"]
+            m = measure(model, sae, pack, torch.from_numpy(pack.decoder_row(fid)), layer=1, alpha=alpha, cache=cache)
+            assert m.rollouts == rollouts
+            for e in pack.effects(fid, k=8):
+                assert m.effects[e.feature_id] == pytest.approx(e.value, abs=2e-3, rel=2e-3)
+            again = measure(model, sae, pack, torch.from_numpy(pack.decoder_row(fid)), layer=1, alpha=alpha, cache=cache)
+            assert again.from_cache and again.rollouts == rollouts
+    finally:
+        cache.close()
+        pack.close()

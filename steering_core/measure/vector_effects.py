@@ -130,6 +130,7 @@ class MeasuredEffects:
     seconds: float
     from_cache: bool = False
     se: np.ndarray | None = None  # [d_sae] standard errors (paired by prompt)
+    rollouts: int | None = None  # steered rollouts averaged (more where the pack's top-up rule applied)
 
 
 class EffectCache(LibraryTable):
@@ -138,24 +139,26 @@ class EffectCache(LibraryTable):
     SCHEMA = ("""CREATE TABLE IF NOT EXISTS vector_effect_cache (
         key TEXT PRIMARY KEY, pack_id TEXT, alpha DOUBLE, dce DOUBLE, seconds DOUBLE,
         effects FLOAT[], created TIMESTAMP DEFAULT current_timestamp)""",
-              "ALTER TABLE vector_effect_cache ADD COLUMN IF NOT EXISTS se FLOAT[]")
+              "ALTER TABLE vector_effect_cache ADD COLUMN IF NOT EXISTS se FLOAT[]",
+              "ALTER TABLE vector_effect_cache ADD COLUMN IF NOT EXISTS rollouts INTEGER")
 
     def get(self, key: str) -> MeasuredEffects | None:
         with self._lock:
-            row = self.con.execute("SELECT effects, alpha, dce, seconds, se FROM vector_effect_cache WHERE key = ?",
-                                   [key]).fetchone()
+            row = self.con.execute("SELECT effects, alpha, dce, seconds, se, rollouts FROM vector_effect_cache "
+                                   "WHERE key = ?", [key]).fetchone()
         if row is None:
             return None
         return MeasuredEffects(np.asarray(row[0], dtype=np.float64), float(row[1]),
                                None if row[2] is None else float(row[2]), float(row[3]), from_cache=True,
-                               se=None if row[4] is None else np.asarray(row[4], dtype=np.float64))
+                               se=None if row[4] is None else np.asarray(row[4], dtype=np.float64),
+                               rollouts=None if row[5] is None else int(row[5]))
 
     def put(self, key: str, pack_id: str, m: MeasuredEffects) -> None:
         with self._lock:
-            self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects, se) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self.con.execute("INSERT OR REPLACE INTO vector_effect_cache (key, pack_id, alpha, dce, seconds, effects, se, "
+                             "rollouts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              [key, pack_id, m.alpha, m.dce, m.seconds, m.effects.astype(np.float32).tolist(),
-                              None if m.se is None else m.se.astype(np.float32).tolist()])
+                              None if m.se is None else m.se.astype(np.float32).tolist(), m.rollouts])
 
 
 def effect_spec_of(pack: FeaturePack):
@@ -168,6 +171,13 @@ def effect_spec_of(pack: FeaturePack):
         known = {f.name for f in dataclasses.fields(EffectSpec)}
         return EffectSpec(**{k: v for k, v in raw.items() if k in known})
     return EffectSpec()
+
+
+def topup_of(pack: FeaturePack) -> dict | None:
+    """The pack's top-up rule (``rollouts_per_prompt``, ``contested_over``, ``top``, ``z``) when its
+    effects used one, so a vector is measured the way its features were; else None."""
+    rule = pack.meta_json("effects_topup", None)
+    return rule if isinstance(rule, dict) and int(rule.get("rollouts_per_prompt") or 0) > 0 else None
 
 
 def twin_baseline(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, layer: int, spec, seed: int
@@ -189,8 +199,9 @@ def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float 
     h = hashlib.sha256()
     h.update(pack.pack_id.encode())
     h.update(vector.detach().cpu().float().contiguous().numpy().tobytes())
+    rule = topup_of(pack)
     h.update(json.dumps([int(layer), None if alpha is None else float(alpha), int(seed), spec.to_dict(),
-                         "paired-v1"]).encode())
+                         "paired-v1", *([rule] if rule else [])]).encode())
     return h.hexdigest()[:40]
 
 
@@ -201,9 +212,12 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
 
     The vector is unit-normalised (the pack's features were measured as unit decoder rows); with
     ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats on neutral reference
-    text), as every feature did. ``on_progress(done, total)`` follows each loss evaluation of the
-    α search and every decoding step; raising from it cancels, and nothing is cached then.
+    text), as every feature did. Where the pack topped up features whose top 10 was contested, the
+    vector is topped up by the same rule (docs/design.md §Adaptive budget). ``on_progress(done,
+    total)`` follows each loss evaluation of the α search and every decoding step (the total grows
+    when a top-up starts); raising from it cancels, and nothing is cached then.
     """
+    from steering_core.measure.allocation import needs_topup, pool
     from steering_core.measure.alpha import loss_matched_alpha, reference_ids
     from steering_core.measure.effects import measure_effects
 
@@ -238,8 +252,18 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     rows = twin_baseline(model, sae, pack, layer, spec, seed)
     est = measure_effects(model, sae, layer, v[None], [float(alpha)], spec, rows, seed,
                           on_step=lambda i, n: report(search + i * (total - search) // max(1, n), total))
+    r1, rule = spec.rollouts_per_prompt, topup_of(pack)
+    rollouts = spec.rows_per_vector
+    if rule is not None and bool(needs_topup(est.effect, est.se, int(rule["contested_over"]), int(rule.get("top", 10)),
+                                             float(rule.get("z", 2.0)))[0]):
+        more = dataclasses.replace(spec, rollouts_per_prompt=int(rule["rollouts_per_prompt"]) - r1)
+        start, total = total, total + -(-more.rows_per_vector // max(1, more.max_rows)) * more.new_tokens
+        extra = measure_effects(model, sae, layer, v[None], [float(alpha)], more, rows, seed, first=r1,
+                                on_step=lambda i, n: report(start + i * (total - start) // max(1, n), total))
+        est = pool(est, r1, extra, more.rollouts_per_prompt)
+        rollouts += more.rows_per_vector
     out = MeasuredEffects(est.effect[0].double().numpy(), float(alpha), dce, time.perf_counter() - t0,
-                          se=est.se[0].double().numpy())
+                          se=est.se[0].double().numpy(), rollouts=rollouts)
     crash_point("vector_effects:measured")
     if cache is not None:
         cache.put(key, pack.pack_id, out)
