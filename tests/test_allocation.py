@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from steering_core.errors import SteeringError
-from steering_core.measure.allocation import contested_targets, needs_topup, pool, top_boundary
+from steering_core.measure.allocation import contested_targets, needs_topup, pool, top_boundary, topup_threshold
 from steering_core.measure.effects import (
     EffectEstimate,
     EffectSpec,
@@ -38,6 +38,19 @@ def test_contested_counts_targets_near_the_top_boundary():
     assert contested_targets(effect, se).tolist() == [1]
     two = torch.cat([effect, effect])
     assert needs_topup(two, torch.stack([torch.full((12,), 0.3), torch.ones(12)]), over=3).tolist() == [False, True]
+
+
+def test_a_share_cap_raises_the_threshold_and_keeps_ties_together():
+    counts = torch.tensor([5, 40, 31, 31, 31, 50, 12, 33, 35, 29])
+    assert topup_threshold(counts, 30) == 30  # no cap: 7 of 10 exceed 30
+    # at most half: 7 > 5, so the threshold rises; at 31 the three 31s drop out together (4 left)
+    assert topup_threshold(counts, 30, share=0.5) == 31
+    assert int((counts > 31).sum()) == 4
+    assert topup_threshold(counts, 30, share=0.2) == 35  # 40 and 50 remain
+    assert topup_threshold(counts, 30, share=0.05) == 50  # none may: above the largest count
+    assert topup_threshold(counts, 45, share=0.5) == 45  # a cap never lowers the threshold
+    with pytest.raises(SteeringError, match="share"):
+        topup_threshold(counts, 30, share=0.0)
 
 
 def test_a_top_boundary_needs_more_targets_than_the_list():

@@ -82,6 +82,7 @@ def test_contested_features_are_measured_on_the_larger_budget(topup_build):
     assert json.loads(meta["effects_topped_up"]) == ids
     assert float(meta["effects_mean_rollouts"]) == pytest.approx(3 * (2 + 2 * len(ids) / 40), abs=0.05)
     assert meta["effects_topup_rollouts"] == "12"
+    assert json.loads(meta["effects_topup"])["contested_over_effective"] == OVER  # no share cap in this config
 
     # the stored rows equal one measurement on rollouts 0–3 (topped up) or 0–1 (the others)
     model = load_model("tiny", precision="fp32")
@@ -188,11 +189,15 @@ def test_effects_segments_saved_after_pooling_hold_the_first_pass(topup_build, t
 @pytest.mark.parametrize("rollouts, baseline, says", [
     (2, 4, "must exceed \\[effects\\] rollouts_per_prompt \\(2\\)"),
     (6, 4, "baseline_rollouts_per_prompt to at least 6"),
+    (4, 4, "share must be in"),
 ])
 def test_impossible_topup_settings_are_refused(tmp_path, rollouts, baseline, says):
+    cfg = topup_config(tmp_path, rollouts=rollouts, baseline=baseline)
+    if "share" in says:
+        cfg.write_text(cfg.read_text() + "share = 1.5\n")
     with pytest.raises(PackConfigError, match=says):
-        load_config(topup_config(tmp_path, rollouts=rollouts, baseline=baseline))
-    res = run_cli(["build", str(topup_config(tmp_path, rollouts=rollouts, baseline=baseline)), "--quiet"])
+        load_config(cfg)
+    res = run_cli(["build", str(cfg), "--quiet"])
     assert res.returncode != 0 and not (tmp_path / "build").exists()
 
 

@@ -43,6 +43,24 @@ def needs_topup(effect: torch.Tensor, se: torch.Tensor, over: int, top: int = 10
     return contested_targets(effect, se, top, z) > over
 
 
+def topup_threshold(contested: torch.Tensor, over: int, share: float = 1.0) -> int:
+    """The contested count a feature must exceed to be topped up: ``over``, raised until at most
+    ``share`` of the features exceed it. A cap on the share makes a build's cost predictable (at
+    most ``share`` of the features get the larger budget) and keeps the most contested ones; a
+    threshold rather than a ranking keeps ties together, so the same rule decides for a vector
+    measured later."""
+    if not 0 < share <= 1:
+        raise SteeringError(f"The top-up share must be in (0, 1], not {share!r}.")
+    cap = int(share * contested.numel())
+    c = int(over)
+    counts = torch.bincount(contested.flatten().clamp(min=0).long())
+    above = int((contested > c).sum())
+    while above > cap:
+        c += 1
+        above -= int(counts[c]) if c < counts.numel() else 0
+    return c
+
+
 def pool(first: EffectEstimate, n_first: int, extra: EffectEstimate, n_extra: int) -> EffectEstimate:
     """Combine two measurements of the same vectors on disjoint rollouts (``n_first`` and
     ``n_extra`` rollouts per prompt): the rollout-weighted mean effect, which is the effect of one

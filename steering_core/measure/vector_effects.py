@@ -254,7 +254,8 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
                           on_step=lambda i, n: report(search + i * (total - search) // max(1, n), total))
     r1, rule = spec.rollouts_per_prompt, topup_of(pack)
     rollouts = spec.rows_per_vector
-    if rule is not None and bool(needs_topup(est.effect, est.se, int(rule["contested_over"]), int(rule.get("top", 10)),
+    over = None if rule is None else int(rule.get("contested_over_effective", rule["contested_over"]))
+    if rule is not None and bool(needs_topup(est.effect, est.se, over, int(rule.get("top", 10)),
                                              float(rule.get("z", 2.0)))[0]):
         more = dataclasses.replace(spec, rollouts_per_prompt=int(rule["rollouts_per_prompt"]) - r1)
         start, total = total, total + -(-more.rows_per_vector // max(1, more.max_rows)) * more.new_tokens

@@ -68,6 +68,7 @@ class TopupSpec:
 
     rollouts_per_prompt: int = 0  # a topped-up feature's rollouts per prompt in all; 0: no top-up
     contested_over: int = 30
+    share: float = 1.0  # at most this share of all features is topped up (the threshold rises until it holds)
     top: int = 10
     z: float = 2.0
 
@@ -277,6 +278,8 @@ def _check_topup(cfg: PackConfig) -> None:
                               f"(it is {e.baseline_rollouts_per_prompt}).")
     if t.top < 1:
         raise PackConfigError(f"[topup] top must be at least 1, not {t.top!r}.")
+    if not 0 < t.share <= 1:
+        raise PackConfigError(f"[topup] share must be in (0, 1], not {t.share!r}.")
 
 
 def resolve_layer(cfg: PackConfig, model: SteerableModel) -> int:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from steering_core.measure.allocation import contested_targets, pool
+from steering_core.measure.allocation import contested_targets, pool, topup_threshold
 from steering_core.measure.effects import EffectEstimate
 from steering_core.pack import carry, tables
 from steering_core.pack.config import PackConfigError
@@ -54,13 +54,14 @@ EXTRA, EXTRA_SE = "topup_extra.npy", "topup_extra_se.npy"
 
 @dataclass
 class FirstPass:
-    """The chosen features (``ids``, ascending) with their first-pass effects and SEs, and every
-    feature's contested count (what the choice was made on)."""
+    """The chosen features (``ids``, ascending) with their first-pass effects and SEs, every
+    feature's contested count (what the choice was made on) and the count they exceed."""
 
     ids: np.ndarray
     effect: np.ndarray
     se: np.ndarray
     contested: np.ndarray
+    over: int
 
 
 def first_pass(b: Builder) -> FirstPass | None:
@@ -69,7 +70,7 @@ def first_pass(b: Builder) -> FirstPass | None:
     if not path.exists():
         return None
     with np.load(path) as z:
-        return FirstPass(z["ids"], z["effect"], z["se"], z["contested"])
+        return FirstPass(z["ids"], z["effect"], z["se"], z["contested"], int(z["over"]))
 
 
 def choose(b: Builder) -> FirstPass:
@@ -85,12 +86,15 @@ def choose(b: Builder) -> FirstPass:
     t = b.cfg.topup
     eff = np.load(b.dir / "effects.npy")
     se = np.load(b.dir / "effects_se.npy")
-    n_con = contested_targets(torch.from_numpy(eff), torch.from_numpy(se), t.top, t.z).numpy()
-    ids = np.nonzero(n_con > t.contested_over)[0].astype(np.int64)
+    n_con = contested_targets(torch.from_numpy(eff), torch.from_numpy(se), t.top, t.z)
+    over = topup_threshold(n_con, t.contested_over, t.share)
+    n_con = n_con.numpy()
+    ids = np.nonzero(n_con > over)[0].astype(np.int64)
     tmp = b.dir / (SNAPSHOT + ".tmp.npz")
-    np.savez(tmp, ids=ids, effect=eff[ids], se=se[ids], contested=n_con.astype(np.int64))
+    np.savez(tmp, ids=ids, effect=eff[ids], se=se[ids], contested=n_con.astype(np.int64), over=over)
     tmp.replace(b.dir / SNAPSHOT)
-    b.log(f"top-up: {len(ids)} of {len(n_con)} features have more than {t.contested_over} contested targets")
+    b.log(f"top-up: {len(ids)} of {len(n_con)} features have more than {over} contested targets"
+          + (f" (raised from {t.contested_over} to top up at most {t.share:.0%})" if over > t.contested_over else ""))
     return first_pass(b)
 
 
@@ -187,6 +191,7 @@ def run_topup(b: Builder) -> None:
     n_p = len(spec.prompts)
     mean_rollouts = n_p * (r1 + (r2 - r1) * len(ids) / d_sae)
     b.finish("topup", {"features": len(ids), "mean_rollouts": mean_rollouts},
-             {"effects_topup": json.dumps(dataclasses.asdict(t)), "effects_topped_up": json.dumps(ids),
+             {"effects_topup": json.dumps({**dataclasses.asdict(t), "contested_over_effective": snap.over}),
+              "effects_topped_up": json.dumps(ids),
               "effects_topup_rollouts": str(n_p * r2), "effects_mean_rollouts": f"{mean_rollouts:.1f}",
               **({"topup_seconds_per_feature": f"{per:.2f}"} if per is not None else {})})
