@@ -33,6 +33,8 @@ FIGURES = {
     "output_score_steers_well": ("output_score_steers_well", "probability mass"),
     "effects_seconds_per_feature": ("effects_seconds_per_feature", "s"),
     "effects_steered_rollouts": ("effects_steered_rollouts_per_feature", "rollouts"),
+    "effects_mean_rollouts": ("effects_mean_rollouts_per_feature", "rollouts"),  # with a top-up
+    "topup_seconds_per_feature": ("topup_seconds_per_topped_feature", "s"),
     "control_hubs": ("control_hub_targets", "features"),
 }
 

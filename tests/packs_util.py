@@ -79,7 +79,8 @@ RUN_VOLATILE = VOLATILE
 
 #: work-folder arrays the effect stages write
 BUILD_ARRAYS = ("effects.npy", "effects_se.npy", "control_effects.npy", "baseline_rows.npy",
-                "baseline_rows_stability.npy", "baseline_rows_reference.npy", "baseline.npy", "alpha_ref.npy")
+                "baseline_rows_stability.npy", "baseline_rows_reference.npy", "baseline.npy", "alpha_ref.npy",
+                "topup_extra.npy", "topup_extra_se.npy")
 
 
 def build_state(build: Path) -> dict:
@@ -92,7 +93,7 @@ def build_state(build: Path) -> dict:
     try:
         out = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
                for t in ("features", "feature_effects", "generic_response", "feature_neighbors", "effect_chunks",
-                         "feature_outputs")}
+                         "topup_chunks", "feature_outputs")}
         out["meta"] = {k: v for k, v in con.execute("SELECT key, value FROM meta").fetchall()
                        if not k.startswith(RUN_VOLATILE)}
         out["stages"] = sorted(r[0] for r in con.execute("SELECT stage FROM stages").fetchall())

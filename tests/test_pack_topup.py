@@ -39,7 +39,7 @@ def topup_build(tmp_path_factory):
     return tmp
 
 
-def rewind(src: Path, tmp: Path, progress: Path | None = None) -> Path:
+def rewind(src: Path, tmp: Path) -> Path:
     """A copy of ``src``'s build as it stood when the effects stage had just finished: the first-pass
     rows back in the matrices, the top-up's files and records gone, the later stages not done."""
     shutil.copytree(src / "build", tmp / "build")
@@ -57,7 +57,7 @@ def rewind(src: Path, tmp: Path, progress: Path | None = None) -> Path:
     con.execute("DELETE FROM topup_chunks")
     con.execute("DELETE FROM stages WHERE stage IN (SELECT unnest(?))", [list(LATER)])
     con.close()
-    return topup_config(tmp, progress)
+    return topup_config(tmp)
 
 
 def _meta(db: Path) -> dict:
@@ -134,6 +134,16 @@ def test_kill_mid_topup_resumes_to_identical_tables(topup_build, tmp_path):
     con = connect(tmp_path / "build" / "build.duckdb", read_only=True)
     assert con.execute("SELECT count(*) FROM topup_chunks").fetchone()[0] == 1
     con.close()
+    # another rule or the top-up turned off, half-way: refused with a sentence, nothing changed
+    original = cfg.read_text()
+    for edit, says in (("contested_over = 27", "contested_over = 20"), ("rollouts_per_prompt = 4\ncontested", None)):
+        cfg.write_text(original.replace(edit, says) if says else original.replace(
+            "[topup]\nrollouts_per_prompt = 4", "[topup]\nrollouts_per_prompt = 0"))
+        res = run_cli(["build", str(cfg), "--quiet"])
+        assert res.returncode != 0
+        assert ("was started with" if says else "turns the top-up off") in res.stderr, res.stderr[-1500:]
+        assert "redo CONFIG topup" in res.stderr
+    cfg.write_text(original)
     res = run_cli(["build", str(cfg), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_build(topup_build / "build", tmp_path / "build")
@@ -142,32 +152,80 @@ def test_kill_mid_topup_resumes_to_identical_tables(topup_build, tmp_path):
         assert a[key] == b[key], key
 
 
-def test_carried_topup_chunks_are_pooled_as_saved(topup_build, tmp_path):
-    """Plant a value in a saved top-up segment and drop the last segment: the planted chunk is
-    pooled from the segment (not measured again), the dropped one is measured as before."""
+def test_a_topup_moved_to_an_empty_work_folder_pools_carried_chunks_as_saved(topup_build, tmp_path):
+    """Only the progress folder is left, with a value planted in the first top-up segment and the
+    last segment lost: the new machine restores the effects, chooses the same features, pools the
+    carried chunks as saved (the planted value shows) and measures the lost one to the same values."""
     progress = tmp_path / "progress"
     shutil.copytree(topup_build / "progress", progress)
     segs = segments(progress, "topup")
-    assert [s.chunks for s in segs] == [[c] for c in range(len(segs))]  # one segment per chunk
+    assert [s.chunks for s in segs] == [[c] for c in range(len(segs))] and len(segs) >= 2
     with np.load(segs[0].path) as z:
         arrays = {k: z[k].copy() for k in z.files}
     arrays["effect"][0, 3] = 1234.0  # the first topped-up feature's extra rollouts, target 3
     np.savez_compressed(segs[0].path, **arrays)
     segs[-1].path.unlink()
-    cfg = rewind(topup_build, tmp_path, progress)
-    res = run_cli(["build", str(cfg), "--quiet"])
+    res = run_cli(["build", str(topup_config(tmp_path, progress)), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"[top-up] start {len(segs) - 1}/{len(segs)}" in (tmp_path / "build" / "build.log").read_text()
     b, ref = tmp_path / "build", topup_build / "build"
-    with np.load(b / "topup_first.npz") as z:
+    assert "measuring the unsteered baseline (baseline_rows)" not in (b / "build.log").read_text()
+    assert f"[top-up] start {len(segs) - 1}/{len(segs)}" in (b / "build.log").read_text()
+    with np.load(b / "topup_first.npz") as z, np.load(ref / "topup_first.npz") as zr:
         ids, first = z["ids"], z["effect"]
+        np.testing.assert_array_equal(ids, zr["ids"])  # the same choice on the new machine
+        np.testing.assert_array_equal(first, zr["effect"])
     eff, want = np.load(b / "effects.npy"), np.load(ref / "effects.npy")
     f = int(ids[0])
     assert eff[f, 3] == pytest.approx((2 * first[0, 3] + 2 * 1234.0) / 4, rel=1e-3)
-    with np.load(topup_build / "progress" / segs[-1].path.name) as z:
-        last = z["ids"].tolist()
-    np.testing.assert_array_equal(eff[last], want[last])  # measured again, to the same values
+    eff[f, 3] = want[f, 3]
+    np.testing.assert_array_equal(eff, want)  # everything else as in the build that never moved
     assert sorted(c for s in segments(progress, "topup") for c in s.chunks) == list(range(len(segs)))
+
+
+def test_redo_topup_puts_the_first_pass_back(topup_build, tmp_path):
+    shutil.copytree(topup_build / "build", tmp_path / "build")
+    cfg = topup_config(tmp_path)
+    b = tmp_path / "build"
+    with np.load(b / "topup_first.npz") as z:
+        ids, first = z["ids"].tolist(), z["effect"]
+    res = run_cli(["redo", str(cfg), "topup"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    eff = np.load(b / "effects.npy")
+    np.testing.assert_array_equal(eff[ids], first)
+    assert not (b / "topup_first.npz").exists() and not (b / "topup_extra.npy").exists()
+    con = connect(b / "build.duckdb", read_only=True)
+    assert con.execute("SELECT count(*) FROM topup_chunks").fetchone()[0] == 0
+    stored = con.execute("SELECT target_feature, effect FROM feature_effects WHERE source_feature = ? AND rank IS NOT "
+                         "NULL ORDER BY rank", [ids[0]]).fetchall()
+    con.close()
+    assert [t for t, _ in stored] == np.argsort(-np.abs(eff[ids[0]]), kind="stable")[:8].tolist()
+    assert [e for _, e in stored] == pytest.approx([float(eff[ids[0], t]) for t, _ in stored], abs=1e-6)
+    # the stages that read the effects are done: the top-up will not run under them
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode != 0 and "redo CONFIG stability reference neighbors approximator maps ship" in res.stderr
+    res = run_cli(["redo", str(cfg), "stability", "reference", "neighbors", "approximator", "maps", "ship"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli(["build", str(cfg), "--quiet"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_same_build(topup_build / "build", b)
+
+
+def test_carried_topup_segments_of_another_rule_are_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from steering_core.pack.carry import carried_chunks
+
+    arrays = dict(chunks=np.array([0]), sizes=np.array([1]), ids=np.array([5]), effect=np.zeros((1, 3), np.float16),
+                  se=np.zeros((1, 3), np.float16), alpha=np.ones(1, np.float32), dce=np.ones(1, np.float32),
+                  seconds=np.ones(1), rule=np.array('{"contested_over": 20}'))
+    np.savez(tmp_path / "topup-0000-0000.npz", **arrays)
+    (tmp_path / "topup-0001-0001.tmp.npz").write_bytes(b"PK\x03\x04 cut short")  # killed while writing: ignored
+    b = SimpleNamespace(cfg=SimpleNamespace(progress=str(tmp_path)))
+    assert [s.chunks for s in segments(tmp_path, "topup")] == [[0]]
+    got = list(carried_chunks(b, set(), "topup", expect={"rule": '{"contested_over": 20}'}))
+    assert [j.ids for j, _, _ in got] == [(5,)]
+    with pytest.raises(PackConfigError, match="was measured with rule"):
+        list(carried_chunks(b, set(), "topup", expect={"rule": '{"contested_over": 30}'}))
 
 
 def test_effects_segments_saved_after_pooling_hold_the_first_pass(topup_build, tmp_path):
@@ -190,6 +248,7 @@ def test_effects_segments_saved_after_pooling_hold_the_first_pass(topup_build, t
     (2, 4, "must exceed \\[effects\\] rollouts_per_prompt \\(2\\)"),
     (6, 4, "baseline_rollouts_per_prompt to at least 6"),
     (4, 4, "share must be in"),
+    (3, 4, "at least 2 rollouts per prompt"),
 ])
 def test_impossible_topup_settings_are_refused(tmp_path, rollouts, baseline, says):
     cfg = topup_config(tmp_path, rollouts=rollouts, baseline=baseline)

@@ -51,7 +51,7 @@ def topup_threshold(contested: torch.Tensor, over: int, share: float = 1.0) -> i
     measured later."""
     if not 0 < share <= 1:
         raise SteeringError(f"The top-up share must be in (0, 1], not {share!r}.")
-    cap = int(share * contested.numel())
+    cap = int(share * contested.numel() + 1e-9)  # 0.29 × 100 is 28.999…: still 29
     c = int(over)
     counts = torch.bincount(contested.flatten().clamp(min=0).long())
     above = int((contested > c).sum())
@@ -66,8 +66,9 @@ def pool(first: EffectEstimate, n_first: int, extra: EffectEstimate, n_extra: in
     ``n_extra`` rollouts per prompt): the rollout-weighted mean effect, which is the effect of one
     measurement on all the rollouts, and the standard error of that weighted mean of two independent
     estimates, ``√((n₁·se₁)² + (n₂·se₂)²) / (n₁ + n₂)``. (The SE is stratified by prompt *and* by
-    pass, so it can differ from a single pass's in the last digits of the within-prompt variance;
-    it is an unbiased estimate of the same quantity.)"""
+    pass: an unbiased estimate of the same variance as a single pass's, but not the same number; it
+    moves further from it the fewer rollouts per prompt each pass has, and a pass with one rollout
+    per prompt has no within-prompt spread at all, which is why a top-up adds at least two.)"""
     if n_first < 1 or n_extra < 1:
         raise SteeringError(f"Pooling needs rollouts on both sides, not {n_first} and {n_extra}.")
     n = n_first + n_extra

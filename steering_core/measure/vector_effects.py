@@ -173,6 +173,15 @@ def effect_spec_of(pack: FeaturePack):
     return EffectSpec()
 
 
+def _as_stored(est):
+    """``est`` rounded as a pack stores effects and SEs (float16)."""
+    from steering_core.measure.effects import EffectEstimate
+    from steering_core.pack.carry import to_stored
+
+    return EffectEstimate(torch.from_numpy(to_stored(est.effect.numpy(), "effect")),
+                          torch.from_numpy(to_stored(est.se.numpy(), "standard error")))
+
+
 def topup_of(pack: FeaturePack) -> dict | None:
     """The pack's top-up rule (``rollouts_per_prompt``, ``contested_over``, ``top``, ``z``) when its
     effects used one, so a vector is measured the way its features were; else None."""
@@ -253,6 +262,8 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     est = measure_effects(model, sae, layer, v[None], [float(alpha)], spec, rows, seed,
                           on_step=lambda i, n: report(search + i * (total - search) // max(1, n), total))
     r1, rule = spec.rollouts_per_prompt, topup_of(pack)
+    if rule is not None:  # decide on the values as a pack stores them, so a feature's row decides as it did
+        est = _as_stored(est)
     rollouts = spec.rows_per_vector
     over = None if rule is None else int(rule.get("contested_over_effective", rule["contested_over"]))
     if rule is not None and bool(needs_topup(est.effect, est.se, over, int(rule.get("top", 10)),
@@ -261,7 +272,7 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
         start, total = total, total + -(-more.rows_per_vector // max(1, more.max_rows)) * more.new_tokens
         extra = measure_effects(model, sae, layer, v[None], [float(alpha)], more, rows, seed, first=r1,
                                 on_step=lambda i, n: report(start + i * (total - start) // max(1, n), total))
-        est = pool(est, r1, extra, more.rollouts_per_prompt)
+        est = pool(est, r1, _as_stored(extra), more.rollouts_per_prompt)
         rollouts += more.rows_per_vector
     out = MeasuredEffects(est.effect[0].double().numpy(), float(alpha), dce, time.perf_counter() - t0,
                           se=est.se[0].double().numpy(), rollouts=rollouts)

@@ -161,6 +161,9 @@ class Builder:
         import shutil
 
         found = [self.stages[name] for name in stages]  # an unknown name is an error, not a silent no-op
+        for s in found:
+            if s.reset is not None:
+                s.reset(self)
         with transaction(self.con):
             for s in found:
                 self.con.execute("DELETE FROM stages WHERE stage = ?", [s.name])

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -67,7 +67,9 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 IDENTITY = ("model_id", "hook_point", "precision")
 #: Config settings a carried result depends on: what is measured, on which text, with which seeds.
 #: A chunk of 16 rollouts per prompt among chunks of 32 would be neither budget.
-SETTINGS = ("seed", "layer", "hook", "corpus", "effects", "alpha", "control", "topup")
+SETTINGS = ("seed", "layer", "hook", "corpus", "effects", "alpha", "control")
+# (the top-up's own settings travel in each topup segment and are checked there, so changing them
+# never throws away hours of effects chunks)
 
 
 def _identity(b: Builder) -> dict:
@@ -123,14 +125,18 @@ def segments(folder: Path, kind: str = "effects") -> list[Segment]:
     """The ``kind`` segments (``effects`` or ``topup``) in ``folder``, by first chunk."""
     out = []
     for p in sorted(folder.glob(f"{kind}-*.npz")):
+        if ".tmp." in p.name:  # a segment being written when the build was killed
+            continue
         with np.load(p) as z:
             out.append(Segment(p, z["chunks"].tolist()))
     return out
 
 
-def carried_chunks(b: Builder, skip: set[int], kind: str = "effects"
+def carried_chunks(b: Builder, skip: set[int], kind: str = "effects", expect: dict[str, str] | None = None
                    ) -> Iterator[tuple[ChunkJob, ChunkResult, float]]:
-    """``(job, result, seconds)`` of every carried ``kind`` chunk not in ``skip``, in chunk order."""
+    """``(job, result, seconds)`` of every carried ``kind`` chunk not in ``skip``, in chunk order.
+    ``expect`` names text arrays every segment must hold with these values (a top-up's settings)."""
+    from steering_core.pack.config import PackConfigError
     from steering_core.pack.distributed.work import ChunkJob, ChunkResult
 
     src = progress_dir(b)
@@ -139,6 +145,11 @@ def carried_chunks(b: Builder, skip: set[int], kind: str = "effects"
     found = []
     for seg in segments(src, kind):
         with np.load(seg.path) as z:
+            for key, want in (expect or {}).items():
+                got = str(z[key]) if key in z.files else None
+                if got != want:
+                    raise PackConfigError(f"{seg.path} was measured with {key} {got}; this build has {want}. Set the "
+                                          f"config back, or move the {kind}-*.npz segments away to measure them here.")
             sizes, ids = z["sizes"], z["ids"]
             starts = np.concatenate([[0], np.cumsum(sizes)])
             for j, ci in enumerate(z["chunks"].tolist()):
@@ -179,6 +190,7 @@ class ChunkRows:
     se: np.ndarray
     alpha: np.ndarray
     dce: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more arrays for the segment (a top-up's settings)
 
 
 def _effects_rows(b: Builder, chunks: list[int]) -> ChunkRows:
@@ -217,9 +229,9 @@ def _save_segment(b: Builder, dst: Path, kind: str, done: set[int], rows_of) -> 
               "ids": np.array([i for part in rows.ids for i in part], dtype=np.int64),
               "effect": np.asarray(rows.effect, dtype=np.float16), "se": np.asarray(rows.se, dtype=np.float16),
               "alpha": rows.alpha, "dce": rows.dce,
-              "seconds": np.array([secs.get(c, float("nan")) for c in new], dtype=np.float64)}
+              "seconds": np.array([secs.get(c, float("nan")) for c in new], dtype=np.float64), **rows.extra}
     path = dst / f"{kind}-{new[0]:04d}-{new[-1]:04d}.npz"
-    tmp = path.with_name(path.stem + ".tmp.npz")
+    tmp = path.with_name(path.stem + ".tmp.npz")  # skipped by segments() should the build die while writing
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
     b.log(f"progress: saved {len(new)} {kind} chunks to {path}")

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("config")
     d.add_argument("stages", nargs="+", choices=PIPELINE.order())
     p = sub.add_parser("save-progress", help="copy the build's corpus-independent progress (α windows, twin rows, "
-                                             "control, effects chunks) into the config's progress folder")
+                                             "control, effects and top-up chunks) into the config's progress folder")
     p.add_argument("config")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

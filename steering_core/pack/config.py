@@ -272,6 +272,10 @@ def _check_topup(cfg: PackConfig) -> None:
         raise PackConfigError(f"[topup] rollouts_per_prompt ({t.rollouts_per_prompt}) is a topped-up feature's rollouts "
                               f"in all, so it must exceed [effects] rollouts_per_prompt ({e.rollouts_per_prompt}); "
                               "0 turns the top-up off.")
+    if t.rollouts_per_prompt - e.rollouts_per_prompt < 2:
+        raise PackConfigError(f"[topup] rollouts_per_prompt ({t.rollouts_per_prompt}) must add at least 2 rollouts per "
+                              f"prompt to [effects] rollouts_per_prompt ({e.rollouts_per_prompt}): the added pass's "
+                              "standard error is estimated within prompts.")
     if t.rollouts_per_prompt > e.baseline_rollouts_per_prompt:
         raise PackConfigError(f"[topup] rollouts_per_prompt ({t.rollouts_per_prompt}) needs an unsteered twin for every "
                               f"rollout: set [effects] baseline_rollouts_per_prompt to at least {t.rollouts_per_prompt} "

@@ -22,6 +22,7 @@ class Stage:
     run: Callable[..., None]
     needs: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # work-folder files and folders the stage resumes from; redo removes them
+    reset: Callable[..., None] | None = None  # what redo runs first, for a stage that changed earlier outputs
 
 
 class StageRegistry:
@@ -32,11 +33,13 @@ class StageRegistry:
     def __init__(self) -> None:
         self._stages: dict[str, Stage] = {}
 
-    def stage(self, name: str, needs: Iterable[str] = (), files: Iterable[str] = ()) -> Callable[[F], F]:
+    def stage(self, name: str, needs: Iterable[str] = (), files: Iterable[str] = (),
+              reset: Callable[..., None] | None = None) -> Callable[[F], F]:
         """Decorator: declare ``fn`` as stage ``name``, run after every stage in ``needs``; ``files``
-        are what it leaves in the work folder to resume from (a redo starts them afresh)."""
+        are what it leaves in the work folder to resume from (a redo starts them afresh); ``reset``
+        undoes what it wrote into earlier stages' outputs (run by redo before the files go)."""
         def register(fn: F) -> F:
-            self.add(Stage(name, fn, tuple(needs), tuple(files)))
+            self.add(Stage(name, fn, tuple(needs), tuple(files), reset))
             return fn
         return register
 

@@ -180,11 +180,16 @@ def write_effect_chunk(con: Any, chunk: int, ids: Sequence[int], effects: Sequen
     con.execute("INSERT OR REPLACE INTO effect_chunks VALUES (?, ?)", [chunk, len(ids)])
 
 
+def replace_effect_rows(con: Any, ids: Sequence[int], effects: Sequence[tuple]) -> None:
+    """The stored effects of sources ``ids``, replaced by ``effects`` (a top-up, or its reset)."""
+    con.execute("DELETE FROM feature_effects WHERE source_feature IN (SELECT unnest(?))", [[int(i) for i in ids]])
+    insert_rows(con, "feature_effects", effects, EFFECT_COLUMNS)
+
+
 def write_topup_chunk(con: Any, chunk: int, ids: Sequence[int], effects: Sequence[tuple]) -> None:
     """One chunk of the top-up stage: its features' pooled top effects replace their first ones,
     with the chunk's completion record (committed together, as :func:`write_effect_chunk`)."""
-    con.execute("DELETE FROM feature_effects WHERE source_feature IN (SELECT unnest(?))", [[int(i) for i in ids]])
-    insert_rows(con, "feature_effects", effects, EFFECT_COLUMNS)
+    replace_effect_rows(con, ids, effects)
     con.execute("INSERT OR REPLACE INTO topup_chunks VALUES (?, ?)", [chunk, len(ids)])
 
 

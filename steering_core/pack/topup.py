@@ -62,6 +62,15 @@ class FirstPass:
     se: np.ndarray
     contested: np.ndarray
     over: int
+    rule: str  # the settings it was made with (:func:`rule_of`), as JSON
+
+
+def rule_of(b: Builder) -> str:
+    """The settings a top-up depends on, as JSON: a snapshot or carried chunk made with others is
+    refused, not mixed (chunks pooled at 448 among chunks pooled at 336 would be neither)."""
+    t = b.cfg.topup
+    return json.dumps({"first_rollouts_per_prompt": b.cfg.effects.rollouts_per_prompt, **dataclasses.asdict(t)},
+                      sort_keys=True)
 
 
 def first_pass(b: Builder) -> FirstPass | None:
@@ -70,7 +79,14 @@ def first_pass(b: Builder) -> FirstPass | None:
     if not path.exists():
         return None
     with np.load(path) as z:
-        return FirstPass(z["ids"], z["effect"], z["se"], z["contested"], int(z["over"]))
+        if "rule" not in z.files:
+            raise PackConfigError(f"{path} was written by an older version of the top-up; run "
+                                  "`python -m steering_core.pack redo CONFIG topup` to start the top-up afresh.")
+        return FirstPass(z["ids"], z["effect"], z["se"], z["contested"], int(z["over"]), str(z["rule"]))
+
+
+def _redo_hint(b: Builder) -> str:
+    return f"`python -m steering_core.pack redo CONFIG topup` (it puts the first pass back) for {b.cfg.name}"
 
 
 def choose(b: Builder) -> FirstPass:
@@ -78,20 +94,28 @@ def choose(b: Builder) -> FirstPass:
     (once: a resumed stage reuses the snapshot, since ``effects.npy`` may hold pooled rows by then)."""
     snap = first_pass(b)
     if snap is not None:
+        if snap.rule != rule_of(b):
+            raise PackConfigError(f"The top-up in {b.dir} was started with {snap.rule}; this config asks for "
+                                  f"{rule_of(b)}. Set the config back, or run {_redo_hint(b)}.")
         return snap
     pooled = tables.done_topup_chunks(b.con)
     if pooled:
         raise PackConfigError(f"{len(pooled)} top-up chunks are pooled into effects.npy but {b.dir / SNAPSHOT} "
                               "(their first pass) is gone; rebuild the effects from the progress folder or afresh.")
+    for name in (EXTRA, EXTRA_SE, "topup_seconds.json"):  # left by a top-up that was reset half-way
+        (b.dir / name).unlink(missing_ok=True)
     t = b.cfg.topup
-    eff = np.load(b.dir / "effects.npy")
-    se = np.load(b.dir / "effects_se.npy")
-    n_con = contested_targets(torch.from_numpy(eff), torch.from_numpy(se), t.top, t.z)
+    eff = np.load(b.dir / "effects.npy", mmap_mode="r")
+    se = np.load(b.dir / "effects_se.npy", mmap_mode="r")
+    n_con = torch.cat([contested_targets(torch.from_numpy(np.array(eff[i:i + 1024])),  # row blocks: a 16k SAE's
+                                         torch.from_numpy(np.array(se[i:i + 1024])), t.top, t.z)  # matrix is 1 GiB
+                       for i in range(0, eff.shape[0], 1024)])
     over = topup_threshold(n_con, t.contested_over, t.share)
     n_con = n_con.numpy()
     ids = np.nonzero(n_con > over)[0].astype(np.int64)
     tmp = b.dir / (SNAPSHOT + ".tmp.npz")
-    np.savez(tmp, ids=ids, effect=eff[ids], se=se[ids], contested=n_con.astype(np.int64), over=over)
+    np.savez(tmp, ids=ids, effect=np.array(eff[ids]), se=np.array(se[ids]), contested=n_con.astype(np.int64), over=over,
+             rule=np.array(rule_of(b)))
     tmp.replace(b.dir / SNAPSHOT)
     b.log(f"top-up: {len(ids)} of {len(n_con)} features have more than {over} contested targets"
           + (f" (raised from {t.contested_over} to top up at most {t.share:.0%})" if over > t.contested_over else ""))
@@ -118,10 +142,42 @@ def topup_rows(b: Builder, chunks: list[int]) -> carry.ChunkRows:
     return carry.ChunkRows(ids, np.array(np.load(b.dir / EXTRA, mmap_mode="r")[pos]),
                            np.array(np.load(b.dir / EXTRA_SE, mmap_mode="r")[pos]),
                            np.array(tables.feature_alphas(b.con, flat), dtype=np.float32),
-                           np.full(len(flat), np.nan, dtype=np.float32))
+                           np.full(len(flat), np.nan, dtype=np.float32), {"rule": np.array(snap.rule)})
 
 
-@stage("topup", needs=("effects",))
+def reset_topup(b: Builder) -> None:
+    """Undo a top-up (``redo topup``): the first pass back into ``effects.npy`` and the effects
+    table, the chunk records and the stage's files gone. Safe to repeat after a kill: the
+    snapshot is removed last."""
+    snap = first_pass(b)
+    if snap is None:
+        if tables.done_topup_chunks(b.con):
+            raise PackConfigError(f"Top-up chunks are pooled into {b.dir / 'effects.npy'} but the first-pass snapshot "
+                                  "is gone, so they cannot be undone; rebuild the effects from the progress folder.")
+        return
+    ids = snap.ids.tolist()
+    if ids:
+        d_sae = b.sae.d_sae
+        mat, mat_se = _memmap(b.dir / "effects.npy", (d_sae, d_sae)), _memmap(b.dir / "effects_se.npy", (d_sae, d_sae))
+        mat[ids], mat_se[ids] = snap.effect, snap.se
+        mat.flush()
+        mat_se.flush()
+        out = effect_rows(ids, torch.from_numpy(snap.effect), torch.from_numpy(snap.se), load_generic(b),
+                          base_rows(b).mean(0), b.cfg.top_effects)
+    with transaction(b.con):
+        if ids:
+            tables.replace_effect_rows(b.con, ids, out)
+        b.con.execute("DELETE FROM topup_chunks")
+    for name in (EXTRA, EXTRA_SE, "topup_seconds.json", SNAPSHOT):
+        (b.dir / name).unlink(missing_ok=True)
+    b.log(f"top-up reset: the first pass of {len(ids)} features is back")
+
+
+#: The stages that read the pooled effects: done before a top-up, they would be stale after it.
+LATER = ("stability", "reference", "neighbors", "approximator", "maps", "ship")
+
+
+@stage("topup", needs=("effects",), reset=reset_topup)
 def run_topup(b: Builder) -> None:
     """Measure the contested features on the extra rollouts and pool; a no-op (recorded as such)
     when ``[topup] rollouts_per_prompt`` is 0."""
@@ -129,9 +185,16 @@ def run_topup(b: Builder) -> None:
     t, spec, d_sae = b.cfg.topup, b.cfg.effects, b.sae.d_sae
     r1, r2 = spec.rollouts_per_prompt, t.rollouts_per_prompt
     if not r2:
+        if (b.dir / SNAPSHOT).exists() or tables.done_topup_chunks(b.con):
+            raise PackConfigError(f"This config turns the top-up off, but {b.dir} holds a started one; run "
+                                  f"{_redo_hint(b)}, or set [topup] back.")
         b.finish("topup", {"features": 0}, {"effects_topup": json.dumps({"rollouts_per_prompt": 0}),
                                            "effects_topped_up": "[]"})
         return
+    stale = [name for name in LATER if b.done(name)]
+    if stale:
+        raise PackConfigError(f"Stages {', '.join(stale)} are done on the effects before the top-up and would not see "
+                              f"it; run `python -m steering_core.pack redo CONFIG {' '.join(stale)}` first.")
     snap = choose(b)
     ids = snap.ids.tolist()
     chunks = _chunks(ids)
@@ -141,6 +204,8 @@ def run_topup(b: Builder) -> None:
     mat_se = _memmap(b.dir / "effects_se.npy", (d_sae, d_sae))
     shape = (max(1, len(ids)), d_sae)
     extra, extra_se = _memmap(b.dir / EXTRA, shape), _memmap(b.dir / EXTRA_SE, shape)
+    if extra.shape != shape or extra_se.shape != shape:
+        raise PackConfigError(f"{b.dir / EXTRA} holds {extra.shape[0]} rows, this top-up {shape[0]}; run {_redo_hint(b)}.")
     where = {f: r for r, f in enumerate(ids)}
 
     def commit(job: ChunkJob, res) -> None:
@@ -164,7 +229,11 @@ def run_topup(b: Builder) -> None:
 
     done = tables.done_topup_chunks(b.con)
     secs = carry.chunk_seconds(b, "topup")
-    for job, res, sec in carry.carried_chunks(b, done, "topup"):
+    for job, res, sec in carry.carried_chunks(b, done, "topup", expect={"rule": snap.rule}):
+        if job.index >= len(chunks) or list(job.ids) != chunks[job.index]:
+            raise PackConfigError(f"Carried top-up chunk {job.index} holds features {list(job.ids)}, this build chose "
+                                  f"{chunks[job.index] if job.index < len(chunks) else 'no such chunk'}; move the "
+                                  "topup-*.npz segments out of the progress folder to measure them here.")
         commit(job, res)
         secs[job.index] = sec
         done.add(job.index)
