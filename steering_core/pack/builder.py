@@ -25,6 +25,7 @@ import numpy as np
 from steering_core.model.loading import load_model
 from steering_core.model.precision import dtype_name, resolve_device
 from steering_core.model.steerable import hook_name
+from steering_core.pack import tables
 from steering_core.pack.config import PackConfig, PackConfigError, resolve_layer
 from steering_core.pack.corpus import Corpus
 from steering_core.pack.distributed.executor import Executor, executor_for
@@ -199,6 +200,13 @@ class Builder:
     def _check_inputs(self) -> None:
         """Refuse a hook, layer or given SAE that does not fit the model before any stage runs."""
         layer = check_inputs(self.cfg, self.model)
+        from steering_core.pack.drift import drift, drift_message
+
+        was = tables.get_meta(self.con).get("config")
+        if was:
+            found = drift(json.loads(was), json.loads(json.dumps(self.cfg.to_dict())), tables.done_stages(self.con))
+            if found:
+                raise PackConfigError(drift_message(found, self.stages.order()))
         with transaction(self.con):
             set_meta(self.con, {"model_id": self.model.name, "hook_point": hook_name(layer), "layer": str(layer),
                                 "precision": dtype_name(self.model.dtype),
