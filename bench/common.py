@@ -29,3 +29,17 @@ def timed_median(fn: Callable[[], object], repeats: int) -> float:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def open_measured_pack(pack_dir, precision: str | None = None):
+    """A shipped pack with what re-measuring its features needs: ``(pack, spec, model, sae, layer)``,
+    the rollout settings it was built with and its model (in ``precision``, default the pack's)."""
+    from steering_core.measure.vector_effects import effect_spec_of
+    from steering_core.model.loading import load_model
+    from steering_core.model.saes import load_sae_from_disk
+    from steering_core.pack.reader import FeaturePack
+
+    pack = FeaturePack(pack_dir)
+    model = load_model(pack.meta_json("config", {}).get("model", "embedded"),
+                       precision=precision or pack.meta.get("precision"))
+    return pack, effect_spec_of(pack), model, load_sae_from_disk(pack.sae_dir, model), int(pack.meta["layer"])

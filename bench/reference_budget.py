@@ -16,18 +16,15 @@ pack's ``topup`` stage does), and prints the overlap and the mean rollouts per f
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import emit, log
+from bench.common import emit, log, open_measured_pack
 from steering_core.measure.allocation import contested_targets
 from steering_core.measure.effects import EffectSpec, baseline_rows, paired_estimate, steered_rows, twin_rows
-from steering_core.pack.tables import get_meta
-from steering_core.storage.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,33 +45,20 @@ def main(argv: list[str] | None = None) -> None:
                                                            "only where the top-10 boundary is contested")
     args = ap.parse_args(argv)
     budgets = sorted({int(x) for x in args.rollouts.split(",")})
-    pack = Path(args.pack)
-
-    from steering_core.model.loading import load_model
-    from steering_core.model.saes import load_sae_from_disk
+    pack_dir = Path(args.pack)
+    pack, spec0, model, sae, layer = open_measured_pack(pack_dir, args.precision)
     from steering_core.pack.distributed.work import unit_rows
 
-    con = connect(pack / "pack.duckdb", read_only=True)
-    try:
-        meta = get_meta(con)
-        cfg = json.loads(meta["config"])
-        spec0 = EffectSpec(**{k: v for k, v in json.loads(meta["effects_rollouts"]).items()
-                              if k in EffectSpec.__dataclass_fields__})
-        per = json.loads(meta["reference_features"])
-        ids = [int(r["feature"]) for r in per]
-        alpha = dict(con.execute("SELECT feature_id, alpha FROM features WHERE feature_id IN "
-                                 f"({','.join(map(str, ids))})").fetchall())
-    finally:
-        con.close()
-    g = torch.from_numpy(np.load(pack / "generic.npz")["mean"]).float()
+    per = pack.meta_json("reference_features")
+    ids = [int(r["feature"]) for r in per]
+    alpha = dict(pack.con.execute("SELECT feature_id, alpha FROM features WHERE feature_id IN "
+                                  f"({','.join(map(str, ids))})").fetchall())
+    pack.close()
+    g = torch.from_numpy(np.load(pack_dir / "generic.npz")["mean"]).float()
     ref_raw = [r["reference_top10"] for r in per]
     ref_spec = [r["reference_specific_top10"] for r in per]
     emit("pack_reference_overlap_median", float(np.median([r["overlap"] for r in per])), "of 10",
          rollouts=spec0.rows_per_vector, features=len(ids))
-
-    model = load_model(cfg.get("model", "embedded"), precision=args.precision or meta.get("precision"))
-    sae = load_sae_from_disk(pack / "sae", model)
-    layer = int(meta["layer"])
     top = budgets[-1]
     spec = EffectSpec(prompts=spec0.prompts, rollouts_per_prompt=top, new_tokens=spec0.new_tokens,
                       baseline_rollouts_per_prompt=top, top_k=spec0.top_k, temperature=spec0.temperature,

@@ -11,18 +11,15 @@ budget would give. Prints JSON lines."""
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import emit, log
+from bench.common import emit, log, open_measured_pack
 from steering_core.measure.allocation import contested_targets
 from steering_core.measure.effects import EffectSpec, baseline_rows, measure_effects
-from steering_core.pack.tables import get_meta
-from steering_core.storage.db import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,28 +33,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7000)
     ap.add_argument("--precision", default=None, help="fp32 or bf16 (default: the pack's)")
     args = ap.parse_args(argv)
-    pack = Path(args.pack)
-
-    from steering_core.model.loading import load_model
-    from steering_core.model.saes import load_sae_from_disk
+    pack, full, model, sae, layer = open_measured_pack(Path(args.pack), args.precision)
     from steering_core.pack.distributed.work import unit_rows
 
-    con = connect(pack / "pack.duckdb", read_only=True)
-    try:
-        meta = get_meta(con)
-        cfg = json.loads(meta["config"])
-        full = EffectSpec(**{k: v for k, v in json.loads(meta["effects_rollouts"]).items()
-                             if k in EffectSpec.__dataclass_fields__})
-        alpha = dict(con.execute("SELECT feature_id, alpha FROM features WHERE alpha IS NOT NULL").fetchall())
-    finally:
-        con.close()
+    alpha = dict(pack.con.execute("SELECT feature_id, alpha FROM features WHERE alpha IS NOT NULL").fetchall())
+    pack.close()
     rng = np.random.default_rng(args.seed)
     ids = sorted(rng.choice(sorted(alpha), size=min(args.features, len(alpha)), replace=False).tolist())
     spec = EffectSpec(**{**full.to_dict(), "rollouts_per_prompt": args.rollouts,
                          "baseline_rollouts_per_prompt": args.rollouts})
-    model = load_model(cfg.get("model", "embedded"), precision=args.precision or meta.get("precision"))
-    sae = load_sae_from_disk(pack / "sae", model)
-    layer = int(meta["layer"])
     t0 = time.perf_counter()
     log(f"baseline: {spec.rows_per_vector} rows")
     rows = baseline_rows(model, sae, layer, spec, args.seed)
