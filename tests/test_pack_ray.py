@@ -178,6 +178,47 @@ def test_cuda_on_a_cluster_without_gpus_is_refused(prefix, ray_cluster, tmp_path
         ex.close()
 
 
+@needs_ray
+def test_workers_running_other_measuring_code_are_refused_before_any_chunk(prefix, ray_cluster, tmp_path, monkeypatch):
+    """A node left on an older checkout would measure by other rules (a top-up's first_rollout
+    ignored, say) without a trace in its numbers; the driver compares code hashes first."""
+    from steering_core.pack.distributed import ray_pool
+
+    monkeypatch.setattr(ray_pool, "code_fingerprint", lambda: "0123456789abcdef")  # the driver only
+    b, ex = _ray_build(prefix, tmp_path)
+    try:
+        with pytest.raises(RayBuildError, match="runs other measuring code than this process .* against "
+                           "0123456789abcdef"):
+            b.run("control")
+        assert not b.done("control")
+    finally:
+        b.close()
+        ex.close()
+
+
+def test_the_code_hash_covers_the_measuring_code_and_changes_with_it(tmp_path, monkeypatch):
+    from steering_core.pack.distributed import work
+
+    first = work.code_fingerprint()
+    assert len(first) == 16 and work.code_fingerprint() == first
+    root = Path(work.__file__).resolve().parents[2]
+    for part in work.MEASURING_CODE:
+        for f in (root / part).rglob("*.py"):
+            dst = tmp_path / "steering_core" / f.relative_to(root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(f.read_bytes())
+    monkeypatch.setattr(work, "__file__", str(tmp_path / "steering_core" / "pack" / "distributed" / "work.py"))
+    work.code_fingerprint.cache_clear()
+    try:
+        assert work.code_fingerprint() == first  # the same files elsewhere: the same hash
+        sampling = tmp_path / "steering_core" / "model" / "sampling.py"
+        sampling.write_text(sampling.read_text() + "\n# edited\n")
+        work.code_fingerprint.cache_clear()
+        assert work.code_fingerprint() != first
+    finally:
+        work.code_fingerprint.cache_clear()
+
+
 def test_ray_settings_are_checked_in_the_config(tmp_path):
     for good in ("auto", "local:2", "ray://head.example:10001", "10.0.0.5:6379", "[::1]:6379"):
         assert parse_address(good).text == good

@@ -42,6 +42,7 @@ from steering_core.pack.distributed.work import (
     ChunkResult,
     MeasureSetup,
     Worker,
+    code_fingerprint,
     measure_chunk,
     model_fingerprint,
     on_device,
@@ -169,7 +170,8 @@ class ChunkActor:
             return {"pid": os.getpid(), "error": _first_line(self.error)}
         m = self.worker.model
         return {"pid": os.getpid(), "host": socket.gethostname(), "device": str(m.device),
-                "threads": torch.get_num_threads(), "fingerprint": model_fingerprint(m)}
+                "threads": torch.get_num_threads(), "fingerprint": model_fingerprint(m),
+                "code": code_fingerprint()}
 
     def measure(self, setup: MeasureSetup, job: ChunkJob) -> ChunkResult:
         if self.worker is None:
@@ -266,10 +268,14 @@ class RayExecutor(Executor):
                                 "nodes.") from None
         except ray.exceptions.RayError as exc:
             raise RayBuildError(f"A Ray worker died while loading the model: {_first_line(exc)}") from None
-        want = model_fingerprint(b.model)
+        want, code = model_fingerprint(b.model), code_fingerprint()
         for w in self.workers:
             if "error" in w:
                 raise RayBuildError(f"A Ray worker could not load the model and SAE: {w['error']}")
+            if w.get("code") != code:
+                raise RayBuildError(f"A Ray worker (pid {w['pid']} on {w.get('host')}) runs other measuring code than "
+                                    f"this process (steering_core {w.get('code') or 'without a code hash'} against "
+                                    f"{code}); install the same checkout on every node and restart the cluster.")
             if not same_model(want, w["fingerprint"]):
                 raise RayBuildError(f"A Ray worker (pid {w['pid']} on {w.get('host')}) loaded a different model than "
                                     f"this process for {b.cfg.model!r} ({w['fingerprint']['name']}, "

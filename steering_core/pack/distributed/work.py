@@ -14,8 +14,11 @@ only writer of the build database) handles them identically."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
@@ -112,6 +115,24 @@ def model_fingerprint(model: SteerableModel) -> dict:
     return {"name": model.name, "d_model": model.d_model, "n_layers": model.n_layers, "dtype": str(model.dtype),
             "n_params": sum(p.numel() for p in params),
             "sums": [float(p.detach().sum(dtype=torch.float64)) for p in pick]}
+
+
+#: The parts of the package whose code decides what a chunk holds (relative to ``steering_core``).
+MEASURING_CODE = ("measure", "model", "pack/distributed")
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of the source that measures a chunk. A Ray worker started from an older checkout
+    (a node nobody updated) would otherwise measure with other rules, for instance ignore a
+    top-up's ``first_rollout`` and return the first pass again, and nothing in its numbers would
+    show it."""
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256()
+    for part in MEASURING_CODE:
+        for f in sorted((root / part).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def same_model(a: dict, b: dict, rel: float = 1e-4) -> bool:
