@@ -14,26 +14,23 @@ from steering_core.datasets.pairs import ContrastiveDataset
 from steering_core.measure.prompt_pairs import (
     FeatureSelection,
     PromptPairError,
-    TemplateSlot,
     WordConfig,
     feature_scores,
     feature_texts,
     final_token_features,
     find_target_features,
-    first_word,
     generated_word_scores,
     next_words,
-    same_word,
     sample_features,
     select_features,
     silent_mask,
     target_mask,
     target_spec,
-    template_slot,
     template_slots,
     word_similarity,
 )
 from steering_core.measure.sweep import SweepSpec
+from steering_core.measure.template_slots import TemplateSlot, first_word, same_word, template_slot
 from steering_core.model.saes import tiny_sae
 from steering_core.model.steering import record_residuals
 
