@@ -340,7 +340,7 @@ with t_map:
                 fig.add_trace(go.Scatter(x=[where[focus][0]], y=[where[focus][1]], mode="markers",
                                          marker=dict(size=16, symbol="star", color="gold", line_width=1),
                                          name=f"#{focus}", hoverinfo="skip"))
-        fig.update_layout(height=600, margin=dict(l=0, r=0, t=10, b=0), legend_orientation="h")
+        fig.update_layout(height=600, margin=dict(l=0, r=0, t=40, b=0), legend=ui.LEGEND_ABOVE)
         map_col, card_col = st.columns([3, 2])  # the clicked feature's card opens beside the map
         with map_col:
             ev = st.plotly_chart(fig, width="stretch", key="feature_map", on_select="rerun",

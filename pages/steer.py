@@ -156,12 +156,13 @@ with st.sidebar:
         ui.goto_sweep(vector=pick, alphas=grid)
 
     with st.expander("More vectors (applied together)"):
-        extras = []
+        extras, extra_desc = [], []
         try:
             for nm in st.multiselect("Saved vectors", vstore.names(), key="extra_vectors"):
                 a = st.number_input(f"α for {nm}", key=f"extra_alpha_{nm}", **ui.first_value(f"extra_alpha_{nm}", 0.0))
                 v = vstore.load(nm)
                 extras.append(ExtraVector(v.layer, v.unit(), float(a), v.reference, v.operator))
+                extra_desc.append(f"{nm} (α {float(a):+.1f})")
         except SteeringCoreError as exc:
             st.error(str(exc))
         st.caption("Each is added at its own block with its own α, in the steered column only.")
@@ -208,7 +209,9 @@ max_tokens = c3.number_input("Max new tokens", 1, 1_000_000, key="max_tokens", *
 temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, key="temperature",
                               **first("temperature", 0.8))
 seed = c5.number_input("Seed", step=1, key="seed", **first("seed", 0))
-current = ShownSettings(float(alpha), int(layer), resolved.description, int(seed), prompt) if resolved else None
+current = ShownSettings(float(alpha), int(layer), resolved.description, int(seed), prompt, samples=int(n_samples),
+                        max_tokens=int(max_tokens), temperature=float(temperature), chat=bool(chat),
+                        extras="; ".join(extra_desc)) if resolved else None
 link = SteerLink(  # the URL follows the settings, so it can be shared
     feature=sae.check_feature(fid) if resolved and source == ui.SteerSource.SAE_FEATURE else None,
     vector=pick if resolved and source == ui.SteerSource.SAVED else None,
@@ -240,6 +243,8 @@ if shown is not None and current is not None and (note := shown.stale_note(curre
 left, right = st.columns(2)
 left.markdown("#### Unsteered")
 right.markdown("#### " + (shown or current).header() if (shown or current) else "#### Steered")
+if shown or current:
+    right.caption((shown or current).label())
 
 if run:
     cached = list(last["unsteered"]) if live_run else None

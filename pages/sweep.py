@@ -159,6 +159,14 @@ with sweep_tab:
                                    help="An instruction instead of a vector, scored on the same prompts, seeds and "
                                         "scorers; drawn as a horizontal line.")
     sw_placement = p2.selectbox("Placed as", PLACEMENTS, key="sw_placement", format_func=PLACEMENT_LABELS.get)
+    # what a result is made with, so one made with other settings says so (vector: the label check below)
+    sw_settings = {"layer": layer, "prompts": prompts, "α grid": (str(mode), manual if mode == ui.SweepGrid.MANUAL
+                                                                  else float(target)),
+                   "samples": int(samples), "tokens per rollout": int(new_tokens), "seed": int(seed),
+                   "keywords": keywords if use_kw else None, "concept": concept if use_sim else None,
+                   "target features": target_features if use_tf else None,
+                   "judge": (judge_url, judge_model, criterion) if use_judge else None, "behaviour": behaviour,
+                   "prompting baseline": (sw_instruction.strip(), sw_placement) if sw_instruction.strip() else None}
     b1, b2 = st.columns([1, 5])
     go_sweep = b1.button("Run sweep", type="primary", key="sw_go", disabled=vector is None)
     if vector is None:
@@ -212,7 +220,7 @@ with sweep_tab:
                                cache=ui.library().sweeps, judge=judge, operator=operator,
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
             ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour,
-                            "prompt": prompted}
+                            "prompt": prompted, "settings": sw_settings}
         except SteeringCoreError as exc:  # (a ValueError too: keep this first)
             ui.show_error(exc)
         except ValueError:
@@ -222,21 +230,20 @@ with sweep_tab:
     res = ss.get("sw_result") if vector is not None else None
     if res and res["label"] != label:
         st.warning(f"This result is for {res['label']}, not {label}: run the sweep again for the current vector.")
+    elif res and (note := ui.stale_warning(res.get("settings"), sw_settings, "run the sweep again")):
+        st.warning(note)
     if res:
         pts = res["points"]
         for note in dict.fromkeys(n for p in pts for n in p.notes):
             st.warning(note)
         df = pd.DataFrame([{"alpha": p.alpha, **p.scores} for p in pts])
         fig = go.Figure()
-        for name in [c for c in ("keywords", "similarity", "target", "judge", "judge_coherence", "coherence", "product")
-                     if c in df]:
-            y = df[name].to_numpy(dtype=float)
+        shown = [c for c in ("keywords", "similarity", "target", "judge", "judge_coherence", "coherence", "product")
+                 if c in df]
+        for i, name in enumerate(shown):
             se = df[name + "_se"].to_numpy(dtype=float) if name + "_se" in df else None
-            fig.add_scatter(x=df["alpha"], y=y, name=name, mode="lines+markers",
-                            line=dict(width=4 if name == "product" else 2))
-            if se is not None:
-                fig.add_scatter(x=np.r_[df["alpha"], df["alpha"][::-1]], y=np.r_[y + se, (y - se)[::-1]],
-                                fill="toself", opacity=0.15, line=dict(width=0), showlegend=False, hoverinfo="skip")
+            ui.add_band(fig, df["alpha"], df[name].to_numpy(dtype=float), se, name, i,
+                        width=4 if name == "product" else 2)
         if res["auto"] is not None:
             fig.add_vline(x=res["auto"], line_dash="dot", annotation_text="automatic α")
         prompted = res.get("prompt")
@@ -247,7 +254,7 @@ with sweep_tab:
             fig.add_hline(y=pp.get(res["behaviour"]), line_dash="dot", line_width=1,
                           annotation_text=f"{prompted.entry.name} ({res['behaviour']})",
                           annotation_position="bottom right")
-        fig.update_layout(height=380, xaxis_title="α", yaxis_title="score", legend=dict(orientation="h"))
+        fig.update_layout(height=380, xaxis_title="α", yaxis_title="score", legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         verdict = peak_verdict(pts, res["behaviour"], res["label"])
         st.caption(verdict.message + (f" (automatic α {res['auto']:.1f})" if res["auto"] else ""))
@@ -259,8 +266,12 @@ with sweep_tab:
             st.caption(f"Prompting baseline {prompted.entry.instruction!r} ({PLACEMENT_LABELS[prompted.entry.placement]}"
                        f"): {res['behaviour']} {pp.get(res['behaviour']):.2f}, coherence {pp.get('coherence'):.2f}, "
                        f"product {pp.get('product'):.2f} ± {pp.get('product_se'):.2f}; the best α {better} it.")
-        cols = [c for c in df.columns if not c.endswith("_se")]
-        st.dataframe(df[cols], hide_index=True, width="stretch")
+        # each score next to its standard error, so no measured figure is shown without one
+        cols = [c for name in df.columns if not name.endswith("_se")
+                for c in (name, name + "_se") if c in df.columns]
+        table = df[cols].rename(columns={c: f"± {c[:-3]}" for c in cols if c.endswith("_se")})
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "alpha"})
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
         for text in next(p for p in pts if round(p.alpha, 2) == at).samples[:8]:
             st.text(text)
@@ -290,7 +301,7 @@ with token_tab:
         for j, tok in enumerate(cur.tokens):
             fig.add_scatter(x=cur.alphas, y=cur.delta_p[:, j], name=repr(tok) + ("" if cur.chosen[j] else " (mover)"),
                             mode="lines", line=dict(width=3 if cur.chosen[j] else 1))
-        fig.update_layout(height=340, xaxis_title="α", yaxis_title="Δp(z | α)", legend=dict(orientation="h"))
+        fig.update_layout(height=340, xaxis_title="α", yaxis_title="Δp(z | α)", legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         fit = dc.slope * dc.alphas + 0.5 * dc.curvature * dc.alphas ** 2
         fig2 = go.Figure()
@@ -298,7 +309,7 @@ with token_tab:
         fig2.add_scatter(x=dc.alphas, y=fit, name=f"g·α + ½c·α² (fit for |α| ≤ {dc.fit_range:.0f})",
                          mode="lines", line=dict(dash="dash"))
         fig2.update_layout(height=300, xaxis_title="α", yaxis_title="ΔCE on reference text (nats)",
-                           legend=dict(orientation="h"))
+                           legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig2, width="stretch")
 
 with compare_tab:
@@ -352,7 +363,7 @@ with compare_tab:
             else:
                 fig.add_scatter(x=[p.alpha for p in pts], y=[p.get("product") for p in pts], name=r.name,
                                 mode="lines+markers")
-        fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence", legend=dict(orientation="h"))
+        fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence", legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         if ss.get("cmp_report"):
             st.download_button("Download the Compare report (CSV + PNG + settings JSON)", ss.cmp_report,

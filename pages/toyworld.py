@@ -68,7 +68,7 @@ if res is not None:
     for i, name in enumerate(r.methods):
         ui.add_band(fig, r.ns, r.mean(name), r.std(name), name, i)
     fig.update_layout(height=420, xaxis=dict(title="steering examples (pairs)", type="log", dtick=0.30103),
-                      yaxis=dict(title="steered-attribute accuracy", range=[0, 1.05]), legend=dict(orientation="h"))
+                      yaxis=dict(title="steered-attribute accuracy", range=[0, 1.05]), legend=ui.LEGEND_ABOVE)
     st.plotly_chart(fig, width="stretch")
     if r.notes:
         with st.expander(f"{len(r.notes)} notes (points a method could not fit)"):

@@ -294,7 +294,7 @@ with layer_tab:
         fig.add_scatter(x=res["layer"], y=res["projection_gap"], name="projection gap (d′)", mode="lines+markers",
                         yaxis="y2")
         fig.update_layout(height=360, xaxis_title="layer", yaxis=dict(title="held-out accuracy", range=[0, 1.05]),
-                          yaxis2=dict(title="d′", overlaying="y", side="right"), legend=dict(orientation="h"))
+                          yaxis2=dict(title="d′", overlaying="y", side="right"), legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         best = res.sort_values(["pair_accuracy", "projection_gap"], ascending=False).iloc[0]
         st.caption(f"Best held-out separation at block {int(best['layer'])} (pair accuracy "
@@ -354,7 +354,7 @@ with eff_tab:
                 fig.add_scatter(x=g["n_pairs"], y=g["pair_accuracy"], name=METHODS[m].label, mode="lines+markers",
                                 error_y=dict(type="data", array=g["accuracy_sd"]))
             fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
-                              yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=dict(orientation="h"))
+                              yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=ui.LEGEND_ABOVE)
             st.plotly_chart(fig, width="stretch")
     elif sae is None:
         st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
@@ -411,7 +411,7 @@ with eff_tab:
                     fig.add_hline(y=pp.positives[metric], line_dash="dot", annotation_text="positives",
                                   annotation_position="bottom right")
                 fig.update_layout(height=300, title=title, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
-                                  yaxis_title=title, legend=dict(orientation="h"))
+                                  yaxis_title=title, legend=ui.LEGEND_ABOVE)
                 st.plotly_chart(fig, width="stretch")
         found = ss.get("de_features")
         if found is not None:

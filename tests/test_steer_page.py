@@ -87,6 +87,28 @@ def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_th
     assert any("settings changed" in i.value for i in at.info)
 
 
+def test_every_setting_that_changes_the_text_marks_the_result_stale_and_the_caption_names_vector_and_seed():
+    """Found by a user-style audit: a temperature change left the old text up with no note, and
+    live α then did nothing while the note blamed α alone."""
+    at = _generated(_steer(), max_tokens=4, n_samples=1)
+    shown = at.session_state["steer_last"]["settings"]
+    assert any(c.value.startswith("SAE feature 5 decoder row · seed 0 · 1 sample × 4 tokens · temperature 0.8")
+               for c in at.caption), [c.value for c in at.caption]
+    for key, value, says in (("temperature", 0.0, "temperature 0.8 → 0"), ("n_samples", 2, "samples 1 → 2"),
+                             ("max_tokens", 5, "max new tokens 4 → 5")):
+        before = at.number_input(key=key).value
+        at.number_input(key=key).set_value(value).run()
+        note = next(i.value for i in at.info if "settings changed" in i.value)
+        assert says in note and "Generate to update" in note, note
+        at.slider(key="alpha").set_value(30.0).run()  # live α cannot answer this: the unsteered column changes too
+        assert at.session_state["steer_last"]["settings"] == shown
+        note = next(i.value for i in at.info if "settings changed" in i.value)
+        assert says in note and "α +4.0 → +30.0" in note, note
+        at.number_input(key=key).set_value(before).run()
+        at.slider(key="alpha").set_value(4.0).run()
+        assert not [i.value for i in at.info if "settings changed" in i.value]
+
+
 def test_the_operator_choice_steers_with_that_operator_and_names_it():
     """Issue 18: orthogonal decomposition and projection cap are chosen on the Steer page like any
     vector's operator; the steered column's settings name the operator, so a result made with one

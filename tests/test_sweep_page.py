@@ -152,3 +152,29 @@ def test_a_datasets_target_features_fill_the_target_feature_score(page, manual_s
     assert not at.exception, at.exception
     assert any("no target features" in e.value for e in at.error)
     assert at.text_input(key="sw_tf").value == ", ".join(str(f) for f in want.target)
+
+
+# -- a result made with other settings says so (user-style audit) -------------------------------------------
+
+
+def test_a_sweep_result_made_with_other_settings_is_marked_and_shows_its_standard_errors(page, manual_sweep):
+    at = page
+    at.radio(key="sw_source").set_value("SAE feature (decoder row)")
+    at.text_input(key="sw_feature").set_value("1")
+    at = manual_sweep(at.run(), "0, 2", samples=2, tokens=4)
+    assert not at.exception, at.exception
+    assert not [w.value for w in at.warning if "other settings" in w.value]
+    # every score in the table sits next to its standard error
+    table = at.dataframe[0].value
+    for name in ("keywords", "coherence", "product"):
+        assert f"± {name}" in table.columns and list(table.columns).index(f"± {name}") == \
+            list(table.columns).index(name) + 1
+    made = at.session_state["sw_result"]["points"]
+    at.text_input(key="sw_keywords").set_value("cake").run()
+    at.text_input(key="sw_grid").set_value("0, 1, 2").run()
+    note = next(w.value for w in at.warning if "other settings" in w.value)
+    assert "(α grid, keywords changed since)" in note and "run the sweep again" in note, note
+    assert at.session_state["sw_result"]["points"] == made  # nothing was recomputed behind the user's back
+    at.text_input(key="sw_keywords").set_value("the, a").run()
+    at.text_input(key="sw_grid").set_value("0, 2").run()
+    assert not [w.value for w in at.warning if "other settings" in w.value]

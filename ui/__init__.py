@@ -17,7 +17,7 @@ import streamlit as st
 from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
-from ui.charts import add_band  # noqa: F401  (re-exported for pages)
+from ui.charts import LEGEND_ABOVE, add_band  # noqa: F401  (re-exported for pages)
 from ui.highlight import snippet_html, tokens_html  # noqa: F401  (re-exported for pages)
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
@@ -34,6 +34,7 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
     share_feature_url,
     unpin_feature,
 )
+from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 
 
 def _release_cached_resources() -> None:

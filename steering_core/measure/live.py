@@ -341,16 +341,30 @@ def parse_steer_link(params, *, n_layers: int, n_features: int | None = None,
 @dataclass(frozen=True)
 class ShownSettings:
     """The settings that produced a shown Steer result (or would produce the next one): a result
-    is always labelled with these, never with whatever the widgets read now."""
+    is always labelled with these, never with whatever the widgets read now. Everything that
+    changes the text is here, so no widget can change without the page saying the result is old."""
 
     alpha: float
     layer: int
     vector: str  # ResolvedVector.description
     seed: int
     prompt: str
+    samples: int = 1
+    max_tokens: int = 0
+    temperature: float = 0.0
+    chat: bool = False
+    extras: str = ""  # the extra vectors and their α, as the page lists them
 
     def header(self) -> str:
         return f"Steered (α = {self.alpha:+.1f}, layer {self.layer})"
+
+    def label(self) -> str:
+        """The rest of what produced the result, for a caption under :meth:`header`."""
+        out = f"{self.vector} · seed {self.seed}"
+        if self.max_tokens:
+            out += (f" · {self.samples} sample{'s' if self.samples != 1 else ''} × {self.max_tokens} tokens"
+                    f" · temperature {self.temperature:g}" + (" · chat template" if self.chat else ""))
+        return out + (f" · with {self.extras}" if self.extras else "")
 
     def changes(self, now: ShownSettings) -> list[str]:
         """What differs in ``now``, one short phrase each (empty: the shown result is current)."""
@@ -365,6 +379,16 @@ class ShownSettings:
             out.append(f"seed {self.seed} → {now.seed}")
         if self.prompt != now.prompt:
             out.append("prompt edited")
+        if self.samples != now.samples:
+            out.append(f"samples {self.samples} → {now.samples}")
+        if self.max_tokens != now.max_tokens:
+            out.append(f"max new tokens {self.max_tokens} → {now.max_tokens}")
+        if self.temperature != now.temperature:
+            out.append(f"temperature {self.temperature:g} → {now.temperature:g}")
+        if self.chat != now.chat:
+            out.append(f"chat template {'on → off' if self.chat else 'off → on'}")
+        if self.extras != now.extras:
+            out.append("extra vectors changed")
         return out
 
     def live_update(self, now: ShownSettings) -> bool:
