@@ -21,6 +21,7 @@ from steering_core.vectors.fitting import (
     FitRequest,
     fit_dataset,
     position_warning,
+    suggested_position,
     sweep_layers,
     sweep_pairs,
     vector_name,
@@ -58,6 +59,24 @@ def vector_select(key: str, names: list[str]) -> str:
     return st.selectbox("Vector", names, key=key)
 
 
+def default_position(choice: str, key: str) -> None:
+    """Start the position box at the dataset's suggested position whenever another dataset is
+    chosen (a choice the user makes for one dataset stays until the dataset changes)."""
+    if ss.get(key + "_for") == choice:
+        return
+    ss[key + "_for"] = choice
+    try:
+        ss[key], ss[key + "_why"] = suggested_position(model, open_dataset(choice))
+    except SteeringCoreError:
+        ss[key], ss[key + "_why"] = "last", None  # the fit itself reports a dataset that cannot be read
+
+
+def position_caption(key: str, position: str) -> None:
+    if position == "diff" and ss.get(key + "_why"):
+        st.caption(f"Position 'diff' (the tokens where each pair differs) was chosen for this dataset: "
+                   f"{ss[key + '_why']}, which 'last' would mostly learn.")
+
+
 def warn_position(choice: str, position: str) -> None:
     if position == "last":
         try:
@@ -82,9 +101,11 @@ with fit_tab:
     c1, c2, c3 = st.columns([2, 1, 1])
     choice = c1.selectbox("Dataset", dataset_choices(), key="fit_dataset")
     layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
+    default_position(choice, "fit_position")
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
                             help="last token · mean over tokens · mean over the tokens where the pair differs")
     warn_position(choice, position)
+    position_caption("fit_position", position)
     usable = {m.name for m in available(FitContext(sae=sae, approximator=approx, model=model))}
     names = list(METHODS)
     method = st.selectbox("Method", names, key="fit_method",
@@ -274,8 +295,10 @@ with layer_tab:
     lchoice = l1.selectbox("Dataset", dataset_choices(), key="ls_dataset")
     # the layer sweep fits without an SAE or approximator: the methods an empty context allows
     lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method")
+    default_position(lchoice, "ls_position")
     lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
     warn_position(lchoice, lpos)
+    position_caption("ls_position", lpos)
     layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
     if st.button("Run layer sweep", key="ls_go"):
         bar = st.progress(0.0, text="Extracting activations…")

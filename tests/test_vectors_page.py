@@ -158,12 +158,26 @@ def test_position_warning_when_most_pairs_share_the_last_token(tiny_hf):
     assert position_warning(tiny_hf, _dataset([("", "")] * 10), "last") is None  # they end where they differ
 
 
-def test_the_fit_tab_warns_about_the_last_position(app_env):
+def test_the_fit_tab_starts_at_diff_where_last_would_learn_a_shared_token_and_warns_if_last_is_chosen(app_env):
+    """The audit saw every shipped dataset's default fit set off the page's own 'last' warning."""
     at = _page()
     at.selectbox(key="fit_dataset").set_value("example: wedding_vs_neutral")
     at = at.run()
     fit_tab = 0
-    assert any("'last' position" in w.value for w in at.tabs[fit_tab].warning)
-    at.selectbox(key="fit_position").set_value("diff")
-    at = at.run()
+    assert at.selectbox(key="fit_position").value == "diff"
     assert not any("'last' position" in w.value for w in at.tabs[fit_tab].warning)
+    assert any(c.value.startswith("Position 'diff' (the tokens where each pair differs) was chosen") and "'.'" in c.value
+               for c in at.tabs[fit_tab].caption)
+    at.selectbox(key="fit_position").set_value("last")
+    at = at.run()
+    assert at.selectbox(key="fit_position").value == "last"  # the user's choice stays while the dataset does
+    assert any("'last' position" in w.value for w in at.tabs[fit_tab].warning)
+    assert at.selectbox(key="ls_position").value == "diff"  # the layer sweep starts from the same advice
+
+
+def test_suggested_position(tiny_hf):
+    from steering_core.vectors.fitting import suggested_position
+
+    assert suggested_position(tiny_hf, _dataset([(".", ".")] * 10)) == (
+        "diff", "100% of its pairs end with the same token ('.') in both texts")
+    assert suggested_position(tiny_hf, _dataset([("!", "?")] * 10)) == ("last", None)

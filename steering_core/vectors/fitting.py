@@ -61,26 +61,45 @@ def vector_name(req: FitRequest) -> str:
 SHARED_LAST_TOKEN = 0.9
 
 
-def position_warning(model: SteerableModel, dataset, position: str,
-                     threshold: float = SHARED_LAST_TOKEN) -> str | None:
-    """A warning when ``position`` is ``last`` and at least ``threshold`` of the pairs end with the same
-    token in both texts (say both end in "."): the last token's activations then mostly encode that
-    shared token, not the difference. None otherwise."""
+def _shared_last_token(model: SteerableModel, dataset, threshold: float) -> tuple[float, str] | None:
+    """(share, token) when at least ``threshold`` of the pairs end with the same token in both texts."""
     from collections import Counter
 
     from steering_core.vectors.extraction import _token_lists
 
-    if position != "last" or not dataset.pairs:
+    if not dataset.pairs:
         return None
     pos, neg = _texts(dataset)
     shared = [a[-1] for a, b in zip(_token_lists(model, pos), _token_lists(model, neg)) if a and b and a[-1] == b[-1]]
     share = len(shared) / len(pos)
     if not shared or share < threshold:
         return None
-    token = model.tokenizer.decode([Counter(shared).most_common(1)[0][0]])
+    return share, model.tokenizer.decode([Counter(shared).most_common(1)[0][0]])
+
+
+def position_warning(model: SteerableModel, dataset, position: str,
+                     threshold: float = SHARED_LAST_TOKEN) -> str | None:
+    """A warning when ``position`` is ``last`` and at least ``threshold`` of the pairs end with the same
+    token in both texts (say both end in "."): the last token's activations then mostly encode that
+    shared token, not the difference. None otherwise."""
+    found = _shared_last_token(model, dataset, threshold) if position == "last" else None
+    if found is None:
+        return None
+    share, token = found
     return (f"{share:.0%} of the pairs end with the same token in both texts (most often {token!r}), so the "
             "'last' position would mostly learn that token; choose 'diff' (the tokens where the pair differs) "
             "or end the texts where they differ.")
+
+
+def suggested_position(model: SteerableModel, dataset) -> tuple[str, str | None]:
+    """The token position a fit of ``dataset`` should start from, and why when it is not ``last``:
+    ``diff`` where ``last`` would mostly learn a token both texts end with (the shipped examples
+    end in "." on both sides), else ``last``, the field's usual choice."""
+    found = _shared_last_token(model, dataset, SHARED_LAST_TOKEN)
+    if found is None:
+        return "last", None
+    share, token = found
+    return "diff", f"{share:.0%} of its pairs end with the same token ({token!r}) in both texts"
 
 
 def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None = None,
