@@ -72,9 +72,17 @@ def card(fid: int, key: str, compact: bool = False) -> None:
     m = st.columns(4)
     m[0].metric("Density", f"{(feat['density'] or 0):.2%}")
     m[1].metric("Max activation", f"{(feat['max_act'] or 0):.3g}")
+    checked = f" (checked: {feat['alpha_dce']:+.2f} nats)" if feat.get("alpha_dce") is not None else ""
     m[2].metric("Loss-matched α", f"{feat['alpha']:.1f}" if feat.get("alpha") else "—",
-                help="α at which steering with this unit decoder row raises next-token loss by ≈0.5 nats.")
+                help=f"α at which steering with this unit decoder row raises next-token loss by ≈0.5 nats{checked} "
+                     f"on {pack.alpha_basis()}: the α its effects were measured at. ΔCE depends on the text, so "
+                     "the Steer page's Automatic α, matched on built-in neutral prose, can differ.")
     m[3].metric("Baseline activation", f"{(feat.get('baseline_act') or 0):.3g}")
+    if (missed := pack.alpha_missed(feat)) is not None:
+        st.warning(f"This feature's α missed the loss target: at α {feat['alpha']:.1f}, next-token loss rose by "
+                   f"{missed[0]:.2f} nats, not ≈{missed[1]:g} (the solve's check on {pack.alpha_basis()}). Its "
+                   f"effects were measured at that {'stronger' if missed[0] > missed[1] else 'weaker'} push, so they "
+                   "are not comparable with other features' at equal loss.")
     b1, b2, b3 = st.columns(3)
     if b1.button("Steer with this feature", key=f"{key}_steer", type="primary"):
         # this decoder row, at the pack's layer and the feature's loss-matched α

@@ -128,14 +128,16 @@ with st.sidebar:
     a1, a2 = st.columns(2)
     additive = resolved is not None and resolved.additive
     if a1.button("Automatic α", key="auto_alpha", disabled=not additive,
-                 help="The α at which next-token loss on neutral text rises by 0.5 nats (quadratic fit, "
-                      "then one check)."):
+                 help="The α at which next-token loss on built-in neutral prose rises by 0.5 nats (quadratic "
+                      "fit, then one check). A feature card's loss-matched α was matched on the pack's own "
+                      "held-out text; ΔCE depends on the text, so the two can differ."):
         try:
             res = auto_alpha(model, layer, resolved.vector)
             ss.pending_alpha = float(res.alpha[0])
             ss.auto_alpha_result = {"alpha": float(res.alpha[0]), "vector": resolved.description, "layer": layer,
                              "text": f"Automatic α = {float(res.alpha[0]):.1f} (checked ΔCE {float(res.dce[0]):+.2f} "
-                                     f"nats, {res.evals_per_vector} evaluations)"}
+                                     f"nats on built-in neutral prose, {res.evals_per_vector} evaluations; a feature "
+                                     "card's α is matched on the pack's text and can differ)"}
             st.rerun()
         except SteeringCoreError as exc:
             st.error(str(exc))

@@ -78,3 +78,21 @@ def test_empty_database_is_not_a_pack(tmp_path):
 def test_missing_pack(tmp_path):
     with pytest.raises(StoreError, match="No pack database"):
         FeaturePack(tmp_path / "nothing_here")
+
+
+def test_the_alpha_basis_names_the_text_every_alpha_was_matched_on(pack):
+    """The card and the Steer page's Automatic α match 0.5 nats on different text; the card says which."""
+    import json
+
+    spec = json.loads(pack.con.execute("SELECT value FROM meta WHERE key = 'alpha_spec'").fetchone()[0])
+    n, t = spec["ref_windows"], spec["ref_tokens"]
+    assert pack.alpha_basis() == f"{n} held-out window{'s' if n != 1 else ''} × {t} tokens of the pack's corpus"
+    # a miss is reported with its checked ΔCE; a hit is not
+    band = spec["tolerance"] * spec["target_dce"]
+    rows = pack.con.execute("SELECT feature_id, alpha_dce FROM features WHERE measured").fetchall()
+    for fid, dce in rows:
+        missed = pack.alpha_missed(fid)
+        assert missed == ((dce, spec["target_dce"]) if abs(dce - spec["target_dce"]) > band else None), (fid, dce)
+    assert pack.alpha_missed({"alpha_dce": 3.5}) == (3.5, spec["target_dce"])  # a row as feature() gives it
+    assert pack.alpha_missed({"alpha_dce": spec["target_dce"] + 0.9 * band}) is None
+    assert pack.alpha_missed({"alpha_dce": None}) is None

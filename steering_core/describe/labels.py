@@ -70,10 +70,18 @@ def input_description(top_tokens: Sequence[str], context: Sequence[str]) -> str:
     return text
 
 
+#: What a description says of a feature whose measured output effect is no larger than a random
+#: direction's: naming the tokens it raises would present noise as its effect.
+NO_OUTPUT_EFFECT = "Steering with it moves next-token probabilities no more than a random direction does."
+
+
 def feature_description(top_tokens: Sequence[str], context: Sequence[str], gains: Sequence[str],
-                        losses: Sequence[str] = ()) -> str:
-    """The input side, then the words steering raises and lowers (dictionary words only)."""
+                        losses: Sequence[str] = (), steers: bool = True) -> str:
+    """The input side, then the words steering raises and lowers (dictionary words only), or
+    :data:`NO_OUTPUT_EFFECT` when ``steers`` is False (its output score below the random bar)."""
     text = input_description(top_tokens, context)
+    if not steers:
+        return f"{text} {NO_OUTPUT_EFFECT}"
     up = output_words(gains, limit=5)
     down = output_words(losses, limit=3)
     if up:
@@ -91,4 +99,4 @@ def search_text(top_tokens: Sequence[str], context: Sequence[str], gains: Sequen
     return ", ".join(w.strip("“”") for w in _unique(words, 15))
 
 
-__all__ = ["feature_description", "search_text", "feature_label", "input_description", "input_label", "input_words", "output_words"]
+__all__ = ["NO_OUTPUT_EFFECT", "feature_description", "search_text", "feature_label", "input_description", "input_label", "input_words", "output_words"]

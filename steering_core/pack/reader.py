@@ -148,6 +148,30 @@ class FeaturePack:
         v = self.meta_json("output_score_steers_well")
         return float(v) if isinstance(v, (int, float)) else None
 
+    def alpha_basis(self) -> str:
+        """What each feature's α was loss-matched on, in words. ΔCE depends on the text it is
+        measured on, so an α matched on other text (the Steer page's Automatic α reads built-in
+        neutral prose) can differ by tens of percent; the card says which text this one used."""
+        spec = self.meta_json("alpha_spec")
+        if not isinstance(spec, dict):
+            return "the pack's held-out text"
+        n, t = int(spec.get("ref_windows", 0)), int(spec.get("ref_tokens", 0))
+        return f"{n} held-out window{'s' if n != 1 else ''} × {t} tokens of the pack's corpus"
+
+    def alpha_missed(self, feature) -> tuple[float, float] | None:
+        """(checked ΔCE, target) when this feature's α missed the loss target by more than the
+        pack's tolerance, else None. The solve assumes ΔCE grows about quadratically in α; where
+        it jumps instead, the checked ΔCE lands far from the target (up to 7.6 nats against 0.5 for
+        about 4 % of the embedded pack's features), and the effects were measured at that push.
+        ``feature``: an id, or a row from :meth:`feature`."""
+        row = feature if isinstance(feature, dict) else self.feature(feature)
+        dce = row.get("alpha_dce")
+        spec = self.meta_json("alpha_spec")
+        if dce is None or not isinstance(spec, dict):
+            return None
+        target, tol = float(spec.get("target_dce", 0.5)), float(spec.get("tolerance", 0.2))
+        return (float(dce), target) if abs(float(dce) - target) > tol * target else None
+
     def effects_budget(self, feature_id) -> tuple[int, bool] | None:
         """How many steered rollouts this feature's effects average, and whether that is the
         top-up's larger budget (its top 10 was contested at the pack's own); None where the pack
