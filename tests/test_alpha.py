@@ -191,3 +191,33 @@ def test_auto_alpha_hits_the_target_on_reference_text(tiny_hf):
     assert abs(check - 0.3) <= 0.2 * 0.3
     with pytest.raises(SteeringError, match="non-zero"):
         auto_alpha(tiny_hf, 1, torch.zeros(tiny_hf.d_model))
+
+
+def test_refine_brackets_a_direction_the_two_solves_miss(tiny_hf):
+    """A ΔCE that stays flat and then jumps defeats the quadratic solves (the embedded pack's
+    #1587: 7.55 nats for a 0.5 target); bracketing steps on the rows still missing bring it within
+    tolerance, and rows that hit are left exactly as they were."""
+    import steering_core.measure.alpha as am
+
+    torch.manual_seed(0)
+    v = torch.nn.functional.normalize(torch.randn(3, tiny_hf.d_model), dim=1)
+    ref = torch.randint(0, 100, (2, 12))
+    plain = am.loss_matched_alpha(tiny_hf, ref, 1, v, symmetric=False)
+    real = am.delta_ce
+
+    def cubic_for_row0(model, ref_ids, layer, vectors, alphas, base):
+        d = real(model, ref_ids, layer, vectors, alphas, base)
+        # row 0 of the batch (the first vector) answers like a threshold: ΔCE ∝ (α / a*)⁶ · 0.5
+        first = (vectors - v[0]).abs().amax(1) < 1e-6
+        return torch.where(first, 0.5 * (alphas / 40.0) ** 6, d)
+
+    am.delta_ce = cubic_for_row0
+    try:
+        missed = am.loss_matched_alpha(tiny_hf, ref, 1, v, symmetric=False)
+        fixed = am.loss_matched_alpha(tiny_hf, ref, 1, v, symmetric=False, refine=6)
+    finally:
+        am.delta_ce = real
+    assert abs(float(missed.dce[0]) - 0.5) > 0.1  # the solves alone miss the threshold
+    assert abs(float(fixed.dce[0]) - 0.5) <= 0.1 and abs(float(fixed.alpha[0]) - 40.0) < 4.0
+    assert torch.equal(fixed.alpha[1:], plain.alpha[1:]) and torch.equal(fixed.dce[1:], plain.dce[1:])
+    assert torch.equal(missed.alpha[1:], plain.alpha[1:])

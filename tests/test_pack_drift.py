@@ -22,6 +22,17 @@ def _cfg(**kw) -> dict:
     return json.loads(json.dumps(PackConfig(name="x", **kw).to_dict()))
 
 
+def test_a_config_stored_before_a_setting_existed_reads_as_the_old_behaviour():
+    """alpha.refine came after packs were built with none: a stored config without it is a build
+    with refine = 0, so only a config asking for refinement differs from it."""
+    old = _cfg()
+    del old["alpha"]["refine"]
+    as_built, refined = _cfg(), _cfg()
+    as_built["alpha"]["refine"] = 0
+    assert drift(old, as_built, DONE_TO_EFFECTS) == []
+    assert drift(old, refined, DONE_TO_EFFECTS) == [("alpha", ["alpha.refine 0 → 4"], ["control", "effects"])]
+
+
 def test_changes_to_what_done_stages_read_are_found():
     old = _cfg()
     new = _cfg()

@@ -70,19 +70,54 @@ class AlphaResult:
     evals_per_vector: int
 
 
+def _refine(evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tried_a: torch.Tensor,
+            tried_d: torch.Tensor, best_a: torch.Tensor, best_d: torch.Tensor, target: float, tolerance: float,
+            steps: int, max_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bracket and bisect (in log α) the rows whose solves missed: the largest tried α below the
+    target and the smallest above it bound the answer, since ΔCE rises with |α| on the positive
+    side; each step evaluates the bracket's geometric middle (or halves / doubles the α when
+    only one side is known) and keeps the closest point found. Evaluates only the rows still
+    missing; ``evaluate(rows, alphas)`` measures ΔCE of those rows (positions in ``best_a``)."""
+    a, d = tried_a.double(), tried_d.double()
+    pos = a > 0
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    lo = torch.where(pos & (d < target), a, torch.zeros_like(a)).max(1).values
+    hi = torch.where(pos & (d > target), a, inf).min(1).values
+    best_a, best_d = best_a.clone(), best_d.clone()
+    for _ in range(steps):
+        rows = ((best_d - target).abs() > tolerance * target).nonzero().squeeze(-1)
+        if rows.numel() == 0:
+            break
+        l, h = lo[rows], hi[rows]
+        nxt = torch.where(torch.isinf(h), (2 * l).clamp(max=max_alpha),
+                          torch.where(l > 0, torch.sqrt(l * h.clamp(max=1e30)), h / 2))
+        d_new = evaluate(rows, nxt.float()).double()
+        below = d_new < target
+        lo[rows] = torch.where(below, nxt, l)
+        hi[rows] = torch.where(below, h, nxt)
+        closer = (d_new - target).abs() < (best_d[rows].double() - target).abs()
+        best_a[rows] = torch.where(closer, nxt.float(), best_a[rows])
+        best_d[rows] = torch.where(closer, d_new.float(), best_d[rows])
+    return best_a, best_d
+
+
 def loss_matched_alpha(model: SteerableModel, ref_ids: torch.Tensor, layer: int, vectors: torch.Tensor,
                        target: float = 0.5, probe: float | None = None, tolerance: float = 0.2,
                        max_alpha: float | None = None,
-                       symmetric: bool = True, on_eval: Callable[[int], None] | None = None) -> AlphaResult:
+                       symmetric: bool = True, on_eval: Callable[[int], None] | None = None,
+                       refine: int = 0) -> AlphaResult:
     """α per (unit) vector such that ΔCE on ``ref_ids`` ≈ ``target`` nats.
 
     Probes at ±``probe`` (default: a quarter of the residual norm at ``layer``), solves the fitted
     quadratic, verifies; rows whose verified ΔCE misses by more than ``tolerance``·target get one
     refit through all probes and a second verification. ``symmetric=False`` probes only +probe and
     assumes no linear term for the first solve (2 evaluations per vector when the check passes,
-    which is what a pack of thousands of features can afford). ``on_eval(k)`` is called after the
-    k-th loss evaluation (the unsteered one included, at most 5), so a caller can show progress and
-    cancel by raising from it.
+    which is what a pack of thousands of features can afford). Rows that still miss then get up to
+    ``refine`` bracketing steps (:func:`_refine`): where ΔCE is far from quadratic near the probe,
+    the two solves can land at 7.5 nats instead of 0.5 (about 4 % of the embedded pack's features,
+    built with ``refine=0``). ``on_eval(k)`` is called after the k-th loss evaluation (the
+    unsteered one included, at most 5 + ``refine``), so a caller can show progress and cancel by
+    raising from it.
     """
     try:
         target_f = float(target)
@@ -122,6 +157,7 @@ def loss_matched_alpha(model: SteerableModel, ref_ids: torch.Tensor, layer: int,
     d1 = evaluated(delta_ce(model, ref_ids, layer, vectors, a1, base))
     miss = (d1 - target).abs() > tolerance * target
     if bool(miss.any()):
+        a1_first, d1_first = a1, d1
         idx = miss.nonzero().squeeze(-1)
         g2, c2 = fit_quadratic(torch.cat([alphas[idx], a1[idx, None]], 1), torch.cat([dces[idx], d1[idx, None]], 1))
         # near the solution, the local secant through (a1, d1) is the better fallback
@@ -135,6 +171,12 @@ def loss_matched_alpha(model: SteerableModel, ref_ids: torch.Tensor, layer: int,
         d1[idx] = torch.where(better, d2, d1[idx])
         g, c = g.clone(), c.clone()
         g[idx], c[idx] = g2, c2
+        tried_a = torch.cat([alphas[idx], a1_first[idx, None], a2[:, None]], 1)
+        tried_d = torch.cat([dces[idx], d1_first[idx, None], d2[:, None]], 1)
+        if refine > 0:
+            a1[idx], d1[idx] = _refine(lambda rows, a: evaluated(delta_ce(model, ref_ids, layer, vectors[idx[rows]], a,
+                                                                          base)),
+                                       tried_a, tried_d, a1[idx], d1[idx], target, tolerance, refine, max_alpha)
     return AlphaResult(alpha=a1, dce=d1, curvature=c.float(), slope=g.float(), evals_per_vector=done[0] - 1)  # the unsteered loss is shared
 
 
@@ -163,4 +205,4 @@ def auto_alpha(model: SteerableModel, layer: int, vector, target: float = 0.5,
     if not math.isfinite(n) or n == 0.0:
         raise SteeringError("Automatic α needs a non-zero, finite vector.")
     ref = ref_ids if ref_ids is not None else reference_ids(model)
-    return loss_matched_alpha(model, ref, layer, (v / n)[None], target=target, symmetric=True)
+    return loss_matched_alpha(model, ref, layer, (v / n)[None], target=target, symmetric=True, refine=4)

@@ -254,7 +254,7 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
 
     report(0, total)
     if alpha is None:
-        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False,
+        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False, refine=4,
                                  on_eval=lambda k: report(min(k, search), total))
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
     report(search, total)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from steering_core.errors import SteeringError
-from steering_core.pack.config import resolve_path
+from steering_core.pack.config import resolve_path, with_legacy
 
 if TYPE_CHECKING:
     from steering_core.pack.builder import Builder
@@ -98,7 +98,7 @@ def restore_files(b: Builder) -> list[str]:
                 f"build has {', '.join(f'{ours[k]!r}' for k in diff)}. Set the config to match (e.g. precision = "
                 f"\"{theirs.get('precision')}\") or move the progress folder away to start afresh.")
         if "settings" in theirs:  # progress saved before settings were recorded is taken as it is
-            was = theirs["settings"]
+            was = with_legacy(theirs["settings"])
             changed = [k for k in SETTINGS if was.get(k) != ours["settings"][k]]
             if changed:
                 raise PackConfigError(

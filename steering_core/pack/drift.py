@@ -40,7 +40,10 @@ def _changes(old: Any, new: Any, where: str) -> list[str]:
 def drift(old: dict, new: dict, done: Iterable[str]) -> list[tuple[str, list[str], list[str]]]:
     """``(setting, its changes, the done stages that read it)`` for every changed setting some
     done stage read; empty when the new config can resume this build as it is."""
+    from steering_core.pack.config import with_legacy
+
     done = [s for s in done if s != "ship"]
+    old = with_legacy(old)
     out = []
     for key in sorted(set(old) | set(new)):
         if key in FREE or old.get(key) == new.get(key):

@@ -104,7 +104,8 @@ def loss_matched(b: Builder, dirs: torch.Tensor):
     from steering_core.measure.alpha import loss_matched_alpha
 
     return loss_matched_alpha(b.model, ref_ids(b), b.layer, dirs, b.cfg.alpha.target_dce,
-                              tolerance=b.cfg.alpha.tolerance, symmetric=b.cfg.alpha.symmetric)
+                              tolerance=b.cfg.alpha.tolerance, symmetric=b.cfg.alpha.symmetric,
+                              refine=b.cfg.alpha.refine)
 
 
 def _memmap(path, shape) -> np.memmap:

@@ -178,7 +178,7 @@ def measure_chunk(w: Worker, setup: MeasureSetup, job: ChunkJob) -> ChunkResult:
         if ref is None or setup.alpha is None:
             raise ValueError(f"The {setup.label} setup has no reference windows to loss-match α on.")
         a = loss_matched_alpha(w.model, ref, w.layer, dirs, setup.alpha.target_dce, tolerance=setup.alpha.tolerance,
-                               symmetric=setup.alpha.symmetric)
+                               symmetric=setup.alpha.symmetric, refine=setup.alpha.refine)
         alphas, dce = a.alpha, a.dce
     else:
         alphas, dce = torch.tensor(job.alphas, dtype=torch.float32), None
