@@ -189,6 +189,8 @@ with t_search:
         ss.search_synced = ss.selected
     query = st.text_input("Query", key="search_query",
                           placeholder="e.g. 12 · wedding · talk about cooking · a sentence to analyse")
+    hit_ids = None  # the features a list search shows: its card is shown only for one of them
+    search_ok = True
     if query.strip():
         try:
             if mode == "Feature id":
@@ -208,6 +210,7 @@ with t_search:
                            "denser than the sidebar's threshold are left out.")
                 df = pd.DataFrame([{"position": t.position, "token": t.token, "feature": f.feature_id,
                                     "activation": f.activation, "label": f.label} for t in toks for f in t.features])
+                hit_ids = set(df["feature"].astype(int)) if not df.empty else set()
                 if df.empty:
                     st.info("No feature fires on this text.")
                 else:
@@ -216,6 +219,7 @@ with t_search:
                     if ev.selection.rows and ss.get("fires_last") != ev.selection.rows[0]:
                         ss.fires_last = ev.selection.rows[0]
                         ui.pin_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
+                        hit_ids.add(ss.selected)
             else:
                 hits = (browse.search_label(pack, query, k=50, notes=notes) if mode == "Label text"
                         else browse.semantic_search(pack, query, k=20, notes=notes))
@@ -226,6 +230,7 @@ with t_search:
                                       "with it moves the next token toward what it promotes.")
                 order = o2.radio("Sort by", browse.SORTS, horizontal=True, key="search_sort")
                 hits = browse.arrange_hits(hits, order, well)
+                hit_ids = {h.feature_id for h in hits}
                 if not hits:
                     st.info(f"No feature matches {query!r}" + (" and steers well" if well else "") +
                             ". Try fewer words, or search by meaning.")
@@ -233,18 +238,26 @@ with t_search:
                     df = pd.DataFrame([{"feature": h.feature_id, "label": h.label, "density": h.density,
                                         "score": h.score, "output score": h.output_score,
                                         "steers well": h.steers_well} for h in hits])
+                    if df["score"].isna().all():  # label search ranks by match, not by a score
+                        df = df.drop(columns="score")
                     ev = st.dataframe(df, key="search_table", on_select="rerun", selection_mode="single-row",
-                                      hide_index=True, height=300)
+                                      hide_index=True, height=300, column_config={
+                                          "density": st.column_config.NumberColumn(format="%.3f"),
+                                          "score": st.column_config.NumberColumn(format="%.3f"),
+                                          "output score": st.column_config.NumberColumn(format="%+.3f")})
                     if ev.selection.rows and ss.get("search_last") != (query, ev.selection.rows[0]):
                         ss.search_last = (query, ev.selection.rows[0])
                         ui.pin_feature(int(df.iloc[ev.selection.rows[0]]["feature"]))
-            search_ok = True
+                        hit_ids.add(ss.selected)
         except SteeringCoreError as exc:
             st.error(str(exc))
             search_ok = False  # no card under a query that names no feature
-    if ss.selected is not None and (not query.strip() or search_ok):
+    if ss.selected is not None and search_ok and (hit_ids is None or ss.selected in hit_ids):
         st.divider()
         card(ss.selected, f"card_{ss.selected}")
+    elif ss.selected is not None and search_ok:
+        st.caption(f"#{ss.selected}, the open feature, is not among these results: click a row to open one "
+                   "here, or see it in the Workspace tab.")
 
 with t_work:
     if not ss.pins:
@@ -369,4 +382,5 @@ with t_map:
         st.caption(f"Click or lasso points to open their cards (up to {ui.MAX_PINS}). Red rings: the focused "
                    "feature's largest effects; blue rings: its cosine neighbours.")
 
-ui.share_feature_url(ss.selected)  # the address names the open card, so it can be shared
+# the address names the open card, so it can be shared (none while a bad id hides it)
+ui.share_feature_url(ss.selected if search_ok else None)

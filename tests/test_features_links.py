@@ -85,3 +85,38 @@ def test_a_bad_link_gets_a_sentence(app_env, raw, message):
     errors = " ".join(e.value for e in at.error)
     assert "This link asks for feature" in errors and message in errors, errors
     assert at.session_state["selected"] is None
+
+
+def _search_cards(at: AppTest) -> list[str]:
+    return [m.value for m in at.tabs[0].markdown if m.value.startswith("### ")]
+
+
+def test_a_list_search_shows_no_card_of_another_feature_and_a_bad_id_leaves_the_address(app_env):
+    """User-style audit: after a meaning search the old #3 card still showed under results it was
+    not among, and an invalid id hid the card but left ?feature=3 in the address."""
+    at = _search_id(_page(), "3")
+    assert _search_cards(at)[0].startswith("### ★ #3 ·") and at.query_params["feature"] == "3"
+    at.radio(key="search_mode").set_value("Label text").run()
+    at.text_input(key="search_query").set_value("zzzz-no-label-has-this").run()
+    assert not at.exception, at.exception
+    assert not _search_cards(at)  # no result: no card of the earlier feature under it
+    label = at.session_state["selected"] and _card_titles(at)[0].split(" · ", 1)[1]
+    at.text_input(key="search_query").set_value(label.split(",")[0].strip("“” ")).run()
+    table = next(d for d in at.dataframe if d.key == "search_table").value
+    assert "score" not in table.columns  # label search has no score; a column of None said nothing
+    at.radio(key="search_mode").set_value("Meaning (semantic)").run()
+    at.text_input(key="search_query").set_value("letters and words").run()
+    table = next(d for d in at.dataframe if d.key == "search_table").value
+    shown = set(table["feature"].astype(int))
+    assert bool(_search_cards(at)) == (3 in shown)
+    if 3 not in shown:
+        assert any("#3, the open feature, is not among these results" in c.value for c in at.tabs[0].caption)
+    at = _click_row(at, "search_table", 0)
+    first = int(table["feature"].iloc[0])
+    assert _search_cards(at)[0].startswith(f"### ★ #{first} ·") and at.query_params["feature"] == str(first)
+    at.radio(key="search_mode").set_value("Feature id").run()  # names the open feature in the box
+    assert at.text_input(key="search_query").value == str(first)
+    at = _search_id(at, "-1")
+    assert not _search_cards(at) and "feature" not in at.query_params
+    at = _search_id(at, "3")
+    assert _search_cards(at)[0].startswith("### ★ #3 ·") and at.query_params["feature"] == "3"

@@ -99,8 +99,11 @@ def feature_from_url(pack) -> int | None:
 
 
 def share_feature_url(fid: int | None) -> None:
-    """Put the open feature in the page's address (``?feature=…``), so the URL opens the same card."""
+    """Put the open feature in the page's address (``?feature=…``), so the URL opens the same card;
+    with no card open (None), the address names none either."""
     if fid is None:
+        if "feature" in st.query_params:
+            del st.query_params["feature"]
         return
     if st.query_params.get("feature") != str(int(fid)):
         st.query_params["feature"] = str(int(fid))
