@@ -312,7 +312,9 @@ with layer_tab:
     res = ss.get("ls_result")
     if res is not None and not res.empty:
         fig = go.Figure()
-        fig.add_scatter(x=res["layer"], y=res["pair_accuracy"], name="pair accuracy (vector)", mode="lines+markers")
+        fig.add_scatter(x=res["layer"], y=res["pair_accuracy"], name="pair accuracy (vector)", mode="lines+markers",
+                        error_y=dict(type="data", symmetric=False, array=res["accuracy_hi"] - res["pair_accuracy"],
+                                     arrayminus=res["pair_accuracy"] - res["accuracy_lo"]))
         fig.add_scatter(x=res["layer"], y=res["probe_accuracy"], name="probe accuracy", mode="lines+markers")
         fig.add_scatter(x=res["layer"], y=res["projection_gap"], name="projection gap (d′)", mode="lines+markers",
                         yaxis="y2")
@@ -320,8 +322,10 @@ with layer_tab:
                           yaxis2=dict(title="d′", overlaying="y", side="right"), legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         best = res.sort_values(["pair_accuracy", "projection_gap"], ascending=False).iloc[0]
-        st.caption(f"Best held-out separation at block {int(best['layer'])} (pair accuracy "
-                   f"{best['pair_accuracy']:.2f}, d′ {best['projection_gap']:.2f}).")
+        st.caption(f"Best held-out separation at block {int(best['layer'])}: pair accuracy "
+                   f"{best['pair_accuracy']:.2f} on {int(best['n_heldout'])} held-out pairs (95 % interval "
+                   f"{best['accuracy_lo']:.2f}–{best['accuracy_hi']:.2f}), d′ {best['projection_gap']:.2f}. Error bars: "
+                   "95 % Wilson intervals; with this few pairs, neighbouring layers are usually not distinguishable.")
 
 # -- data efficiency ---------------------------------------------------------------------------------------
 PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"
@@ -379,6 +383,8 @@ with eff_tab:
             fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
                               yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=ui.LEGEND_ABOVE)
             st.plotly_chart(fig, width="stretch")
+            st.caption(f"Error bars: ± one standard deviation over {int(res['repeats'].max())} random subsets of the "
+                       "training pairs per point (the spread from which pairs were drawn, not a standard error).")
     elif sae is None:
         st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
     else:
@@ -419,7 +425,8 @@ with eff_tab:
         if got is not None:
             name, pp = got
             st.caption(f"{name}: {len(pp.train)} training and {len(pp.heldout)} held-out pairs, α = "
-                       f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s.")
+                       f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. Error bars: "
+                       "± one standard deviation over the subsets.")
             methods = list(dict.fromkeys(p.method for p in pp.points))
             for metric, title in PAIR_FIGURES.items():
                 fig = go.Figure()

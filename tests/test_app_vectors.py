@@ -178,6 +178,9 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     at = _button(at, "ls_go")
     assert not at.exception, at.exception
     assert "Best held-out separation at block" in _text(at)
+    assert "held-out pairs (95 % interval" in _text(at)
+    ls = at.session_state["ls_result"]
+    assert (ls["accuracy_lo"] <= ls["pair_accuracy"]).all() and (ls["pair_accuracy"] <= ls["accuracy_hi"]).all()
     at = _button(at, "de_go")
     assert not at.exception, at.exception
     assert at.session_state["de_result"]["n_pairs"].max() == 35

@@ -37,6 +37,12 @@ def test_separation_along_the_planted_direction_and_across_it():
     assert 0.3 < bad.pair_accuracy < 0.7 and abs(bad.projection_gap) < 0.5
     # the sign matters: the opposite direction separates the wrong way round
     assert separation(-u, pos, neg).pair_accuracy < 0.05
+    # every accuracy comes with the pairs it was measured on and its 95 % interval
+    from steering_core.measure.scores import wilson_interval
+
+    assert good.n_pairs == len(pos)
+    assert good.accuracy_interval == wilson_interval(good.pair_accuracy * len(pos), len(pos))
+    assert good.accuracy_interval[0] < good.pair_accuracy <= good.accuracy_interval[1]
 
 
 def test_split_uses_the_datasets_own_heldout_else_a_seeded_fraction():

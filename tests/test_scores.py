@@ -49,3 +49,14 @@ def test_product_standard_error_is_the_delta_method_by_hand():
                  "keywords")
     assert pts[0].get("coherence_se") == 0.0 and pts[0].get("product_se") == pytest.approx(0.1)
     assert pts[1].get("product_se") == pytest.approx(p.get("product_se"))  # finish uses the α = 0 point's SE
+
+
+def test_wilson_interval_of_a_perfect_small_sample_is_wide():
+    """9 of 9 held-out pairs is not "1.00 ± 0" (the binomial SE there is zero)."""
+    from steering_core.measure.scores import wilson_interval
+
+    lo, hi = wilson_interval(9, 9)
+    assert hi == 1.0 and abs(lo - 0.7008) < 1e-3
+    lo, hi = wilson_interval(5, 10)
+    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3 and abs((lo + hi) / 2 - 0.5) < 1e-12
+    assert all(x != x for x in wilson_interval(0, 0))

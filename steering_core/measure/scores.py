@@ -46,6 +46,18 @@ class AlphaPoint:
         return float(self.scores.get(name, float("nan")))
 
 
+def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion ``hits``/``n``. A held-out accuracy of 9 of 9
+    pairs is not "1.00 ± 0": the binomial SE is zero there, the Wilson interval (0.70, 1.00) says
+    how little nine pairs establish. ``hits`` may be fractional (ties count half)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
     """Add the coherence score (relative to α = 0) and behaviour × coherence to every point."""
     zero = next((p for p in points if p.alpha == 0.0), None)

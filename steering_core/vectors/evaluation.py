@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
+from steering_core.measure.scores import wilson_interval
 from steering_core.vectors.methods import FitContext, FitError, fit
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class EvaluationError(SteeringCoreError):
 class Separation:
     pair_accuracy: float
     projection_gap: float
+    n_pairs: int = 0  # held-out pairs it was measured on
+    accuracy_interval: tuple[float, float] = (float("nan"), float("nan"))  # 95 % Wilson
 
 
 def separation(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> Separation:
@@ -50,7 +53,7 @@ def separation(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) ->
     acc = float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
     pooled = float(torch.cat([pp - pp.mean(), pn - pn.mean()]).std()) if len(pp) > 1 else 0.0
     gap = float(diff.mean()) / pooled if pooled > 1e-12 else float("nan")
-    return Separation(acc, gap)
+    return Separation(acc, gap, len(diff), wilson_interval(acc * len(diff), len(diff)))
 
 
 def probe_accuracy(train_pos, train_neg, test_pos, test_neg) -> float:
@@ -89,6 +92,9 @@ class LayerScore:
     projection_gap: float
     probe_accuracy: float
     norm: float
+    n_heldout: int = 0
+    accuracy_lo: float = float("nan")  # 95 % Wilson interval of pair_accuracy
+    accuracy_hi: float = float("nan")
 
 
 def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: str = "caa",
@@ -107,7 +113,8 @@ def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: s
         res = fit(method, tr.pos, tr.neg, ctx)
         sep = separation(res.direction, te.pos, te.neg)
         pacc = probe_accuracy(tr.pos, tr.neg, te.pos, te.neg) if len(train) >= 2 else float("nan")
-        out.append(LayerScore(layer, method, sep.pair_accuracy, sep.projection_gap, pacc, res.norm))
+        out.append(LayerScore(layer, method, sep.pair_accuracy, sep.projection_gap, pacc, res.norm, sep.n_pairs,
+                              *sep.accuracy_interval))
         if on_layer is not None:
             on_layer(layer)
     return out
