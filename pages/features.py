@@ -69,7 +69,8 @@ def card(fid: int, key: str, compact: bool = False) -> None:
     st.markdown(f"### {mark}#{fid} · {ui.md_escape(label)}")
     if feat.get("description"):
         st.caption(feat["description"])
-    m = st.columns(4)
+    # a compact card (Workspace, beside the Map) is half the page wide: a 2×2 grid keeps the labels whole
+    m = [c for row in ([st.columns(2), st.columns(2)] if compact else [st.columns(4)]) for c in row]
     m[0].metric("Density", f"{(feat['density'] or 0):.2%}")
     m[1].metric("Max activation", f"{(feat['max_act'] or 0):.3g}")
     checked = f" (checked: {feat['alpha_dce']:+.2f} nats)" if feat.get("alpha_dce") is not None else ""
@@ -84,7 +85,8 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                    f"effects were measured at that {'stronger' if missed[0] > missed[1] else 'weaker'} push, so they "
                    "are not comparable with other features' at equal loss.")
     b1, b2, b3 = st.columns(3)
-    if b1.button("Steer with this feature", key=f"{key}_steer", type="primary"):
+    if b1.button("Steer" if compact else "Steer with this feature", key=f"{key}_steer", type="primary",
+                 help="Open the Steer page with this feature's decoder row at its loss-matched α."):
         # this decoder row, at the pack's layer and the feature's loss-matched α
         ui.goto_steer(feature=fid, layer=int(pack.meta.get("layer", 0)),
                       alpha=round(feat["alpha"], 1) if feat.get("alpha") else None)
@@ -166,7 +168,8 @@ def card(fid: int, key: str, compact: bool = False) -> None:
         st.caption(f"Effects of #{fid}: means over {budget[0]} steered rollouts, each against its unsteered twin; "
                    "± is one standard error." + (" Topped up: its top 10 was contested at the pack's base budget."
                                                  if budget[1] else ""))
-    cols = st.columns(2)  # two across (a 2×2 grid on a full card): room for the bar and the label
+    # two across on a full card (a 2×2 grid): room for the bar and the label; one column on a compact card
+    cols = [st.container()] if compact else st.columns(2)
     for i, kind in enumerate(browse.LIST_KINDS.values()):
         with cols[i % len(cols)]:
             st.markdown(f"**{kind.title}**", help=kind.about)

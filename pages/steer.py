@@ -90,9 +90,10 @@ with st.sidebar:
             if ss.get("vec_operator") not in choices:  # another vector: start from its own operator
                 ss.vec_operator = resolved.operator
             op_name = st.selectbox("Operator", choices, key="vec_operator", disabled=len(choices) == 1,
-                                   format_func=lambda n: f"{get_operator(n).label}: {get_operator(n).about}",
+                                   format_func=lambda n: get_operator(n).label,
                                    help="How the direction changes the residual: added (α·v), or, like Neuronpedia's "
                                         "steering, the component along it set or capped at α·|v|.")
+            st.caption(get_operator(op_name).about)  # the sidebar is too narrow to show it inside the box
             resolved = with_operator(resolved, op_name)
     except SteeringCoreError as exc:
         error = str(exc)
@@ -125,7 +126,7 @@ with st.sidebar:
     alpha = st.slider("α", -limit, limit, step=max(limit / 300, 0.01), key="alpha",
                       **ui.first_value("alpha", round(norm / 2, 1)))
     st.caption(f"‖resid‖ at layer {layer} ≈ **{norm:.1f}** → α is **{alpha / norm:+.2f}×** the typical norm.")
-    a1, a2 = st.columns(2)
+    a1, a2 = st.container(), st.container()  # stacked: side by side, the sidebar cut their labels
     additive = resolved is not None and resolved.additive
     if a1.button("Automatic α", key="auto_alpha", disabled=not additive,
                  help="The α at which next-token loss on built-in neutral prose rises by 0.5 nats (quadratic "
