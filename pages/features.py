@@ -143,7 +143,8 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                              expanded=True):
                 # a quantile sample's caption comes before the snippet it names
                 st.markdown("".join(("" if s["kind"] == "top" else
-                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>') + ui.snippet_html(s)
+                            f'<div style="font-size:0.7em;color:gray">{s["kind"]} sample</div>')
+                                    + ui.snippet_html(s, scale=feat.get("max_act"))
                                     for s in snips[:24]), unsafe_allow_html=True)
         with st.expander("Test this feature on my text", expanded=False):
             mine = st.text_input("Text", key=f"{key}_mytext", placeholder="a sentence where you expect it to fire")

@@ -96,3 +96,9 @@ def test_the_alpha_basis_names_the_text_every_alpha_was_matched_on(pack):
     assert pack.alpha_missed({"alpha_dce": 3.5}) == (3.5, spec["target_dce"])  # a row as feature() gives it
     assert pack.alpha_missed({"alpha_dce": spec["target_dce"] + 0.9 * band}) is None
     assert pack.alpha_missed({"alpha_dce": None}) is None
+
+
+@pytest.mark.parametrize("empty", ["", "   ", None])
+def test_an_empty_feature_id_asks_for_one_instead_of_echoing_nothing(pack, empty):
+    with pytest.raises(FeatureLookupError, match=r"^Enter a feature id, a whole number from 0 to 39\.$"):
+        pack.check_feature(empty)

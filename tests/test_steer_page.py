@@ -176,6 +176,7 @@ def test_a_link_fills_the_settings_and_the_url_follows_them(monkeypatch):
     ({"layer": "99"}, "this model's layers are 0 to 1"),
     ({"seed": "-1"}, "a seed is a whole number"),
     ({"vector": "nope"}, "there is no saved vector by that name"),
+    ({"prompt": " "}, "the link's prompt is empty, so the page keeps its own"),
 ])
 def test_a_bad_link_value_gets_a_sentence_and_is_ignored(query, words):
     at = _steer(**query)
@@ -183,6 +184,7 @@ def test_a_bad_link_value_gets_a_sentence_and_is_ignored(query, words):
     assert not at.error, [e.value for e in at.error]
     assert at.slider(key="layer").value == 1  # defaults stand
     assert at.text_input(key="vec_feature").value == "0"
+    assert at.text_area(key="prompt").value == "Tell me about your weekend plans."
 
 
 def test_parse_steer_link_round_trips_and_never_raises():
@@ -191,6 +193,7 @@ def test_parse_steer_link_round_trips_and_never_raises():
     assert not warnings
     assert link == SteerLink(feature=630, alpha=49.4, layer=15, prompt="a b&c", seed=3)
     assert parse_steer_link(link.params(), n_layers=30, n_features=1000) == (link, [])
+    assert "prompt" not in SteerLink(feature=1, prompt="  ").params()  # an empty prompt is not linked
     for hostile in ({"alpha": ["1", "x"]}, {"layer": "1e999"}, {"feature": "-0.5"}, {"seed": "2" * 400},
                     {"prompt": "x" * 10_000}, {"feature": "1", "vector": "v"}, {"vector": ""}):
         link, warnings = parse_steer_link(hostile, n_layers=2, n_features=10, vector_names=["v"])

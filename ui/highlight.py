@@ -21,9 +21,10 @@ def tokens_html(tokens: Sequence[str], strengths: Sequence[float], titles: Seque
     return f'<div style="font-family:monospace; font-size:0.85em; margin-bottom:4px">{"".join(spans)}{tail}</div>'
 
 
-def snippet_html(snip: dict) -> str:
-    """A stored snippet, scaled by its own peak; near-duplicates it stands for are counted."""
-    top = max(snip["max_act"], 1e-9)
+def snippet_html(snip: dict, scale: float | None = None) -> str:
+    """A stored snippet, coloured on ``scale`` (the feature's maximum, so a lower-quantile sample
+    looks as faint as it is) or else its own peak; near-duplicates it stands for are counted."""
+    top = max(scale if scale else snip["max_act"], 1e-9)
     n = int(snip.get("similar") or 1)
     return tokens_html(snip["tokens"], [a / top for a in snip["acts"]], [f"{a:.3f}" for a in snip["acts"]],
                        badge=f"×{n} similar" if n > 1 else "")

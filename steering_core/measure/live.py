@@ -249,7 +249,7 @@ class SteerLink:
         out = {}
         for key in LINK_KEYS:
             value = getattr(self, key)
-            if value is not None:
+            if value is not None and not (key == "prompt" and not value.strip()):  # an empty prompt links nothing
                 out[key] = f"{value:g}" if isinstance(value, float) else str(value)
         return out
 
@@ -331,7 +331,9 @@ def parse_steer_link(params, *, n_layers: int, n_features: int | None = None,
     if (text := one("prompt")) is not None:
         raw = params.get("prompt")
         raw = raw[-1] if isinstance(raw, (list, tuple)) else raw
-        if len(raw) > MAX_LINK_PROMPT:
+        if not raw.strip():
+            bad("prompt", raw, "the link's prompt is empty, so the page keeps its own.")
+        elif len(raw) > MAX_LINK_PROMPT:
             bad("prompt", raw, f"a linked prompt holds at most {MAX_LINK_PROMPT} characters.")
         else:
             got["prompt"] = raw

@@ -96,6 +96,8 @@ class FeaturePack:
     def check_feature(self, feature_id) -> int:
         if self.n_features == 0:
             raise FeatureLookupError("This pack has no features (an empty or unfinished build); rebuild it.")
+        if feature_id is None or not str(feature_id).strip():
+            raise FeatureLookupError(f"Enter a feature id, a whole number from 0 to {self.n_features - 1}.")
         try:
             fid = int(str(feature_id).strip())
         except (TypeError, ValueError):
