@@ -83,7 +83,9 @@ with edit:
     )
     rows = dsm.table_rows(edited.to_dict("records"))
     n_held = sum(1 for r in rows if r.get("split") == "heldout")
-    st.caption(f"{len(rows)} pairs · {len(rows) - n_held} train · {n_held} heldout")
+    st.caption(f"{len(rows)} pairs · {len(rows) - n_held} train · {n_held} heldout"
+               + ("" if rows else " · click the table's empty row to type a pair, paste cells copied from a "
+                  "spreadsheet into it, or open an example above (Generate and Import / export make pairs too)"))
     b1, b2, b3, b4 = st.columns(4)
     overwrite = b1.checkbox("Overwrite if it exists", key="ds_overwrite")
     if b1.button("Save", type="primary", key="ds_save"):

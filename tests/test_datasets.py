@@ -450,3 +450,17 @@ def test_examples_load_and_validate(tmp_path):
         assert store.names() == sorted(names)
     with pytest.raises(DatasetError, match="No example"):
         load_example("../index")
+
+
+def test_an_empty_table_says_how_to_add_a_pair(tmp_path, monkeypatch):
+    """User-style audit: the new, empty table gave no hint of how to add a row."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STEERING_MODEL", "tiny")
+    monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "dataset_editor.py"),
+                           default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("0 pairs · 0 train · 0 heldout · click the table's empty row") for c in at.caption)
