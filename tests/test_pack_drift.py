@@ -58,7 +58,7 @@ def test_a_build_refuses_a_config_edited_under_its_done_stages(tiny_pack_build, 
     b = Builder(load_config(cfg), show_bar=False)
     try:
         with pytest.raises(PackConfigError, match="effects.new_tokens 4 → 6.*redo CONFIG control effects topup "
-                                                  "stability reference outputs"):
+                                                  "stability reference neighbors approximator maps outputs labels ship`"):
             b.run()
     finally:
         b.close()
@@ -73,3 +73,35 @@ def test_a_build_refuses_a_config_edited_under_its_done_stages(tiny_pack_build, 
         b.run()
     finally:
         b.close()
+
+
+def test_following_the_advice_rebuilds_everything_on_the_new_settings(tiny_pack_build, tmp_path):
+    """Library audit: the advised redo stopped at `outputs`, so neighbours, approximator, maps,
+    labels and the shipped pack kept the old effects, and the twin rows were kept from 4-token
+    rollouts (or, with more rollouts, the build was stuck on 'The baseline has 6 rows')."""
+    import re
+
+    shutil.copytree(tiny_pack_build / "build", tmp_path / "build")
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("new_tokens = 4", "new_tokens = 6").replace(
+        "rollouts_per_prompt = 2\nbaseline_rollouts_per_prompt = 2",
+        "rollouts_per_prompt = 3\nbaseline_rollouts_per_prompt = 3"))
+    b = Builder(load_config(cfg), show_bar=False)
+    try:
+        with pytest.raises(PackConfigError) as info:
+            b.run()
+        stages = re.search(r"redo CONFIG ([a-z_ ]+)`", str(info.value)).group(1).split()
+        assert stages == ["control", "effects", "topup", "stability", "reference", "neighbors", "approximator",
+                          "maps", "outputs", "labels", "ship"], stages
+        b.redo(*stages)
+        b.run()
+    finally:
+        b.close()
+    made = json.loads((tmp_path / "build" / "baseline_rows.json").read_text())
+    assert made["spec"]["new_tokens"] == 6 and made["spec"]["baseline_rollouts_per_prompt"] == 3
+    con = connect(tmp_path / "pack" / "pack.duckdb", read_only=True)
+    try:
+        shipped = json.loads(dict(con.execute("SELECT key, value FROM meta").fetchall())["config"])
+    finally:
+        con.close()
+    assert shipped["effects"]["new_tokens"] == 6 and shipped["effects"]["rollouts_per_prompt"] == 3

@@ -204,9 +204,10 @@ class Builder:
 
         was = tables.get_meta(self.con).get("config")
         if was:
-            found = drift(json.loads(was), json.loads(json.dumps(self.cfg.to_dict())), tables.done_stages(self.con))
+            done = tables.done_stages(self.con)
+            found = drift(json.loads(was), json.loads(json.dumps(self.cfg.to_dict())), done)
             if found:
-                raise PackConfigError(drift_message(found, self.stages.order()))
+                raise PackConfigError(drift_message(found, self.stages.order(), self.stages.downstream, done))
         with transaction(self.con):
             set_meta(self.con, {"model_id": self.model.name, "hook_point": hook_name(layer), "layer": str(layer),
                                 "precision": dtype_name(self.model.dtype),

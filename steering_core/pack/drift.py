@@ -9,7 +9,7 @@ and ships (``name``, ``out_dir``, ``ship_to`` and the run-only settings)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 #: Which stages read each setting (a section name, or a top-level key). ``*`` is every stage.
 READERS: dict[str, tuple[str, ...]] = {
@@ -55,9 +55,15 @@ def drift(old: dict, new: dict, done: Iterable[str]) -> list[tuple[str, list[str
     return out
 
 
-def drift_message(found: list[tuple[str, list[str], list[str]]], order: list[str]) -> str:
-    """One sentence naming what changed and the ``redo`` that would apply it (stages in run order)."""
+def drift_message(found: list[tuple[str, list[str], list[str]]], order: list[str],
+                  downstream: Callable[[Iterable[str]], list[str]] | None = None, done: Iterable[str] = ()) -> str:
+    """One sentence naming what changed and the ``redo`` that would apply it (stages in run order):
+    the stages that read a changed setting and, given ``downstream`` (the registry's) and the
+    ``done`` stages, every done stage built on them, ``ship`` included, so following the advice
+    never leaves a pack half built on the old results."""
     hit = {s for _, _, stages in found for s in stages}
+    if downstream is not None:
+        hit |= set(downstream(hit)) & set(done)
     stages = [s for s in order if s in hit]
     what = "; ".join(", ".join(ch[:3]) + (" …" if len(ch) > 3 else "") for _, ch, _ in found)
     return (f"This config changes settings that done stages were built with ({what}); those stages "

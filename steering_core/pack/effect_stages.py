@@ -27,6 +27,7 @@ import torch
 
 from steering_core.measure.effects import EffectSpec, baseline_rows, relative_effect
 from steering_core.measure.generic import GenericResponse, generic_response
+from steering_core.model.precision import dtype_name
 from steering_core.pack import carry, tables
 from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage
@@ -87,16 +88,28 @@ def _save_npy(path, arr: np.ndarray) -> None:
 def base_rows(b: Builder, spec: EffectSpec | None = None, seed: int | None = None, name: str = "baseline_rows"
               ) -> torch.Tensor:
     """Unsteered per-row feature means (the twins of every steered row), measured once per seed and
-    kept in the work folder; the build's own also gives ``baseline.npy`` (their mean)."""
+    kept in the work folder; the build's own also gives ``baseline.npy`` (their mean).
+
+    ``{name}.json`` records the spec, seed and precision they were measured with: rows kept from
+    other settings (a config edited and redone) would pair 6-token steered rollouts with 4-token
+    twins, so they are measured again. Rows from before the record existed are kept as they are."""
     spec = spec or b.cfg.effects
     seed = b.cfg.seed if seed is None else seed
     path = b.dir / f"{name}.npy"
+    made = {"spec": json.loads(json.dumps(spec.to_dict())), "seed": int(seed), "precision": dtype_name(b.model.dtype)}
+    record = path.with_suffix(".json")
+    if path.exists() and record.exists() and json.loads(record.read_text()) != made:
+        b.log(f"{name}: measured with other settings than these; measuring the unsteered baseline again")
+        path.unlink()
     if not path.exists():
         b.log(f"measuring the unsteered baseline ({name})")
         rows = baseline_rows(b.model, b.sae, b.layer, spec, seed).cpu()
         _save_npy(path, rows.numpy().astype(np.float32))
         if name == "baseline_rows":
             _save_npy(b.dir / "baseline.npy", rows.mean(0).numpy())
+        tmp = record.with_name(record.name + ".tmp")
+        tmp.write_text(json.dumps(made))
+        tmp.replace(record)
     return torch.from_numpy(np.load(path))
 
 

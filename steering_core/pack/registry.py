@@ -76,6 +76,16 @@ class StageRegistry:
     def needs(self, name: str) -> tuple[str, ...]:
         return self[name].needs
 
+    def downstream(self, names: Iterable[str]) -> list[str]:
+        """``names`` and every stage that needs one of them, directly or not, in run order: what
+        must run again once their results change (a redo of ``effects`` alone would leave the
+        neighbours, approximator, labels and the shipped pack built on the old effects)."""
+        hit = set(names)
+        for name in self.order():
+            if any(dep in hit for dep in self._stages[name].needs):
+                hit.add(name)
+        return [n for n in self.order() if n in hit]
+
     def __getitem__(self, name: str) -> Stage:
         try:
             return self._stages[name]
