@@ -145,3 +145,41 @@ def test_bad_vectors_get_a_sentence(env):
         measure(model, sae, pack, torch.ones(d), layer=2, alpha=1.0)
     with pytest.raises(VectorEffectsError, match="finite"):
         measure(model, sae, pack, torch.ones(d), layer=1, alpha=float("inf"))
+
+
+def test_the_shipped_twins_are_used_only_in_their_own_precision(env, tiny_pack_build, tmp_path, monkeypatch):
+    """Library audit: a bf16 pack's twin rows read on an fp32-only CPU gave a vector at α = 0
+    nonzero effects on 2,865 of 3,072 features; the twins must come from the same precision."""
+    import shutil
+
+    from steering_core.measure.effects import baseline_rows
+    from steering_core.measure.vector_effects import effect_spec_of, twin_baseline
+
+    _, model, sae = env
+    shutil.copytree(tiny_pack_build / "pack", tmp_path / "pack")
+    planted = np.load(tmp_path / "pack" / "baseline_rows.npy") + 1.0  # proves which rows are read
+    np.save(tmp_path / "pack" / "baseline_rows.npy", planted)
+    pack = FeaturePack(tmp_path / "pack")
+    try:
+        spec = effect_spec_of(pack)
+        assert pack.meta["precision"] == "fp32"
+        assert np.array_equal(twin_baseline(model, sae, pack, 1, spec, 0).numpy(), planted)  # same precision
+        monkeypatch.setitem(pack.meta, "precision", "bf16")
+        own = twin_baseline(model, sae, pack, 1, spec, 0)
+        assert torch.equal(own, baseline_rows(model, sae, 1, spec, 0))  # measured here, not the shipped rows
+        m = measure(model, sae, pack, torch.ones(model.d_model), layer=1, alpha=0.0, seed=0)
+        assert np.count_nonzero(m.effects) == 0  # and a vector at α = 0 is exactly no effect
+    finally:
+        pack.close()
+
+
+def test_the_cache_key_follows_the_loss_target_and_the_precision(env):
+    from steering_core.measure.vector_effects import cache_key, effect_spec_of
+
+    pack, model, _ = env
+    v, spec = torch.ones(model.d_model), effect_spec_of(pack)
+    keys = {cache_key(pack, v, 1, None, 0, spec, 0.5, "fp32"), cache_key(pack, v, 1, None, 0, spec, 2.0, "fp32"),
+            cache_key(pack, v, 1, None, 0, spec, 0.5, "bf16")}
+    assert len(keys) == 3
+    # a given α does not depend on the target
+    assert cache_key(pack, v, 1, 3.0, 0, spec, 0.5, "fp32") == cache_key(pack, v, 1, 3.0, 0, spec, 2.0, "fp32")

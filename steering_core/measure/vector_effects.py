@@ -37,6 +37,7 @@ from steering_core.browse.rows import (
     with_user_labels,
 )
 from steering_core.errors import SteeringCoreError
+from steering_core.model.precision import dtype_name
 from steering_core.pack.reader import FeaturePack
 from steering_core.storage.crashpoints import crash_point
 from steering_core.storage.library import LibraryTable
@@ -44,6 +45,10 @@ from steering_core.storage.library import LibraryTable
 if TYPE_CHECKING:
     from steering_core.model.saes import LoadedSAE
     from steering_core.model.steerable import SteerableModel
+
+
+#: Bracketing steps of the α search for vectors measured on demand (measure.alpha).
+ALPHA_REFINE = 4
 
 
 class VectorEffectsError(SteeringCoreError):
@@ -196,7 +201,11 @@ def twin_baseline(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, laye
     from steering_core.measure.effects import baseline_rows
 
     shipped = pack.dir / "baseline_rows.npy"
-    if int(seed) == int(pack.meta_json("config", {}).get("seed", 0)) and shipped.exists():
+    # the shipped rows are twins only in the precision they were measured in: a bf16 pack read on
+    # an fp32-only CPU would give a vector at α = 0 nonzero "effects" from the last bits alone
+    same = int(seed) == int(pack.meta_json("config", {}).get("seed", 0)) and \
+        pack.meta.get("precision", dtype_name(model.dtype)) == dtype_name(model.dtype)
+    if same and shipped.exists():
         rows = pack.cached("baseline_rows", lambda: np.load(shipped))
         if rows.shape[0] == len(spec.prompts) * spec.baseline_rollouts_per_prompt:
             return torch.from_numpy(rows)
@@ -204,13 +213,18 @@ def twin_baseline(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, laye
     return pack.cached(key, lambda: baseline_rows(model, sae, layer, spec, seed))
 
 
-def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None, seed: int, spec) -> str:
+def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float | None, seed: int, spec,
+              target_dce: float = 0.5, precision: str = "") -> str:
+    """What a cached measurement depends on: the pack, the vector, where and how hard it steers (a
+    given α, or the ΔCE target it is matched to), the seeds, the budget and rule, and the precision
+    (a bf16 and an fp32 measurement differ in their last bits, their twins too)."""
     h = hashlib.sha256()
     h.update(pack.pack_id.encode())
     h.update(vector.detach().cpu().float().contiguous().numpy().tobytes())
     rule = topup_of(pack)
-    h.update(json.dumps([int(layer), None if alpha is None else float(alpha), int(seed), spec.to_dict(),
-                         "paired-v1", *([rule] if rule else [])]).encode())
+    how_hard = float(alpha) if alpha is not None else {"target_dce": float(target_dce), "refine": ALPHA_REFINE}
+    h.update(json.dumps([int(layer), how_hard, int(seed), spec.to_dict(), precision,
+                         "paired-v2", *([rule] if rule else [])]).encode())
     return h.hexdigest()[:40]
 
 
@@ -235,7 +249,7 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(float(alpha))):
         raise VectorEffectsError(f"α must be a finite number, got {alpha!r}.")
     spec = effect_spec_of(pack)
-    key = cache_key(pack, v, layer, alpha, seed, spec)
+    key = cache_key(pack, v, layer, alpha, seed, spec, target_dce, dtype_name(model.dtype))
     if cache is not None:
         hit = cache.get(key)
         if hit is not None:
@@ -254,7 +268,8 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
 
     report(0, total)
     if alpha is None:
-        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False, refine=4,
+        res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False,
+                                 refine=ALPHA_REFINE,
                                  on_eval=lambda k: report(min(k, search), total))
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
     report(search, total)
