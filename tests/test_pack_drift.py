@@ -105,3 +105,12 @@ def test_following_the_advice_rebuilds_everything_on_the_new_settings(tiny_pack_
     finally:
         con.close()
     assert shipped["effects"]["new_tokens"] == 6 and shipped["effects"]["rollouts_per_prompt"] == 3
+
+
+def test_redo_without_a_build_says_so_and_writes_nothing(tmp_path):
+    from packs_util import run_cli
+
+    cfg = write_config(tmp_path)
+    res = run_cli(["redo", str(cfg), "effects"])
+    assert res.returncode == 2 and "There is no build in" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "build").exists()

@@ -70,3 +70,22 @@ def test_relabel_refuses_what_is_not_a_finished_pack_and_leaves_it_untouched(tmp
     assert (tmp_path / "pack.duckdb").read_bytes() == before and not list(tmp_path.glob("*.tmp"))
     res = run_cli(["relabel", str(tmp_path / "nowhere")])
     assert res.returncode == 2 and "There is no pack database" in res.stderr
+
+
+def test_relabel_refuses_a_file_that_is_not_a_database_without_writing_beside_it(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a database")
+    res = run_cli(["relabel", str(tmp_path / "notes.txt")])
+    assert res.returncode == 2 and "notes.txt is not a pack database" in res.stderr and "Traceback" not in res.stderr
+    assert ".tmp" not in res.stderr and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_shipped_pack_is_readable_by_others(tiny_pack_build):
+    """safetensors and mkstemp write 0600; a pack is served by whoever runs the app."""
+    import os
+    import stat
+
+    from steering_core.storage.files import file_mode
+
+    for p in (tiny_pack_build / "pack").rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(os.stat(p).st_mode) == file_mode(), p

@@ -508,6 +508,21 @@ def test_gguf_round_trip_read_with_the_gguf_package(tmp_path):
     one = export_gguf(vecs[0], tmp_path / "one.gguf", model_hint="gpt2")
     (only,) = import_gguf(one.read_bytes(), name="joy")
     assert only.name == "joy.L5" and torch.equal(only.direction, vecs[0].direction)
+    # readable by others, as a plain open would make it (mkstemp alone gives 0600)
+    import os
+    import stat
+
+    from steering_core.storage.files import file_mode
+
+    assert stat.S_IMODE(os.stat(path).st_mode) == file_mode()
+
+
+def test_gguf_export_to_a_folder_that_cannot_be_written_is_a_sentence(tmp_path):
+    from pathlib import Path
+
+    # /proc refuses new files even to root (a read-only mount or a folder without permission does too)
+    with pytest.raises(VectorError, match=r"Cannot write /proc/x\.gguf"):
+        export_gguf(_sv(layer=5), Path("/proc/x.gguf"), "llama")
 
 
 def test_gguf_export_refusals(tmp_path):
@@ -574,6 +589,13 @@ def test_store_save_load_overwrite_delete(tmp_path):
         v = _sv("happy", layer=4, method="caa", dataset="emotions", meta={"k": 1})
         assert store.save(v) == "happy"
         assert [f.split(".")[0] for f in _files(tmp_path / "vectors")] == ["happy"]
+        import os
+        import stat
+
+        from steering_core.storage.files import file_mode
+
+        (saved,) = (tmp_path / "vectors").iterdir()
+        assert stat.S_IMODE(os.stat(saved).st_mode) == file_mode()  # not mkstemp's 0600
         _same(v, store.load("happy"))
         assert store.names() == ["happy"] and "happy" in store and len(store) == 1
         (row,) = store.summaries()

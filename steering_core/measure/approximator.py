@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from steering_core.storage.files import make_readable
+
 
 @dataclass
 class Approximator:
@@ -31,6 +33,7 @@ class Approximator:
         tmp = path.with_name(path.name + ".tmp")
         save_file({"M": self.M.contiguous(), "b": self.b.contiguous()}, str(tmp),
                   metadata={"r2_heldout": str(self.r2_heldout), "ridge": str(self.ridge), "n_train": str(self.n_train)})
+        make_readable(tmp)  # safetensors writes 0600
         tmp.replace(path)
 
     @classmethod

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(status(cfg), indent=1))
             return 0
         if args.cmd == "redo":
+            if not (cfg.workdir / "build.duckdb").exists():
+                raise PackConfigError(f"There is no build in {cfg.workdir} to redo stages of; `build` runs them all.")
             b = Builder(cfg, show_bar=False, model=None, executor=LocalExecutor())
             b.redo(*args.stages)
             b.close()
@@ -147,6 +149,16 @@ def _relabel(where: str) -> int:
     path = path / "pack.duckdb" if path.is_dir() else path
     if not path.is_file():
         raise StoreError(f"There is no pack database at {path}.")
+    try:  # checked on the original, read-only, before anything is copied next to it
+        con = connect(path, read_only=True)
+    except StoreError as exc:
+        raise StoreError(f"{path} is not a pack database ({str(exc).split(';')[0]}).") from None
+    try:
+        have = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+    finally:
+        con.close()
+    if not {"features", "feature_outputs", "label_embeddings", "meta"} <= have:
+        raise StoreError(f"{path} is not a finished pack (it has no output descriptions to label from).")
     tmp = path.with_name(path.name + ".relabel.tmp")
     packed = path.with_name(path.name + ".packed.tmp")
     packed.unlink(missing_ok=True)
@@ -154,9 +166,6 @@ def _relabel(where: str) -> int:
     try:
         con = connect(tmp)
         try:
-            have = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-            if not {"features", "feature_outputs", "label_embeddings", "meta"} <= have:
-                raise StoreError(f"{path} is not a finished pack (it has no output descriptions to label from).")
             n = relabel(con)
             con.execute("CHECKPOINT")
         finally:

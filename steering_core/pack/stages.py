@@ -22,6 +22,7 @@ from steering_core.pack.corpus import Corpus, build_corpus
 from steering_core.pack.registry import StageRegistry
 from steering_core.pack.tables import mark_stage, set_meta
 from steering_core.storage.db import transaction
+from steering_core.storage.files import make_tree_readable
 
 if TYPE_CHECKING:
     from steering_core.pack.builder import Builder
@@ -121,6 +122,7 @@ def ship_pack(con: Any, workdir: Path, target: Path) -> None:
         if (workdir / name).exists():
             shutil.copy2(workdir / name, tmp / name)
     tables.copy_into_pack(con, tmp / "pack.duckdb")
+    make_tree_readable(tmp)  # safetensors writes 0600; a pack is read by whoever serves it
     old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

@@ -28,6 +28,7 @@ import torch
 
 from steering_core.errors import SteeringCoreError
 from steering_core.model.steering import record_residuals
+from steering_core.storage.files import make_readable
 
 if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
@@ -205,6 +206,7 @@ class ActivationCache:
             tmp = self.folder / f"{key}.{threading.get_ident()}.tmp"
             save_file({"pos": pa.pos.contiguous(), "neg": pa.neg.contiguous()}, str(tmp),
                       metadata={"layer": str(pa.layer), "position": pa.position})
+            make_readable(tmp)  # safetensors writes 0600
             tmp.replace(self.folder / f"{key}.safetensors")
 
 

@@ -28,6 +28,7 @@ import torch
 
 from steering_core.errors import VectorError
 from steering_core.names import MAX_NAME_CHARS, NAME_PUNCTUATION
+from steering_core.storage.files import file_mode
 from steering_core.vectors.uploads import check_file_size, first_line, refuse_pickle
 from steering_core.vectors.vector import SteeringVector, clean_vector_name
 
@@ -108,7 +109,10 @@ def export_gguf(vectors: "list[SteeringVector] | SteeringVector", path: str | os
     if not isinstance(model_hint, str):
         raise VectorError(f"model_hint must be text (a model type such as 'llama'), not {type(model_hint).__name__}.")
     path = _atomic_target(Path(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise VectorError(f"Cannot write {path}: {exc.strerror or exc}.") from None
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp, GGUF_ARCH)
@@ -120,6 +124,7 @@ def export_gguf(vectors: "list[SteeringVector] | SteeringVector", path: str | os
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

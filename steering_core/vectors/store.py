@@ -18,6 +18,7 @@ from typing import Any
 
 from steering_core.errors import SteeringCoreError, VectorError
 from steering_core.storage.crashpoints import crash_point
+from steering_core.storage.files import file_mode
 from steering_core.vectors.safetensors_format import from_safetensors_bytes, to_safetensors_bytes
 from steering_core.vectors.uploads import check_file_size, first_line
 from steering_core.vectors.vector import SteeringVector, clean_vector_name
@@ -156,6 +157,7 @@ class VectorStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, file_mode())  # mkstemp makes 0600: other readers (an app under another uid) need more
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
