@@ -217,6 +217,15 @@ def test_load_model_hf_missing_folder_raises_plain_error():
     assert _one_line(msg)
 
 
+def test_a_folder_without_a_model_says_what_is_missing(tmp_path):
+    """Library audit: the tokenizer's error was cut off at 'Couldn't instantiate … from one of:'."""
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(f"hf:{tmp_path}")
+    assert str(info.value).startswith(f"The folder {tmp_path} is not a Hugging Face model folder: it has no "
+                                      "config.json") and _one_line(str(info.value))
+
+
 def test_load_model_tl_offline_says_so():
     with pytest.raises(ModelLoadError) as info:
         load_model("tl:gpt2-small")

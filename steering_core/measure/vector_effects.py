@@ -234,8 +234,10 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     """Measure what steering with ``vector`` does to the pack's features.
 
     The vector is unit-normalised (the pack's features were measured as unit decoder rows); with
-    ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats on neutral reference
-    text), as every feature did. Where the pack topped up features whose top 10 was contested, the
+    ``alpha=None`` it gets the loss-matched α (ΔCE ≈ ``target_dce`` nats), like every feature, but
+    on the built-in neutral prose rather than the pack's held-out windows (the pack does not ship
+    them), so a feature's own decoder row can get another α than its card's; pass the card's α to
+    reproduce its stored effects. Where the pack topped up features whose top 10 was contested, the
     vector is topped up by the same rule (docs/design.md §Adaptive budget). ``on_progress(done,
     total)`` follows each loss evaluation of the α search and every decoding step (the total grows
     when a top-up starts); raising from it cancels, and nothing is cached then.

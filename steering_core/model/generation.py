@@ -187,7 +187,8 @@ class _Run:
         if steering is not None and not isinstance(steering, Steering):
             steering = build_steering(model, *steering)
         if steering is not None and steering.rows is not None and steering.rows != len(self.prompts):
-            raise GenerationError(f"Steering has {steering.rows} per-row vectors for {len(self.prompts)} prompts.")
+            raise GenerationError(f"Steering has {steering.rows} per-row vector{'s' if steering.rows != 1 else ''} for "
+                                  f"{len(self.prompts)} prompt{'s' if len(self.prompts) != 1 else ''}; give one per prompt.")
         self.steering = steering
         self.batch = len(self.prompts)
         seeds = list(row_seeds) if row_seeds is not None else default_row_seeds(self.config.seed, self.batch)

@@ -164,6 +164,9 @@ def _load(spec: str, device: torch.device | None = None) -> SteerableModel:
             raise ModelLoadError("Empty model folder: give hf:<folder or hub id>.")
         if target.startswith(("/", ".", "~")) and not Path(target).expanduser().is_dir():
             raise ModelLoadError(f"The folder {target} does not exist on this machine.")
+        if target.startswith(("/", ".", "~")) and not (Path(target).expanduser() / "config.json").is_file():
+            raise ModelLoadError(f"The folder {target} is not a Hugging Face model folder: it has no config.json "
+                                 "(save one with model.save_pretrained and tokenizer.save_pretrained).")
         return load_huggingface(str(Path(target).expanduser()) if target.startswith("~") else target)
     if spec.startswith("tl:"):
         spec = spec[3:].strip()
