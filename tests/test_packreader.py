@@ -31,6 +31,7 @@ def test_effects_are_ranked_by_magnitude_and_labelled(pack):
     mags = [abs(e.value) for e in effs]
     assert mags == sorted(mags, reverse=True)
     assert all(e.label for e in effs)
+    assert all(e.se is not None and e.se >= 0 for e in effs)  # every stored effect carries its standard error
 
 
 def test_neighbor_kinds(pack):

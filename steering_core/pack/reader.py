@@ -43,6 +43,7 @@ class Effect:
     value: float
     rel_value: float | None
     label: str
+    se: float | None = None  # one standard error of ``value`` (effects; None for neighbours, old packs)
 
 
 class FeaturePack:
@@ -121,10 +122,12 @@ class FeaturePack:
     def effects(self, feature_id, k: int = 64) -> list[Effect]:
         """Measured effects of steering with this feature, largest |effect| first."""
         fid = self.check_feature(feature_id)
-        rows = self.con.execute("SELECT target_feature, effect, rel_effect FROM feature_effects WHERE source_feature = ? AND rank IS NOT NULL "
-                                "ORDER BY rank LIMIT ?", [fid, k]).fetchall()
+        se = "effect_se" if self.has_column("feature_effects", "effect_se") else "NULL"
+        rows = self.con.execute(f"SELECT target_feature, effect, rel_effect, {se} FROM feature_effects "
+                                "WHERE source_feature = ? AND rank IS NOT NULL ORDER BY rank LIMIT ?", [fid, k]).fetchall()
         labels = self._labels([r[0] for r in rows])
-        return [Effect(int(t), float(e), None if r is None else float(r), labels.get(int(t), "")) for t, e, r in rows]
+        return [Effect(int(t), float(e), None if r is None else float(r), labels.get(int(t), ""),
+                       None if s is None else float(s)) for t, e, r, s in rows]
 
     def neighbors(self, kind: str, feature_id, k: int = 32) -> list[Effect]:
         """``action`` (sources that raise this feature most), ``cosine`` or ``effect_similar``."""
