@@ -46,7 +46,7 @@ def status(cfg: PackConfig) -> dict[str, Any]:
             finally:
                 con.close()
         except StoreError as exc:
-            out["done"] = [f"(database busy: {exc})"]
+            out["done"] = [f"(the build database cannot be read now: {exc})"]  # a running build holds it; or damaged
     if (d / "build.log").exists():
         out["log_tail"] = (d / "build.log").read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
     return out
