@@ -70,6 +70,11 @@ class AlphaResult:
     evals_per_vector: int
 
 
+#: Bracketing steps the Steer page, vector measurements and new pack builds give a row whose two
+#: solves missed (``loss_matched_alpha(refine=…)``; packs record theirs in ``[alpha] refine``).
+DEFAULT_REFINE = 4
+
+
 def _refine(evaluate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], tried_a: torch.Tensor,
             tried_d: torch.Tensor, best_a: torch.Tensor, best_d: torch.Tensor, target: float, tolerance: float,
             steps: int, max_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +176,9 @@ def loss_matched_alpha(model: SteerableModel, ref_ids: torch.Tensor, layer: int,
         d1[idx] = torch.where(better, d2, d1[idx])
         g, c = g.clone(), c.clone()
         g[idx], c[idx] = g2, c2
-        tried_a = torch.cat([alphas[idx], a1_first[idx, None], a2[:, None]], 1)
-        tried_d = torch.cat([dces[idx], d1_first[idx, None], d2[:, None]], 1)
         if refine > 0:
+            tried_a = torch.cat([alphas[idx], a1_first[idx, None], a2[:, None]], 1)
+            tried_d = torch.cat([dces[idx], d1_first[idx, None], d2[:, None]], 1)
             a1[idx], d1[idx] = _refine(lambda rows, a: evaluated(delta_ce(model, ref_ids, layer, vectors[idx[rows]], a,
                                                                           base)),
                                        tried_a, tried_d, a1[idx], d1[idx], target, tolerance, refine, max_alpha)
@@ -205,4 +210,5 @@ def auto_alpha(model: SteerableModel, layer: int, vector, target: float = 0.5,
     if not math.isfinite(n) or n == 0.0:
         raise SteeringError("Automatic α needs a non-zero, finite vector.")
     ref = ref_ids if ref_ids is not None else reference_ids(model)
-    return loss_matched_alpha(model, ref, layer, (v / n)[None], target=target, symmetric=True, refine=4)
+    return loss_matched_alpha(model, ref, layer, (v / n)[None], target=target, symmetric=True,
+                              refine=DEFAULT_REFINE)

@@ -11,7 +11,7 @@ branches on an operator's name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
@@ -371,26 +371,10 @@ class ShownSettings:
     def changes(self, now: ShownSettings) -> list[str]:
         """What differs in ``now``, one short phrase each (empty: the shown result is current)."""
         out = []
-        if f"{self.alpha:+.1f}" != f"{now.alpha:+.1f}":
-            out.append(f"α {self.alpha:+.1f} → {now.alpha:+.1f}")
-        if self.layer != now.layer:
-            out.append(f"layer {self.layer} → {now.layer}")
-        if self.vector != now.vector:
-            out.append(f"vector {self.vector} → {now.vector}")
-        if self.seed != now.seed:
-            out.append(f"seed {self.seed} → {now.seed}")
-        if self.prompt != now.prompt:
-            out.append("prompt edited")
-        if self.samples != now.samples:
-            out.append(f"samples {self.samples} → {now.samples}")
-        if self.max_tokens != now.max_tokens:
-            out.append(f"max new tokens {self.max_tokens} → {now.max_tokens}")
-        if self.temperature != now.temperature:
-            out.append(f"temperature {self.temperature:g} → {now.temperature:g}")
-        if self.chat != now.chat:
-            out.append(f"chat template {'on → off' if self.chat else 'off → on'}")
-        if self.extras != now.extras:
-            out.append("extra vectors changed")
+        for name, phrase in _CHANGE_PHRASES:
+            was, is_ = getattr(self, name), getattr(now, name)
+            if (f"{was:+.1f}" != f"{is_:+.1f}") if name == "alpha" else was != is_:
+                out.append(phrase(was, is_))
         return out
 
     def live_update(self, now: ShownSettings) -> bool:
@@ -405,3 +389,18 @@ class ShownSettings:
             return None
         return (f"Shown: α = {self.alpha:+.1f}, layer {self.layer}, {self.vector}, seed {self.seed}; "
                 f"settings changed ({'; '.join(changed)}) — Generate to update.")
+
+
+#: How each setting's change is said, in the order the page lists them (``ShownSettings.changes``).
+_CHANGE_PHRASES: tuple[tuple[str, Callable[[object, object], str]], ...] = (
+    ("alpha", lambda a, b: f"α {a:+.1f} → {b:+.1f}"),
+    ("layer", lambda a, b: f"layer {a} → {b}"),
+    ("vector", lambda a, b: f"vector {a} → {b}"),
+    ("seed", lambda a, b: f"seed {a} → {b}"),
+    ("prompt", lambda a, b: "prompt edited"),
+    ("samples", lambda a, b: f"samples {a} → {b}"),
+    ("max_tokens", lambda a, b: f"max new tokens {a} → {b}"),
+    ("temperature", lambda a, b: f"temperature {a:g} → {b:g}"),
+    ("chat", lambda a, b: f"chat template {'on → off' if a else 'off → on'}"),
+    ("extras", lambda a, b: "extra vectors changed"),
+)

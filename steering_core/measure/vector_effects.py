@@ -37,6 +37,7 @@ from steering_core.browse.rows import (
     with_user_labels,
 )
 from steering_core.errors import SteeringCoreError
+from steering_core.measure.alpha import DEFAULT_REFINE
 from steering_core.model.precision import dtype_name
 from steering_core.pack.reader import FeaturePack
 from steering_core.storage.crashpoints import crash_point
@@ -45,10 +46,6 @@ from steering_core.storage.library import LibraryTable
 if TYPE_CHECKING:
     from steering_core.model.saes import LoadedSAE
     from steering_core.model.steerable import SteerableModel
-
-
-#: Bracketing steps of the α search for vectors measured on demand (measure.alpha).
-ALPHA_REFINE = 4
 
 
 class VectorEffectsError(SteeringCoreError):
@@ -222,7 +219,7 @@ def cache_key(pack: FeaturePack, vector: torch.Tensor, layer: int, alpha: float 
     h.update(pack.pack_id.encode())
     h.update(vector.detach().cpu().float().contiguous().numpy().tobytes())
     rule = topup_of(pack)
-    how_hard = float(alpha) if alpha is not None else {"target_dce": float(target_dce), "refine": ALPHA_REFINE}
+    how_hard = float(alpha) if alpha is not None else {"target_dce": float(target_dce), "refine": DEFAULT_REFINE}
     h.update(json.dumps([int(layer), how_hard, int(seed), spec.to_dict(), precision,
                          "paired-v2", *([rule] if rule else [])]).encode())
     return h.hexdigest()[:40]
@@ -271,7 +268,7 @@ def measure(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack, vector: to
     report(0, total)
     if alpha is None:
         res = loss_matched_alpha(model, reference_ids(model), layer, v[None], target=target_dce, symmetric=False,
-                                 refine=ALPHA_REFINE,
+                                 refine=DEFAULT_REFINE,
                                  on_eval=lambda k: report(min(k, search), total))
         alpha, dce = float(res.alpha[0]), float(res.dce[0])
     report(search, total)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steering_core.errors import SteeringCoreError
+from steering_core.measure.alpha import DEFAULT_REFINE
 from steering_core.measure.effects import EffectSpec
 from steering_core.model.loading import PROJECT_ROOT
 from steering_core.model.precision import check_device_spec
@@ -40,7 +41,7 @@ class AlphaSpec:
     symmetric: bool = False  # one-sided probe: 2 evaluations per feature unless the check fails
     # bracketing steps for rows whose two solves still miss (measure.alpha); 0 is how packs were
     # built before it existed (the shipped embedded pack: 119 of 3,072 features missed)
-    refine: int = 4
+    refine: int = DEFAULT_REFINE
 
 
 @dataclass

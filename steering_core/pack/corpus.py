@@ -121,7 +121,8 @@ def package_texts() -> Iterator[str]:
         yield from _docstrings(files)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` through a temp file + rename: a kill leaves the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -181,7 +182,7 @@ def generate_parts(model: SteerableModel, spec: CorpusSpec, out: Path, seed: int
             seeds = [seed * 1_000_003 + r for r in rows]
             res = generate(model, formatted, cfg, row_seeds=seeds)
             docs = [{"prompt": f, "text": t} for f, t in zip(formatted, res.texts)]
-            _atomic_write_bytes(path, gzip.compress(json.dumps(docs).encode("utf-8")))
+            atomic_write_bytes(path, gzip.compress(json.dumps(docs).encode("utf-8")))
             bar.update(1)
     return paths
 

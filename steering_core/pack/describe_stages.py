@@ -77,7 +77,7 @@ def outputs(b: Builder) -> None:
     b.log(f"stage outputs done ({len(rows)} features; steers-well bar {bar:.4f})")
 
 
-def relabel(con, log=None) -> int:
+def relabel(con) -> int:
     """Write every feature's label, description and search embedding from what the pack stores
     (input tokens and context from ``stats``, TokenChange and output score from ``outputs``); no
     model needed, so a finished or shipped pack can be relabelled when the rule changes.
@@ -89,8 +89,8 @@ def relabel(con, log=None) -> int:
     from steering_core.describe.labels import feature_description, feature_label, search_text
     from steering_core.model.embeddings import embed_texts
 
-    bar = con.execute("SELECT value FROM meta WHERE key = 'output_score_steers_well'").fetchone()
-    bar = float(bar[0]) if bar and bar[0] not in (None, "", "null") else None
+    bar = tables.get_meta(con).get("output_score_steers_well")
+    bar = float(bar) if bar not in (None, "", "null") else None
     feats = con.execute("SELECT f.feature_id, f.live, f.top_tokens, f.context_words, f.top_logits, o.gains, o.losses, "
                         "f.output_score FROM features f LEFT JOIN feature_outputs o USING (feature_id) "
                         "ORDER BY f.feature_id").fetchall()
@@ -111,8 +111,6 @@ def relabel(con, log=None) -> int:
     with transaction(con):
         tables.set_labels(con, rows, [(fid, emb[i].tolist()) for i, (_, _, fid) in enumerate(rows)])
         set_meta(con, {"label_embedding_of": "description", "label_rule": "outputs-if-steers-well"})
-    if log is not None:
-        log(f"labels written ({len(rows)} features)")
     return len(rows)
 
 

@@ -29,6 +29,7 @@ from steering_core.measure.effects import EffectSpec, baseline_rows, relative_ef
 from steering_core.measure.generic import GenericResponse, generic_response
 from steering_core.model.precision import dtype_name
 from steering_core.pack import carry, tables
+from steering_core.pack.corpus import atomic_write_bytes
 from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage
 from steering_core.pack.tables import mark_stage, set_meta
@@ -107,9 +108,7 @@ def base_rows(b: Builder, spec: EffectSpec | None = None, seed: int | None = Non
         _save_npy(path, rows.numpy().astype(np.float32))
         if name == "baseline_rows":
             _save_npy(b.dir / "baseline.npy", rows.mean(0).numpy())
-        tmp = record.with_name(record.name + ".tmp")
-        tmp.write_text(json.dumps(made))
-        tmp.replace(record)
+        atomic_write_bytes(record, json.dumps(made).encode())
     return torch.from_numpy(np.load(path))
 
 
