@@ -4,7 +4,9 @@
 
 Steered rows each carry a *different* random unit vector at the middle layer (the pattern the
 effects measurement uses). Rounds alternate unsteered/steered so machine noise hits both alike;
-the ratio is taken from the medians. ``hf_generate_tok_s_b64`` times Hugging Face's own
+the ratio is taken from the medians. ``live_*`` times the Steer page's steered column (2 rows × 48
+tokens) on the plain fp32 linears and on the few-row ones (``model.fewrows``), alternating, and
+checks they give the same tokens. ``hf_generate_tok_s_b64`` times Hugging Face's own
 ``generate`` with an equivalent forward hook, for the record of why the hand-written loop is used.
 """
 
@@ -18,6 +20,7 @@ import torch
 
 from bench.common import SAETS_PROMPTS, emit, log
 from steering_core import GenerationConfig, generate, load_model, steering
+from steering_core.model.fewrows import plain_few_rows, use_few_rows
 
 
 def _prompts(n: int) -> list[str]:
@@ -67,6 +70,30 @@ def _hf_generate(model, batch: int, tokens: int) -> float:
     return (out.shape[1] - ids.shape[1]) * batch / dt
 
 
+def _live(model, rounds: int) -> None:
+    """The Steer page's live release: 2 steered rows × 48 tokens, plain vs few-row linears."""
+    cfg = GenerationConfig(max_new_tokens=48, temperature=1.0, seed=0, stop_at_eos=False)
+    g = torch.Generator().manual_seed(7)
+    v = torch.randn(model.d_model, generator=g)
+    st = steering(model, (model.default_layer, v / v.norm(), 0.5 * model.residual_norms()[model.default_layer]))
+    prompts = [SAETS_PROMPTS[0]] * 2
+    times: dict[str, list[float]] = {"plain": [], "few_rows": []}
+    tokens: dict[str, list] = {}
+    for r in range(rounds):
+        for kind in ("plain", "few_rows"):
+            (plain_few_rows if kind == "plain" else use_few_rows)(model.module)
+            res = generate(model, prompts, cfg, steering=st)
+            times[kind].append(res.seconds)
+            tokens[kind] = res.token_ids
+            log(f"live round {r}: {kind} {res.seconds:.2f} s")
+    use_few_rows(model.module)
+    plain, fast = statistics.median(times["plain"]), statistics.median(times["few_rows"])
+    emit("live_2x48_plain_s", plain, "s")
+    emit("live_2x48_few_rows_s", fast, "s")
+    emit("live_few_rows_speedup", plain / fast, "ratio")
+    emit("live_few_rows_same_tokens", float(tokens["plain"] == tokens["few_rows"]), "bool")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=32)
@@ -89,6 +116,8 @@ def main() -> None:
         emit(f"unsteered_tok_s_b{batch}", mu, "tok/s")
         emit(f"steered_tok_s_b{batch}", ms, "tok/s")
         emit(f"steered_over_unsteered_b{batch}", ms / mu, "ratio")
+    if model.dtype == torch.float32 and model.device.type == "cpu":
+        _live(model, args.rounds)
     if not args.skip_hf:
         hf = statistics.median(_hf_generate(model, 64, args.tokens) for _ in range(2))
         emit("hf_generate_tok_s_b64", hf, "tok/s")

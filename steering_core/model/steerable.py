@@ -20,6 +20,7 @@ import torch
 
 from steering_core.errors import GenerationError, ModelLoadError
 from steering_core.model.backends import Backend, HFBackend, TLBackend
+from steering_core.model.fewrows import plain_few_rows, use_few_rows
 from steering_core.model.packed import pack_linears, unpack_linears
 from steering_core.names import unencodable_at
 
@@ -99,12 +100,16 @@ class SteerableModel:
 
     def to_dtype(self, dtype: torch.dtype) -> SteerableModel:
         """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when); bf16
-        linears on the CPU then run on pre-packed weights (:mod:`steering_core.model.packed`)."""
+        linears on the CPU then run on pre-packed weights (:mod:`steering_core.model.packed`), fp32
+        ones multiply a few rows the faster way round (:mod:`steering_core.model.fewrows`)."""
         if self.dtype != dtype:
             unpack_linears(self.module)
+            plain_few_rows(self.module)
             self.module.to(dtype)
         if dtype == torch.bfloat16:
             pack_linears(self.module)
+        elif dtype == torch.float32:
+            use_few_rows(self.module)
         return self
 
     @property
