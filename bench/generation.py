@@ -5,8 +5,8 @@
 Steered rows each carry a *different* random unit vector at the middle layer (the pattern the
 effects measurement uses). Rounds alternate unsteered/steered so machine noise hits both alike;
 the ratio is taken from the medians. ``live_*`` times the Steer page's steered column (2 rows × 48
-tokens) on the plain fp32 linears and on the few-row ones (``model.fewrows``), alternating, and
-checks they give the same tokens. ``hf_generate_tok_s_b64`` times Hugging Face's own
+tokens) on the plain fp32 linears, on the few-row ones (``model.fewrows``) and with the fused
+decoding step too (``model.decode``), alternating, and checks they give the same tokens. ``hf_generate_tok_s_b64`` times Hugging Face's own
 ``generate`` with an equivalent forward hook, for the record of why the hand-written loop is used.
 """
 
@@ -20,6 +20,7 @@ import torch
 
 from bench.common import SAETS_PROMPTS, emit, log
 from steering_core import GenerationConfig, generate, load_model, steering
+from steering_core.model.decode import fuse_blocks, unfuse_blocks
 from steering_core.model.fewrows import plain_few_rows, use_few_rows
 
 
@@ -71,27 +72,34 @@ def _hf_generate(model, batch: int, tokens: int) -> float:
 
 
 def _live(model, rounds: int) -> None:
-    """The Steer page's live release: 2 steered rows × 48 tokens, plain vs few-row linears."""
+    """The Steer page's live release: 2 steered rows × 48 tokens on the plain fp32 linears, on the
+    few-row ones (``model.fewrows``), and with the fused decoding step as well (``model.decode``)."""
     cfg = GenerationConfig(max_new_tokens=48, temperature=1.0, seed=0, stop_at_eos=False)
     g = torch.Generator().manual_seed(7)
     v = torch.randn(model.d_model, generator=g)
     st = steering(model, (model.default_layer, v / v.norm(), 0.5 * model.residual_norms()[model.default_layer]))
     prompts = [SAETS_PROMPTS[0]] * 2
-    times: dict[str, list[float]] = {"plain": [], "few_rows": []}
+    kinds = ("plain", "few_rows", "fused")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
     tokens: dict[str, list] = {}
     for r in range(rounds):
-        for kind in ("plain", "few_rows"):
-            (plain_few_rows if kind == "plain" else use_few_rows)(model.module)
+        for kind in kinds:
+            unfuse_blocks(model.module)
+            plain_few_rows(model.module)
+            if kind != "plain":
+                use_few_rows(model.module)
+            if kind == "fused":
+                fuse_blocks(model.module)
             res = generate(model, prompts, cfg, steering=st)
             times[kind].append(res.seconds)
             tokens[kind] = res.token_ids
             log(f"live round {r}: {kind} {res.seconds:.2f} s")
-    use_few_rows(model.module)
-    plain, fast = statistics.median(times["plain"]), statistics.median(times["few_rows"])
-    emit("live_2x48_plain_s", plain, "s")
-    emit("live_2x48_few_rows_s", fast, "s")
-    emit("live_few_rows_speedup", plain / fast, "ratio")
-    emit("live_few_rows_same_tokens", float(tokens["plain"] == tokens["few_rows"]), "bool")
+    med = {k: statistics.median(t) for k, t in times.items()}
+    for kind in kinds:
+        emit(f"live_2x48_{kind}_s", med[kind], "s")
+    emit("live_few_rows_speedup", med["plain"] / med["few_rows"], "ratio")
+    emit("live_fused_speedup", med["plain"] / med["fused"], "ratio")
+    emit("live_same_tokens", float(tokens["plain"] == tokens["few_rows"] == tokens["fused"]), "bool")
 
 
 def main() -> None:

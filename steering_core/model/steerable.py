@@ -20,6 +20,7 @@ import torch
 
 from steering_core.errors import GenerationError, ModelLoadError
 from steering_core.model.backends import Backend, HFBackend, TLBackend
+from steering_core.model.decode import fuse_blocks, unfuse_blocks
 from steering_core.model.fewrows import plain_few_rows, use_few_rows
 from steering_core.model.packed import pack_linears, unpack_linears
 from steering_core.names import unencodable_at
@@ -101,15 +102,18 @@ class SteerableModel:
     def to_dtype(self, dtype: torch.dtype) -> SteerableModel:
         """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when); bf16
         linears on the CPU then run on pre-packed weights (:mod:`steering_core.model.packed`), fp32
-        ones multiply a few rows the faster way round (:mod:`steering_core.model.fewrows`)."""
+        ones multiply a few rows the faster way round (:mod:`steering_core.model.fewrows`) and
+        decode a few rows on fused weights (:mod:`steering_core.model.decode`)."""
         if self.dtype != dtype:
             unpack_linears(self.module)
             plain_few_rows(self.module)
+            unfuse_blocks(self.module)
             self.module.to(dtype)
         if dtype == torch.bfloat16:
             pack_linears(self.module)
         elif dtype == torch.float32:
             use_few_rows(self.module)
+            fuse_blocks(self.module)
         return self
 
     @property
