@@ -16,9 +16,9 @@ _registered = False
 
 
 def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if query.shape[2] != 1 or kwargs.get("softcap") is not None or query.device.type != "cpu":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     b, h, _, d = query.shape
@@ -26,11 +26,16 @@ def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     g = h // kvh
     scale = scaling if scaling is not None else d ** -0.5
     q = query.reshape(b, kvh, g, d)
-    scores = torch.matmul(q, key.transpose(-1, -2)).float() * scale  # [b, kvh, g, L]
+    scores = torch.matmul(q, key.transpose(-1, -2))  # [b, kvh, g, L]
+    if scores.dtype != torch.float32:  # (a no-op cast still costs a call: this runs 30 times a token)
+        scores = scores.float()
+    scores = scores * scale
     if attention_mask is not None:
         m = attention_mask[..., -1:, : key.shape[2]].reshape(b, 1, 1, -1)  # [b, 1, 1, L]
         scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m.float()
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    probs = torch.softmax(scores, dim=-1)
+    if probs.dtype != value.dtype:
+        probs = probs.to(value.dtype)
     out = torch.matmul(probs, value)  # [b, kvh, g, d]
     return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 

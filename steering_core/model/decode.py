@@ -55,20 +55,21 @@ class _Fused:
     kv_heads: int
     head_dim: int
     inner: tuple[torch.nn.Module, ...]  # every submodule: a hook on any of them needs the plain forward
+    layers: tuple[torch.nn.Module, ...]  # q, k, v, gate, up, o and down projections, as fused
+    pointers: tuple[int, ...]  # where the q, k, v, gate and up weights start in the fused matrices
 
     def intact(self, block: torch.nn.Module) -> bool:
-        """Whether the block's weights are still the fused matrices' views (a cast, a move to
-        another device or a replaced parameter ends that)."""
-        a, m = block.self_attn, block.mlp
-        q = a.q_proj.weight
-        if q.dtype != torch.float32 or q.device.type != "cpu" or self.qkv.dtype != torch.float32:
+        """Whether the block still has the layers it was fused with and their weights are still the
+        fused matrices' views, in fp32 (a cast, a move to another device, a replaced parameter or a
+        wrapped layer ends that). Runs every step, so it reads the module and parameter dictionaries
+        directly: 30 µs through attribute lookups, a third of that so."""
+        a, m = block._modules["self_attn"]._modules, block._modules["mlp"]._modules
+        layers = (a["q_proj"], a["k_proj"], a["v_proj"], m["gate_proj"], m["up_proj"], a["o_proj"], m["down_proj"])
+        if any(x is not y for x, y in zip(layers, self.layers)):
             return False
-        base, row = self.qkv.data_ptr(), self.qkv.stride(0) * self.qkv.element_size()
-        gbase, grow = self.gate_up.data_ptr(), self.gate_up.stride(0) * self.gate_up.element_size()
-        return (q.data_ptr() == base and a.k_proj.weight.data_ptr() == base + self.n_q * row
-                and a.v_proj.weight.data_ptr() == base + (self.n_q + self.n_kv) * row
-                and m.gate_proj.weight.data_ptr() == gbase
-                and m.up_proj.weight.data_ptr() == gbase + self.gate_up.shape[0] // 2 * grow)
+        weights = [x._parameters["weight"] for x in layers]
+        return (all(x._parameters.get("bias") is None for x in layers) and self.qkv.dtype == torch.float32 and all(w.dtype == torch.float32 for w in weights[5:])
+                and tuple(w.data_ptr() for w in weights[:5]) == self.pointers)
 
     def hooked(self) -> bool:
         return any(s._forward_hooks or s._forward_pre_hooks for s in self.inner) or bool(
@@ -107,8 +108,9 @@ def fuse_blocks(module: torch.nn.Module) -> int:
         m.gate_proj.weight.data = gate_up[:n_ff]
         m.up_proj.weight.data = gate_up[n_ff:]
         inner = tuple(s for s in block.modules() if s is not block)
+        layers = (a.q_proj, a.k_proj, a.v_proj, m.gate_proj, m.up_proj, a.o_proj, m.down_proj)
         block._steering_fused = _Fused(qkv, gate_up, n_q, n_kv, n_q // a.head_dim, n_kv // a.head_dim,
-                                       a.head_dim, inner)
+                                       a.head_dim, inner, layers, tuple(x.weight.data_ptr() for x in layers[:5]))
         block.forward = types.MethodType(_step, block)
         n += 1
     return n
@@ -135,10 +137,8 @@ def fused_count(module: torch.nn.Module) -> int:
 
 
 def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    # LlamaRMSNorm, op for op
-    h = x.to(torch.float32)
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(x.dtype)
+    # LlamaRMSNorm op for op, in fp32 (the only precision the step runs in): its casts are no-ops
+    return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
 
 
 def _product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +158,7 @@ def _step(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=N
         return type(self).forward(self, hidden_states, attention_mask=attention_mask, position_ids=position_ids,
                                   past_key_values=past_key_values, use_cache=use_cache,
                                   position_embeddings=position_embeddings, **kwargs)
-    a, m = self.self_attn, self.mlp
+    a = self.self_attn
     heads, kv_heads, d = f.heads, f.kv_heads, f.head_dim
     x = hidden_states.reshape(b, -1)
     qkv = _product(f.qkv, _rms(self.input_layernorm, x))
@@ -170,8 +170,8 @@ def _step(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=N
     k, v = past_key_values.update(qk[:, heads:].unsqueeze(2), qkv[:, f.n_q + f.n_kv:].view(b, kv_heads, 1, d),
                                   a.layer_idx)
     out, _ = _decode_attention(a, q, k, v, attention_mask, scaling=a.scaling)
-    x = x + a.o_proj.forward(out.reshape(b, heads * d))
+    x = x + _product(f.layers[5].weight, out.reshape(b, heads * d))
     gu = _product(f.gate_up, _rms(self.post_attention_layernorm, x))
     n_ff = gu.shape[1] // 2
-    x = x + m.down_proj.forward(torch.nn.functional.silu(gu[:, :n_ff]) * gu[:, n_ff:])
+    x = x + _product(f.layers[6].weight, torch.nn.functional.silu(gu[:, :n_ff]) * gu[:, n_ff:])
     return x.view(b, 1, -1)
