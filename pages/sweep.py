@@ -10,6 +10,7 @@ import ui
 from steering_core import SteeringCoreError
 from steering_core import datasets as dsm
 from steering_core.browse.rows import feature_table
+from steering_core.browse.suggest import sweep_suggestion
 from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, beats_phrase, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
@@ -39,6 +40,14 @@ PLACEMENT_LABELS = {"system": "system prompt", "prefix": "before each prompt"}
 def label_of(fid: int) -> str:
     """A feature's label from the open pack ("" without one)."""
     return feature_table(pack).label_of(fid) if pack is not None else ""
+
+
+def use_suggestion(keywords: tuple[str, ...], concept: str) -> None:
+    """Button callback: put a feature's suggested keywords and concept into their fields (before
+    those are drawn, so they can be set)."""
+    ss.sw_keywords, ss.sw_use_kw = ", ".join(keywords), True
+    if concept:
+        ss.sw_concept = concept
 
 
 def prompt_entries(text: str, placement: str) -> list[PromptEntry]:
@@ -72,7 +81,7 @@ with st.sidebar:
     first_source = ui.SweepSource.SAVED if vstore.names() else ui.SweepSource.SAE_FEATURE
     source = st.radio("Source", list(ui.SweepSource), key="sw_source",
                       **ui.first_value("sw_source", list(ui.SweepSource).index(first_source), "index"))
-    vector, layer, reference, label, operator = None, None, None, "", None
+    vector, layer, reference, label, operator, feature = None, None, None, "", None, None
     try:
         if source == ui.SweepSource.SAVED:
             names = vstore.names()
@@ -88,7 +97,7 @@ with st.sidebar:
             else:
                 raw = st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", "0"))
                 fid = sae.check_feature(raw.strip())  # a message echoes what was typed, without its spaces
-                vector, layer, label = sae.decoder_direction(fid), sae.layer, f"feature {fid}"
+                vector, layer, label, feature = sae.decoder_direction(fid), sae.layer, f"feature {fid}", fid
     except SteeringCoreError as exc:
         ui.show_error(exc)
     if layer is not None and layer >= model.n_layers:
@@ -123,11 +132,24 @@ with sweep_tab:
     new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
     seed = c5.number_input("Seed", value=0, step=1, key="sw_seed")
     s1, s2, s3 = st.columns(3)
-    use_kw = s1.checkbox("Keyword hit rate", value=True, key="sw_use_kw")
-    keywords = s1.text_input("Keywords (comma-separated)", "wedding, bride, groom, married", key="sw_keywords",
-                             disabled=not use_kw)
+    use_kw = s1.checkbox("Keyword hit rate", key="sw_use_kw", **ui.first_value("sw_use_kw", True))
+    keywords = s1.text_input("Keywords (comma-separated)", key="sw_keywords", disabled=not use_kw,
+                             **ui.first_value("sw_keywords", "wedding, bride, groom, married"))
+    suggestion = None
+    if feature is not None and pack is not None and feature < pack.n_features:
+        try:
+            suggestion = sweep_suggestion(pack, feature)
+        except SteeringCoreError:
+            suggestion = None
+    if suggestion is not None and ", ".join(suggestion.keywords) != keywords.strip():
+        s1.caption(f"From the pack: {', '.join(suggestion.keywords)}")
+        s1.button(f"Use #{suggestion.feature}'s words", key="sw_suggest", on_click=use_suggestion,
+                  args=(suggestion.keywords, suggestion.concept), help=suggestion.note)
+    if suggestion is not None and suggestion.steers_well is False:
+        s1.caption(f"⚠ {suggestion.note}")
     use_sim = s2.checkbox("Similarity to a concept (MiniLM)", value=False, key="sw_use_sim")
-    concept = s2.text_input("Concept description", "weddings and marriage", key="sw_concept", disabled=not use_sim)
+    concept = s2.text_input("Concept description", key="sw_concept", disabled=not use_sim,
+                            **ui.first_value("sw_concept", "weddings and marriage"))
     use_tf = s3.checkbox("Target SAE features", key="sw_use_tf", disabled=sae is None, **ui.first_value("sw_use_tf", False))
     target_features = s3.text_input("Feature ids (comma-separated)", key="sw_tf", disabled=not use_tf,
                                     **ui.first_value("sw_tf", ""))

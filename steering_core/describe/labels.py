@@ -91,6 +91,16 @@ def feature_description(top_tokens: Sequence[str], context: Sequence[str], gains
     return text
 
 
+def sweep_keywords(top_tokens: Sequence[str], gains: Sequence[str], steers: bool, limit: int = 6) -> list[str]:
+    """Words to count in a sweep's rollouts for this feature: what it fires on, and, only when it
+    steers better than a random direction, the words steering raises (else those are noise:
+    :data:`NO_OUTPUT_EFFECT`). Function words and words under three letters are left out: "a" or
+    "be" would be hit by almost any text. Lower case, since hits are counted so."""
+    ins = [w for w in input_words(top_tokens, limit=2 * limit) if len(w) >= 3 and is_word(w) and not is_stop_word(w)]
+    outs = output_words(gains, exclude=ins, limit=3) if steers else []
+    return [w.lower() for w in _unique(ins[:max(1, limit - len(outs))] + outs, limit)]
+
+
 def search_text(top_tokens: Sequence[str], context: Sequence[str], gains: Sequence[str] = ()) -> str:
     """What semantic search embeds: the description's words without its framing, and without what
     steering *lowers* (a feature that suppresses "wedding" should not answer a query about

@@ -1,0 +1,67 @@
+"""Sweep keywords suggested from the pack (steering_core.browse.suggest): the words a feature is
+about, output words only for features that steer better than a random direction, no function
+words, and a Sweep page button that fills the fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from steering_core.describe.labels import sweep_keywords
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_keywords_leave_out_function_words_and_noise_output_words():
+    top = [" wedding", " a", " be", " the", "xy", " bride", " wedding"]
+    gains = [" love", " the", " ceremony", "\n"]
+    assert sweep_keywords(top, gains, steers=True) == ["wedding", "bride", "love", "ceremony"]
+    assert sweep_keywords(top, gains, steers=False) == ["wedding", "bride"]  # output words would be noise
+    assert sweep_keywords([" a", " of"], [" love"], steers=False) == []
+
+
+def _plant(pack_db: Path, fid: int, words: list[str], output_score: float) -> None:
+    con = duckdb.connect(str(pack_db))
+    try:
+        con.execute("UPDATE features SET top_tokens = ?, output_score = ? WHERE feature_id = ?",
+                    [words, output_score, fid])
+    finally:
+        con.close()
+
+
+def test_a_feature_that_does_not_steer_gets_its_input_words_and_a_warning(app_env):
+    from steering_core.browse.rows import feature_table
+    from steering_core.browse.suggest import sweep_suggestion
+    from steering_core.pack.reader import FeaturePack
+
+    _plant(app_env / "pack" / "pack.duckdb", 1, [" wedding", " of", " cake"], 0.0)
+    pack = FeaturePack(app_env / "pack" / "pack.duckdb")
+    try:
+        if feature_table(pack).steers_well_bar is None:
+            pytest.skip("the tiny pack has no steers-well bar")
+        got = sweep_suggestion(pack, 1)
+    finally:
+        pack.close()
+    assert got.keywords == ("wedding", "cake") and got.concept == "wedding, cake"
+    assert got.steers_well is False and "no more than a random direction" in got.note
+
+
+def test_the_sweep_page_fills_keywords_and_concept_from_the_feature(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    _plant(app_env / "pack" / "pack.duckdb", 1, [" wedding", " of", " cake"], 0.0)
+    at = AppTest.from_file(str(ROOT / "pages" / "sweep.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not [b for b in at.button if b.key == "sw_suggest"]  # a saved vector or feature 0: nothing planted
+    at.radio(key="sw_source").set_value("SAE feature (decoder row)")
+    at.text_input(key="sw_feature").set_value("1")
+    at = at.run()
+    assert any(c.value == "From the pack: wedding, cake" for c in at.caption)
+    assert any("no more than a random direction" in c.value for c in at.caption)
+    at = at.button(key="sw_suggest").click().run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="sw_keywords").value == "wedding, cake"
+    assert at.text_input(key="sw_concept").value == "wedding, cake"
+    assert not [b for b in at.button if b.key == "sw_suggest"]  # the fields hold the suggestion now
