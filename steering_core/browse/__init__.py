@@ -7,6 +7,7 @@
 * :mod:`~steering_core.browse.firing`: "what fires here" on a typed text;
 * :mod:`~steering_core.browse.groups`: cosine vs effect-similar neighbourhoods, and grown groups;
 * :mod:`~steering_core.browse.export`: any list as CSV or JSON;
+* :mod:`~steering_core.browse.suggest`: a feature's words as a sweep's keywords and concept;
 * :mod:`~steering_core.browse.usernotes`: the user's own labels, notes and workspaces (kept
   outside the read-only pack).
 
