@@ -136,7 +136,7 @@ with sweep_tab:
     keywords = s1.text_input("Keywords (comma-separated)", key="sw_keywords", disabled=not use_kw,
                              **ui.first_value("sw_keywords", "wedding, bride, groom, married"))
     suggestion = None
-    if feature is not None and pack is not None and feature < pack.n_features:
+    if feature is not None and pack is not None:
         try:
             suggestion = sweep_suggestion(pack, feature)
         except SteeringCoreError:

@@ -34,6 +34,7 @@ import torch
 from steering_core.model import fewrows
 from steering_core.model.attention import NAME as DECODE_ATTENTION
 from steering_core.model.attention import _decode_attention
+from steering_core.model.fewrows import product as _product  # the few-row kernel
 
 #: Block classes whose forward this step reproduces (Hugging Face 5.x). Another Llama-like block
 #: is added here once a test shows its step equals its own forward.
@@ -139,10 +140,6 @@ def fused_count(module: torch.nn.Module) -> int:
 def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     # LlamaRMSNorm op for op, in fp32 (the only precision the step runs in): its casts are no-ops
     return norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon))
-
-
-def _product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.mm(weight, x.T).T.contiguous()  # the few-row kernel (model.fewrows)
 
 
 def _step(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None, past_key_values=None,

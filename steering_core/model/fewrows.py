@@ -37,10 +37,15 @@ class FewRowsLinear(torch.nn.Linear):
                 or self.weight.dtype != torch.float32
                 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).T).T.contiguous()
+        y = product(self.weight, x.reshape(rows, x.shape[-1]))
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
+
+
+def product(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x · weightᵀ`` for a 2-D ``x`` of a few rows, computed as ``(weight · xᵀ)ᵀ`` (contiguous)."""
+    return torch.mm(weight, x.T).T.contiguous()
 
 
 def use_few_rows(module: torch.nn.Module) -> int:
