@@ -44,20 +44,17 @@ def current_rows() -> list[dict]:
 
 # -- open --------------------------------------------------------------------------------------------
 saved = store.names()
-examples = dsm.example_datasets()
-options = ["(new, empty)"] + [f"saved: {n}" for n in saved] + [f"example: {n}" for n in examples]
+NEW = "(new, empty)"
+options = [NEW] + store.choices()
 c1, c2 = st.columns([3, 1])
 choice = c1.selectbox("Open", options, key="ds_open")
 if c2.button("Load", key="ds_load", width="stretch") or "ds_rows" not in ss:
     try:
-        if choice.startswith("saved: "):
-            ds = store.load(choice[len("saved: "):])
-            set_table(ds.pairs, ds.name, ds.description)
-        elif choice.startswith("example: "):
-            ds = dsm.load_example(choice[len("example: "):])
-            set_table(ds.pairs, ds.name, ds.description)
-        else:
+        if choice == NEW:
             set_table([], "my-dataset", "")
+        else:
+            ds = store.open_choice(choice)
+            set_table(ds.pairs, ds.name, ds.description)
     except SteeringCoreError as exc:
         ui.show_error(exc)
 apply_pending()

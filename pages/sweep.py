@@ -8,7 +8,6 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core import datasets as dsm
 from steering_core.browse.rows import feature_table
 from steering_core.browse.suggest import sweep_suggestion
 from steering_core.measure.alpha import auto_alpha
@@ -61,8 +60,7 @@ def dataset_targets() -> None:
     (before that field is drawn, so it can be set), or keep the error for the page to show."""
     choice = ss.sw_tf_dataset
     try:
-        ds = (ui.library().datasets.load(choice[len("saved: "):]) if choice.startswith("saved: ")
-              else dsm.load_example(choice[len("example: "):]))
+        ds = ui.library().datasets.open_choice(choice)
         sel = FeatureSelection(share=float(ss.sw_tf_share), max_negative_share=float(ss.sw_tf_neg))
         tf = find_target_features(model, sae, ds, sel)
         target_spec(SweepSpec(prompts=("-",), alphas=(0.0,)), tf)  # says so when there is none
@@ -157,8 +155,7 @@ with sweep_tab:
         with s3.expander("…or a dataset's target features"):
             st.caption("The SAE features that fire on the target word of at least this share of the positives "
                        "([Purchase 2025] §3.2.2 asks for all of them) and on at most this share of the negatives.")
-            st.selectbox("Dataset", [f"saved: {n}" for n in ui.library().datasets.names()]
-                         + [f"example: {n}" for n in dsm.example_datasets()], key="sw_tf_dataset")
+            st.selectbox("Dataset", ui.library().datasets.choices(), key="sw_tf_dataset")
             t1, t2 = st.columns(2)
             t1.number_input("Share of positives", 0.05, 1.0, 0.3, 0.05, key="sw_tf_share")
             t2.number_input("Largest share of negatives", 0.0, 1.0, 0.05, 0.05, key="sw_tf_neg")

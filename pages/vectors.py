@@ -4,12 +4,10 @@ safetensors and GGUF export/import), ask any vector what it does, and choose lay
 import dataclasses
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError
-from steering_core import datasets as dsm
 from steering_core import vectors as vm
 from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter, feature_table
 from steering_core.measure import vector_effects as ve
@@ -19,6 +17,7 @@ from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_effici
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import (
     FitRequest,
+    best_layer,
     fit_dataset,
     position_warning,
     suggested_position,
@@ -36,16 +35,6 @@ sae = ui.current_sae()
 pack = ui.current_pack()
 dstore, vstore = ui.library().datasets, ui.library().vectors
 approx = pack.approximator() if pack is not None else None
-
-
-def dataset_choices() -> list[str]:
-    return [f"saved: {n}" for n in dstore.names()] + [f"example: {n}" for n in dsm.example_datasets()]
-
-
-def open_dataset(choice: str):
-    if choice.startswith("saved: "):
-        return dstore.load(choice[len("saved: "):])
-    return dsm.load_example(choice[len("example: "):])
 
 
 def select_vector(name: str) -> None:
@@ -66,7 +55,7 @@ def default_position(choice: str, key: str) -> None:
         return
     ss[key + "_for"] = choice
     try:
-        ss[key], ss[key + "_why"] = suggested_position(model, open_dataset(choice))
+        ss[key], ss[key + "_why"] = suggested_position(model, dstore.open_choice(choice))
     except SteeringCoreError:
         ss[key], ss[key + "_why"] = "last", None  # the fit itself reports a dataset that cannot be read
 
@@ -80,7 +69,7 @@ def position_caption(key: str, position: str) -> None:
 def warn_position(choice: str, position: str) -> None:
     if position == "last":
         try:
-            hint = position_warning(model, open_dataset(choice), position)
+            hint = position_warning(model, dstore.open_choice(choice), position)
         except SteeringCoreError:
             hint = None  # the fit itself reports a dataset that cannot be read
         if hint:
@@ -99,7 +88,7 @@ fit_tab, lib_tab, what_tab, layer_tab, eff_tab = st.tabs(
 # -- fit -----------------------------------------------------------------------------------------------
 with fit_tab:
     c1, c2, c3 = st.columns([2, 1, 1])
-    choice = c1.selectbox("Dataset", dataset_choices(), key="fit_dataset")
+    choice = c1.selectbox("Dataset", dstore.choices(), key="fit_dataset")
     layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
     default_position(choice, "fit_position")
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
@@ -134,7 +123,7 @@ with fit_tab:
     if st.button("Fit and save", type="primary", key="fit_go"):
         bar = None
         try:
-            req = FitRequest(open_dataset(choice), int(layer), method, position, name.strip())
+            req = FitRequest(dstore.open_choice(choice), int(layer), method, position, name.strip())
             # refuse a taken or bad name now, not after the extraction
             vstore.check_name(vector_name(req), overwrite, remedy=f"tick '{OVERWRITE}' or pick another name")
             bar = st.progress(0.0, text="Extracting activations…")
@@ -292,7 +281,7 @@ with what_tab:
 # -- layer sweep -------------------------------------------------------------------------------------------
 with layer_tab:
     l1, l2, l3 = st.columns([2, 1, 1])
-    lchoice = l1.selectbox("Dataset", dataset_choices(), key="ls_dataset")
+    lchoice = l1.selectbox("Dataset", dstore.choices(), key="ls_dataset")
     # the layer sweep fits without an SAE or approximator: the methods an empty context allows
     lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method")
     default_position(lchoice, "ls_position")
@@ -303,29 +292,20 @@ with layer_tab:
     if st.button("Run layer sweep", key="ls_go"):
         bar = st.progress(0.0, text="Extracting activations…")
         try:
-            scores = sweep_layers(model, open_dataset(lchoice), layers, lmethod, lpos,
+            scores = sweep_layers(model, dstore.open_choice(lchoice), layers, lmethod, lpos,
                                   on_progress=ui.progress_callback(bar, "steps"))
-            ss.ls_result = pd.DataFrame([s.__dict__ for s in scores])
+            ss.ls_result = scores
         except SteeringCoreError as exc:
             ui.show_error(exc)
         bar.empty()
-    res = ss.get("ls_result")
-    if res is not None and not res.empty:
-        fig = go.Figure()
-        fig.add_scatter(x=res["layer"], y=res["pair_accuracy"], name="pair accuracy (vector)", mode="lines+markers",
-                        error_y=dict(type="data", symmetric=False, array=res["accuracy_hi"] - res["pair_accuracy"],
-                                     arrayminus=res["pair_accuracy"] - res["accuracy_lo"]))
-        fig.add_scatter(x=res["layer"], y=res["probe_accuracy"], name="probe accuracy", mode="lines+markers")
-        fig.add_scatter(x=res["layer"], y=res["projection_gap"], name="projection gap (d′)", mode="lines+markers",
-                        yaxis="y2")
-        fig.update_layout(height=360, xaxis_title="layer", yaxis=dict(title="held-out accuracy", range=[0, 1.05]),
-                          yaxis2=dict(title="d′", overlaying="y", side="right"), legend=ui.LEGEND_ABOVE)
-        st.plotly_chart(fig, width="stretch")
-        best = res.sort_values(["pair_accuracy", "projection_gap"], ascending=False).iloc[0]
-        st.caption(f"Best held-out separation at block {int(best['layer'])}: pair accuracy "
-                   f"{best['pair_accuracy']:.2f} on {int(best['n_heldout'])} held-out pairs (95 % interval "
-                   f"{best['accuracy_lo']:.2f}–{best['accuracy_hi']:.2f}), d′ {best['projection_gap']:.2f}. Error bars: "
-                   "95 % Wilson intervals; with this few pairs, neighbouring layers are usually not distinguishable.")
+    scores = ss.get("ls_result")
+    if scores:
+        st.plotly_chart(ui.charts.layer_sweep_figure(scores), width="stretch")
+        best = best_layer(scores)
+        st.caption(f"Best held-out separation at block {best.layer}: pair accuracy {best.pair_accuracy:.2f} on "
+                   f"{best.n_heldout} held-out pairs (95 % interval {best.accuracy_lo:.2f}–{best.accuracy_hi:.2f}), "
+                   f"d′ {best.projection_gap:.2f}. Error bars: 95 % Wilson intervals; with this few pairs, "
+                   "neighbouring layers are usually not distinguishable.")
 
 # -- data efficiency ---------------------------------------------------------------------------------------
 PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"
@@ -356,7 +336,7 @@ def show_features(tf) -> None:
 
 with eff_tab:
     d1, d2, d3 = st.columns([2, 1, 1])
-    echoice = d1.selectbox("Dataset", dataset_choices(), key="de_dataset")
+    echoice = d1.selectbox("Dataset", dstore.choices(), key="de_dataset")
     elayer = d2.number_input("Layer", 0, model.n_layers - 1, int(default_layer), key="de_layer")
     repeats = d3.number_input("Subsets per point", 1, 10, 3, key="de_repeats")
     emode = st.radio("Score", [PAIR_ACCURACY, PROMPT_PAIRS], key="de_mode", horizontal=True,
@@ -368,23 +348,17 @@ with eff_tab:
         if st.button("Run data-efficiency sweep", key="de_go"):
             bar = st.progress(0.0, text="Extracting activations…")
             try:
-                pts = sweep_pairs(model, open_dataset(echoice), int(elayer), emethods, ctx=context(),
+                pts = sweep_pairs(model, dstore.open_choice(echoice), int(elayer), emethods, ctx=context(),
                                   repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
-                ss.de_result = pd.DataFrame([p.__dict__ for p in pts])
+                ss.de_result = pts
             except SteeringCoreError as exc:
                 ui.show_error(exc)
             bar.empty()
-        res = ss.get("de_result")
-        if res is not None and not res.empty:
-            fig = go.Figure()
-            for m, g in res.groupby("method"):
-                fig.add_scatter(x=g["n_pairs"], y=g["pair_accuracy"], name=METHODS[m].label, mode="lines+markers",
-                                error_y=dict(type="data", array=g["accuracy_sd"]))
-            fig.update_layout(height=360, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
-                              yaxis=dict(title="held-out pair accuracy", range=[0, 1.05]), legend=ui.LEGEND_ABOVE)
-            st.plotly_chart(fig, width="stretch")
-            st.caption(f"Error bars: ± one standard deviation over {int(res['repeats'].max())} random subsets of the "
-                       "training pairs per point (the spread from which pairs were drawn, not a standard error).")
+        pts = ss.get("de_result")
+        if pts:
+            st.plotly_chart(ui.charts.efficiency_figure(pts, lambda m: METHODS[m].label), width="stretch")
+            st.caption(f"Error bars: ± one standard deviation over {max(p.repeats for p in pts)} random subsets of "
+                       "the training pairs per point (the spread from which pairs were drawn, not a standard error).")
     elif sae is None:
         st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
     else:
@@ -402,7 +376,7 @@ with eff_tab:
         g1, g2 = st.columns(2)
         if g1.button("Find target features", key="de_tf_go"):
             try:
-                ss.de_features = (echoice, find_target_features(model, sae, open_dataset(echoice), sel))
+                ss.de_features = (echoice, find_target_features(model, sae, dstore.open_choice(echoice), sel))
             except SteeringCoreError as exc:
                 ui.show_error(exc)
         if g2.button("Run prompt-pair sweep", key="de_pp_go"):
@@ -415,7 +389,7 @@ with eff_tab:
                     bar.progress(min(1.0, emethods.index(method) / max(1, len(emethods))),
                                  text=f"{METHODS[method].label}: {n} pairs")
 
-                ss.de_pp_result = (echoice, prompt_pair_efficiency(model, sae, open_dataset(echoice), setup,
+                ss.de_pp_result = (echoice, prompt_pair_efficiency(model, sae, dstore.open_choice(echoice), setup,
                                                                    ctx=context(), on_point=step))
                 ss.de_features = (echoice, ss.de_pp_result[1].features)
             except SteeringCoreError as exc:
@@ -427,22 +401,9 @@ with eff_tab:
             st.caption(f"{name}: {len(pp.train)} training and {len(pp.heldout)} held-out pairs, α = "
                        f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. Error bars: "
                        "± one standard deviation over the subsets.")
-            methods = list(dict.fromkeys(p.method for p in pp.points))
             for metric, title in PAIR_FIGURES.items():
-                fig = go.Figure()
-                for m in methods:
-                    cur = pp.curve(metric, m)
-                    if cur:
-                        fig.add_scatter(x=[p.n_pairs for p in cur], y=[p.mean for p in cur], name=METHODS[m].label,
-                                        mode="lines+markers", error_y=dict(type="data", array=[p.sd for p in cur]))
-                if metric in pp.baseline:
-                    fig.add_hline(y=pp.baseline[metric], line_dash="dash", annotation_text="unsteered")
-                if metric in pp.positives:
-                    fig.add_hline(y=pp.positives[metric], line_dash="dot", annotation_text="positives",
-                                  annotation_position="bottom right")
-                fig.update_layout(height=300, title=title, xaxis=dict(title="training pairs", type="log", dtick=0.30103),
-                                  yaxis_title=title, legend=ui.LEGEND_ABOVE)
-                st.plotly_chart(fig, width="stretch")
+                st.plotly_chart(ui.charts.prompt_pair_figure(pp, metric, title, lambda m: METHODS[m].label),
+                                width="stretch")
         found = ss.get("de_features")
         if found is not None:
             st.caption(f"Features of {found[0]}:")

@@ -35,16 +35,9 @@ from steering_core.errors import (
 )
 from steering_core.model.generation import GenerationConfig, GenerationResult, GenerationStep, generate, stream
 from steering_core.model.loading import load_model
+from steering_core.model.recording import record_residuals
 from steering_core.model.steerable import SteerableModel, hook_name, layer_of_hook
-from steering_core.model.steering import (
-    Steering,
-    SteeringTerm,
-    make_term,
-    random_unit_vector,
-    record_residuals,
-    steer,
-    steering,
-)
+from steering_core.model.steering import Steering, SteeringTerm, make_term, random_unit_vector, steer, steering
 from steering_core.model.tiny import tiny_model
 
 __all__ = [

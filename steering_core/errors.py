@@ -35,3 +35,7 @@ class VectorError(SteeringCoreError):
 
 class DatasetError(SteeringCoreError):
     """Pairs, a file or a dataset name that cannot be used as given."""
+
+
+class FeatureLookupError(SteeringCoreError):
+    """An unknown feature id, or a feature pack that lacks what was asked for."""

@@ -70,6 +70,7 @@ def tiny_pack_build(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tinypack")
     res = run_cli(["build", str(write_config(tmp)), "--quiet"])
     assert res.returncode == 0, res.stderr[-3000:]
+    (tmp / "build.stderr").write_text(res.stderr)  # what a quiet build printed (tests/test_pack.py)
     return tmp
 
 

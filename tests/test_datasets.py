@@ -464,3 +464,19 @@ def test_an_empty_table_says_how_to_add_a_pair(tmp_path, monkeypatch):
                            default_timeout=120).run()
     assert not at.exception, at.exception
     assert any(c.value.startswith("0 pairs · 0 train · 0 heldout · click the table's empty row") for c in at.caption)
+
+
+def test_store_choices_offer_saved_then_examples_and_open_back(tmp_path):
+    """Every page's dataset selector reads these labels; a saved dataset named like an example
+    opens the saved one, the example label the shipped one."""
+    from steering_core.datasets import example_datasets, load_example
+
+    example = example_datasets()[0]
+    with DatasetStore(tmp_path / "library.duckdb") as store:
+        store.save(ContrastiveDataset(example, _pairs(3)))
+        choices = store.choices()
+        assert choices == [f"saved: {example}"] + [f"example: {n}" for n in example_datasets()]
+        assert store.open_choice(f"saved: {example}").pairs == _pairs(3)
+        assert store.open_choice(f"example: {example}") == load_example(example)
+        with pytest.raises(DatasetError, match="names no dataset"):
+            store.open_choice(example)

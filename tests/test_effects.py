@@ -19,8 +19,8 @@ from steering_core.measure.effects import (
     top_effects,
     twin_rows,
 )
+from steering_core.model.recording import recording
 from steering_core.model.saes import tiny_sae
-from steering_core.model.steering import recording
 
 PROMPTS = ["I think", "Breaking news", "Once upon a time"]
 LAYER = 1

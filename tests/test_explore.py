@@ -312,7 +312,7 @@ def model_and_sae(pack_dir):
 
 
 def test_what_fires_here_equals_a_direct_encode(model_and_sae, pack, feats):
-    from steering_core.model.steering import record_residuals
+    from steering_core.model.recording import record_residuals
 
     model, sae = model_and_sae
     text = "The weather is nice today."

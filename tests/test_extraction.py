@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering_core.model.steering import record_residuals
+from steering_core.model.recording import record_residuals
 from steering_core.vectors.extraction import (
     ActivationCache,
     ExtractionError,

@@ -59,3 +59,13 @@ def test_a_dataset_without_heldout_pairs_gets_a_seeded_split(tiny_hf):
     a = sweep_layers(tiny_hf, ds, [1])
     b = sweep_layers(tiny_hf, ds, [1])
     assert a == b
+
+
+def test_best_layer_is_the_highest_accuracy_then_the_largest_gap():
+    from steering_core.vectors.evaluation import EvaluationError, LayerScore
+    from steering_core.vectors.fitting import best_layer
+
+    scores = [LayerScore(l, "caa", acc, gap, 0.5, 1.0) for l, acc, gap in [(0, 1.0, 0.7), (1, 1.0, 2.0), (2, 0.9, 5.0)]]
+    assert best_layer(scores).layer == 1
+    with pytest.raises(EvaluationError, match="no layers"):
+        best_layer([])

@@ -152,6 +152,13 @@ def test_existing_sae_skips_training(tmp_path, tiny_tl):
     assert n == 24 >= live > 0  # every feature is measured, dead ones included
 
 
+def test_a_quiet_build_draws_no_bars_not_even_sae_lens_ones(reference_build):
+    """``--quiet`` is for background builds whose output goes to a log: sae_lens' trainer and
+    scaler drew "Training SAE" and "Estimating norm scaling factor" bars there all the same."""
+    err = (reference_build / "build.stderr").read_text()
+    assert "it/s" not in err and "%|" not in err and "Training SAE" not in err, err[-1000:]
+
+
 def test_corrupted_and_locked_build_database(tmp_path):
     cfg = write_config(tmp_path)
     (tmp_path / "build").mkdir()

@@ -31,8 +31,8 @@ from steering_core.measure.prompt_pairs import (
 )
 from steering_core.measure.sweep import SweepSpec
 from steering_core.measure.template_slots import TemplateSlot, first_word, same_word, template_slot
+from steering_core.model.recording import record_residuals
 from steering_core.model.saes import tiny_sae
-from steering_core.model.steering import record_residuals
 
 LAYER = 1
 D_SAE = 128

@@ -17,7 +17,7 @@ from steering_core import (
     steer,
     steering,
 )
-from steering_core.model.steering import installed_hook_count
+from steering_core.model.hooks import installed_hook_count
 
 PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 

@@ -31,3 +31,27 @@ def test_a_curve_without_spread_is_a_line_alone():
 
 def test_the_legend_sits_above_the_plot():
     assert LEGEND_ABOVE["yanchor"] == "bottom" and LEGEND_ABOVE["y"] > 1
+
+
+def test_layer_sweep_figure_draws_the_wilson_interval_around_each_accuracy():
+    from steering_core.vectors.evaluation import LayerScore
+    from ui.charts import layer_sweep_figure
+
+    scores = [LayerScore(l, "caa", acc, gap, 0.9, 1.0, 10, lo, hi)
+              for l, acc, gap, lo, hi in [(0, 0.6, 0.5, 0.3, 0.8), (1, 0.9, 1.5, 0.6, 0.98)]]
+    pair, probe, gap = layer_sweep_figure(scores).data
+    assert list(pair.x) == [0, 1] and list(pair.y) == [0.6, 0.9]
+    assert list(pair.error_y.array) == [0.8 - 0.6, 0.98 - 0.9]
+    assert list(pair.error_y.arrayminus) == [0.6 - 0.3, 0.9 - 0.6]
+    assert list(probe.y) == [0.9, 0.9] and list(gap.y) == [0.5, 1.5] and gap.yaxis == "y2"
+
+
+def test_efficiency_figure_one_curve_per_method_in_pair_order():
+    from steering_core.vectors.evaluation import EfficiencyPoint
+    from ui.charts import efficiency_figure
+
+    pts = [EfficiencyPoint("caa", 8, 0.8, 0.1, 1, 0, 3), EfficiencyPoint("probe", 2, 0.5, 0.2, 1, 0, 3),
+           EfficiencyPoint("caa", 2, 0.6, 0.3, 1, 0, 3)]
+    caa, probe = efficiency_figure(pts, str.upper).data
+    assert caa.name == "CAA" and list(caa.x) == [2, 8] and list(caa.y) == [0.6, 0.8]
+    assert list(caa.error_y.array) == [0.3, 0.1] and list(probe.x) == [2]

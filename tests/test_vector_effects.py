@@ -85,7 +85,7 @@ def test_measurement_is_cached_by_vector_alpha_and_seed(env, tmp_path):
 def test_a_measurement_cancelled_from_its_progress_callback_caches_nothing(env, tmp_path):
     """The page's Stop button interrupts at a progress update: the hooks come off, nothing is
     cached, and the next measurement equals an uncancelled one."""
-    from steering_core.model.steering import installed_hook_count
+    from steering_core.model.hooks import installed_hook_count
 
     pack, model, sae = env
     cache = EffectCache(tmp_path / "lib.duckdb")

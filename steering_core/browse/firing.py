@@ -92,7 +92,7 @@ def encode_text(model: SteerableModel, sae: LoadedSAE, layer: int | None, text: 
     """Run the text through the model (unsteered) and encode the residual after the SAE's block:
     ``(token ids, token strings, activations [pos, d_sae], skipped [pos])``. Position 0 and
     special (template) tokens are marked skipped and their activations zeroed."""
-    from steering_core.model.steering import record_residuals
+    from steering_core.model.recording import record_residuals
 
     text = _check_text(text)
     layer = sae.layer if layer is None else layer

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steering_core.datasets.examples import example_datasets, load_example
 from steering_core.datasets.pairs import (
     MAX_DESCRIPTION_CHARS,
     MAX_SOURCE_CHARS,
@@ -109,6 +110,23 @@ class DatasetStore(LibraryTable):
             raise DatasetError(f"The saved dataset {key!r} is damaged ({n_pairs} pairs recorded, {len(rows)} found); "
                                "delete it and save it again.")
         return ContrastiveDataset(key, [Pair(p, n, s) for p, n, s in rows], description or "", source or "")
+
+    # -- one chooser for every page: saved datasets, then the shipped examples -------------------
+    SAVED, EXAMPLE = "saved: ", "example: "
+
+    def choices(self) -> list[str]:
+        """The labels a dataset selector offers: every saved dataset, then every shipped example
+        (prefixed, because a saved dataset may share an example's name). :meth:`open_choice`
+        reads them back, so pages never parse the labels themselves."""
+        return [self.SAVED + n for n in self.names()] + [self.EXAMPLE + n for n in example_datasets()]
+
+    def open_choice(self, choice: str) -> ContrastiveDataset:
+        """The dataset a label of :meth:`choices` names."""
+        if choice.startswith(self.SAVED):
+            return self.load(choice[len(self.SAVED):])
+        if choice.startswith(self.EXAMPLE):
+            return load_example(choice[len(self.EXAMPLE):])
+        raise DatasetError(f"{choice!r} names no dataset: expected {self.SAVED!r} or {self.EXAMPLE!r} and a name.")
 
     def _missing(self, key: str) -> str:
         have = self.names()

@@ -21,8 +21,9 @@ import torch
 
 from steering_core.errors import SteeringError
 from steering_core.model.generation import GenerationConfig, generate
+from steering_core.model.recording import recording
 from steering_core.model.sampling import row_seed
-from steering_core.model.steering import recording, steering
+from steering_core.model.steering import steering
 
 if TYPE_CHECKING:
     from steering_core.model.saes import LoadedSAE
@@ -220,7 +221,7 @@ def measure_effects_naive(model: SteerableModel, sae: LoadedSAE, layer: int, vec
     """The one-vector-at-a-time reference (the paper's loop): generate one vector's rollouts, then
     re-run them unsteered up to ``layer`` and encode. Same prompts and seeds as the batched path;
     returns mean effects against the baseline mean ``baseline``."""
-    from steering_core.model.steering import record_residuals
+    from steering_core.model.recording import record_residuals
 
     vectors = vectors.reshape(-1, vectors.shape[-1]).float()
     alphas = torch.as_tensor(alphas, dtype=torch.float32).reshape(-1)

@@ -189,7 +189,7 @@ def final_token_features(model: SteerableModel, sae: LoadedSAE, texts: Sequence[
     """SAE activations ``[len(texts), d_sae]`` (float32) of each text's final token at the SAE's block,
     read after any steering at that block (see the module docstring). Steering with one vector per
     row runs the texts as one batch, since its rows are the texts."""
-    from steering_core.model.steering import record_residuals
+    from steering_core.model.recording import record_residuals
 
     texts = list(texts)
     if not texts:

@@ -184,7 +184,7 @@ def _unsteered_pass(model: SteerableModel, prompts, token_ids, sae: LoadedSAE | 
                     features: Sequence[int] = ()):
     """Mean log-likelihood per generated token under the unsteered model, per row, and the mean
     activation of ``features`` over generated positions (NaN when there is no SAE)."""
-    from steering_core.model.steering import recording
+    from steering_core.model.recording import recording
 
     ids, mask = model.tokenize(prompts)
     width = max(len(t) for t in token_ids)

@@ -10,6 +10,8 @@
 * :mod:`~steering_core.model.steering` and :mod:`~steering_core.model.generation`: exact
   residual-stream steering and batched generation under it; :mod:`~steering_core.model.operators`
   names the ways a direction can edit the residual (addition, ACE, ...);
+  :mod:`~steering_core.model.hooks` holds the per-block hooks steering and
+  :mod:`~steering_core.model.recording` (residuals after chosen blocks) share;
 * :mod:`~steering_core.model.saes`: :class:`LoadedSAE`, an ``sae_lens`` SAE tied to a layer;
 * :mod:`~steering_core.model.embeddings`: sentence embeddings for search and similarity.
 """

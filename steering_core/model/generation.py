@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import torch
 
 from steering_core.errors import GenerationError
+from steering_core.model.recording import run_through
 from steering_core.model.sampling import row_seeds as default_row_seeds
 from steering_core.model.sampling import sample_next
-from steering_core.model.steering import Steering, run_through, steer
+from steering_core.model.steering import Steering, steer
 from steering_core.model.steering import steering as build_steering
 from steering_core.names import unencodable_at
 

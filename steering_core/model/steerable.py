@@ -202,7 +202,7 @@ class SteerableModel:
         """
         with self._lock:
             if self._norms is None:
-                from steering_core.model.steering import record_residuals
+                from steering_core.model.recording import record_residuals
 
                 ids, mask = self.tokenize(list(REFERENCE_TEXTS))
                 acts = record_residuals(self, ids, mask, list(range(self.n_layers)))

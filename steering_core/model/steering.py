@@ -14,25 +14,24 @@ down:
 * the active steering lives in a :class:`contextvars.ContextVar`, so two threads (two browser
   sessions) steering the same model at the same time never see each other's vectors.
 
-The hook machinery also records residuals (:func:`record_residuals`), which the effects
-measurement and the residual-norm read-out use. Operators other than addition (ACE, ...) are
+The hooks live in :mod:`steering_core.model.hooks`, shared with residual recording
+(:mod:`steering_core.model.recording`), which the effects measurement and the residual-norm
+read-out use. Operators other than addition (ACE, ...) are
 :class:`SteeringTerm` subclasses named in :mod:`steering_core.model.operators`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
-import threading
-import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from steering_core.errors import SteeringError
+from steering_core.model.hooks import ACTIVE, hooks_on
 
 if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
@@ -242,95 +241,6 @@ def steering(model: SteerableModel, *terms: tuple | SteeringTerm) -> Steering:
     return Steering.of(built)
 
 
-# -- hook registry: one hook per (model, layer), reference-counted, reading context variables ------
-
-_ACTIVE: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_active", default=())
-_RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_recorders", default=())
-
-
-class _StopForward(Exception):
-    """Raised by a recorder once the last layer it needs has run: skips the rest of the model."""
-
-
-class _Registry:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.handles: dict[int, object] = {}
-        self.counts: dict[int, int] = {}
-
-
-_REGISTRIES: "weakref.WeakKeyDictionary[torch.nn.Module, _Registry]" = weakref.WeakKeyDictionary()
-_REGISTRIES_LOCK = threading.Lock()
-
-
-def _registry(model: SteerableModel) -> _Registry:
-    with _REGISTRIES_LOCK:
-        reg = _REGISTRIES.get(model.module)
-        if reg is None:
-            reg = _REGISTRIES[model.module] = _Registry()
-        return reg
-
-
-def _make_hook(key: int, layer: int):
-    def hook(_module, _inputs, output):
-        active = _ACTIVE.get()
-        recorders = _RECORDERS.get()
-        if not active and not recorders:
-            return None
-        hidden = output[0] if isinstance(output, tuple) else output
-        for rec in recorders:
-            if rec.before_steering and rec.key == key and layer in rec.layers:
-                rec.keep(layer, hidden)
-        changed = False
-        for owner, steer_set in active:
-            if owner == key and layer in steer_set.layers:
-                hidden = steer_set.apply_at(layer, hidden)
-                changed = True
-        for rec in recorders:
-            if rec.key == key and layer in rec.layers:
-                if not rec.before_steering:
-                    rec.keep(layer, hidden)
-                if rec.stop_after is not None and layer == rec.stop_after:
-                    raise _StopForward
-        if not changed:
-            return None
-        if isinstance(output, tuple):
-            return (hidden,) + tuple(output[1:])
-        return hidden
-
-    return hook
-
-
-@contextlib.contextmanager
-def _hooks_on(model: SteerableModel, layers: Iterable[int]) -> Iterator[None]:
-    reg = _registry(model)
-    key = id(model.module)
-    acquired: list[int] = []
-    try:
-        with reg.lock:
-            for layer in sorted(set(layers)):
-                if reg.counts.get(layer, 0) == 0:
-                    module = model.backend.layer_module(layer)
-                    reg.handles[layer] = module.register_forward_hook(_make_hook(key, layer))
-                reg.counts[layer] = reg.counts.get(layer, 0) + 1
-                acquired.append(layer)
-        yield
-    finally:
-        with reg.lock:
-            for layer in acquired:
-                reg.counts[layer] -= 1
-                if reg.counts[layer] == 0:
-                    reg.handles.pop(layer).remove()
-                    del reg.counts[layer]
-
-
-def installed_hook_count(model: SteerableModel) -> int:
-    """Hooks this module has on the model right now (0 whenever no scope is open)."""
-    reg = _registry(model)
-    with reg.lock:
-        return len(reg.handles)
-
-
 @contextlib.contextmanager
 def steer(model: SteerableModel, steer_set: Steering | Sequence | None) -> Iterator[Steering | None]:
     """Scope inside which every forward pass of ``model`` in *this thread/context* is steered.
@@ -346,98 +256,12 @@ def steer(model: SteerableModel, steer_set: Steering | Sequence | None) -> Itera
     if not steer_set.terms:
         yield steer_set
         return
-    with _hooks_on(model, steer_set.layers):
-        token = _ACTIVE.set(_ACTIVE.get() + ((id(model.module), steer_set),))
+    with hooks_on(model, steer_set.layers):
+        token = ACTIVE.set(ACTIVE.get() + ((id(model.module), steer_set),))
         try:
             yield steer_set
         finally:
-            _ACTIVE.reset(token)
-
-
-def _checked_layers(model: SteerableModel, layers: Iterable[int]) -> list[int]:
-    layers = sorted({int(layer) for layer in layers})
-    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
-    if bad:
-        raise SteeringError(f"layer {bad[0]} is out of range 0..{model.n_layers - 1}.")
-    return layers
-
-
-@dataclass
-class _Recorder:
-    key: int
-    layers: set[int]
-    stop_after: int | None
-    store: dict[int, torch.Tensor] = field(default_factory=dict)
-    before_steering: bool = False
-    append: bool = False
-    chunks: dict[int, list[torch.Tensor]] = field(default_factory=dict)
-
-    def keep(self, layer: int, hidden: torch.Tensor) -> None:
-        if self.append:
-            self.chunks.setdefault(layer, []).append(hidden.detach().clone())
-        else:
-            self.store[layer] = hidden.detach().clone()
-
-
-def record_residuals(model: SteerableModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     layers: Sequence[int], steering: Steering | Sequence | None = None,
-                     stop_early: bool = True) -> dict[int, torch.Tensor]:
-    """Residuals after the given blocks (``[batch, pos, d_model]`` each), optionally while steering.
-
-    With ``stop_early`` the forward pass ends after the deepest requested block, which is what
-    makes measuring SAE features at a middle layer cheap.
-    """
-    layers = _checked_layers(model, layers)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    rec = _Recorder(id(model.module), set(layers), layers[-1] if stop_early and layers else None)
-    with torch.no_grad(), steer(model, steering), _hooks_on(model, layers):
-        token = _RECORDERS.set(_RECORDERS.get() + (rec,))
-        try:
-            model.backend.forward(input_ids, attention_mask)
-        except _StopForward:
-            pass
-        finally:
-            _RECORDERS.reset(token)
-    return {layer: rec.store[layer] for layer in layers}
-
-
-def run_through(model: SteerableModel, layer: int, forward: Callable[[], object]) -> None:
-    """Call ``forward`` (one forward pass of ``model``) but end it once block ``layer`` has run and
-    its hooks have read it: what recorders and steering at that block see is unchanged, and the
-    blocks after it, the unembedding and whatever would use the logits are skipped."""
-    layer = _checked_layers(model, [layer])[0]
-    rec = _Recorder(id(model.module), {layer}, layer)
-    with _hooks_on(model, [layer]):
-        token = _RECORDERS.set(_RECORDERS.get() + (rec,))
-        try:
-            forward()
-        except _StopForward:
-            pass
-        finally:
-            _RECORDERS.reset(token)
-
-
-@contextlib.contextmanager
-def recording(model: SteerableModel, layers: Sequence[int],
-              before_steering: bool = True) -> Iterator[dict[int, list[torch.Tensor]]]:
-    """Collect the residual after the given blocks on *every* forward pass inside the scope.
-
-    Yields ``{layer: [chunk, ...]}``: one ``[batch, new_positions, d_model]`` chunk per forward
-    call (the prefill, then one per decoding step). With ``before_steering`` the residual is read
-    before this layer's own steering is added. Because steering at block l only changes what
-    blocks after l see, that is exactly what an unsteered re-run of the steered rollout would
-    give at block l, so effect measurement needs no second pass over the rollouts.
-    """
-    layers = _checked_layers(model, layers)
-    rec = _Recorder(id(model.module), set(layers), None, before_steering=before_steering, append=True)
-    rec.chunks.update({layer: [] for layer in layers})
-    with _hooks_on(model, layers):
-        token = _RECORDERS.set(_RECORDERS.get() + (rec,))
-        try:
-            yield rec.chunks
-        finally:
-            _RECORDERS.reset(token)
+            ACTIVE.reset(token)
 
 
 def random_unit_vector(d_model: int, seed: int = 0) -> torch.Tensor:

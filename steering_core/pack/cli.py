@@ -52,6 +52,16 @@ def status(cfg: PackConfig) -> dict[str, Any]:
     return out
 
 
+def _quiet_libraries() -> None:
+    """``--quiet`` means no bars at all: the model loader's and the hub's are silenced too (their
+    "Loading weights" bars otherwise land in a background build's log on every start)."""
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     ap = argparse.ArgumentParser(prog="python -m steering_core.pack", description=(
@@ -104,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SteeringCoreError(f"--features must be at least 1, not {args.features}.")
             cfg.reference.features = args.features
         _override(cfg, args)
+        if getattr(args, "quiet", False):
+            _quiet_libraries()
         # Refused before anything is written, cheapest first: a CUDA device that does not exist, an
         # unreachable Ray cluster, a model that cannot load, a hook or SAE that does not fit it.
         resolve_device(cfg.device)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from steering_core.describe.inputs import collapse_same_text
-from steering_core.errors import SteeringCoreError
+from steering_core.errors import FeatureLookupError
 from steering_core.model.loading import cache_dir
+from steering_core.pack import decoder
 from steering_core.storage.db import StoreError, connect
 
 
@@ -31,10 +32,6 @@ def default_pack_dir() -> Path:
 
 #: A target the features table lacks (a LEFT JOIN's NULLs): label, auto label, density.
 _NO_TARGET = (None, None, None)
-
-
-class FeatureLookupError(SteeringCoreError):
-    """An unknown feature id, or a pack that lacks what was asked for."""
 
 
 @dataclass
@@ -153,12 +150,16 @@ class FeaturePack:
         v = self.meta_json("output_score_steers_well")
         return float(v) if isinstance(v, (int, float)) else None
 
+    def _alpha_spec(self) -> dict | None:
+        spec = self.meta_json("alpha_spec")  # how the build loss-matched α (absent in old packs)
+        return spec if isinstance(spec, dict) else None
+
     def alpha_basis(self) -> str:
         """What each feature's α was loss-matched on, in words. ΔCE depends on the text it is
         measured on, so an α matched on other text (the Steer page's Automatic α reads built-in
         neutral prose) can differ by tens of percent; the card says which text this one used."""
-        spec = self.meta_json("alpha_spec")
-        if not isinstance(spec, dict):
+        spec = self._alpha_spec()
+        if spec is None:
             return "the pack's held-out text"
         n, t = int(spec.get("ref_windows", 0)), int(spec.get("ref_tokens", 0))
         return f"{n} held-out window{'s' if n != 1 else ''} × {t} tokens of the pack's corpus"
@@ -171,8 +172,8 @@ class FeaturePack:
         ``feature``: an id, or a row from :meth:`feature`."""
         row = feature if isinstance(feature, dict) else self.feature(feature)
         dce = row.get("alpha_dce")
-        spec = self.meta_json("alpha_spec")
-        if dce is None or not isinstance(spec, dict):
+        spec = self._alpha_spec()
+        if dce is None or spec is None:
             return None
         target, tol = float(spec.get("target_dce", 0.5)), float(spec.get("tolerance", 0.2))
         return (float(dce), target) if abs(float(dce) - target) > tol * target else None
@@ -352,33 +353,12 @@ class FeaturePack:
         return bool(row and row[0])
 
     def decoder_row(self, feature_id) -> np.ndarray:
-        """The raw decoder row of a feature from ``sae/sae_weights.safetensors`` (one row read,
-        no sae_lens needed)."""
-        from safetensors import safe_open
-
-        fid = self.check_feature(feature_id)
-        path = self.sae_dir / "sae_weights.safetensors"
-        if not path.is_file():
-            raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
-        with safe_open(str(path), framework="np") as fh:
-            if "W_dec" not in fh.keys():
-                raise FeatureLookupError(f"{path} has no W_dec tensor.")
-            return np.asarray(fh.get_slice("W_dec")[fid : fid + 1], dtype=np.float32)[0]
+        """The raw decoder row of a feature (one row read from the SAE weights, no sae_lens needed)."""
+        return decoder.row(self.sae_dir, self.check_feature(feature_id))
 
     def decoder_matrix(self) -> np.ndarray:
         """All decoder rows ``[d_sae, d_model]``, unit-normalised (loaded once per pack)."""
-        def load():
-            from safetensors.numpy import load_file
-
-            path = self.sae_dir / "sae_weights.safetensors"
-            if not path.is_file():
-                raise FeatureLookupError(f"This pack has no SAE weights ({path} is missing).")
-            w = load_file(str(path)).get("W_dec")
-            if w is None:
-                raise FeatureLookupError(f"{path} has no W_dec tensor.")
-            w = np.asarray(w, dtype=np.float32)
-            return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
-        return self.cached("decoder_matrix", load)
+        return self.cached("decoder_matrix", lambda: decoder.unit_matrix(self.sae_dir))
 
     def approximator(self):
         """The pack's effect approximator (loaded once), or None when the pack has none."""

@@ -3,6 +3,8 @@ how good it is on held-out tokens (explained variance, dead features, L0, splice
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -13,9 +15,10 @@ import numpy as np
 import torch
 
 from steering_core.errors import SAELoadError, SteeringCoreError
+from steering_core.model.recording import record_residuals
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
 from steering_core.model.steerable import hook_name
-from steering_core.model.steering import SteeringTerm, make_term, record_residuals, steer, steering
+from steering_core.model.steering import SteeringTerm, make_term, steer, steering
 from steering_core.pack.corpus import Corpus
 from steering_core.progress import Progress
 
@@ -153,10 +156,30 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name)) if done else None
 
 
+@contextlib.contextmanager
+def _sae_lens_bars(show: bool) -> Iterator[None]:
+    """sae_lens' trainer and scaler draw their own tqdm bars and take no switch for them; with
+    ``show=False`` their modules' ``tqdm`` is a disabled one for the scope (tqdm's own
+    ``TQDM_DISABLE`` is read once, at import, long before a build starts)."""
+    if show:
+        yield
+        return
+    from sae_lens.training import activation_scaler, sae_trainer
+
+    saved = {m: m.tqdm for m in (activation_scaler, sae_trainer)}
+    try:
+        for m, bar in saved.items():
+            m.tqdm = functools.partial(bar, disable=True)
+        yield
+    finally:
+        for m, bar in saved.items():
+            m.tqdm = bar
+
+
 def train_sae(model: SteerableModel, corpus: Corpus, acts: np.ndarray, layer: int, spec: SAETrainSpec, workdir: Path,
-              seed: int = 0, log_path: Path | None = None) -> LoadedSAE:
+              seed: int = 0, log_path: Path | None = None, show_bar: bool = True) -> LoadedSAE:
     """Train an SAE of ``spec.architecture`` with sae_lens' SAETrainer; resumes from the last
-    complete checkpoint."""
+    complete checkpoint. ``show_bar=False`` (``build --quiet``) silences sae_lens' own bars too."""
     import sae_lens  # noqa: F401  (registers the training classes)
     from sae_lens.config import SAETrainerConfig
     from sae_lens.registry import get_sae_training_class
@@ -204,20 +227,21 @@ def train_sae(model: SteerableModel, corpus: Corpus, acts: np.ndarray, layer: in
                 with open(log_path, "a") as fh:
                     fh.write(f"[sae] checkpoint at {Path(checkpoint_path).name} samples\n")
 
-    provider = _batches(flat, rows, spec.batch_size, seed, start)
-    trainer = SAETrainer(cfg, sae, provider, save_checkpoint_fn=mark_complete)
-    if latest is not None:
-        trainer.load_trainer_state(latest)
-        trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
-    else:
-        trainer.activation_scaler.estimate_scaling_factor(
-            d_in=model.d_model, data_provider=_batches(flat, rows, spec.batch_size, seed + 10_000, 0),
-            n_batches_for_norm_estimate=20,
-        )
-    if log_path is not None:
-        with open(log_path, "a") as fh:
-            fh.write(f"[sae] training from sample {start} of {spec.training_tokens}\n")
-    trained = trainer.fit()
+    with _sae_lens_bars(show_bar):
+        provider = _batches(flat, rows, spec.batch_size, seed, start)
+        trainer = SAETrainer(cfg, sae, provider, save_checkpoint_fn=mark_complete)
+        if latest is not None:
+            trainer.load_trainer_state(latest)
+            trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
+        else:
+            trainer.activation_scaler.estimate_scaling_factor(
+                d_in=model.d_model, data_provider=_batches(flat, rows, spec.batch_size, seed + 10_000, 0),
+                n_batches_for_norm_estimate=20,
+            )
+        if log_path is not None:
+            with open(log_path, "a") as fh:
+                fh.write(f"[sae] training from sample {start} of {spec.training_tokens}\n")
+        trained = trainer.fit()
     tmp = workdir / "sae.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trained.save_inference_model(tmp)

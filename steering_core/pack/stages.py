@@ -60,7 +60,8 @@ def sae(b: Builder) -> None:
     if b.cfg.sae == "train":
         from steering_core.pack.sae_training import describe_training, train_sae
 
-        trained = train_sae(b.model, b.corpus, b.acts, b.layer, b.cfg.sae_train, b.dir, b.cfg.seed, b.log_path)
+        trained = train_sae(b.model, b.corpus, b.acts, b.layer, b.cfg.sae_train, b.dir, b.cfg.seed, b.log_path,
+                            show_bar=b.show_bar)
         source = describe_training(b.cfg.sae_train)
     else:
         trained = load_sae(b.cfg.sae, b.model)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from steering_core.errors import SteeringCoreError
-from steering_core.model.steering import record_residuals
+from steering_core.model.recording import record_residuals
 from steering_core.storage.files import make_readable
 
 if TYPE_CHECKING:

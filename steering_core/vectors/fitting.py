@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from steering_core.errors import SteeringCoreError
-from steering_core.vectors.evaluation import data_efficiency, layer_sweep, split_indices
+from steering_core.vectors.evaluation import EvaluationError, LayerScore, data_efficiency, layer_sweep, split_indices
 from steering_core.vectors.extraction import ActivationCache, pair_activations
 from steering_core.vectors.methods import METHODS, FitContext, FitResult, fit
 
@@ -184,3 +184,11 @@ def _cache() -> ActivationCache:
 
         _CACHE = ActivationCache(cache_dir() / "activations")
     return _CACHE
+
+
+def best_layer(scores: Sequence[LayerScore]) -> LayerScore:
+    """The layer a sweep separates best on held-out pairs: highest pair accuracy, then largest d′
+    (pair accuracy saturates at 1 on easy datasets, where d′ still ranks the layers)."""
+    if not scores:
+        raise EvaluationError("A layer sweep with no layers has no best layer.")
+    return max(scores, key=lambda s: (s.pair_accuracy, s.projection_gap))
