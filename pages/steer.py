@@ -230,6 +230,8 @@ request = SideBySide(
     config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
                             seed=int(seed)),
 ) if resolved is not None else None
+#: What the columns say before anything was generated (under headers that name the settings).
+EMPTY_HINT = "Nothing generated yet: press Generate for both columns, same seeds on each side."
 g1, g2 = st.columns([1, 3])
 go = g1.button("Generate", type="primary", disabled=resolved is None, key="generate")
 live = g2.toggle("Live α", key="live_alpha", disabled=chat_mode, **first("live_alpha", True),
@@ -291,3 +293,6 @@ elif "steer_last" in ss:
         left.info(text or "…")
     for text in ss.steer_last["steered"]:
         right.success(text or "…")
+elif request is not None:
+    left.caption(EMPTY_HINT + (" With Live α on, releasing the α slider afterwards regenerates the steered column "
+                               "alone." if live and not chat_mode else ""))

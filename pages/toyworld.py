@@ -10,6 +10,7 @@ import streamlit as st
 import ui
 from steering_core import SteeringCoreError
 from steering_core import toyworld as tw
+from steering_core.vectors.methods import METHODS
 
 ui.setup_page("Toy world")
 st.title("Toy world: steering with a known answer")
@@ -31,7 +32,7 @@ layer = c2.number_input("Layer (residual after block)", 0, 3, 2, key="tw_layer")
 repeats = c3.number_input("Repeats", 1, 50, 3, key="tw_repeats")
 largest = c4.selectbox("Most examples", [16, 64, 256, 1024, 4096], index=2, key="tw_max")
 methods = st.multiselect("Methods", tw.steering_methods(), default=["caa", "ace", "probe", "loreft", "lorest"],
-                         key="tw_methods")
+                         key="tw_methods", format_func=lambda n: METHODS[n].label)
 d1, d2, d3 = st.columns(3)
 alphas = d1.text_input("α (several: chosen on validation inputs)", "1", key="tw_alphas")
 n_test = d2.number_input("Test inputs", 50, 5000, 500, key="tw_test")
@@ -49,7 +50,7 @@ if st.button("Run", type="primary", key="tw_go", disabled=not methods):
 
         def tick(point: tw.CurvePoint) -> None:
             done[0] += 1
-            bar.progress(min(1.0, done[0] / total), text=f"{point.method}, {point.n} examples, repeat {point.repeat + 1}")
+            bar.progress(min(1.0, done[0] / total), text=f"{METHODS[point.method].label}, {point.n} examples, repeat {point.repeat + 1}")
 
         result = tw.run_curves(trained, cfg, on_point=tick)
         ss.tw_result = {"result": result, "accuracy": trained.report.accuracy, "m": int(m), "layer": int(layer)}
@@ -66,7 +67,7 @@ if res is not None:
                f"{r.seconds:.0f} s for the curves. Bands: ± one standard deviation over repeats.")
     fig = go.Figure()
     for i, name in enumerate(r.methods):
-        ui.add_band(fig, r.ns, r.mean(name), r.std(name), name, i)
+        ui.add_band(fig, r.ns, r.mean(name), r.std(name), METHODS[name].label, i)
     fig.update_layout(height=420, xaxis=dict(title="steering examples (pairs)", type="log", dtick=0.30103),
                       yaxis=dict(title="steered-attribute accuracy", range=[0, 1.05]), legend=ui.LEGEND_ABOVE)
     st.plotly_chart(fig, width="stretch")

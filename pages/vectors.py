@@ -283,7 +283,8 @@ with layer_tab:
     l1, l2, l3 = st.columns([2, 1, 1])
     lchoice = l1.selectbox("Dataset", dstore.choices(), key="ls_dataset")
     # the layer sweep fits without an SAE or approximator: the methods an empty context allows
-    lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method")
+    lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method",
+                           format_func=lambda n: METHODS[n].label)
     default_position(lchoice, "ls_position")
     lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
     warn_position(lchoice, lpos)
@@ -343,7 +344,8 @@ with eff_tab:
                      help="Prompt-pair metrics steer the held-out negatives and read the target and off-target "
                           "features at the target word, and the word the model writes there.")
     emethods = st.multiselect("Methods", [m for m in METHODS if m in usable and METHODS[m].uses_pairs],
-                              default=["caa", "pca_diff", "probe"], key="de_methods")
+                              default=["caa", "pca_diff", "probe"], key="de_methods",
+                              format_func=lambda n: METHODS[n].label)
     if emode == PAIR_ACCURACY:
         if st.button("Run data-efficiency sweep", key="de_go"):
             bar = st.progress(0.0, text="Extracting activations…")

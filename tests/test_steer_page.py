@@ -69,6 +69,14 @@ def test_the_header_names_the_alpha_that_made_the_text_after_the_slider_moves():
     assert not [i.value for i in at.info if "settings changed" in i.value]
 
 
+def test_before_any_generation_the_columns_say_how_to_fill_them():
+    at = _steer(feature="5")
+    hint = [c.value for c in at.caption if c.value.startswith("Nothing generated yet")]
+    assert hint and "releasing the α slider afterwards regenerates the steered column alone" in hint[0]
+    _generated(at, max_tokens=2, n_samples=1)
+    assert not [c.value for c in at.caption if c.value.startswith("Nothing generated yet")]
+
+
 def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_the_unsteered_one():
     at = _generated(_steer(), max_tokens=6, n_samples=2)
     first = dict(at.session_state["steer_last"])
