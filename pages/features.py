@@ -119,14 +119,13 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                 st.plotly_chart(fig, width="stretch", key=f"{key}_hist")
         with right:
             # double-backtick code spans show any token literally (quotes, <tags>, a lone backtick)
-            top = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("top_logits") or []))
-            bot = ", ".join(f"`` {t.strip() or repr(t)} ``" for t in (feat.get("bottom_logits") or []))
+            top, bot = (ui.token_spans(feat.get(k) or []) for k in ("top_logits", "bottom_logits"))
             st.markdown(f"**Promotes** {top}\n\n**Suppresses** {bot}",
                         help="Logit lens: the decoder row through the unembedding (skips every later layer).")
             out = pack.outputs(fid)
             if out is not None:
-                up = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["gains"][:6])
-                down = ", ".join(f"`` {t.strip() or repr(t)} `` {v:+.3f}" for t, v in out["losses"][:6])
+                up, down = (ui.token_spans([t for t, _ in out[k][:6]], [v for _, v in out[k][:6]])
+                            for k in ("gains", "losses"))
                 bar = pack.steers_well_bar()
                 verdict = "" if bar is None else (f" · **steers well** (random directions' 95th percentile: {bar:+.3f})"
                                                   if out["output_score"] > bar else
@@ -266,9 +265,10 @@ with t_search:
 with t_work:
     if not ss.pins:
         st.info("Open features from Search, a list row or the Map; they are pinned here side by side.")
-    for row_start in range(0, len(ss.pins), 2):
-        cols = st.columns(2)
-        for col, fid in zip(cols, ss.pins[row_start:row_start + 2]):
+    across = 1 if len(ss.pins) == 1 else 2  # a card alone takes the width: half of it cut its lists' labels off
+    for row_start in range(0, len(ss.pins), across):
+        cols = st.columns(across)
+        for col, fid in zip(cols, ss.pins[row_start:row_start + across]):
             with col, st.container(border=True):
                 card(fid, f"ws_{fid}", compact=True)
     st.divider()

@@ -232,3 +232,19 @@ def test_hide_hubs_toggle_removes_the_marked_hub_targets(app_env):
     after = at.dataframe[0].value
     assert not after["label"].str.startswith("◎ ").any()
     assert after["feature"].tolist()[: int((~hubs).sum())] == before.loc[~hubs, "feature"].tolist()
+
+
+def _workspace_columns(at: AppTest) -> int:
+    """How many columns the Workspace tab's first row of cards has."""
+    work = next(t for t in at.tabs if t.label == "Workspace")
+    first = work.children[0]
+    return sum(1 for c in first.children.values() if type(c).__name__ == "Column")
+
+
+def test_a_single_pinned_card_takes_the_workspace_width(app_env):
+    """A user-style audit: one pinned card sat in the left half beside an empty right half, its
+    lists' labels cut off; two or more sit side by side."""
+    at = _search(_page(), "Feature id", "3")
+    assert at.session_state["pins"] == [3] and _workspace_columns(at) == 1
+    at = _search(at, "Feature id", "4")
+    assert set(at.session_state["pins"]) == {3, 4} and _workspace_columns(at) == 2

@@ -136,3 +136,11 @@ def test_search_text_keeps_words_and_leaves_out_framing_and_what_steering_lowers
 def test_context_words_never_count_function_words():
     snips = [([" the", " and", " cake", " wedding"], 3), ([" the", " and", " cake", " wedding"], 3)]
     assert context_words(snips, {"the": 5, "and": 5, "cake": 5}, 10_000) == ["cake"]
+
+
+def test_shown_token_names_whitespace_and_pieces_of_characters():
+    from steering_core.describe.words import PARTIAL_CHARACTER, shown_token
+
+    assert shown_token(" wedding ") == "wedding" and shown_token("\n\n") == repr("\n\n")
+    assert shown_token("\ufffd") == shown_token(" \ufffd\ufffd") == PARTIAL_CHARACTER
+    assert shown_token("caf\ufffd") == "caf\ufffd"  # a word with a broken tail still shows its letters

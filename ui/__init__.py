@@ -18,7 +18,7 @@ from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
 from ui.charts import LEGEND_ABOVE, add_band  # noqa: F401  (re-exported for pages)
-from ui.highlight import snippet_html, tokens_html  # noqa: F401  (re-exported for pages)
+from ui.highlight import snippet_html, token_spans, tokens_html  # noqa: F401  (re-exported for pages)
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
     PAGES,

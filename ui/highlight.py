@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+from steering_core.describe.words import shown_token
+
 
 def tokens_html(tokens: Sequence[str], strengths: Sequence[float], titles: Sequence[str] | None = None,
                 badge: str = "") -> str:
@@ -28,3 +30,11 @@ def snippet_html(snip: dict, scale: float | None = None) -> str:
     n = int(snip.get("similar") or 1)
     return tokens_html(snip["tokens"], [a / top for a in snip["acts"]], [f"{a:.3f}" for a in snip["acts"]],
                        badge=f"×{n} similar" if n > 1 else "")
+
+
+def token_spans(tokens: Sequence[str], values: Sequence[float] | None = None) -> str:
+    """Tokens as Markdown code spans, comma-separated, each as ``describe.words.shown_token`` shows
+    it (double backticks, so a token that is a quote or a lone backtick still shows literally),
+    followed by its signed value when ``values`` are given."""
+    return ", ".join(f"`` {shown_token(t)} ``" + ("" if values is None else f" {values[i]:+.3f}")
+                     for i, t in enumerate(tokens))

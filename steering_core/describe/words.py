@@ -101,3 +101,20 @@ def is_stop_word(text: str) -> bool:
 
 
 __all__ = ["STOP_WORDS", "SYMBOL_NAMES", "is_stop_word", "dictionary", "is_word", "readable", "symbol_name"]
+
+
+#: What a token list shows for a piece of a multi-byte character: byte-level tokenizers split an
+#: emoji or an accented letter into pieces that decode, alone, to U+FFFD ("�"), which says nothing.
+PARTIAL_CHARACTER = "⟨part of a character⟩"
+
+
+def shown_token(token: str) -> str:
+    """A token as a list of tokens shows it: its text without surrounding spaces, ``repr`` when it
+    is only whitespace (a line break reads ``'\\n'``, not as nothing), and
+    :data:`PARTIAL_CHARACTER` when it decodes to replacement characters alone."""
+    text = token.strip()
+    if not text:
+        return repr(token)
+    if set(text) == {"\ufffd"}:
+        return PARTIAL_CHARACTER
+    return text
