@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from steering_core import SteeringCoreError
 from steering_core.browse.rows import feature_table
-from steering_core.browse.suggest import sweep_suggestion
+from steering_core.browse.suggest import example_feature, sweep_suggestion
 from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, beats_phrase, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
@@ -93,7 +93,8 @@ with st.sidebar:
             if sae is None:
                 st.info("No SAE is loaded.")
             else:
-                raw = st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", "0"))
+                first = example_feature(pack) if pack is not None else None  # one that steers toward its words
+                raw = st.text_input("Feature id", key="sw_feature", **ui.first_value("sw_feature", str(first or 0)))
                 fid = sae.check_feature(raw.strip())  # a message echoes what was typed, without its spaces
                 vector, layer, label, feature = sae.decoder_direction(fid), sae.layer, f"feature {fid}", fid
     except SteeringCoreError as exc:
@@ -130,15 +131,21 @@ with sweep_tab:
     new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
     seed = c5.number_input("Seed", value=0, step=1, key="sw_seed")
     s1, s2, s3 = st.columns(3)
-    use_kw = s1.checkbox("Keyword hit rate", key="sw_use_kw", **ui.first_value("sw_use_kw", True))
-    keywords = s1.text_input("Keywords (comma-separated)", key="sw_keywords", disabled=not use_kw,
-                             **ui.first_value("sw_keywords", "wedding, bride, groom, married"))
     suggestion = None
     if feature is not None and pack is not None:
         try:
             suggestion = sweep_suggestion(pack, feature)
         except SteeringCoreError:
             suggestion = None
+    # the fields start at the first feature's words (wedding words for a saved vector), chosen once:
+    # a widget's default must not change between runs
+    if "sw_first_words" not in ss:
+        ss.sw_first_words = ((", ".join(suggestion.keywords), suggestion.concept or "weddings and marriage")
+                             if suggestion is not None else ("wedding, bride, groom, married", "weddings and marriage"))
+    first_words = ss.sw_first_words
+    use_kw = s1.checkbox("Keyword hit rate", key="sw_use_kw", **ui.first_value("sw_use_kw", True))
+    keywords = s1.text_input("Keywords (comma-separated)", key="sw_keywords", disabled=not use_kw,
+                             **ui.first_value("sw_keywords", first_words[0]))
     if suggestion is not None and ", ".join(suggestion.keywords) != keywords.strip():
         s1.caption(f"From the pack: {', '.join(suggestion.keywords)}")
         s1.button(f"Use #{suggestion.feature}'s words", key="sw_suggest", on_click=use_suggestion,
@@ -147,7 +154,7 @@ with sweep_tab:
         s1.caption(f"⚠ {suggestion.note}")
     use_sim = s2.checkbox("Similarity to a concept (MiniLM)", value=False, key="sw_use_sim")
     concept = s2.text_input("Concept description", key="sw_concept", disabled=not use_sim,
-                            **ui.first_value("sw_concept", "weddings and marriage"))
+                            **ui.first_value("sw_concept", first_words[1]))
     use_tf = s3.checkbox("Target SAE features", key="sw_use_tf", disabled=sae is None, **ui.first_value("sw_use_tf", False))
     target_features = s3.text_input("Feature ids (comma-separated)", key="sw_tf", disabled=not use_tf,
                                     **ui.first_value("sw_tf", ""))

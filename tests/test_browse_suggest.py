@@ -65,3 +65,64 @@ def test_the_sweep_page_fills_keywords_and_concept_from_the_feature(app_env):
     assert at.text_input(key="sw_keywords").value == "wedding, cake"
     assert at.text_input(key="sw_concept").value == "wedding, cake"
     assert not [b for b in at.button if b.key == "sw_suggest"]  # the fields hold the suggestion now
+
+
+def _plant_density(pack_db: Path, fid: int, density: float) -> None:
+    con = duckdb.connect(str(pack_db))
+    try:
+        con.execute("UPDATE features SET density = ? WHERE feature_id = ?", [density, fid])
+    finally:
+        con.close()
+
+
+def _plant_example(pack_db: Path) -> None:
+    """Feature 2 steers most toward readable words; 4 steers more but is dense; 3 steers less."""
+    con = duckdb.connect(str(pack_db))
+    try:
+        con.execute("UPDATE features SET output_score = -1")
+    finally:
+        con.close()
+    _plant(pack_db, 2, [" wedding", " cake", " bride"], 0.9)
+    _plant(pack_db, 3, [" river", " boat", " water"], 0.5)
+    _plant(pack_db, 4, [" stone", " rock", " sand"], 5.0)
+    for fid in (2, 3):
+        _plant_density(pack_db, fid, 0.01)
+    _plant_density(pack_db, 4, 0.9)
+
+
+def test_the_example_feature_steers_most_toward_readable_words_and_is_not_dense(app_env):
+    from steering_core.browse.suggest import example_feature
+    from steering_core.pack.reader import FeaturePack
+
+    db = app_env / "pack" / "pack.duckdb"
+    _plant_example(db)
+    pack = FeaturePack(db)
+    try:
+        assert example_feature(pack) == 2
+        assert example_feature(pack, max_density=1.0) == 4  # with dense features allowed
+    finally:
+        pack.close()
+
+
+def test_a_first_sweep_opens_on_the_example_feature_with_its_words(app_env):
+    """A user-style audit: a new Sweep page swept feature 0 for wedding words, a flat curve."""
+    from streamlit.testing.v1 import AppTest
+
+    from steering_core.browse.suggest import sweep_suggestion
+    from steering_core.pack.reader import FeaturePack
+
+    db = app_env / "pack" / "pack.duckdb"
+    _plant_example(db)
+    pack = FeaturePack(db)
+    try:
+        want = sweep_suggestion(pack, 2)
+    finally:
+        pack.close()
+    at = AppTest.from_file(str(ROOT / "pages" / "sweep.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="sw_source").value == "SAE feature (decoder row)"  # no saved vectors yet
+    assert at.text_input(key="sw_feature").value == "2"
+    assert at.text_input(key="sw_keywords").value == ", ".join(want.keywords)
+    assert at.text_input(key="sw_concept").value == want.concept
+    at.text_input(key="sw_feature").set_value("3").run()  # the user's own choices are kept from then on
+    assert at.text_input(key="sw_keywords").value == ", ".join(want.keywords)

@@ -3,7 +3,8 @@
 Why: the Sweep page's keyword hit rate and concept similarity are only as good as the words typed
 in, and its defaults are wedding words. A researcher sweeping feature #N wants the words #N is
 about, and wants to know before sweeping when the pack found its output effect no larger than a
-random direction's (then no keyword is likely to rise with α, whatever is typed).
+random direction's (then no keyword is likely to rise with α, whatever is typed). And a new
+Sweep page needs a first feature worth sweeping (:func:`example_feature`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from steering_core.browse.rows import feature_table
+import numpy as np
+
+from steering_core.browse.rows import DEFAULT_MAX_DENSITY, feature_table
 from steering_core.describe.labels import NO_OUTPUT_EFFECT, sweep_keywords
 from steering_core.pack.reader import FeaturePack
 
@@ -57,3 +60,25 @@ def sweep_suggestion(pack: FeaturePack, feature_id) -> SweepSuggestion | None:
     else:
         note = f"#{fid}: the keywords are what it fires on (this pack does not say how well it steers)."
     return SweepSuggestion(fid, tuple(words), concept, steers, note)
+
+
+def example_feature(pack: FeaturePack, max_density: float = DEFAULT_MAX_DENSITY) -> int | None:
+    """A feature to open a sweep with when the user has not named one: the one that moves next-token
+    probabilities toward its own words the most (highest output score, above random directions'
+    bar), not dense, with at least three readable keywords. Without output scores (old or tiny
+    packs), the lowest-id feature with three keywords; None when there is none. Why: a first
+    sweep of feature 0 with wedding keywords shows a flat curve and teaches nothing."""
+    def find() -> int | None:
+        table = feature_table(pack)
+        score = table.output_score if table.output_score is not None else np.full(len(table.label), np.nan)
+        dense = np.nan_to_num(table.density, nan=0.0) > max_density
+        order = np.lexsort((np.arange(len(score)), -np.nan_to_num(score, nan=-np.inf)))
+        for fid in order[:200]:
+            fid = int(fid)
+            if dense[fid] or table.steers_well(fid) is False:
+                continue
+            got = sweep_suggestion(pack, fid)
+            if got is not None and len(got.keywords) >= 3:
+                return fid
+        return None
+    return pack.cached(f"suggest:example:{max_density}", find)
