@@ -246,6 +246,7 @@ with what_tab:
                 if approx is None:
                     st.caption("This pack has no effect approximator.")
                 else:
+                    st.caption(ve.prediction_note(pack))
                     ui.feature_list("predicted", ve.effect_rows(pack, ve.predicted(pack, vec.direction), flt, k=32,
                                                                 is_predicted=True), "what_pred",
                                     on_open=ui.goto_features)

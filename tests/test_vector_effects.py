@@ -183,3 +183,23 @@ def test_the_cache_key_follows_the_loss_target_and_the_precision(env):
     assert len(keys) == 3
     # a given α does not depend on the target
     assert cache_key(pack, v, 1, 3.0, 0, spec, 0.5, "fp32") == cache_key(pack, v, 1, 3.0, 0, spec, 2.0, "fp32")
+
+
+def test_the_predicted_list_says_how_well_the_approximator_predicts(env):
+    """A predicted list sits beside a measured one: it must say, in the pack's own held-out figure,
+    how much of a measured list it explains, and that it has no error bars."""
+    from steering_core.measure.vector_effects import prediction_note
+
+    pack, _, _ = env
+    r2 = pack.meta_json("approximator_r2_heldout")
+    note = prediction_note(pack)
+    assert f"(R² {r2:.2f})" in note and f"explains {max(r2, 0):.0%}" in note and "No error bars" in note
+    assert f"{int(pack.meta['approximator_pairs']):,} features" in note
+
+    class Old:  # a pack from before the approximator recorded its fit
+        meta: dict = {}
+
+        def meta_json(self, key, default=None):
+            return default
+
+    assert "does not say how well it predicts" in prediction_note(Old())

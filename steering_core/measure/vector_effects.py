@@ -98,6 +98,20 @@ def predicted(pack: FeaturePack, vector) -> np.ndarray:
     return as_raw_prediction(pack, approx.predict(torch.from_numpy(v).float()[None]).numpy()[0].astype(np.float64))
 
 
+def prediction_note(pack: FeaturePack) -> str:
+    """How far a predicted list can be trusted, in the pack's own held-out figure. The approximator
+    is a linear map from direction to effects; a researcher reading its list beside a measured one
+    needs to know that it explains only part of a measured list, and that it carries no error bar."""
+    r2 = pack.meta_json("approximator_r2_heldout")
+    if not isinstance(r2, (int, float)) or math.isnan(r2):
+        return "Predicted by the effect approximator, not measured; this pack does not say how well it predicts."
+    n = pack.meta.get("approximator_pairs")
+    fitted = f" fitted on {int(n):,} features' measured effects" if str(n or "").isdigit() else ""
+    return (f"A linear map{fitted}; on features held out of its fit it explains {max(r2, 0.0):.0%} of the "
+            f"variance of their measured effects (R² {r2:.2f}). No error bars: a guide to what to measure, "
+            "not a measurement.")
+
+
 def effect_rows(pack: FeaturePack, effects: np.ndarray, flt: ListFilter | None = None, k: int = 64,
                 notes=None, is_predicted: bool = False, se: np.ndarray | None = None) -> list[ListRow]:
     """Effects (measured or predicted) as list rows, largest |effect| first after filtering. With
