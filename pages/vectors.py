@@ -138,15 +138,25 @@ with fit_tab:
             ss.pop("fit_training", None)
             saved = vstore.save(vec, overwrite=overwrite)
             bar.progress(1.0, text="Done")
-            for w in res.warnings:
-                st.warning(w)
-            st.success(f"Saved **{saved}**: {METHODS[method].label}, block {vec.layer}, norm {vec.norm:.3g}.")
+            ss.fit_last = {"name": saved, "layer": vec.layer, "warnings": list(res.warnings),
+                           "text": f"Saved **{saved}**: {METHODS[method].label}, block {vec.layer}, norm {vec.norm:.3g}."}
             select_vector(saved)
         except SteeringCoreError as exc:
             ss.pop("fit_training", None)
+            ss.pop("fit_last", None)
             if bar is not None:
                 bar.empty()
             ui.show_error(exc)
+    last = ss.get("fit_last")
+    if last is not None and last["name"] in vstore.names():  # the last fit, until the next one (or its deletion)
+        for w in last["warnings"]:
+            st.warning(w)
+        st.success(last["text"])
+        n1, n2 = st.columns([1, 3])
+        if n1.button("Steer with it", key="fit_steer"):
+            ui.goto_steer(vector=last["name"], layer=last["layer"])
+        n2.caption("What it looks like, and what it does to other features: the **What does it do?** tab, "
+                   "where it is selected.")
 
 # -- library ---------------------------------------------------------------------------------------------
 with lib_tab:

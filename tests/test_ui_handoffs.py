@@ -128,3 +128,23 @@ def test_hand_offs_take_exactly_one_vector():
         ui.goto_steer()
     with pytest.raises(ValueError):
         ui.goto_sweep(feature=1, vector="v")
+
+
+def test_a_vector_just_fitted_goes_to_the_steer_page(app_env, duplicated_widget_state):
+    """After a fit the next step is steering with it: the success message stays, with a button."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.switch_page("pages/vectors.py")
+    at = at.run()
+    at.selectbox(key="fit_dataset").set_value("example: wedding_vs_neutral")
+    at.number_input(key="fit_layer").set_value(0)
+    at.text_input(key="fit_name").set_value("just-fitted")
+    at = at.button(key="fit_go").click().run()
+    assert not at.exception, at.exception
+    assert any(s.value.startswith("Saved **just-fitted**") for s in at.success)
+    at = at.run()  # any later run still shows what was saved, with the way on
+    assert any(s.value.startswith("Saved **just-fitted**") for s in at.success)
+    at = _hand_off(at, "fit_steer", "Steer")
+    assert at.radio(key="vec_source").value == ui.SteerSource.SAVED
+    assert at.selectbox(key="vec_saved").value == "just-fitted"
+    assert at.slider(key="layer").value == 0
+    assert duplicated_widget_state == []
