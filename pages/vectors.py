@@ -9,7 +9,7 @@ import streamlit as st
 import ui
 from steering_core import SteeringCoreError
 from steering_core import vectors as vm
-from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter, feature_table
+from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
 from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
 from steering_core.vectors import trained
@@ -326,26 +326,6 @@ PAIR_FIGURES = {"target": "target-feature activation", "off_target": "off-target
                 "word_similarity": "generated-word similarity"}
 
 
-def feature_rows(ids, extra: list[dict] | None = None) -> pd.DataFrame:
-    """Features with their labels from the open pack (and per-feature columns ``extra``, when given)."""
-    labels = feature_table(pack) if pack is not None else None
-    rows = extra if extra is not None else [{"feature": f} for f in ids]
-    return pd.DataFrame([{**r, "label": labels.label_of(r["feature"]) if labels else ""} for r in rows])
-
-
-def show_features(tf) -> None:
-    """A dataset's target features (with how often they fire on each side) and off-target features."""
-    st.markdown(f"**Target features** ({len(tf.target)}, from {tf.n_pairs} training pairs at block {tf.sae_layer})")
-    if tf.target:
-        st.dataframe(feature_rows(tf.target, tf.rows()), hide_index=True, width="stretch")
-    else:
-        st.caption("None at this threshold: lower the share of positives.")
-    st.markdown(f"**Off-target features** ({len(tf.off_target)} drawn from the {tf.n_silent:,} that fire on "
-                "neither side)")
-    if tf.off_target:
-        st.dataframe(feature_rows(tf.off_target), hide_index=True, width="stretch", height=200)
-
-
 with eff_tab:
     d1, d2, d3 = st.columns([2, 1, 1])
     echoice = d1.selectbox("Dataset", dstore.choices(), key="de_dataset")
@@ -420,4 +400,4 @@ with eff_tab:
         found = ss.get("de_features")
         if found is not None:
             st.caption(f"Features of {found[0]}:")
-            show_features(found[1])
+            ui.show_target_features(pack, found[1])
