@@ -22,7 +22,9 @@ import torch
 if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
 
+#: The open ``steer`` scopes of this thread or task: ``(id(model.module), Steering)`` pairs.
 ACTIVE: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_active", default=())
+#: The open recorders of this thread or task (``steering_core.model.recording``).
 RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("steering_recorders", default=())
 
 
@@ -81,6 +83,9 @@ def _make_hook(key: int, layer: int):
 
 @contextlib.contextmanager
 def hooks_on(model: SteerableModel, layers: Iterable[int]) -> Iterator[None]:
+    """Hold the hook on each of ``layers`` for the scope: installed by the first scope that needs
+    it, removed when the last one exits (exceptions included), so a model outside every scope
+    runs with no hook at all. What a hook does is read from :data:`ACTIVE` and :data:`RECORDERS`."""
     reg = _registry(model)
     key = id(model.module)
     acquired: list[int] = []
