@@ -230,8 +230,10 @@ request = SideBySide(
     config=GenerationConfig(max_new_tokens=int(max_tokens), temperature=float(temperature), top_k=50,
                             seed=int(seed)),
 ) if resolved is not None else None
-#: What the columns say before anything was generated (under headers that name the settings).
+#: What the unsteered column says: before anything was generated, and over its samples.
 EMPTY_HINT = "Nothing generated yet: press Generate for both columns, same seeds on each side."
+UNSTEERED = "no steering · the same prompt and row seeds as the steered column"
+UNSTEERED_CACHED = "from cache: same prompt, seed and settings"
 g1, g2 = st.columns([1, 3])
 go = g1.button("Generate", type="primary", disabled=resolved is None, key="generate")
 live = g2.toggle("Live α", key="live_alpha", disabled=chat_mode, **first("live_alpha", True),
@@ -250,11 +252,11 @@ left.markdown("#### Unsteered")
 right.markdown("#### " + (shown or current).header() if (shown or current) else "#### Steered")
 if shown or current:
     right.caption((shown or current).label())
+if run or "steer_last" in ss:  # a caption on both sides keeps the two columns' samples level
+    left.caption(UNSTEERED_CACHED if (live_run if run else last.get("from_cache")) else UNSTEERED)
 
 if run:
     cached = list(last["unsteered"]) if live_run else None
-    if cached is not None:
-        left.caption("from cache: same prompt, seed and settings")
     slots_l = [left.empty() for _ in range(int(n_samples))]
     slots_r = [right.empty() for _ in range(int(n_samples))]
     bar = st.progress(0.0, text="Generating…")
@@ -287,8 +289,6 @@ if run:
         bar.empty()
         st.error(str(exc))
 elif "steer_last" in ss:
-    if ss.steer_last.get("from_cache"):
-        left.caption("from cache: same prompt, seed and settings")
     for text in ss.steer_last["unsteered"]:
         left.info(text or "…")
     for text in ss.steer_last["steered"]:

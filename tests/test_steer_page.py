@@ -75,6 +75,8 @@ def test_before_any_generation_the_columns_say_how_to_fill_them():
     assert hint and "releasing the α slider afterwards regenerates the steered column alone" in hint[0]
     _generated(at, max_tokens=2, n_samples=1)
     assert not [c.value for c in at.caption if c.value.startswith("Nothing generated yet")]
+    # both columns carry a caption, so their samples sit level
+    assert any(c.value.startswith("no steering · the same prompt and row seeds") for c in at.caption)
 
 
 def test_live_alpha_regenerates_the_steered_column_with_its_header_and_reuses_the_unsteered_one():
