@@ -104,7 +104,8 @@ with st.sidebar:
         vector = None
     if vector is not None:
         norm = model.residual_norms()[layer]
-        st.caption(f"Unit direction at block {layer}; ‖resid‖ there ≈ {norm:.1f}.")
+        named = f"#{feature} · {label_of(feature)}. " if feature is not None and label_of(feature) else ""
+        st.caption(f"{named}Unit direction at block {layer}; ‖resid‖ there ≈ {norm:.1f}.")
     with st.expander("LLM judge (optional, off by default)"):
         st.caption("An OpenAI-compatible endpoint scores each rollout 1–10 with the rubric of [Chalnev 2024] (Appendix B). "
                    "Nothing else needs it; if it cannot be reached, the other scores are kept.")

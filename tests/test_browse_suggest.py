@@ -124,5 +124,6 @@ def test_a_first_sweep_opens_on_the_example_feature_with_its_words(app_env):
     assert at.text_input(key="sw_feature").value == "2"
     assert at.text_input(key="sw_keywords").value == ", ".join(want.keywords)
     assert at.text_input(key="sw_concept").value == want.concept
+    assert any(c.value.startswith("#2 · ") and "Unit direction at block" in c.value for c in at.sidebar.caption)
     at.text_input(key="sw_feature").set_value("3").run()  # the user's own choices are kept from then on
     assert at.text_input(key="sw_keywords").value == ", ".join(want.keywords)
