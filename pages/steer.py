@@ -12,14 +12,13 @@ import streamlit as st
 import ui
 from steering_core import GenerationConfig, SteeringCoreError
 from steering_core.measure.alpha import auto_alpha
+from steering_core.measure.links import SteerLink, parse_steer_link
 from steering_core.measure.live import (
     MAX_SAMPLES,
     ExtraVector,
     ShownSettings,
     SideBySide,
-    SteerLink,
     operator_choices,
-    parse_steer_link,
     random_direction,
     sae_direction,
     saved_direction,

@@ -13,6 +13,7 @@ from steering_core.browse.suggest import example_feature, sweep_suggestion
 from steering_core.measure.alpha import auto_alpha
 from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, beats_phrase, compare, peak_verdict
 from steering_core.measure.judge import JudgeConfig
+from steering_core.measure.links import SweepLink
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
 from steering_core.measure.prompt_pairs import FeatureSelection, find_target_features, target_spec
 from steering_core.measure.prompting import PLACEMENTS, PromptEntry, prompt_baseline
@@ -23,7 +24,7 @@ from steering_core.measure.report import (
     report_zip,
     saved_vector_source,
 )
-from steering_core.measure.sweep import MAX_SAMPLES, SweepSpec, run_sweep
+from steering_core.measure.sweep import MAX_SAMPLES, MAX_TOKENS, SweepSpec, parse_grid, run_sweep
 from steering_core.model.precision import dtype_name
 
 ui.setup_page("Sweep")
@@ -73,6 +74,8 @@ def dataset_targets() -> None:
         ss.pop("sw_tf_found", None)
 
 # -- what to sweep -------------------------------------------------------------------------------------
+for warning in ui.read_sweep_link(sae.d_sae if sae is not None else None, vstore.names()):  # a shared link
+    st.warning(warning)
 with st.sidebar:
     st.subheader("Vector")
     # ui.goto_sweep (from the Steer page) sets these keys, so they get no widget default of their own
@@ -121,16 +124,17 @@ sweep_tab, token_tab, compare_tab = st.tabs(["Behaviour × coherence", "Next tok
 
 with sweep_tab:
     c1, c2 = st.columns(2)
-    prompts = c1.text_area("Prompts, one per line", "I think\nTell me about your weekend.\nWrite a short story.",
-                           key="sw_prompts")
+    prompts = c1.text_area("Prompts, one per line", key="sw_prompts",
+                           **ui.first_value("sw_prompts", "I think\nTell me about your weekend.\nWrite a short story."))
     mode = c2.radio("α grid", list(ui.SweepGrid), key="sw_mode", horizontal=True)
     target = c2.number_input("ΔCE target for the automatic α (nats)", 0.05, 5.0, 0.5, 0.05, key="sw_target")
     manual = c2.text_input("Manual grid (comma-separated)", key="sw_grid", disabled=mode != ui.SweepGrid.MANUAL,
                            **ui.first_value("sw_grid", "0, 10, 20, 40, 80"))
     c3, c4, c5 = st.columns(3)
-    samples = c3.number_input("Samples per prompt and α", 1, MAX_SAMPLES, 4, key="sw_samples")
-    new_tokens = c4.number_input("Tokens per rollout", 1, 256, 32, key="sw_tokens")
-    seed = c5.number_input("Seed", value=0, step=1, key="sw_seed")
+    samples = c3.number_input("Samples per prompt and α", 1, MAX_SAMPLES, key="sw_samples",
+                              **ui.first_value("sw_samples", 4))
+    new_tokens = c4.number_input("Tokens per rollout", 1, MAX_TOKENS, key="sw_tokens", **ui.first_value("sw_tokens", 32))
+    seed = c5.number_input("Seed", step=1, key="sw_seed", **ui.first_value("sw_seed", 0))
     s1, s2, s3 = st.columns(3)
     suggestion = None
     if feature is not None and pack is not None:
@@ -153,7 +157,7 @@ with sweep_tab:
                   args=(suggestion.keywords, suggestion.concept), help=suggestion.note)
     if suggestion is not None and suggestion.steers_well is False:
         s1.caption(f"⚠ {suggestion.note}")
-    use_sim = s2.checkbox("Similarity to a concept (MiniLM)", value=False, key="sw_use_sim")
+    use_sim = s2.checkbox("Similarity to a concept (MiniLM)", key="sw_use_sim", **ui.first_value("sw_use_sim", False))
     concept = s2.text_input("Concept description", key="sw_concept", disabled=not use_sim,
                             **ui.first_value("sw_concept", first_words[1]))
     use_tf = s3.checkbox("Target SAE features", key="sw_use_tf", disabled=sae is None, **ui.first_value("sw_use_tf", False))
@@ -194,6 +198,14 @@ with sweep_tab:
                    "target features": target_features if use_tf else None,
                    "judge": (judge_url, judge_model, criterion) if use_judge else None, "behaviour": behaviour,
                    "prompting baseline": (sw_instruction.strip(), sw_placement) if sw_instruction.strip() else None}
+    try:  # the address follows the settings, so a sweep can be shared as a link
+        linked_grid = parse_grid(manual) if mode == ui.SweepGrid.MANUAL else None
+    except SteeringCoreError:
+        linked_grid = None  # the Run button says what is wrong with it
+    ui.write_sweep_link(SweepLink(
+        feature=feature, vector=label if source == ui.SweepSource.SAVED and vector is not None else None,
+        grid=linked_grid, keywords=keywords if use_kw else None, concept=concept if use_sim else None,
+        prompts=prompts, samples=int(samples), tokens=int(new_tokens), seed=int(seed)))
     b1, b2 = st.columns([1, 5])
     go_sweep = b1.button("Run sweep", type="primary", key="sw_go", disabled=vector is None)
     if vector is None:
@@ -216,7 +228,7 @@ with sweep_tab:
         bar = st.progress(0.0, text="Preparing…")
         try:
             if mode == ui.SweepGrid.MANUAL:
-                grid = tuple(float(x) for x in manual.replace(";", ",").split(",") if x.strip())
+                grid = parse_grid(manual)
                 auto = None
             else:
                 bar.progress(0.0, text="Finding the automatic α…")
@@ -248,10 +260,8 @@ with sweep_tab:
                                on_point=lambda i, n, p: bar.progress(i / n, text=f"α = {p.alpha:.1f} ({i}/{n})"))
             ss.sw_result = {"points": points, "auto": auto, "label": label, "behaviour": behaviour,
                             "prompt": prompted, "settings": sw_settings}
-        except SteeringCoreError as exc:  # (a ValueError too: keep this first)
+        except SteeringCoreError as exc:
             ui.show_error(exc)
-        except ValueError:
-            ui.show_error(SteeringCoreError("The manual grid must be numbers separated by commas."))
         bar.empty()
         ss.pop("sw_running", None)  # reached unless a Stop click interrupted the run
     res = ss.get("sw_result") if vector is not None else None

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from steering_core.measure.live import SteerLink, parse_steer_link
+from steering_core.measure.links import SteerLink, parse_steer_link
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,8 +31,10 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
     goto_steer,
     goto_sweep,
     pin_feature,
+    read_sweep_link,
     share_feature_url,
     unpin_feature,
+    write_sweep_link,
 )
 from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 from ui.targets import show_target_features  # noqa: F401  (re-exported for pages)

@@ -170,3 +170,37 @@ def goto_sweep(*, feature: int | None = None, vector: str | None = None,
     if alphas is not None:
         ss.sw_mode, ss.sw_grid = SweepGrid.MANUAL, ", ".join(f"{float(a):.1f}" for a in alphas)
     st.switch_page(_page("Sweep"))
+
+
+def read_sweep_link(n_features: int | None, vector_names: Sequence[str]) -> list[str]:
+    """Fill the Sweep page's settings from its address (``/sweep?feature=630&grid=0,20,40&…``), once
+    per session, before any of its widgets is drawn; returns the sentences about values the link
+    could not use (shown by the page until the next session)."""
+    from steering_core.measure.links import parse_sweep_link
+
+    ss = st.session_state
+    if "sw_link_read" in ss:
+        return ss.get("sw_link_warnings", [])
+    ss.sw_link_read = True
+    link, ss.sw_link_warnings = parse_sweep_link(st.query_params.to_dict(), n_features=n_features,
+                                                 vector_names=vector_names)
+    if link.feature is not None or link.vector is not None:
+        _set_vector("sw", SweepSource, link.feature, link.vector)
+    if link.grid is not None:
+        ss.sw_mode, ss.sw_grid = SweepGrid.MANUAL, ", ".join(f"{a:g}" for a in link.grid)
+    if link.keywords is not None:
+        ss.sw_keywords, ss.sw_use_kw = link.keywords, True
+    if link.concept is not None:
+        ss.sw_concept, ss.sw_use_sim = link.concept, True
+    for key, value in (("sw_prompts", link.prompts), ("sw_samples", link.samples), ("sw_tokens", link.tokens),
+                       ("sw_seed", link.seed)):
+        if value is not None:
+            ss[key] = value
+    return ss.sw_link_warnings
+
+
+def write_sweep_link(link) -> None:
+    """Make the address the link to what the Sweep page shows (a ``measure.links.SweepLink``)."""
+    params = link.params()
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)

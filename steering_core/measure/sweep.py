@@ -49,10 +49,25 @@ if TYPE_CHECKING:
 MAX_ALPHA_NORMS = 20.0
 MAX_SAMPLES = 64
 MAX_GRID = 64
+MAX_TOKENS = 256  # tokens per rollout
 
 
 class SweepError(SteeringCoreError):
     """A sweep that cannot run as asked (the message says which setting to change)."""
+
+
+def parse_grid(text: str) -> tuple[float, ...]:
+    """An α grid as typed or linked ("0, 10, 20"; semicolons too) into numbers. One reading for the
+    page's box and for links, so a grid that runs is a grid that links."""
+    try:
+        values = tuple(float(x) for x in str(text).replace(";", ",").split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise SweepError("The manual grid must be finite numbers separated by commas, such as 0, 10, 20.")
+    if len(values) > MAX_GRID:
+        raise SweepError(f"At most {MAX_GRID} α values per sweep; the grid has {len(values)}.")
+    return values
 
 
 @dataclass(frozen=True)
@@ -100,7 +115,7 @@ def check_spec(spec: SweepSpec, residual_norm: float | None = None) -> SweepSpec
         alphas.append(0.0)  # the coherence score is relative to α = 0
     if not isinstance(spec.samples, int) or isinstance(spec.samples, bool) or not 1 <= spec.samples <= MAX_SAMPLES:
         raise SweepError(f"Samples per α must be a whole number from 1 to {MAX_SAMPLES}, got {spec.samples!r}.")
-    if not isinstance(spec.new_tokens, int) or not 1 <= spec.new_tokens <= 256:
+    if not isinstance(spec.new_tokens, int) or not 1 <= spec.new_tokens <= MAX_TOKENS:
         raise SweepError(f"Rollout length must be 1 to 256 tokens, got {spec.new_tokens!r}.")
     keywords = spec.keywords
     if keywords is not None:
