@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from steering_core.browse.glossary import GLOSSARY
+from steering_core.browse.glossary import GLOSSARY, SUMMARY_LABELS
 
 ui.setup_page("Home")
 st.title("Steering workbench")
@@ -37,7 +37,7 @@ with left:
     if pack is not None:
         st.subheader("Feature pack")
         summ = pack.summary()
-        st.markdown("\n".join(f"- **{k.replace('_', ' ')}**: {ui.fmt(v)}" for k, v in summ.items() if v is not None))
+        st.markdown("\n".join(f"- **{SUMMARY_LABELS.get(k, k)}**: {ui.fmt(v)}" for k, v in summ.items() if v is not None))
 with right:
     st.subheader("Mean residual norm after each block")
     fig = go.Figure(go.Bar(
@@ -51,13 +51,7 @@ with right:
                "adds a vector as long as what is typically there (first token excluded).")
 
 with st.expander("How to read the numbers", expanded=pack is None or "reference_top10_overlap_median" not in pack.meta):
-    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in GLOSSARY.items()))
-    if pack is not None:
-        rel = {k: pack.meta_json(k) for k in ("reference_top10_overlap_median",
-                                              "specific_reference_top10_overlap_median",
-                                              "stability_median_top10_overlap") if k in pack.meta}
-        if rel:
-            st.caption("This pack: " + " · ".join(f"{k.replace('_', ' ')} {ui.fmt(v)}" for k, v in rel.items()))
+    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in GLOSSARY.items()))  # this pack's figures: above
 
 st.subheader("Pages")
 ui.page_links()

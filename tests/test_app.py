@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui
+
 
 @pytest.fixture(autouse=True)
 def _tiny_app(monkeypatch):
@@ -122,7 +124,20 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     assert not at.exception, at.exception
     text = _text(at)
     assert "Feature pack" in [h.value for h in at.subheader]
-    assert "live features" in text and "explained variance" in text and "approximator r2" in text
+    assert "live features" in text and "SAE explained variance" in text and "approximator held-out R²" in text
+    # the reliability figures a researcher reads before trusting an effect, each named in words
+    from steering_core.pack.reader import FeaturePack
+
+    pack = FeaturePack(tiny_pack_build / "pack")
+    try:
+        s = pack.summary()
+    finally:
+        pack.close()
+    assert f"**reference top-10 overlap, raw (median of 10)**: {ui.fmt(s['reference_top10_overlap'])}" in text
+    assert f"**steered rollouts per feature**: {s['steered_rollouts']}" in text
+    from steering_core.browse.glossary import SUMMARY_LABELS
+
+    assert all(f"**{SUMMARY_LABELS[k]}**: " in text for k, v in s.items() if v is not None)  # every figure named
 
 
 def test_steer_page_automatic_alpha_sets_the_slider():

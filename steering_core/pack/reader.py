@@ -86,8 +86,14 @@ class FeaturePack:
             "live_features": int(self.con.execute("SELECT count(*) FROM features WHERE live").fetchone()[0]),
             "measured_features": int(self.con.execute("SELECT count(*) FROM features WHERE measured").fetchone()[0]),
             "explained_variance": m("sae_explained_variance"), "delta_ce": m("sae_delta_ce"), "mean_l0": m("sae_mean_l0"),
-            "dead_fraction": m("dead_fraction_corpus"), "approximator_r2": m("approximator_r2_heldout"),
-            "stability_top10_overlap": m("stability_median_top10_overlap"), "self_in_top10": m("self_in_top10_share"),
+            "dead_fraction": m("dead_fraction_corpus"), "precision": self.meta.get("precision"),
+            "steered_rollouts": m("effects_steered_rollouts"), "reference_rollouts": m("reference_rollouts"),
+            "reference_top10_overlap": m("reference_top10_overlap_median"),
+            "specific_reference_top10_overlap": m("specific_reference_top10_overlap_median"),
+            "stability_top10_overlap": m("stability_median_top10_overlap"),
+            "specific_stability_top10_overlap": m("specific_stability_median_top10_overlap"),
+            "self_in_top10": m("self_in_top10_share"), "specific_self_in_top10": m("specific_self_in_top10_share"),
+            "hub_targets": m("control_hubs"), "approximator_r2": m("approximator_r2_heldout"),
             "corpus_tokens": m("corpus_tokens"), "built": self.meta.get("build_date"),
         }
 
