@@ -63,8 +63,10 @@ def parse_grid(text: str) -> tuple[float, ...]:
         values = tuple(float(x) for x in str(text).replace(";", ",").split(",") if x.strip())
     except ValueError:
         values = ()
-    if not values or not all(math.isfinite(v) for v in values):
-        raise SweepError("The manual grid must be finite numbers separated by commas, such as 0, 10, 20.")
+    if not values:
+        raise SweepError("The manual grid must be numbers separated by commas, such as 0, 10, 20.")
+    if bad := [v for v in values if not math.isfinite(v)]:
+        raise SweepError(f"α values must be finite; the grid contains {bad[0]}.")
     if len(values) > MAX_GRID:
         raise SweepError(f"At most {MAX_GRID} α values per sweep; the grid has {len(values)}.")
     return values
