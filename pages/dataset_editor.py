@@ -163,7 +163,8 @@ with gen:
 
 with io:
     up = st.file_uploader("Upload pairs (.csv with positive,negative[,split] columns, .jsonl, .json)",
-                          type=[f.lstrip(".") for f in dsm.UPLOAD_FORMATS], key="ds_upload")
+                          type=[f.lstrip(".") for f in dsm.UPLOAD_FORMATS], key="ds_upload",
+                          max_upload_size=ui.upload_mb(dsm.MAX_UPLOAD_BYTES))
     if up is not None and st.button("Load the file into the table", key="ds_upload_go"):
         try:
             pairs, warnings = dsm.parse_upload(up.getvalue(), up.name)

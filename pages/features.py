@@ -8,7 +8,7 @@ import streamlit as st
 
 import ui
 from steering_core import SteeringCoreError, browse
-from steering_core.browse.usernotes import Workspace, effective_label
+from steering_core.browse.usernotes import MAX_WORKSPACE_BYTES, Workspace, effective_label
 
 ui.setup_page("Features")
 st.title("Features")
@@ -275,7 +275,8 @@ with t_work:
     w1, w2 = st.columns(2)
     ws = Workspace.capture(pack, notes, ss.pins)
     w1.download_button("Export workspace (JSON)", ws.to_json(), "workspace.json", "application/json", key="ws_export")
-    up = w2.file_uploader("Import workspace", type=["json"], key="ws_import")
+    up = w2.file_uploader("Import workspace", type=["json"], key="ws_import",
+                          max_upload_size=ui.upload_mb(MAX_WORKSPACE_BYTES))
     if up is not None and ss.get("ws_imported") != up.file_id:
         try:
             loaded = Workspace.from_json(up.getvalue(), pack)

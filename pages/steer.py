@@ -28,6 +28,7 @@ from steering_core.measure.live import (
     with_operator,
 )
 from steering_core.model.operators import get_operator
+from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
 
 ui.setup_page("Steer")
 st.title("Steer")
@@ -78,7 +79,8 @@ with st.sidebar:
                 pick = st.selectbox("Vector", names, key="vec_saved")
                 resolved = saved_direction(model, vstore, pick)
         else:
-            up = st.file_uploader("Vector file", type=["safetensors", "npy", "pt", "pth"], key="vec_upload")
+            up = st.file_uploader("Vector file", type=["safetensors", "npy", "pt", "pth"], key="vec_upload",
+                                  max_upload_size=ui.upload_mb(MAX_VECTOR_FILE_BYTES))
             normalize = st.checkbox("Normalise to unit norm", value=True, key="vec_norm")
             if up is None:
                 st.info("Upload a vector of length d_model = %d." % model.d_model)

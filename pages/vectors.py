@@ -26,6 +26,7 @@ from steering_core.vectors.fitting import (
     vector_name,
 )
 from steering_core.vectors.methods import METHODS, FitContext, available, parse_feature_weights
+from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
 
 ui.setup_page("Vectors")
 st.title("Vectors")
@@ -181,7 +182,8 @@ with lib_tab:
             except SteeringCoreError as exc:
                 ui.show_error(exc)
     st.markdown("**Import** a `.safetensors` vector or a GGUF control vector (every layer in it becomes a vector).")
-    up = st.file_uploader("Vector file", type=["safetensors", "gguf"], key="lib_upload")
+    up = st.file_uploader("Vector file", type=["safetensors", "gguf"], key="lib_upload",
+                          max_upload_size=ui.upload_mb(MAX_VECTOR_FILE_BYTES))
     if up is not None and st.button("Import", key="lib_import"):
         try:
             data = up.getvalue()

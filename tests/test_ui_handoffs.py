@@ -148,3 +148,19 @@ def test_a_vector_just_fitted_goes_to_the_steer_page(app_env, duplicated_widget_
     assert at.selectbox(key="vec_saved").value == "just-fitted"
     assert at.slider(key="layer").value == 0
     assert duplicated_widget_state == []
+
+
+def test_every_uploader_states_the_librarys_own_limit():
+    """Streamlit's uploader says "200MB per file" unless told; the library refuses datasets over
+    5 MB and vector files over 64 MiB, so each uploader is given its limit (a user-style audit saw
+    "200MB" above a 5 MB limit)."""
+    import re
+
+    from steering_core.datasets import MAX_UPLOAD_BYTES
+    from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
+
+    assert ui.upload_mb(MAX_UPLOAD_BYTES) == 5 and ui.upload_mb(MAX_VECTOR_FILE_BYTES) == 64
+    assert ui.upload_mb(64_000) == 1  # never 0, which would refuse everything
+    for page in (ROOT / "pages").glob("*.py"):
+        calls = re.findall(r"file_uploader\((.*?)\)\n", page.read_text(), flags=re.S)
+        assert all("max_upload_size=ui.upload_mb(" in c for c in calls), page.name

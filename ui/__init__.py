@@ -9,6 +9,7 @@ one page to another (``goto_steer``, ``goto_sweep``, ``goto_features``, links, p
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from pathlib import Path
 
@@ -405,3 +406,10 @@ def progress_callback(bar, text: str):
     def update(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(1, total)), text=f"{text} {done}/{total}")
     return update
+
+
+def upload_mb(max_bytes: int) -> int:
+    """A file uploader's size limit, in Streamlit's whole megabytes, for a library limit in bytes:
+    the widget then states the real limit (Streamlit's default says 200 MB) and refuses larger
+    files itself; the library still checks, with its own sentence, what the rounding lets in."""
+    return max(1, math.ceil(max_bytes / 2**20))
