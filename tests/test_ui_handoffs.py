@@ -37,6 +37,19 @@ def _hand_off(at: AppTest, button: str, title: str) -> AppTest:
     return at
 
 
+def _vectors_app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.switch_page("pages/vectors.py")
+    return at.run()
+
+
+def _steers_with_saved(at: AppTest, name: str, layer: int) -> None:
+    """The Steer page, opened by a hand-off, is set to the saved vector ``name`` at ``layer``."""
+    assert at.radio(key="vec_source").value == ui.SteerSource.SAVED
+    assert at.selectbox(key="vec_saved").value == name
+    assert at.slider(key="layer").value == layer
+
+
 def _features_app() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.switch_page("pages/features.py")
@@ -111,15 +124,10 @@ def test_a_saved_vector_goes_from_the_vectors_page_to_the_steer_page(app_env, du
     store = VectorStore(app_env)
     store.save(SteeringVector("handed-over", 0, random_unit_vector(64, 3) * 2, method="manual"))
     store.close()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page("pages/vectors.py")
-    at = at.run()
+    at = _vectors_app()
     at.selectbox(key="lib_pick").set_value("handed-over")
     at = at.run()
-    at = _hand_off(at, "lib_steer", "Steer")
-    assert at.radio(key="vec_source").value == ui.SteerSource.SAVED
-    assert at.selectbox(key="vec_saved").value == "handed-over"
-    assert at.slider(key="layer").value == 0
+    _steers_with_saved(_hand_off(at, "lib_steer", "Steer"), "handed-over", 0)
     assert duplicated_widget_state == []
 
 
@@ -132,9 +140,7 @@ def test_hand_offs_take_exactly_one_vector():
 
 def test_a_vector_just_fitted_goes_to_the_steer_page(app_env, duplicated_widget_state):
     """After a fit the next step is steering with it: the success message stays, with a button."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.switch_page("pages/vectors.py")
-    at = at.run()
+    at = _vectors_app()
     at.selectbox(key="fit_dataset").set_value("example: wedding_vs_neutral")
     at.number_input(key="fit_layer").set_value(0)
     at.text_input(key="fit_name").set_value("just-fitted")
@@ -143,10 +149,7 @@ def test_a_vector_just_fitted_goes_to_the_steer_page(app_env, duplicated_widget_
     assert any(s.value.startswith("Saved **just-fitted**") for s in at.success)
     at = at.run()  # any later run still shows what was saved, with the way on
     assert any(s.value.startswith("Saved **just-fitted**") for s in at.success)
-    at = _hand_off(at, "fit_steer", "Steer")
-    assert at.radio(key="vec_source").value == ui.SteerSource.SAVED
-    assert at.selectbox(key="vec_saved").value == "just-fitted"
-    assert at.slider(key="layer").value == 0
+    _steers_with_saved(_hand_off(at, "fit_steer", "Steer"), "just-fitted", 0)
     assert duplicated_widget_state == []
 
 
