@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,11 +66,69 @@ def write_config(tmp: Path, model: str = "tiny", sae: str = "train", **over) -> 
     return path
 
 
-def run_cli(args: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "steering_core.pack", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+#: What the fork server imports once, so that each command forked from it starts with them loaded.
+_PRELOAD = ["steering_core.pack.cli", "transformers", "sae_lens", "sentence_transformers"]
+_forks = None
 
+
+def run_cli(args: list[str], env_extra: dict | None = None, *, fresh: bool = False,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m steering_core.pack ARGS``: its exit status (-9 when it killed itself at a crash
+    point), stdout and stderr. By default the command runs in a process forked from a fork server
+    that imported torch, transformers, sae_lens and sentence-transformers once: a new interpreter
+    spends about 14 of a tiny build's 22 s importing them, and the pack tests run some forty
+    commands. The server is a fresh interpreter that never ran a test, so a command starts as clean
+    as from a shell (not forked from this process, whose loaded models a child must not touch).
+    ``fresh=True`` starts a new interpreter, as a shell would: for the build every other test
+    reads (conftest) and the Ray tests."""
+    global _forks
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    argv = [sys.executable, "-m", "steering_core.pack", *args]
+    if fresh:
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if _forks is None:
+        import multiprocessing
+
+        _forks = multiprocessing.get_context("forkserver")
+        _forks.set_forkserver_preload(_PRELOAD)
+    with tempfile.TemporaryDirectory(prefix="cli-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        proc = _forks.Process(target=_run_in_child, args=(list(args), env, out, err))
+        proc.start()
+        proc.join(timeout)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, proc.exitcode, out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
+
+
+def _run_in_child(args: list[str], env: dict, out: Path, err: Path) -> NoReturn:
+    """Run the CLI's ``main`` as the process a shell would start: its environment and folder,
+    output on fds 1 and 2, and its exit status."""
+    code = 1
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(ROOT)
+        for fd, path in ((1, out), (2, err)):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+        sys.stdout = open(1, "w", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", closefd=False, buffering=1)
+        sys.argv = ["python -m steering_core.pack", *args]
+        from steering_core.pack.cli import main
+
+        code = main(args)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        gc.collect()  # closes the command's DuckDB connections, as leaving the interpreter would
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # -- comparing two builds of the same config (the Ray and device tests) ------------------------------

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import re
 
+import pytest
 from browser import ARTIFACTS, CHROMIUM, serve_app
+
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
 # (direction seed, keys pressed on the α slider, sampling seed)
 SESSIONS = [(1, [], 0), (2, ["End"], 5), (3, ["Home"], 7), (4, ["End", "ArrowLeft"], 9)]

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from browser import ARTIFACTS, browser_page, screenshot_all, serve_app, wait_idle
 from test_browser_e2e import grid_rows, keyed, temp_cache
+
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
 WEDDING = 630
 #: Words a label about weddings, marriage or celebrations would contain.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from browser import ARTIFACTS, browser_page, serve_app
+
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
 
 def test_home_and_steer_pages_in_chromium_on_the_embedded_model():

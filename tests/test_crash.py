@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 DRIVER = textwrap.dedent(r'''

@@ -42,6 +42,8 @@ from steering_core.pack.reader import FeatureLookupError, FeaturePack
 from steering_core.pack.tables import ensure_schema
 from steering_core.storage.db import connect
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 LISTS = {"effects": effects_list, "actions": actions_list, "cosine": cosine_list,
          "effect_similar": effect_similar_list}
 EPS = 1e-2

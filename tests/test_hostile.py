@@ -52,7 +52,8 @@ from steering_core.vectors import methods
 ROOT = Path(__file__).resolve().parent.parent
 
 # torch.load says so when a pickle disguised as a .pt file reaches its weights-only unpickler (refused)
-pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning"),
+              pytest.mark.heavy]  # a minute or more: scheduled first (tests/conftest.py)
 
 # ================================================================================================
 # The snapshot: what "nothing lost, nothing written half-way" means

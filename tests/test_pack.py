@@ -15,6 +15,8 @@ from steering_core.pack.builder import Builder
 from steering_core.pack.config import PackConfigError, load_config
 from steering_core.storage.db import connect
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 
 def tables(db: Path) -> dict:
     con = connect(db, read_only=True)

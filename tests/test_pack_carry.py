@@ -16,6 +16,8 @@ from steering_core.errors import SteeringError
 from steering_core.pack.carry import segments, to_stored
 from steering_core.storage.db import connect
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 
 def test_a_build_moved_to_an_empty_work_folder_ends_with_the_same_tables(tiny_pack_build, tmp_path):
     progress = tmp_path / "progress"

@@ -27,6 +27,8 @@ from steering_core.pack.config import PackConfigError, load_config  # noqa: E402
 from steering_core.pack.distributed.executor import LocalExecutor  # noqa: E402
 from steering_core.pack.distributed.ray_pool import RayBuildError, parse_address  # noqa: E402
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed here (pip install -r requirements.txt installs it)")
 
@@ -140,14 +142,14 @@ def test_a_killed_driver_resumes_on_ray_to_the_same_tables(prefix, local_build, 
     cfg = copy_build(prefix, tmp_path)
     env = {"RAY_ADDRESS": ray_cluster, "OMP_NUM_THREADS": "1"}  # join this module's cluster; one torch thread
     args = ["build", str(cfg), "--quiet", "--until", UNTIL, "--ray", "auto"]
-    res = run_cli(args, {**env, "STEERING_PACK_CRASH_AT": "effects:2:after_commit"})
+    res = run_cli(args, {**env, "STEERING_PACK_CRASH_AT": "effects:2:after_commit"}, fresh=True)
     assert res.returncode == -9, (res.returncode, res.stderr[-2000:])
     import duckdb
 
     con = duckdb.connect(str(tmp_path / "build" / "build.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM effect_chunks").fetchone()[0] == 3  # chunks 0, 1, 2 committed
     con.close()
-    res = run_cli(args, env)
+    res = run_cli(args, env, fresh=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_same_build(local_build, tmp_path / "build")
 
@@ -159,7 +161,7 @@ def test_a_killed_driver_resumes_on_ray_to_the_same_tables(prefix, local_build, 
                                            ("http://x:1", "ray must be")])
 def test_a_bad_ray_address_is_one_sentence_and_nothing_is_written(tmp_path, address, says):
     cfg = write_config(tmp_path)
-    res = run_cli(["build", str(cfg), "--quiet", "--ray", address])
+    res = run_cli(["build", str(cfg), "--quiet", "--ray", address], fresh=True)
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in res.stderr, res.stderr
@@ -243,7 +245,7 @@ def test_ray_threads_on_the_command_line(tmp_path):
     cfg = load_config(write_config(tmp_path))
     _override(cfg, argparse.Namespace(device=None, ray="local:2", ray_actors=None, ray_threads=1))
     assert (cfg.ray, cfg.ray_threads) == ("local:2", 1)
-    res = run_cli(["build", str(write_config(tmp_path)), "--ray-threads", "-1"])
+    res = run_cli(["build", str(write_config(tmp_path)), "--ray-threads", "-1"], fresh=True)
     assert res.returncode == 2 and "--ray-threads cannot be negative" in res.stderr
     assert not (tmp_path / "build").exists()
 

@@ -18,6 +18,8 @@ from steering_core.pack.carry import segments, to_stored
 from steering_core.pack.config import PackConfigError, load_config
 from steering_core.storage.db import connect
 
+pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
+
 OVER = 27  # of the tiny SAE's 40 targets; about half the features have more contested targets
 LATER = ("topup", "stability", "reference", "neighbors", "approximator", "maps", "outputs", "labels", "ship")
 
