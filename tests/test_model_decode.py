@@ -1,6 +1,7 @@
 """The few-row decoding step on fused weights (steering_core.model.decode): the Hugging Face block's
 results to float rounding, the same tokens, weights that stay the model's own (edits are seen), and
-the plain forward wherever the step does not apply."""
+the plain forward wherever the step does not apply; in fp32 and, on CPUs with oneDNN's packed bf16
+kernels, in bf16."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def test_casts_unfuse_and_fp32_fuses_again():
     n = fused_count(model.module)
     weights = {k: v.clone() for k, v in model.module.state_dict().items()}
     model.to_dtype(torch.bfloat16)
-    assert fused_count(model.module) == 0
+    assert fused_count(model.module) == (n if _packs() else 0)  # bf16 fuses on packed layers only
     model.to_dtype(torch.float32)
     assert fused_count(model.module) == n
     assert unfuse_blocks(model.module) == n and fuse_blocks(model.module) == n
@@ -149,3 +150,104 @@ def test_a_fused_model_copies_and_saves_like_any_other():
         back = AutoModelForCausalLM.from_pretrained(d)
     for (k, p), (_, q) in zip(back.named_parameters(), plain.module.named_parameters()):
         assert torch.equal(p, q), k
+
+
+# -- bf16, on packed layers ---------------------------------------------------------------------------
+
+
+def _packs() -> bool:
+    from steering_core.model.packed import _ops_available
+
+    return _ops_available()
+
+
+needs_packing = pytest.mark.skipif(not _packs(), reason="this CPU has no oneDNN bf16 kernels (no AVX512-BF16/AMX)")
+
+
+def _bf16_pair():
+    fused = load_model("tiny", precision="bf16")
+    plain = load_model("tiny", precision="bf16")
+    unfuse_blocks(plain.module)
+    return fused, plain
+
+
+def _count_bf16_products(monkeypatch) -> list[int]:
+    seen: list[int] = []
+    real = decode._Fused.product
+
+    def spy(self, which, x):
+        seen.append(x.shape[0])
+        return real(self, which, x)
+
+    monkeypatch.setattr(decode._Fused, "product", spy)
+    return seen
+
+
+@needs_packing
+@pytest.mark.parametrize("cfg", [SAMPLED, GenerationConfig(max_new_tokens=12, greedy=True, stop_at_eos=False)])
+def test_packed_bf16_blocks_decode_fused_with_the_plain_blocks_tokens_and_logits(cfg, monkeypatch):
+    fused, plain = _bf16_pair()
+    n = len(fused.module.model.layers)
+    assert fused_count(fused.module) == n and fused.module.model.layers[0]._steering_fused.dtype == torch.bfloat16
+    rows = _count_bf16_products(monkeypatch)
+    assert generate(fused, PROMPTS, cfg).token_ids == generate(plain, PROMPTS, cfg).token_ids
+    assert rows and set(rows) == {len(PROMPTS)}  # the step ran, on decoding steps only
+    assert len(rows) == 4 * n * (cfg.max_new_tokens - 1)  # 4 products a block, not 7
+    ids, mask = fused.tokenize(PROMPTS)
+    with torch.no_grad():
+        la, sa = fused.backend.start(ids, mask)
+        lb, sb = plain.backend.start(ids, mask)
+        nxt = la.argmax(-1)
+        for _ in range(4):
+            la, lb = fused.backend.step(nxt, sa), plain.backend.step(nxt, sb)
+            assert la.dtype == torch.bfloat16
+            torch.testing.assert_close(la.float(), lb.float(), rtol=2e-2, atol=2e-2)  # bf16 rounding at most
+            nxt = la.argmax(-1)
+
+
+@needs_packing
+def test_bf16_steering_at_alpha_zero_is_unsteered_and_a_real_alpha_moves_it_as_on_plain_blocks():
+    fused, plain = _bf16_pair()
+    v = torch.randn(fused.d_model, generator=torch.Generator().manual_seed(1))
+    base = generate(fused, PROMPTS, SAMPLED).token_ids
+    assert generate(fused, PROMPTS, SAMPLED, steering=[(1, v, 0.0)]).token_ids == base
+    moved = generate(fused, PROMPTS, SAMPLED, steering=[(1, v, 40.0)]).token_ids
+    assert moved != base
+    assert moved == generate(plain, PROMPTS, SAMPLED, steering=[(1, v, 40.0)]).token_ids
+
+
+@needs_packing
+def test_unpacking_a_bf16_model_ends_the_fused_step(monkeypatch):
+    """Packed copies do not follow weight edits, so edits are made after unpacking, and then the
+    block must run its own forward on the edited weights."""
+    from steering_core.model.packed import unpack_linears
+
+    fused, plain = _bf16_pair()
+    rows = _count_bf16_products(monkeypatch)
+    unpack_linears(fused.module)
+    unpack_linears(plain.module)
+    with torch.no_grad():
+        for model in (fused, plain):
+            for block in model.module.model.layers:
+                block.mlp.up_proj.weight.mul_(-3.0)
+    assert generate(fused, PROMPTS, SAMPLED).token_ids == generate(plain, PROMPTS, SAMPLED).token_ids
+    assert rows == []  # the record stays, but the step sees unpacked layers and steps aside
+
+
+@needs_packing
+def test_a_copied_bf16_model_decodes_fused_on_its_own_packed_weights(monkeypatch):
+    fused, _ = _bf16_pair()
+    twin = copy.deepcopy(fused.module)
+    assert fused_count(twin) == fused_count(fused.module)
+    f, g = fused.module.model.layers[0]._steering_fused, twin.model.layers[0]._steering_fused
+    assert g.layers[0] is twin.model.layers[0].self_attn.q_proj and g.qkv is not f.qkv
+    rows = _count_bf16_products(monkeypatch)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        out_a = fused.module(input_ids=ids, use_cache=True)
+        out_b = twin(input_ids=ids, use_cache=True)
+        nxt = out_a.logits[:, -1:].argmax(-1)
+        a = fused.module(input_ids=nxt, past_key_values=out_a.past_key_values).logits
+        rows.clear()
+        b = twin(input_ids=nxt, past_key_values=out_b.past_key_values).logits
+    assert len(rows) == 4 * fused_count(twin) and torch.equal(a, b)  # the copy's step ran, on its copy

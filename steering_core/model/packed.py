@@ -96,8 +96,14 @@ def pack_linears(module: torch.nn.Module) -> int:
     return n
 
 
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (bf16, CPU) laid out for oneDNN's kernels: an opaque tensor for
+    ``torch.ops.mkldnn._linear_pointwise``."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
+
+
 def _pack(layer: torch.nn.Linear) -> None:
-    packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), _BATCH_HINT)
+    packed = pack(layer.weight)
     layer.__class__ = PackedLinear
     layer.packed_weight = packed
 

@@ -102,8 +102,8 @@ class SteerableModel:
     def to_dtype(self, dtype: torch.dtype) -> SteerableModel:
         """Cast the weights in place (see :mod:`steering_core.model.precision` for why and when); bf16
         linears on the CPU then run on pre-packed weights (:mod:`steering_core.model.packed`), fp32
-        ones multiply a few rows the faster way round (:mod:`steering_core.model.fewrows`) and
-        decode a few rows on fused weights (:mod:`steering_core.model.decode`)."""
+        ones multiply a few rows the faster way round (:mod:`steering_core.model.fewrows`), and
+        both decode a few rows on fused weights (:mod:`steering_core.model.decode`)."""
         if self.dtype != dtype:
             unpack_linears(self.module)
             plain_few_rows(self.module)
@@ -111,6 +111,7 @@ class SteerableModel:
             self.module.to(dtype)
         if dtype == torch.bfloat16:
             pack_linears(self.module)
+            fuse_blocks(self.module)  # on the packed layers only
         elif dtype == torch.float32:
             use_few_rows(self.module)
             fuse_blocks(self.module)
