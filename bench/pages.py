@@ -30,9 +30,12 @@ from bench.common import emit, log  # noqa: E402
 
 
 def _finished(page) -> None:
+    # polled every 100 ms, not every animation frame: a query over the page 60 times a second took
+    # the browser's share of the two cores from the generation it times
     page.wait_for_function("() => [...document.querySelectorAll('p')].filter(p => p.innerText.startsWith("
                            "'Finished:')).length > 0 && document.querySelector('[data-testid=stApp]')"
-                           ".getAttribute('data-test-script-state') === 'notRunning'", timeout=300_000)
+                           ".getAttribute('data-test-script-state') === 'notRunning'", timeout=300_000,
+                           polling=100)
 
 
 def main() -> None:
