@@ -216,12 +216,10 @@ seed = c5.number_input("Seed", step=1, key="seed", **first("seed", 0))
 current = ShownSettings(float(alpha), int(layer), resolved.description, int(seed), prompt, samples=int(n_samples),
                         max_tokens=int(max_tokens), temperature=float(temperature), chat=bool(chat),
                         extras="; ".join(extra_desc)) if resolved else None
-link = SteerLink(  # the URL follows the settings, so it can be shared
+ui.write_link(SteerLink(  # the URL follows the settings, so it can be shared
     feature=sae.check_feature(fid) if resolved and source == ui.SteerSource.SAE_FEATURE else None,
     vector=pick if resolved and source == ui.SteerSource.SAVED else None,
-    layer=int(layer), alpha=round(float(alpha), 2), seed=int(seed), prompt=prompt).params()
-if st.query_params.to_dict() != link:
-    st.query_params.from_dict(link)
+    layer=int(layer), alpha=round(float(alpha), 2), seed=int(seed), prompt=prompt))
 
 request = SideBySide(
     prompt=prompt, layer=layer, vector=resolved.vector, alpha=alpha, chat=chat, n_samples=int(n_samples),

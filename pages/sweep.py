@@ -202,7 +202,7 @@ with sweep_tab:
         linked_grid = parse_grid(manual) if mode == ui.SweepGrid.MANUAL else None
     except SteeringCoreError:
         linked_grid = None  # the Run button says what is wrong with it
-    ui.write_sweep_link(SweepLink(
+    ui.write_link(SweepLink(
         feature=feature, vector=label if source == ui.SweepSource.SAVED and vector is not None else None,
         grid=linked_grid, keywords=keywords if use_kw else None, concept=concept if use_sim else None,
         prompts=prompts, samples=int(samples), tokens=int(new_tokens), seed=int(seed)))

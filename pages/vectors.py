@@ -11,6 +11,7 @@ from steering_core import SteeringCoreError
 from steering_core import vectors as vm
 from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
+from steering_core.measure.links import VectorsLink
 from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
 from steering_core.vectors import trained
 from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
@@ -83,8 +84,11 @@ def context(weights_text: str = "", top: int = 8) -> FitContext:
 
 
 default_layer = sae.layer if sae is not None else model.default_layer
+link_tab, link_warnings = ui.read_vectors_link(vstore.names())  # /vectors?vector=NAME, once per session
+for warning in link_warnings:
+    st.warning(warning)
 fit_tab, lib_tab, what_tab, layer_tab, eff_tab = st.tabs(
-    ["Fit", "Library", "What does it do?", "Layer sweep", "Data efficiency"])
+    ["Fit", "Library", ui.VECTORS_LINK_TAB, "Layer sweep", "Data efficiency"], default=link_tab)
 
 # -- fit -----------------------------------------------------------------------------------------------
 with fit_tab:
@@ -228,6 +232,7 @@ with what_tab:
         st.info("No saved vectors yet: fit one in the Fit tab.")
     else:
         pick = vector_select("what_pick", vstore.names())
+        ui.write_link(VectorsLink(vector=pick))  # the address opens this tab on this vector
         try:
             vec = vstore.load(pick)
             st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")

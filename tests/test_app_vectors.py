@@ -166,6 +166,26 @@ def test_what_does_it_do_lists_and_measures(app_env):
     assert "steers block 0" in _text(at)
 
 
+def test_a_vectors_link_opens_what_does_it_do_on_its_vector_and_the_address_follows(app_env):
+    at = _fit(_fit(_page("vectors.py"), "caa", "first"), "caa", "second")
+    assert at.selectbox(key="what_pick").value == "second"  # the vector just fitted
+    linked = AppTest.from_file(str(ROOT / "pages" / "vectors.py"), default_timeout=180)
+    linked.query_params["vector"] = "first"
+    linked = linked.run()
+    assert not linked.exception and not linked.warning, [w.value for w in linked.warning]
+    assert linked.selectbox(key="what_pick").value == "first" == linked.selectbox(key="lib_pick").value
+    assert linked.session_state["vec_link_tab"] == "What does it do?"  # the tab the page opens first
+    linked.selectbox(key="what_pick").set_value("second").run()
+    assert linked.query_params["vector"] in ("second", ["second"])  # the address names what is shown
+
+    bad = AppTest.from_file(str(ROOT / "pages" / "vectors.py"), default_timeout=180)
+    bad.query_params["vector"] = "nope"
+    bad = bad.run()
+    assert not bad.exception and any("vector='nope' was ignored: there is no saved vector" in w.value
+                                     for w in bad.warning)
+    assert bad.selectbox(key="what_pick").value == "first"  # the page's own default stands
+
+
 def test_combine_and_sweeps_draw_their_results(app_env):
     at = _fit(_page("vectors.py"), "caa", "a")
     at = _fit(at, "pca_diff", "b")

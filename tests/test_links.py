@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steering_core.measure.links import SweepLink, parse_sweep_link
+from steering_core.measure.links import SweepLink, VectorsLink, parse_sweep_link, parse_vectors_link
 from steering_core.measure.sweep import MAX_GRID, SweepError, parse_grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,16 @@ def test_a_bad_sweep_link_value_is_ignored_with_a_sentence(params, words):
     link, warnings = parse_sweep_link(params, n_features=10, vector_names=["v"])
     assert len(warnings) == 1 and "was ignored" in warnings[0] and words in warnings[0], warnings
     assert all(getattr(link, k) is None for k in params if k != "feature" or "vector" not in params)
+
+
+def test_a_vectors_link_round_trips_and_names_only_a_saved_vector():
+    assert VectorsLink(vector="wedding caa").params() == {"vector": "wedding caa"}
+    assert parse_vectors_link({"vector": " wedding caa "}, vector_names=["wedding caa"]) == (
+        VectorsLink(vector="wedding caa"), [])
+    for value, words in (("nope", "no saved vector by that name"), ("  ", "it names no vector")):
+        link, warnings = parse_vectors_link({"vector": value}, vector_names=["wedding caa"])
+        assert link == VectorsLink() and len(warnings) == 1 and words in warnings[0], warnings
+    assert parse_vectors_link({}, vector_names=[]) == (VectorsLink(), [])
 
 
 def test_parse_grid_reads_what_the_box_accepts():

@@ -23,6 +23,7 @@ from ui.highlight import snippet_html, token_spans, tokens_html  # noqa: F401  (
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
     PAGES,
+    VECTORS_LINK_TAB,
     SteerSource,
     SweepGrid,
     SweepSource,
@@ -33,9 +34,10 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
     goto_sweep,
     pin_feature,
     read_sweep_link,
+    read_vectors_link,
     share_feature_url,
     unpin_feature,
-    write_sweep_link,
+    write_link,
 )
 from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 from ui.targets import show_target_features  # noqa: F401  (re-exported for pages)

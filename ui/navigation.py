@@ -199,8 +199,31 @@ def read_sweep_link(n_features: int | None, vector_names: Sequence[str]) -> list
     return ss.sw_link_warnings
 
 
-def write_sweep_link(link) -> None:
-    """Make the address the link to what the Sweep page shows (a ``measure.links.SweepLink``)."""
+def write_link(link) -> None:
+    """Make the address the link to what a page shows (a ``measure.links`` link: ``SweepLink``,
+    ``VectorsLink``); the address is rewritten only when it differs, which would rerun nothing
+    but still adds a history entry."""
     params = link.params()
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
+
+
+#: The Vectors page's tab a link opens (its analysis of the linked vector).
+VECTORS_LINK_TAB = "What does it do?"
+
+
+def read_vectors_link(vector_names: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Select the vector a Vectors link names (``/vectors?vector=NAME``) in the page's selectors,
+    once per session, before they are drawn; returns the tab to open first (None: the page's
+    first) and the sentences about what the link could not use."""
+    from steering_core.measure.links import parse_vectors_link
+
+    ss = st.session_state
+    if "vec_link_read" not in ss:
+        ss.vec_link_read = True
+        link, ss.vec_link_warnings = parse_vectors_link(st.query_params.to_dict(), vector_names=vector_names)
+        if link.vector is not None:
+            ss.lib_pick = ss.what_pick = link.vector
+            ss.vec_link_tab = VECTORS_LINK_TAB
+    return ss.get("vec_link_tab"), ss.get("vec_link_warnings", [])
+

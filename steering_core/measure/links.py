@@ -8,6 +8,7 @@ always a link to what is on screen.
 
     /steer?feature=630&alpha=76.4&layer=15&seed=3&prompt=…      (or vector=<saved name>)
     /sweep?feature=630&grid=0,20,40,80&keywords=wedding,party&prompts=…&samples=4&tokens=32&seed=0
+    /vectors?vector=<saved name>                                  (its "What does it do?" tab)
 """
 
 from __future__ import annotations
@@ -226,3 +227,21 @@ def parse_sweep_link(params, *, n_features: int | None = None,
                      r.whole("tokens", f"tokens is a whole number from 1 to {MAX_TOKENS}.", 1, MAX_TOKENS),
                      r.seed())
     return link, r.warnings
+
+
+# -- Vectors -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorsLink(_Link):
+    """A Vectors link names one saved vector of the reader's own library; the page opens its
+    "What does it do?" tab on it. A colleague without that vector gets a sentence, not an error."""
+
+    vector: str | None = None
+
+
+def parse_vectors_link(params, *, vector_names=None) -> tuple[VectorsLink, list[str]]:
+    """Read a Vectors link's query parameters into a :class:`VectorsLink` and one plain sentence
+    per value that cannot be used, as :func:`parse_steer_link` does."""
+    r = _Reader(params)
+    return VectorsLink(r.vector(False, vector_names)), r.warnings
