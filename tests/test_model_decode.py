@@ -220,7 +220,7 @@ def test_bf16_steering_at_alpha_zero_is_unsteered_and_a_real_alpha_moves_it_as_o
 def test_unpacking_a_bf16_model_ends_the_fused_step(monkeypatch):
     """Packed copies do not follow weight edits, so edits are made after unpacking, and then the
     block must run its own forward on the edited weights."""
-    from steering_core.model.packed import unpack_linears
+    from steering_core.model.packed import pack_linears, unpack_linears
 
     fused, plain = _bf16_pair()
     rows = _count_bf16_products(monkeypatch)
@@ -232,6 +232,10 @@ def test_unpacking_a_bf16_model_ends_the_fused_step(monkeypatch):
                 block.mlp.up_proj.weight.mul_(-3.0)
     assert generate(fused, PROMPTS, SAMPLED).token_ids == generate(plain, PROMPTS, SAMPLED).token_ids
     assert rows == []  # the record stays, but the step sees unpacked layers and steps aside
+    pack_linears(fused.module)  # packed again, on the edited weights: the fused copies are stale
+    pack_linears(plain.module)
+    assert generate(fused, PROMPTS, SAMPLED).token_ids == generate(plain, PROMPTS, SAMPLED).token_ids
+    assert rows == []
 
 
 @needs_packing

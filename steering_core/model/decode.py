@@ -13,7 +13,9 @@ of the two fused matrices instead: measured on a 2-core AMD EPYC with AVX512-BF1
 tokens of the embedded model took 1.6 s against 1.95 s on two threads (2.0 against 2.3 s on one),
 with the same tokens. Those copies sit beside the layers' own packed weights (about 130 MB more for
 the embedded model), and like them they are not updated by an in-place edit: edit weights after
-:func:`~steering_core.model.packed.unpack_linears`, which ends the step too.
+:func:`~steering_core.model.packed.unpack_linears`, which ends the step, and packing the
+layers again does not bring it back on stale copies (the step checks that each layer still has the
+packed weight it was fused with).
 
 In fp32 the fused matrices are the weights themselves: each block's ``q_proj`` … ``up_proj`` weights
 become views into them, so an in-place edit of a weight (an ablation) is seen by both paths and
@@ -70,6 +72,7 @@ class _Fused:
     layers: tuple[torch.nn.Module, ...]  # q, k, v, gate, up, o and down projections, as fused
     pointers: tuple[int, ...]  # fp32: where the q, k, v, gate and up weights start in the fused matrices
     dtype: torch.dtype = torch.float32
+    packed: tuple[torch.Tensor, ...] = ()  # bf16: the seven layers' packed weights when fused
 
     def intact(self, block: torch.nn.Module) -> bool:
         """Whether the block still has the layers it was fused with, and (fp32) their weights are
@@ -84,19 +87,21 @@ class _Fused:
         weights = [x._parameters["weight"] for x in layers]
         if any(x._parameters.get("bias") is not None or w.dtype != self.dtype for x, w in zip(layers, weights)):
             return False
-        if self.dtype == torch.bfloat16:
-            return all(type(x) is PackedLinear for x in layers)
+        if self.dtype == torch.bfloat16:  # packed again after an edit: new packed weights, stale copies
+            return all(type(x) is PackedLinear and x.__dict__.get("packed_weight") is p
+                       for x, p in zip(layers, self.packed))
         return tuple(w.data_ptr() for w in weights[:5]) == self.pointers
 
     def __deepcopy__(self, memo) -> _Fused:
         """A copied model's blocks decode on the copy's own weights. An fp32 record copies as any
         object (its matrices with the weights that view them); a bf16 one packs the copied layers'
         weights again, since oneDNN's packed tensors cannot be copied."""
-        fields = {k: copy.deepcopy(v, memo) for k, v in vars(self).items() if k not in ("qkv", "gate_up")}
+        fields = {k: copy.deepcopy(v, memo) for k, v in vars(self).items() if k not in ("qkv", "gate_up", "packed")}
         if self.dtype == torch.bfloat16:
             q, k, v, g, u = (lin.weight for lin in fields["layers"][:5])
             with torch.no_grad():
-                return _Fused(qkv=pack(torch.cat([q, k, v])), gate_up=pack(torch.cat([g, u])), **fields)
+                return _Fused(qkv=pack(torch.cat([q, k, v])), gate_up=pack(torch.cat([g, u])),
+                              packed=tuple(lin.packed_weight for lin in fields["layers"]), **fields)
         return _Fused(qkv=copy.deepcopy(self.qkv, memo), gate_up=copy.deepcopy(self.gate_up, memo), **fields)
 
     def product(self, which: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +148,7 @@ def fuse_blocks(module: torch.nn.Module) -> int:
             _install(block, _Fused(qkv, gate_up, a.q_proj.out_features, a.k_proj.out_features,
                                    a.q_proj.out_features // a.head_dim, a.k_proj.out_features // a.head_dim,
                                    a.head_dim, tuple(s for s in block.modules() if s is not block), layers, (),
-                                   torch.bfloat16))
+                                   torch.bfloat16, tuple(x.packed_weight for x in layers)))
             n += 1
             continue
         if a.q_proj.weight.dtype != torch.float32:
