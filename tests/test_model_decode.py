@@ -19,23 +19,23 @@ PROMPTS = ["hello world", "a much longer prompt than the first", "x"]
 SAMPLED = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=5, stop_at_eos=False)
 
 
-def _pair():
-    fused = load_model("tiny", precision="fp32")
-    plain = load_model("tiny", precision="fp32")
+def _pair(precision: str = "fp32"):
+    fused = load_model("tiny", precision=precision)
+    plain = load_model("tiny", precision=precision)
     unfuse_blocks(plain.module)
     return fused, plain
 
 
 def _count_steps(monkeypatch) -> list[int]:
-    """Rows of every fused product the step computes."""
+    """Rows of every fused product the step computes (in either precision)."""
     seen: list[int] = []
-    real = decode._product
+    real = decode._Fused.product
 
-    def spy(weight, x):
+    def spy(self, which, x):
         seen.append(x.shape[0])
-        return real(weight, x)
+        return real(self, which, x)
 
-    monkeypatch.setattr(decode, "_product", spy)
+    monkeypatch.setattr(decode._Fused, "product", spy)
     return seen
 
 
@@ -164,32 +164,13 @@ def _packs() -> bool:
 needs_packing = pytest.mark.skipif(not _packs(), reason="this CPU has no oneDNN bf16 kernels (no AVX512-BF16/AMX)")
 
 
-def _bf16_pair():
-    fused = load_model("tiny", precision="bf16")
-    plain = load_model("tiny", precision="bf16")
-    unfuse_blocks(plain.module)
-    return fused, plain
-
-
-def _count_bf16_products(monkeypatch) -> list[int]:
-    seen: list[int] = []
-    real = decode._Fused.product
-
-    def spy(self, which, x):
-        seen.append(x.shape[0])
-        return real(self, which, x)
-
-    monkeypatch.setattr(decode._Fused, "product", spy)
-    return seen
-
-
 @needs_packing
 @pytest.mark.parametrize("cfg", [SAMPLED, GenerationConfig(max_new_tokens=12, greedy=True, stop_at_eos=False)])
 def test_packed_bf16_blocks_decode_fused_with_the_plain_blocks_tokens_and_logits(cfg, monkeypatch):
-    fused, plain = _bf16_pair()
+    fused, plain = _pair("bf16")
     n = len(fused.module.model.layers)
     assert fused_count(fused.module) == n and fused.module.model.layers[0]._steering_fused.dtype == torch.bfloat16
-    rows = _count_bf16_products(monkeypatch)
+    rows = _count_steps(monkeypatch)
     assert generate(fused, PROMPTS, cfg).token_ids == generate(plain, PROMPTS, cfg).token_ids
     assert rows and set(rows) == {len(PROMPTS)}  # the step ran, on decoding steps only
     assert len(rows) == 4 * n * (cfg.max_new_tokens - 1)  # 4 products a block, not 7
@@ -207,7 +188,7 @@ def test_packed_bf16_blocks_decode_fused_with_the_plain_blocks_tokens_and_logits
 
 @needs_packing
 def test_bf16_steering_at_alpha_zero_is_unsteered_and_a_real_alpha_moves_it_as_on_plain_blocks():
-    fused, plain = _bf16_pair()
+    fused, plain = _pair("bf16")
     v = torch.randn(fused.d_model, generator=torch.Generator().manual_seed(1))
     base = generate(fused, PROMPTS, SAMPLED).token_ids
     assert generate(fused, PROMPTS, SAMPLED, steering=[(1, v, 0.0)]).token_ids == base
@@ -222,8 +203,8 @@ def test_unpacking_a_bf16_model_ends_the_fused_step(monkeypatch):
     block must run its own forward on the edited weights."""
     from steering_core.model.packed import pack_linears, unpack_linears
 
-    fused, plain = _bf16_pair()
-    rows = _count_bf16_products(monkeypatch)
+    fused, plain = _pair("bf16")
+    rows = _count_steps(monkeypatch)
     unpack_linears(fused.module)
     unpack_linears(plain.module)
     with torch.no_grad():
@@ -240,12 +221,12 @@ def test_unpacking_a_bf16_model_ends_the_fused_step(monkeypatch):
 
 @needs_packing
 def test_a_copied_bf16_model_decodes_fused_on_its_own_packed_weights(monkeypatch):
-    fused, _ = _bf16_pair()
+    fused, _ = _pair("bf16")
     twin = copy.deepcopy(fused.module)
     assert fused_count(twin) == fused_count(fused.module)
     f, g = fused.module.model.layers[0]._steering_fused, twin.model.layers[0]._steering_fused
     assert g.layers[0] is twin.model.layers[0].self_attn.q_proj and g.qkv is not f.qkv
-    rows = _count_bf16_products(monkeypatch)
+    rows = _count_steps(monkeypatch)
     ids = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         out_a = fused.module(input_ids=ids, use_cache=True)
