@@ -5,6 +5,9 @@ model and pack:
   column (the page's defaults: 2 samples × 48 new tokens; the unsteered column from cache);
 * ``steer_release_generation_s``: of that, the time the page spent generating (its "Finished … in
   N s" caption): the rest is the rerun, the transfer and the browser;
+* ``steer_release_with_transitions_s``: the same release with the app's no-transitions style
+  (``ui.motion``) switched off in the browser, alternating with the releases above, so the two
+  medians share the machine's drift (``transitions_over_none`` is their ratio);
 * ``steer_generate_s``: the same settings with Generate (both columns, for comparison);
 * ``feature_card_open_s``: from typing a feature id and pressing Enter to its card's heading.
 
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser import browser_page, serve_app, wait_idle  # noqa: E402
 
 from bench.common import emit, log  # noqa: E402
+from ui.motion import STYLE_ID  # noqa: E402
 
 
 def _finished(page) -> None:
@@ -46,26 +50,37 @@ def main() -> None:
         page.goto(url + "/steer?feature=630&alpha=20&seed=1")
         page.get_by_text("‖resid‖ at layer 15").wait_for()
         wait_idle(page)
-        gen, rel, gen_s = [], [], []
+        gen, rel, gen_s, with_transitions = [], [], [], []
         thumb = page.get_by_role("slider", name="α")
-        for i in range(args.repeats):
+        for i in range(2 * args.repeats):
+            shipped = i % 4 in (0, 3)  # S T T S: each variant releases to both ends of the slider
+            page.evaluate(f"() => {{ const s = document.getElementById('{STYLE_ID}'); if (s) s.disabled = {str(not shipped).lower()}; }}")
             t0 = time.perf_counter()
             page.get_by_role("button", name="Generate").click()
             page.wait_for_timeout(200)
             _finished(page)
-            gen.append(time.perf_counter() - t0)
+            if shipped:
+                gen.append(time.perf_counter() - t0)
             thumb.focus()
             t0 = time.perf_counter()
             thumb.press("End" if i % 2 == 0 else "Home")
             page.get_by_text("from cache").first.wait_for(timeout=300_000)
             started = time.perf_counter() - t0
             _finished(page)
-            rel.append(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            if not shipped:
+                with_transitions.append(took)
+                log(f"run {i}: release with transitions {took:.2f} s")
+                continue
+            rel.append(took)
             server = page.get_by_text(re.compile(r"Finished: \d+ decoding steps in")).first.inner_text()
             gen_s.append(float(re.search(r"in ([\d.]+) s", server).group(1)))
             log(f"run {i}: generate {gen[-1]:.2f} s, release {rel[-1]:.2f} s (rerun showed after {started:.2f} s; "
                 f"the page generated for {gen_s[-1]:.1f} s)")
         emit("steer_release_s", statistics.median(rel), "s", runs=[round(x, 2) for x in rel])
+        emit("steer_release_with_transitions_s", statistics.median(with_transitions), "s",
+             runs=[round(x, 2) for x in with_transitions])
+        emit("transitions_over_none", statistics.median(with_transitions) / statistics.median(rel), "ratio")
         emit("steer_release_generation_s", statistics.median(gen_s), "s", runs=gen_s)
         emit("steer_generate_s", statistics.median(gen), "s", runs=[round(x, 2) for x in gen])
         page.goto(url + "/features")

@@ -24,6 +24,10 @@ def test_home_and_steer_pages_in_chromium_on_the_embedded_model():
         page.get_by_role("link", name=re.compile("Steer")).first.click()
         page.get_by_role("heading", name=re.compile("Steer")).first.wait_for()
         page.get_by_text("‖resid‖ at layer 15").wait_for()
+        # no CSS transitions (ui.motion): repainting the stale elements' fades took the model's cores
+        props = page.evaluate("() => [...document.querySelectorAll('.stElementContainer, [data-testid=stProgress] *')]"
+                              ".map(e => getComputedStyle(e).transitionProperty)")
+        assert props and set(props) == {"none"}
         prompt = page.get_by_role("textbox", name="Prompt")
         prompt.fill("What is the capital of France?")
         temp = page.get_by_role("spinbutton", name="Temperature (0 = greedy)")

@@ -39,6 +39,7 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
     unpin_feature,
     write_link,
 )
+from ui.motion import without_transitions
 from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 from ui.targets import show_target_features  # noqa: F401  (re-exported for pages)
 
@@ -253,6 +254,7 @@ def sidebar_links() -> None:
 
 def setup_page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · steering workbench", layout="wide")
+    without_transitions()
     sidebar_links()
     model_picker()
 
