@@ -20,6 +20,7 @@ from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
 from ui.charts import LEGEND_ABOVE, add_band  # noqa: F401  (re-exported for pages)
 from ui.highlight import snippet_html, token_spans, tokens_html  # noqa: F401  (re-exported for pages)
+from ui.motion import without_transitions
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
     MAX_PINS,
     PAGES,
@@ -39,7 +40,6 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
     unpin_feature,
     write_link,
 )
-from ui.motion import without_transitions
 from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 from ui.targets import show_target_features  # noqa: F401  (re-exported for pages)
 
