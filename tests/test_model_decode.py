@@ -187,6 +187,23 @@ def test_packed_bf16_blocks_decode_fused_with_the_plain_blocks_tokens_and_logits
 
 
 @needs_packing
+def test_bf16_steps_stay_fused_up_to_their_own_larger_row_limit(monkeypatch):
+    """bf16 fuses calls the fp32 step leaves plain (the effect measurement's 224 rows), and leaves
+    the pack build's larger calls on the plain blocks."""
+    fused, plain = _pair("bf16")
+    assert decode.MAX_ROWS < decode.MAX_ROWS_PACKED
+    rows = _count_steps(monkeypatch)
+    cfg = GenerationConfig(max_new_tokens=3, temperature=1.0, seed=2, stop_at_eos=False)
+    mid = [PROMPTS[i % len(PROMPTS)] for i in range(decode.MAX_ROWS + 1)]
+    assert generate(fused, mid, cfg).token_ids == generate(plain, mid, cfg).token_ids
+    assert set(rows) == {decode.MAX_ROWS + 1}
+    rows.clear()
+    big = ["a b"] * (decode.MAX_ROWS_PACKED + 1)
+    assert generate(fused, big, cfg).token_ids == generate(plain, big, cfg).token_ids
+    assert rows == []
+
+
+@needs_packing
 def test_bf16_steering_at_alpha_zero_is_unsteered_and_a_real_alpha_moves_it_as_on_plain_blocks():
     fused, plain = _pair("bf16")
     v = torch.randn(fused.d_model, generator=torch.Generator().manual_seed(1))
