@@ -42,6 +42,20 @@ def _finished(page) -> None:
                            polling=100)
 
 
+# Switches the app's no-transitions style off (or on again) and keeps it so: the rerun re-renders
+# the style element, and a switch made on the old node alone would not outlast the release it measures.
+_SWITCH = """(allow) => {
+  window.__allowTransitions = allow;
+  const apply = () => { const s = document.getElementById('%s'); if (s && s.disabled !== window.__allowTransitions)
+                          s.disabled = window.__allowTransitions; };
+  if (!window.__transitionObserver) {
+    window.__transitionObserver = new MutationObserver(apply);
+    window.__transitionObserver.observe(document.body, {childList: true, subtree: true});
+  }
+  apply();
+}""" % STYLE_ID
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -54,7 +68,7 @@ def main() -> None:
         thumb = page.get_by_role("slider", name="α")
         for i in range(2 * args.repeats):
             shipped = i % 4 in (0, 3)  # S T T S: each variant releases to both ends of the slider
-            page.evaluate(f"() => {{ const s = document.getElementById('{STYLE_ID}'); if (s) s.disabled = {str(not shipped).lower()}; }}")
+            page.evaluate(_SWITCH, not shipped)
             t0 = time.perf_counter()
             page.get_by_role("button", name="Generate").click()
             page.wait_for_timeout(200)
