@@ -20,11 +20,10 @@ packed weight it was fused with).
 In fp32 the fused matrices are the weights themselves: each block's ``q_proj`` … ``up_proj`` weights
 become views into them, so an in-place edit of a weight (an ablation) is seen by both paths and
 nothing is stored twice. Before every step the block checks that the views are intact (same
-storage, fp32, CPU; in bf16, the same packed layers), that no hook sits inside the block (hooks on the block itself, which is where
-steering and residual recording live, still run as always), that the model uses the decode-step
-attention and that the call is a no-gradient step of at most ``MAX_ROWS`` rows (``MAX_ROWS_PACKED`` in
-bf16); otherwise it runs
-the Hugging Face forward. Large calls, such as the pack's 896-row effect measurement, therefore
+storage, fp32, CPU; in bf16, the same packed layers), that no hook sits inside the block (hooks on
+the block itself, which is where steering and residual recording live, still run as always), that
+the model uses the decode-step attention and that the call is a no-gradient step of at most
+``MAX_ROWS`` rows (``MAX_ROWS_PACKED`` in bf16); otherwise it runs the Hugging Face forward. Large calls, such as the pack's 896-row effect measurement, therefore
 compute exactly what they did before.
 
 The arithmetic is the Hugging Face block's, op for op, except that the fused products are summed
