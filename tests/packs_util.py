@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import subprocess
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
 from typing import NoReturn
 
@@ -94,14 +96,33 @@ def run_cli(args: list[str], env_extra: dict | None = None, *, fresh: bool = Fal
     with tempfile.TemporaryDirectory(prefix="cli-") as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
         proc = _forks.Process(target=_run_in_child, args=(list(args), env, out, err))
-        proc.start()
+        with _no_main_module():
+            proc.start()
         proc.join(timeout)
         if proc.exitcode is None:
             proc.kill()
             proc.join()
             raise subprocess.TimeoutExpired(argv, timeout)
+        if not out.exists():
+            raise RuntimeError(f"the command's process ended (exit status {proc.exitcode}) before it started; "
+                               "what it printed is in this test's captured stderr")
         return subprocess.CompletedProcess(argv, proc.exitcode, out.read_text(errors="replace"),
                                            err.read_text(errors="replace"))
+
+
+@contextlib.contextmanager
+def _no_main_module():
+    """Start a child without re-running this process's ``__main__``. multiprocessing makes every
+    forkserver child run the parent's main module first, and Streamlit's AppTest leaves a page
+    (``pages/sweep.py``, say) installed as ``__main__``: the child then ran that page outside
+    Streamlit and died before the command started, so which tests failed depended on which test
+    files a worker had run before (seen in CI as a missing stdout file)."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
 
 
 def _run_in_child(args: list[str], env: dict, out: Path, err: Path) -> NoReturn:

@@ -89,3 +89,21 @@ def test_a_shipped_pack_is_readable_by_others(tiny_pack_build):
     for p in (tiny_pack_build / "pack").rglob("*"):
         if p.is_file():
             assert stat.S_IMODE(os.stat(p).st_mode) == file_mode(), p
+
+
+def test_the_cli_runner_works_after_an_app_test_left_a_page_as_main(tmp_path, monkeypatch):
+    """Streamlit's AppTest installs the page it ran as ``__main__`` and leaves it there; a pack
+    command started afterwards in the same test worker re-ran that page first, and died before
+    starting when the page failed outside Streamlit (CI failed on it, depending on which files a
+    worker had run before). Here the stand-in page leaves a mark and fails."""
+    import sys
+    import types
+
+    script = tmp_path / "page.py"
+    script.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\nraise RuntimeError('not in Streamlit')\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    res = run_cli(["relabel", str(tmp_path / "nowhere")])
+    assert res.returncode == 2 and "There is no pack database" in res.stderr
+    assert not (tmp_path / "ran").exists() and sys.modules["__main__"] is page  # never run; given back

@@ -103,3 +103,35 @@ def test_the_alpha_basis_names_the_text_every_alpha_was_matched_on(pack):
 def test_an_empty_feature_id_asks_for_one_instead_of_echoing_nothing(pack, empty):
     with pytest.raises(FeatureLookupError, match=r"^Enter a feature id, a whole number from 0 to 39\.$"):
         pack.check_feature(empty)
+
+
+def test_every_read_is_safe_from_concurrent_threads_and_cursors_stay_few(pack):
+    """The app shares one open pack between every session and rerun, each on its own thread. Reads
+    through the shared connection failed with DuckDB's 'connection is busy with another call' when
+    two ran at once (seen in the browser: the Features page's summary). Every read must take a
+    cursor of its own, and a finished thread must not leave its cursor behind (a long session
+    starts a thread per rerun)."""
+    import threading
+
+    fid = pack.check_feature(pack.con.execute("SELECT min(feature_id) FROM features WHERE measured").fetchone()[0])
+    want = (pack.summary(), pack.feature(fid), pack.effects(fid), pack.neighbors("cosine", fid), pack.snippets(fid))
+    errors, got = [], []
+    start = threading.Barrier(8)
+
+    def read():
+        try:
+            start.wait()
+            for _ in range(25):
+                got.append((pack.summary(), pack.feature(fid), pack.effects(fid), pack.neighbors("cosine", fid),
+                            pack.snippets(fid)))
+        except Exception as exc:  # noqa: BLE001 - the failure is what the test reports
+            errors.append(repr(exc))
+
+    for _ in range(3):  # several generations of threads, as reruns are
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == [] and len(got) == 3 * 8 * 25 and all(g == want for g in got)
+    assert pack.open_cursors() <= 8  # at most one per thread that read at the same time

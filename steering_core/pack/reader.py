@@ -57,16 +57,17 @@ class FeaturePack:
             raise StoreError(f"{db} is not a feature pack (missing tables {sorted(missing)}).")
         self.meta = dict(self.con.execute("SELECT key, value FROM meta").fetchall())
         self.n_features = int(self.con.execute("SELECT count(*) FROM features").fetchone()[0])
-        self._local = threading.local()
         self._cache: dict[str, object] = {}
         self._cache_lock = threading.RLock()
-        self._cursors: list = []
+        self._idle: list = []  # cursors no read holds now
+        self._n_cursors = 0
 
     def close(self) -> None:
-        for cur in self._cursors:
-            cur.close()
-        self._cursors.clear()
-        self.con.close()
+        with self._cache_lock:
+            for cur in self._idle:
+                cur.close()
+            self._idle.clear()
+            self.con.close()
 
     @property
     def sae_dir(self) -> Path:
@@ -83,8 +84,8 @@ class FeaturePack:
         m = self.meta_json
         return {
             "model": self.meta.get("model_id"), "hook": self.meta.get("hook_point"), "d_sae": m("d_sae"),
-            "live_features": int(self.con.execute("SELECT count(*) FROM features WHERE live").fetchone()[0]),
-            "measured_features": int(self.con.execute("SELECT count(*) FROM features WHERE measured").fetchone()[0]),
+            "live_features": int(self._read("SELECT count(*) FROM features WHERE live", how="one")[0]),
+            "measured_features": int(self._read("SELECT count(*) FROM features WHERE measured", how="one")[0]),
             "explained_variance": m("sae_explained_variance"), "delta_ce": m("sae_delta_ce"), "mean_l0": m("sae_mean_l0"),
             "dead_fraction": m("dead_fraction_corpus"), "precision": self.meta.get("precision"),
             "steered_rollouts": m("effects_steered_rollouts"), "reference_rollouts": m("reference_rollouts"),
@@ -112,22 +113,19 @@ class FeaturePack:
 
     def feature(self, feature_id) -> dict:
         fid = self.check_feature(feature_id)
-        cur = self.con.execute("SELECT * FROM features WHERE feature_id = ?", [fid])
-        cols = [d[0] for d in cur.description]
-        return dict(zip(cols, cur.fetchone()))
+        return self._read("SELECT * FROM features WHERE feature_id = ?", [fid], how="record")
 
     def _labels(self, ids: list[int]) -> dict[int, str]:
         if not ids:
             return {}
-        rows = self.con.execute("SELECT feature_id, label FROM features WHERE feature_id IN (SELECT unnest(?))", [ids])
-        return dict(rows.fetchall())
+        return dict(self._read("SELECT feature_id, label FROM features WHERE feature_id IN (SELECT unnest(?))", [ids]))
 
     def effects(self, feature_id, k: int = 64) -> list[Effect]:
         """Measured effects of steering with this feature, largest |effect| first."""
         fid = self.check_feature(feature_id)
         se = "effect_se" if self.has_column("feature_effects", "effect_se") else "NULL"
-        rows = self.con.execute(f"SELECT target_feature, effect, rel_effect, {se} FROM feature_effects "
-                                "WHERE source_feature = ? AND rank IS NOT NULL ORDER BY rank LIMIT ?", [fid, k]).fetchall()
+        rows = self._read(f"SELECT target_feature, effect, rel_effect, {se} FROM feature_effects "
+                          "WHERE source_feature = ? AND rank IS NOT NULL ORDER BY rank LIMIT ?", [fid, k])
         labels = self._labels([r[0] for r in rows])
         return [Effect(int(t), float(e), None if r is None else float(r), labels.get(int(t), ""),
                        None if s is None else float(s)) for t, e, r, s in rows]
@@ -135,8 +133,8 @@ class FeaturePack:
     def neighbors(self, kind: str, feature_id, k: int = 32) -> list[Effect]:
         """``action`` (sources that raise this feature most), ``cosine`` or ``effect_similar``."""
         fid = self.check_feature(feature_id)
-        rows = self.con.execute("SELECT other_id, value FROM feature_neighbors WHERE kind = ? AND feature_id = ? "
-                                "ORDER BY rank LIMIT ?", [kind, fid, k]).fetchall()
+        rows = self._read("SELECT other_id, value FROM feature_neighbors WHERE kind = ? AND feature_id = ? "
+                          "ORDER BY rank LIMIT ?", [kind, fid, k])
         labels = self._labels([r[0] for r in rows])
         return [Effect(int(o), float(v), None, labels.get(int(o), "")) for o, v in rows]
 
@@ -145,10 +143,10 @@ class FeaturePack:
         snippet stands for (1 in packs built before snippets were collapsed)."""
         fid = self.check_feature(feature_id)
         sim = "n_similar" if self.has_column("feature_snippets", "n_similar") else "1"
-        cur = self.cursor().execute(f"SELECT kind, rank, max_act, tokens, acts, coalesce({sim}, 1) FROM feature_snippets "
-                                    "WHERE feature_id = ? ORDER BY kind = 'top' DESC, kind, rank", [fid])
+        rows = self._read(f"SELECT kind, rank, max_act, tokens, acts, coalesce({sim}, 1) FROM feature_snippets "
+                          "WHERE feature_id = ? ORDER BY kind = 'top' DESC, kind, rank", [fid])
         return collapse_same_text([dict(zip(["kind", "rank", "max_act", "tokens", "acts", "similar"], r))
-                                   for r in cur.fetchall()])
+                                   for r in rows])
 
     def steers_well_bar(self) -> float | None:
         """The output score a feature must exceed to "steer well": the 95th percentile of the
@@ -201,18 +199,36 @@ class FeaturePack:
         return np.load(p) if p.exists() else None
 
     # -- reads behind the feature browser (steering_core.browse) --------------------------------------
-    # A pack is opened once per app process and shared by every browser session (each on its own
-    # Streamlit thread); one DuckDB connection must not run two queries at once, so these reads
-    # go through a per-thread cursor, and the large arrays are loaded once and kept.
+    # A pack is opened once per app process and shared by every browser session and rerun, each on
+    # its own Streamlit thread. One DuckDB connection refuses a second query while one runs
+    # ("connection is busy"), so every read after opening borrows a cursor (a connection of its own
+    # to the same database) for just that query. Idle cursors are kept for the next read: there are
+    # never more than reads that ran at once, however many threads a long session starts.
 
-    def cursor(self):
-        """This thread's cursor on the pack (created on first use)."""
-        cur = getattr(self._local, "cur", None)
-        if cur is None:
-            cur = self._local.cur = self.con.cursor()
+    def _read(self, sql: str, params: list | None = None, how: str = "all"):
+        """One query on a borrowed cursor: ``how`` is ``all`` (rows), ``one`` (a row or None),
+        ``record`` (a row as a column → value dict, or None) or ``numpy`` (columns as arrays)."""
+        with self._cache_lock:
+            if self._idle:
+                cur = self._idle.pop()
+            else:
+                cur = self.con.cursor()
+                self._n_cursors += 1
+        try:
+            res = cur.execute(sql, params or [])
+            if how == "one":
+                return res.fetchone()
+            if how == "record":
+                row = res.fetchone()
+                return None if row is None else dict(zip([d[0] for d in res.description], row))
+            return res.fetchnumpy() if how == "numpy" else res.fetchall()
+        finally:
             with self._cache_lock:
-                self._cursors.append(cur)
-        return cur
+                self._idle.append(cur)
+
+    def open_cursors(self) -> int:
+        """How many cursors this pack has opened (bounded by the reads that ever ran at once)."""
+        return self._n_cursors
 
     def cached(self, key: str, load):
         """``load()`` once per pack and key (a pack never changes while open, so this is safe)."""
@@ -231,9 +247,9 @@ class FeaturePack:
         return f"path:{self.dir.resolve()}"
 
     def has_column(self, table: str, column: str) -> bool:
-        return self.cached(f"column:{table}.{column}", lambda: bool(self.cursor().execute(
+        return self.cached(f"column:{table}.{column}", lambda: bool(self._read(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = ? AND column_name = ?",
-            [table, column]).fetchone()[0]))
+            [table, column], how="one")[0]))
 
     @property
     def has_specific(self) -> bool:
@@ -250,13 +266,13 @@ class FeaturePack:
         if not self.has_specific:
             if basis == "specific":
                 return []
-            rows = self.cursor().execute("SELECT target_feature, effect, rel_effect FROM feature_effects "
-                                         "WHERE source_feature = ? ORDER BY rank", [fid]).fetchall()
+            rows = self._read("SELECT target_feature, effect, rel_effect FROM feature_effects "
+                              "WHERE source_feature = ? ORDER BY rank", [fid])
             return [(t, e, r, *info.get(t, _NO_TARGET), None, False) for t, e, r in rows]
         value, se, rank = (("effect", "effect_se", "rank") if basis == "raw"
                            else ("specific", "specific_se", "rank_specific"))
-        rows = self.cursor().execute(f"SELECT target_feature, {value}, rel_effect, {se} FROM feature_effects "
-                                     f"WHERE source_feature = ? AND {rank} IS NOT NULL ORDER BY {rank}", [fid]).fetchall()
+        rows = self._read(f"SELECT target_feature, {value}, rel_effect, {se} FROM feature_effects "
+                          f"WHERE source_feature = ? AND {rank} IS NOT NULL ORDER BY {rank}", [fid])
         hubs = self._hubs()
         return [(t, v, r, *info.get(t, _NO_TARGET), s, hubs.get(t, False)) for t, v, r, s in rows]
 
@@ -265,8 +281,8 @@ class FeaturePack:
         se)`` (``se`` NULL where the pack stores none)."""
         fid = self.check_feature(feature_id)
         se = "se" if self.has_column("feature_neighbors", "se") else "NULL"
-        rows = self.cursor().execute(f"SELECT other_id, value, {se} FROM feature_neighbors "
-                                     "WHERE kind = ? AND feature_id = ? ORDER BY rank", [kind, fid]).fetchall()
+        rows = self._read(f"SELECT other_id, value, {se} FROM feature_neighbors "
+                          "WHERE kind = ? AND feature_id = ? ORDER BY rank", [kind, fid])
         info = self._target_info()
         return [(o, v, *info.get(o, _NO_TARGET), s) for o, v, s in rows]
 
@@ -274,14 +290,14 @@ class FeaturePack:
         """``feature_id → (label, auto_label, density)`` of every feature (read once): what a list
         shows beside each row, as the LEFT JOIN on ``features`` used to give it."""
         def load():
-            rows = self.cursor().execute("SELECT feature_id, label, auto_label, density FROM features").fetchall()
+            rows = self._read("SELECT feature_id, label, auto_label, density FROM features")
             return {f: (lab, auto, d) for f, lab, auto, d in rows}
         return self.cached("reader:target_info", load)
 
     def _hubs(self) -> dict[int, bool]:
         """``target → hub`` from ``generic_response`` (read once; absent or NULL means not a hub)."""
         def load():
-            rows = self.cursor().execute("SELECT target_feature, hub FROM generic_response").fetchall()
+            rows = self._read("SELECT target_feature, hub FROM generic_response")
             return {t: bool(h) for t, h in rows if h is not None}
         return self.cached("reader:hubs", load)
 
@@ -291,8 +307,8 @@ class FeaturePack:
         fid = self.check_feature(feature_id)
         if not self.has_table("feature_outputs"):
             return None
-        row = self.cursor().execute("SELECT gains, gain_values, losses, loss_values, output_score FROM "
-                                    "feature_outputs WHERE feature_id = ?", [fid]).fetchone()
+        row = self._read("SELECT gains, gain_values, losses, loss_values, output_score FROM "
+                         "feature_outputs WHERE feature_id = ?", [fid], how="one")
         if row is None:
             return None
         return {"gains": list(zip(row[0], row[1])), "losses": list(zip(row[2], row[3])), "output_score": row[4]}
@@ -305,8 +321,8 @@ class FeaturePack:
         def load():
             n = self.n_features
             mean, se, hub = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
-            for t, g, gse, h in self.cursor().execute(
-                    "SELECT target_feature, generic, generic_se, hub FROM generic_response").fetchall():
+            for t, g, gse, h in self._read(
+                    "SELECT target_feature, generic, generic_se, hub FROM generic_response"):
                 if 0 <= t < n:
                     mean[t], se[t], hub[t] = g, gse, bool(h)
             return mean, se, hub
@@ -317,13 +333,13 @@ class FeaturePack:
         fid = self.check_feature(feature_id)
         if not self.has_table("generic_response"):
             return None
-        row = self.cursor().execute("SELECT generic, generic_se, hub_share, hub FROM generic_response "
-                                    "WHERE target_feature = ?", [fid]).fetchone()
+        row = self._read("SELECT generic, generic_se, hub_share, hub FROM generic_response "
+                         "WHERE target_feature = ?", [fid], how="one")
         return None if row is None else (float(row[0]), float(row[1]), float(row[2]), bool(row[3]))
 
     def has_table(self, name: str) -> bool:
-        return self.cached(f"table:{name}", lambda: bool(self.cursor().execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0]))
+        return self.cached(f"table:{name}", lambda: bool(self._read(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name], how="one")[0]))
 
     def feature_columns(self, columns: list[str], ids: list[int] | None = None) -> list[tuple]:
         """Selected columns of the features table (all features, or the given ids), id order."""
@@ -336,26 +352,26 @@ class FeaturePack:
         cols = [c if c in allowed or self.has_column("features", c) else f"NULL AS {c}" for c in columns]
         sql = f"SELECT {', '.join(cols)} FROM features"
         if ids is None:
-            return self.cursor().execute(sql + " ORDER BY feature_id").fetchall()
-        return self.cursor().execute(sql + " WHERE feature_id IN (SELECT unnest(?)) ORDER BY feature_id",
-                                     [[int(i) for i in ids]]).fetchall()
+            return self._read(sql + " ORDER BY feature_id")
+        return self._read(sql + " WHERE feature_id IN (SELECT unnest(?)) ORDER BY feature_id",
+                          [[int(i) for i in ids]])
 
     def label_matches(self, text: str) -> list[tuple]:
         """Features whose label or auto label contains ``text`` (case-insensitive), id order:
         ``(feature_id, label, auto_label, density)``. A plain substring test, so the user's
         ``%`` or ``_`` mean themselves."""
         q = str(text).lower()
-        return self.cursor().execute(
+        return self._read(
             "SELECT feature_id, label, auto_label, density FROM features "
             "WHERE contains(lower(coalesce(label, '')), ?) OR contains(lower(coalesce(auto_label, '')), ?) "
-            "ORDER BY feature_id", [q, q]).fetchall()
+            "ORDER BY feature_id", [q, q])
 
     def is_measured(self, feature_id) -> bool:
         """Whether this feature's effects were measured (its ``measured`` flag or any stored row)."""
         fid = self.check_feature(feature_id)
-        row = self.cursor().execute(
+        row = self._read(
             "SELECT coalesce(measured, false) OR EXISTS (SELECT 1 FROM feature_effects WHERE source_feature = ?) "
-            "FROM features WHERE feature_id = ?", [fid, fid]).fetchone()
+            "FROM features WHERE feature_id = ?", [fid, fid], how="one")
         return bool(row and row[0])
 
     def decoder_row(self, feature_id) -> np.ndarray:
@@ -384,8 +400,8 @@ class FeaturePack:
         def load():
             if not self.has_table("label_embeddings"):
                 return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-            got = self.cursor().execute("SELECT feature_id, embedding FROM label_embeddings "
-                                        "WHERE embedding IS NOT NULL ORDER BY feature_id").fetchnumpy()
+            got = self._read("SELECT feature_id, embedding FROM label_embeddings "
+                             "WHERE embedding IS NOT NULL ORDER BY feature_id", how="numpy")
             if len(got["feature_id"]) == 0:
                 return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
             ids = np.asarray(got["feature_id"], np.int64)
