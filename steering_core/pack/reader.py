@@ -61,9 +61,10 @@ class FeaturePack:
         self._cache_lock = threading.RLock()
         self._idle: list = []  # cursors no read holds now
         self._n_cursors = 0
+        self._pool_lock = threading.Lock()  # not the cache's: a long load must not hold up reads
 
     def close(self) -> None:
-        with self._cache_lock:
+        with self._pool_lock:
             for cur in self._idle:
                 cur.close()
             self._idle.clear()
@@ -208,7 +209,7 @@ class FeaturePack:
     def _read(self, sql: str, params: list | None = None, how: str = "all"):
         """One query on a borrowed cursor: ``how`` is ``all`` (rows), ``one`` (a row or None),
         ``record`` (a row as a column → value dict, or None) or ``numpy`` (columns as arrays)."""
-        with self._cache_lock:
+        with self._pool_lock:
             if self._idle:
                 cur = self._idle.pop()
             else:
@@ -223,7 +224,7 @@ class FeaturePack:
                 return None if row is None else dict(zip([d[0] for d in res.description], row))
             return res.fetchnumpy() if how == "numpy" else res.fetchall()
         finally:
-            with self._cache_lock:
+            with self._pool_lock:
                 self._idle.append(cur)
 
     def open_cursors(self) -> int:
