@@ -24,8 +24,8 @@ def test_home_and_steer_pages_in_chromium_on_the_embedded_model():
         page.get_by_role("link", name=re.compile("Steer")).first.click()
         page.get_by_role("heading", name=re.compile("Steer")).first.wait_for()
         page.get_by_text("‖resid‖ at layer 15").wait_for()
-        # no CSS transitions (ui.motion): repainting the stale elements' fades took the model's cores
-        props = page.evaluate("() => [...document.querySelectorAll('.stElementContainer, [data-testid=stProgress] *')]"
+        # no CSS transitions (ui.motion): repainting the stale elements' fades and the slider's ticks took the model's cores
+        props = page.evaluate("() => [...document.querySelectorAll('.stElementContainer, [data-testid=stSlider] *')]"
                               ".map(e => getComputedStyle(e).transitionProperty)")
         assert props and set(props) == {"none"}
         prompt = page.get_by_role("textbox", name="Prompt")
