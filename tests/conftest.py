@@ -38,6 +38,16 @@ def _seeded_rng():
     torch.manual_seed(seed)
 
 
+@pytest.fixture(autouse=True)
+def _real_main_module():
+    """Streamlit's AppTest installs the page it ran as ``__main__`` and never puts the real one
+    back, so what a later test sees as the main module depended on which files its worker ran
+    first (multiprocessing's children re-run it: see ``packs_util.run_cli``). Give it back."""
+    real = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = real
+
+
 @pytest.fixture(scope="session")
 def tiny_hf():
     return tiny_model("hf", n_layers=3, d_model=64, seed=0)
