@@ -23,8 +23,9 @@ nothing is stored twice. Before every step the block checks that the views are i
 storage, fp32, CPU; in bf16, the same packed layers), that no hook sits inside the block (hooks on
 the block itself, which is where steering and residual recording live, still run as always), that
 the model uses the decode-step attention and that the call is a no-gradient step of at most
-``MAX_ROWS`` rows (``MAX_ROWS_PACKED`` in bf16); otherwise it runs the Hugging Face forward. Large calls, such as the pack's 896-row effect measurement, therefore
-compute exactly what they did before.
+``MAX_ROWS`` rows (``MAX_ROWS_PACKED`` in bf16); otherwise it runs the Hugging Face forward.
+Large calls, such as the pack's 896-row effect measurement, therefore compute exactly what they
+did before.
 
 The arithmetic is the Hugging Face block's, op for op, except that the fused products are summed
 by the kernel for the larger matrix, so logits agree with the unfused block to float rounding
@@ -78,6 +79,11 @@ class _Fused:
     pointers: tuple[int, ...]  # fp32: where the q, k, v, gate and up weights start in the fused matrices
     dtype: torch.dtype = torch.float32
     packed: tuple[torch.Tensor, ...] = ()  # bf16: the seven layers' packed weights when fused
+
+    @property
+    def max_rows(self) -> int:
+        """The largest call this block's step takes on its fused weights (larger ones run plain)."""
+        return MAX_ROWS if self.dtype == torch.float32 else MAX_ROWS_PACKED
 
     def intact(self, block: torch.nn.Module) -> bool:
         """Whether the block still has the layers it was fused with, and (fp32) their weights are
@@ -215,7 +221,7 @@ def _step(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=N
     f: _Fused = self._steering_fused
     b = hidden_states.shape[0]
     if (hidden_states.dim() != 3 or hidden_states.shape[1] != 1
-            or not 0 < b <= (MAX_ROWS if f.dtype == torch.float32 else MAX_ROWS_PACKED)
+            or not 0 < b <= f.max_rows
             or hidden_states.dtype != f.dtype or hidden_states.device.type != "cpu"
             or past_key_values is None or position_embeddings is None
             or (torch.is_grad_enabled() and hidden_states.requires_grad)
