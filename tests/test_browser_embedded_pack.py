@@ -12,6 +12,7 @@ Screenshots land in test-artifacts/embedded-*.png."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from browser import ARTIFACTS, browser_page, screenshot_all, serve_app, wait_idle
@@ -23,6 +24,20 @@ WEDDING = 630
 #: Words a label about weddings, marriage or celebrations would contain.
 WEDDING_LIKE = re.compile(r"wedd|marri|bride|groom|ceremon|celebrat|anniversar|honeymoon|engag|reception|vow|party|"
                           r"love|famil|guest", re.I)
+
+
+def _rows_after_rerun(page, main, before: list[dict], timeout_s: float = 60) -> list[dict]:
+    """The card's effect rows once the rerun a click started has redrawn them. ``wait_idle`` alone
+    can return before a slow rerun has begun (it then read the old rows, and CI failed on it), so
+    read again until the rows differ from ``before`` or the time is up (the caller's assertion
+    then says what was shown)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait_idle(page)
+        now = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
+        if now != before or time.monotonic() > deadline:
+            return now
+        page.wait_for_timeout(500)
 
 
 def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
@@ -47,14 +62,12 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         wait_idle(page)
         screenshot_all(page, ARTIFACTS / "embedded-630-raw.png")
         basis.get_by_text("Specific", exact=True).click()
-        wait_idle(page)
-        specific = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
+        specific = _rows_after_rerun(page, main, rows)
         assert [r["feature"] for r in specific] != [r["feature"] for r in rows]  # the generic response is gone
         screenshot_all(page, ARTIFACTS / "embedded-630-specific.png")
         assert any("◎" in r["label"] for r in specific), specific[:10]  # hubs survive the specific view
         sidebar.get_by_text("Hide hub targets ◎").click()
-        wait_idle(page)
-        no_hubs = grid_rows(keyed(main, f"card_{WEDDING}_effects"))
+        no_hubs = _rows_after_rerun(page, main, specific)
         assert no_hubs and not any("◎" in r["label"] for r in no_hubs), no_hubs[:10]
         screenshot_all(page, ARTIFACTS / "embedded-630-specific-no-hubs.png")
 
