@@ -54,6 +54,8 @@ def test_dragging_alpha_regenerates_the_steered_column_with_its_header():
     with serve_app({"STEERING_MODEL": "embedded", "STEERING_SAE": ""}) as url, browser_page() as page:
         page.goto(url + "/steer?alpha=20&seed=3&prompt=Tell%20me%20about%20your%20weekend.")
         page.get_by_text("‖resid‖ at layer 15").wait_for()
+        wait_idle(page)  # the link's first run finished before any widget is touched (see the closing note)
+        assert "+20.0" in page.get_by_role("heading", name=re.compile(r"Steered")).inner_text()
         fill_number(page, "Max new tokens", 12)
         fill_number(page, "Samples", 1)
         wait_idle(page)
