@@ -43,6 +43,8 @@ def test_search_by_id_opens_a_full_card(app_env):
     assert "### #3 ·" in text or "#3 ·" in text
     labels = {m.label for m in at.metric}
     assert {"Density", "Max activation", "Loss-matched α", "Baseline activation"} <= labels
+    base = next(m for m in at.metric if m.label == "Baseline activation")
+    assert base.delta.startswith("± ")  # a measured figure carries its uncertainty
     for title in ("Effects", "Actions", "Cosine-similar", "Effect-similar"):
         assert f"**{title}**" in text
     # the four lists render as tables with rows

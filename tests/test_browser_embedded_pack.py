@@ -59,6 +59,8 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         rows = grid_rows(effects)
         assert len(rows) >= 5 and "±" in rows[0], rows[:2]
         assert all(float(r["±"]) > 0 for r in rows), rows[:5]  # a standard error on every stored effect
+        base = main.get_by_test_id("stMetric").filter(has_text="Baseline activation").first.inner_text()
+        assert re.search(r"0\.0\d+\s+± 0\.0\d+\s+one SE", base), base  # the baseline's own ±, under it
         wait_idle(page)
         screenshot_all(page, ARTIFACTS / "embedded-630-raw.png")
         basis.get_by_text("Specific", exact=True).click()

@@ -3,6 +3,8 @@ paper's generate-then-re-run loop, exactly where it must, on both backends."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from steering_core.measure.effects import (
     measure_effects_naive,
     paired_estimate,
     relative_effect,
+    stratified_mean,
     top_effects,
     twin_rows,
 )
@@ -201,6 +204,16 @@ def test_paired_standard_error_matches_a_hand_computation():
     # one rollout per prompt: the spread over all rows
     one = paired_estimate(steered[:, [0, 3]], twins[[0, 3]], n_prompts=2)
     assert one.se.item() == pytest.approx(float(torch.tensor([1.0, 1.0]).std() / 2 ** 0.5))
+
+
+def test_stratified_mean_of_plain_rows_matches_a_hand_computation():
+    """The baseline activation's ± uses the same within-prompt SE as the effects, on unpaired rows."""
+    rows = torch.tensor([[0.0, 1.0, 5.0, 2.0, 2.0, 8.0]]).unsqueeze(-1)  # 2 prompts × 3 rollouts
+    est = stratified_mean(rows, n_prompts=2)
+    se = ((statistics.variance([0.0, 1.0, 5.0]) / 3 + statistics.variance([2.0, 2.0, 8.0]) / 3) ** 0.5) / 2
+    assert est.effect.item() == pytest.approx(3.0) and est.se.item() == pytest.approx(se)
+    with pytest.raises(SteeringError, match="cannot be 4 prompts"):
+        stratified_mean(rows, n_prompts=4)
 
 
 def test_standard_errors_cover_the_spread_of_repeated_measurements(tiny, saes):

@@ -21,6 +21,7 @@ from steering_core.browse import (
     ListFilter,
     ListRow,
     actions_list,
+    baseline_activation,
     compare_groups,
     cosine_list,
     effect_similar_list,
@@ -681,3 +682,29 @@ def test_hide_noise_drops_exactly_the_rows_within_two_se(pack):
     assert all(r.se is not None and r.se >= 0 for r in acts)
     with pytest.raises(ExploreError, match="basis"):
         ListFilter(basis="generic")
+
+
+def test_baseline_activation_carries_its_standard_error(pack, pack_dir, feats, tmp_path):
+    """The card's baseline activation is the mean of the rollouts the pack kept, with the
+    within-prompt SE computed here by hand (numpy); a pack without its rollouts gives no ±."""
+    rows = np.load(pack_dir / "baseline_rows.npy").astype(np.float64)
+    n_prompts = len(json.loads(pack.meta["effects_rollouts"])["prompts"])
+    per = rows.shape[0] // n_prompts
+    for fid in (0, 3, pack.n_features - 1):
+        got = baseline_activation(pack, fid)
+        by_prompt = rows[:, fid].reshape(n_prompts, per)
+        se = np.sqrt(by_prompt.var(1, ddof=1).sum() / per) / n_prompts
+        assert got.value == pytest.approx(feats[fid][2], rel=1e-6)
+        assert got.value == pytest.approx(rows[:, fid].mean(), rel=1e-5, abs=1e-7)
+        assert got.se == pytest.approx(se, rel=1e-5, abs=1e-9) and got.rollouts == rows.shape[0]
+    with pytest.raises(FeatureLookupError):
+        baseline_activation(pack, pack.n_features)
+    older = tmp_path / "older"
+    shutil.copytree(pack_dir, older)
+    (older / "baseline_rows.npy").unlink()
+    p = FeaturePack(older)
+    try:
+        got = baseline_activation(p, 3)
+        assert got.value == pytest.approx(feats[3][2], rel=1e-6) and got.se is None and got.rollouts is None
+    finally:
+        p.close()

@@ -54,9 +54,11 @@ from steering_core.browse.rows import (
     MAX_K,
     REL_EPS,
     SIGNS,
+    Baseline,
     ExploreError,
     ListFilter,
     ListRow,
+    baseline_activation,
     filter_rows,
 )
 from steering_core.browse.search import (
@@ -70,7 +72,7 @@ from steering_core.browse.search import (
 )
 
 __all__ = [
-    "BASES", "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureReading", "Firing", "SORTS", "arrange_hits",
+    "BASES", "Baseline", "DEFAULT_MAX_DENSITY", "ExploreError", "baseline_activation", "FeatureReading", "Firing", "SORTS", "arrange_hits",
     "feature_on_text", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",

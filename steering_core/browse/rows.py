@@ -198,6 +198,22 @@ def check_filter(flt: Any) -> ListFilter:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A feature's baseline activation: its mean unsteered activation over the effect rollouts'
+    generated tokens, what every effect is a change from. ``se`` is one standard error (None for a
+    pack that did not keep its rollouts), ``rollouts`` how many it averages."""
+
+    value: float
+    se: float | None
+    rollouts: int | None
+
+
+def baseline_activation(pack: FeaturePack, feature_id) -> Baseline | None:
+    """The card's baseline activation with its uncertainty; None where the pack has none."""
+    return feature_table(pack).baseline_of(pack.check_feature(feature_id))
+
+
+@dataclass(frozen=True)
 class FeatureTable:
     """Pack-wide per-feature arrays: label (pack label, else auto label), density, baseline
     activation and output score (NaN where unknown), and the steers-well bar of the pack."""
@@ -208,6 +224,15 @@ class FeatureTable:
     output_score: np.ndarray | None = None
     steers_well_bar: float | None = None
     max_act: np.ndarray | None = None
+    baseline_se: np.ndarray | None = None  # one standard error of each baseline activation
+    baseline_rollouts: int | None = None  # how many unsteered rollouts the baselines average
+
+    def baseline_of(self, fid: int) -> Baseline | None:
+        b = self.baseline[fid] if 0 <= fid < len(self.baseline) else float("nan")
+        if math.isnan(b):
+            return None
+        se = self.baseline_se[fid] if self.baseline_se is not None and fid < len(self.baseline_se) else float("nan")
+        return Baseline(float(b), None if math.isnan(se) else float(se), self.baseline_rollouts)
 
     def max_act_of(self, fid: int) -> float | None:
         """The feature's largest activation on the pack corpus (the scale of its colours)."""
@@ -258,8 +283,25 @@ def feature_table(pack: FeaturePack) -> FeatureTable:
             m = min(n, len(file_base))
             fill = np.isnan(base[:m])
             base[:m][fill] = np.asarray(file_base, np.float64)[:m][fill]
-        return FeatureTable(labels, dens, base, score, pack.steers_well_bar(), top)
+        se, rollouts = _baseline_se(pack, n)
+        return FeatureTable(labels, dens, base, score, pack.steers_well_bar(), top, se, rollouts)
     return pack.cached("explore:features", load)
+
+
+def _baseline_se(pack: FeaturePack, n: int) -> tuple[np.ndarray | None, int | None]:
+    """Each baseline activation's standard error, from the rollouts the pack kept (within prompts,
+    as the effects' SEs are); (None, None) for a pack without them."""
+    got = pack.baseline_rows()
+    if got is None:
+        return None, None
+    rows, n_prompts = got
+    if rows.ndim != 2 or rows.shape[0] % n_prompts or rows.shape[1] != n:
+        return None, None
+    import torch
+
+    from steering_core.measure.effects import stratified_mean
+
+    return stratified_mean(torch.from_numpy(np.array(rows, np.float32))[None], n_prompts).se[0].numpy(), rows.shape[0]
 
 
 def with_user_labels(pack: FeaturePack, rows: list, notes: "UserNotes | None") -> list:

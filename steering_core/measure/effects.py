@@ -150,25 +150,34 @@ def twin_rows(base_rows: torch.Tensor, spec: EffectSpec, first: int = 0) -> torc
 
 def paired_estimate(steered: torch.Tensor, twins: torch.Tensor, n_prompts: int) -> EffectEstimate:
     """Effect and standard error from per-row feature means ``steered [n, R, d]`` and their unsteered
-    twins ``twins [R, d]`` (prompt-major, ``R = n_prompts × rollouts``).
+    twins ``twins [R, d]`` (prompt-major, ``R = n_prompts × rollouts``): the
+    :func:`stratified_mean` of the paired differences."""
+    return stratified_mean(steered.double() - twins.double().unsqueeze(0), n_prompts)
 
-    The effect is the mean paired difference. Its variance is estimated within prompts (the design
-    is stratified by prompt: every vector sees every prompt equally often, so between-prompt
-    variation is not noise): SE² = Σ_p s_p² / n_p / P², with s_p² the unbiased variance of the paired
-    differences of prompt p. With one rollout per prompt there is no within-prompt spread, and the
-    SE falls back to the spread over all rows."""
-    d = (steered.double() - twins.double().unsqueeze(0))  # [n, R, dim]
-    n, rows, dim = d.shape
-    per = rows // n_prompts
-    effect = d.mean(1)
+
+def stratified_mean(rows: torch.Tensor, n_prompts: int) -> EffectEstimate:
+    """Mean over the rows of ``rows [n, R, d]`` (prompt-major, ``R = n_prompts × rollouts``) and its
+    standard error.
+
+    The variance is estimated within prompts (the design is stratified by prompt: every vector
+    sees every prompt equally often, so between-prompt variation is not noise): SE² = Σ_p s_p² /
+    n_p / P², with s_p² the unbiased variance of prompt p's rows. With one rollout per prompt
+    there is no within-prompt spread, and the SE falls back to the spread over all rows. Used for
+    paired differences (effects) and for plain unsteered rows (the baseline activation)."""
+    d = rows.double()
+    n, count, dim = d.shape
+    per = count // n_prompts
+    if per * n_prompts != count:
+        raise SteeringError(f"{count} rows cannot be {n_prompts} prompts × an equal number of rollouts.")
+    mean = d.mean(1)
     if per >= 2:
         var = d.view(n, n_prompts, per, dim).var(2, unbiased=True)  # [n, P, dim]
         se = (var.sum(1) / per).sqrt() / n_prompts
-    elif rows >= 2:
-        se = d.std(1, unbiased=True) / rows ** 0.5
+    elif count >= 2:
+        se = d.std(1, unbiased=True) / count ** 0.5
     else:
-        se = torch.full_like(effect, float("nan"))
-    return EffectEstimate(effect.float(), se.float())
+        se = torch.full_like(mean, float("nan"))
+    return EffectEstimate(mean.float(), se.float())
 
 
 def steered_rows(model: SteerableModel, sae: LoadedSAE, layer: int, vectors: torch.Tensor,

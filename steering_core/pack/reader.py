@@ -199,6 +199,17 @@ class FeaturePack:
         p = self.dir / "baseline.npy"
         return np.load(p) if p.exists() else None
 
+    def baseline_rows(self) -> tuple[np.ndarray, int] | None:
+        """The unsteered rows the baseline averages, ``[P × rollouts, d_sae]`` prompt-major (each
+        row one rollout's mean activation over its generated tokens), and P, the number of effect
+        prompts; None where the pack lacks them (older packs)."""
+        p = self.dir / "baseline_rows.npy"
+        spec = self.meta_json("effects_rollouts")
+        prompts = spec.get("prompts") if isinstance(spec, dict) else None
+        if not p.exists() or not isinstance(prompts, list) or not prompts:
+            return None
+        return np.load(p, mmap_mode="r"), len(prompts)
+
     # -- reads behind the feature browser (steering_core.browse) --------------------------------------
     # A pack is opened once per app process and shared by every browser session and rerun, each on
     # its own Streamlit thread. One DuckDB connection refuses a second query while one runs
