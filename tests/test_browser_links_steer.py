@@ -33,3 +33,18 @@ def test_a_steer_link_fills_the_settings_and_the_url_follows_them(tiny_pack_buil
         wait_idle(page)
         expect(page.get_by_role("textbox", name="Feature id")).to_have_value("3")
         assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_a_click_during_the_links_first_run_keeps_the_links_settings(tiny_pack_build, tmp_path):
+    """A person who changes a setting while the linked page is still drawing interrupts its first
+    run; the rerun must still show the link's α, not the layer's default."""
+    env, cache = tiny_pack_app(tiny_pack_build, tmp_path)
+    with serve_app(env) as url, browser_page() as page:
+        for samples in (1, 3):
+            page.goto(url + "/steer?feature=3&alpha=2.5&layer=1&prompt=Hello%20there&seed=4")
+            page.get_by_role("spinbutton", name="Samples", exact=True).wait_for()
+            fill_number(page, "Samples", samples)  # no wait: the first run may still be going
+            wait_idle(page)
+            expect(page.get_by_role("spinbutton", name="Samples", exact=True)).to_have_value(str(samples))
+            expect(page.get_by_test_id("stSliderThumbValue")).to_have_text(["1", "2.50"])
+            assert "alpha=2.5" in page.url and "seed=4" in page.url
