@@ -79,13 +79,14 @@ def card(fid: int, key: str, compact: bool = False) -> None:
                      f"on {pack.alpha_basis()}: the α its effects were measured at. ΔCE depends on the text, so "
                      "the Steer page's Automatic α, matched on built-in neutral prose, can differ.")
     base = browse.baseline_activation(pack, fid)
+    se = base.se if base is not None else None
     # the ± goes under the value (grey, no arrow): beside it, a half-width card cut it off
     m[3].metric("Baseline activation", "—" if base is None else f"{base.value:.3g}",
-                delta=f"± {base.se:.2g}" if base is not None and base.se is not None else None,
-                delta_color="off", delta_arrow="off", delta_description="one SE" if base and base.se else None,
+                delta=None if se is None else f"± {se:.2g}", delta_color="off", delta_arrow="off",
+                delta_description=None if se is None else "one SE",
                 help="Mean unsteered activation over the effect rollouts' generated tokens"
-                     + (f" ({base.rollouts} rollouts); ± is one standard error, within prompts"
-                        if base is not None and base.se is not None else "") + ". Effects are changes from it.")
+                     + ("" if se is None else f" ({base.rollouts} rollouts); ± is one standard error, within prompts")
+                     + ". Effects are changes from it.")
     if (missed := pack.alpha_missed(feat)) is not None:
         st.warning(f"This feature's α missed the loss target: at α {feat['alpha']:.1f}, next-token loss rose by "
                    f"{missed[0]:.2f} nats, not ≈{missed[1]:g} (the solve's check on {pack.alpha_basis()}). Its "

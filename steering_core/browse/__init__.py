@@ -72,7 +72,8 @@ from steering_core.browse.search import (
 )
 
 __all__ = [
-    "BASES", "Baseline", "DEFAULT_MAX_DENSITY", "ExploreError", "baseline_activation", "FeatureReading", "Firing", "SORTS", "arrange_hits",
+    "BASES", "Baseline", "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureReading", "Firing", "SORTS", "arrange_hits",
+    "baseline_activation",
     "feature_on_text", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",
