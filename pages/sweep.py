@@ -24,6 +24,7 @@ from steering_core.measure.report import (
     report_zip,
     saved_vector_source,
 )
+from steering_core.measure.scores import format_se
 from steering_core.measure.sweep import MAX_SAMPLES, MAX_TOKENS, SweepSpec, parse_grid, run_sweep
 from steering_core.model.precision import dtype_name
 
@@ -302,13 +303,16 @@ with sweep_tab:
             better = beats_phrase(verdict.product, verdict.product_se, pp.get("product"), pp.get("product_se"))
             st.caption(f"Prompting baseline {prompted.entry.instruction!r} ({PLACEMENT_LABELS[prompted.entry.placement]}"
                        f"): {res['behaviour']} {pp.get(res['behaviour']):.2f}, coherence {pp.get('coherence'):.2f}, "
-                       f"product {pp.get('product'):.2f} ± {pp.get('product_se'):.2f}; the best α {better} it.")
+                       f"product {pp.get('product'):.2f} {format_se(pp.get('product_se'))}; the best α {better} it.")
         # each score next to its standard error, so no measured figure is shown without one
         cols = [c for name in df.columns if not name.endswith("_se")
                 for c in (name, name + "_se") if c in df.columns]
         table = df[cols].rename(columns={c: f"± {c[:-3]}" for c in cols if c.endswith("_se")})
         st.dataframe(table, hide_index=True, width="stretch", column_config={
             c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "alpha"})
+        if any(df[c].isna().any() for c in df.columns if c.endswith("_se")):
+            st.caption("An empty ± is unknown: one rollout per α has no spread to estimate it from. Raise the "
+                       "samples per prompt (or add prompts) for standard errors.")
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
         for text in next(p for p in pts if round(p.alpha, 2) == at).samples[:8]:
             st.text(text)

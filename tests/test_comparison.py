@@ -20,12 +20,14 @@ def test_peak_takes_the_largest_product_and_prefers_small_alpha_on_ties():
 
 
 def test_a_faint_peak_is_flagged_as_no_useful_alpha():
-    def pts(*products):
-        return [AlphaPoint(a, {"product": v}) for a, v in zip((0.0, 20.0, 40.0, 80.0), products)]
+    def pts(*products, se=0.05):
+        return [AlphaPoint(a, {"product": v, "product_se": se}) for a, v in zip((0.0, 20.0, 40.0, 80.0), products)]
 
     good = peak_verdict(pts(0.0, 0.2, 0.6, 0.3), "keywords", "v")
     assert good.useful and good.warning is None and good.alpha == 40.0
-    assert good.message == "v: peak keywords × coherence = 0.60 at α = 40.0"
+    assert good.message == "v: peak keywords × coherence = 0.60 ± 0.05 at α = 40.0"
+    unknown = peak_verdict(pts(0.0, 0.2, 0.6, 0.3, se=float("nan")), "keywords", "v")  # one rollout per α
+    assert unknown.message == "v: peak keywords × coherence = 0.60 (no standard error) at α = 40.0"
     faint = peak_verdict(pts(0.0, 0.01, 0.03, 0.02), "keywords", "v")
     assert not faint.useful and faint.alpha == 40.0 and "No useful α" in faint.warning and "0.03" in faint.warning
     assert faint.message.startswith("v: peak keywords × coherence = 0.03")  # the peak is still said
@@ -114,3 +116,5 @@ def test_beating_another_entry_is_said_only_outside_two_standard_errors():
     assert beats_phrase(0.10, 0.02, 0.30, 0.02) == "does not beat"
     assert beats_phrase(0.22, 0.05, 0.17, 0.05) == "is within noise of (+0.05 ± 0.07)"
     assert beats_phrase(float("nan"), 0.1, 0.2, 0.1) == "cannot be compared with"
+    # one rollout on a side: no SE, so a gap is never called a win over noise without saying so
+    assert beats_phrase(0.22, float("nan"), 0.17, 0.05) == "beats (untested against noise: one rollout)"

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from steering_core.measure.scores import AlphaPoint, add_product, coherence_score, finish, keyword_hits
+from steering_core.measure.scores import (
+    AlphaPoint,
+    add_product,
+    coherence_score,
+    finish,
+    format_se,
+    keyword_hits,
+    mean_and_se,
+)
 
 
 def test_keyword_hits_are_whole_words_and_case_blind():
@@ -26,7 +35,7 @@ def test_add_product_is_the_rule_finish_applies():
                   AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0})], "keywords")
     assert pts[1].get("product") == pytest.approx(math.exp(-1.0))  # behaviour clipped to 1
     alone = add_product(AlphaPoint(1.0, {"loglik": -3.0, "keywords": 1.5}), "keywords", -2.0)
-    assert alone.scores == pts[1].scores
+    assert alone.scores == pytest.approx(pts[1].scores, nan_ok=True)
     assert add_product(AlphaPoint(2.0, {"loglik": -3.0, "target": 4.0}), "target", -2.0).get("product") == \
         pytest.approx(4.0 * math.exp(-1.0))  # activations are not clipped
 
@@ -60,3 +69,19 @@ def test_wilson_interval_of_a_perfect_small_sample_is_wide():
     lo, hi = wilson_interval(5, 10)
     assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3 and abs((lo + hi) / 2 - 0.5) < 1e-12
     assert all(x != x for x in wilson_interval(0, 0))
+
+
+def test_one_rollout_has_an_unknown_standard_error_never_zero():
+    """One value has no spread: its SE is unknown (NaN), and so is every SE computed from it, while
+    the reference point's coherence is still exactly 1 ± 0."""
+    assert mean_and_se(np.array([0.7])) == (0.7, pytest.approx(float("nan"), nan_ok=True))
+    m, se = mean_and_se(np.array([0.0, 1.0]))
+    assert m == 0.5 and se == pytest.approx(0.5)
+    pts = finish([AlphaPoint(0.0, {"loglik": -2.0, "loglik_se": float("nan"), "keywords": 0.0,
+                                   "keywords_se": float("nan")}),
+                  AlphaPoint(1.0, {"loglik": -3.0, "loglik_se": float("nan"), "keywords": 1.0,
+                                   "keywords_se": float("nan")})], "keywords")
+    assert pts[0].get("coherence") == 1.0 and pts[0].get("coherence_se") == 0.0
+    assert math.isnan(pts[1].get("coherence_se")) and math.isnan(pts[1].get("product_se"))
+    assert pts[1].get("product") == pytest.approx(math.exp(-1.0))
+    assert format_se(0.1234) == "± 0.12" and format_se(float("nan")) == "(no standard error)"

@@ -103,6 +103,20 @@ def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(pa
     assert any("for feature 1, not feature 3" in w.value for w in at.warning)
 
 
+def test_one_rollout_per_alpha_shows_unknown_standard_errors_not_zero(page, manual_sweep):
+    """One prompt × one sample per α: the table's ± are empty and the page says why; before, they
+    read 0.000, an exact measurement nobody made."""
+    at = page
+    at.text_area(key="sw_prompts").set_value("I think")
+    at = manual_sweep(at.run(), "0, 2", samples=1, tokens=4)
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert table["± keywords"].isna().all() and table["± loglik"].isna().all()
+    assert table.loc[table["alpha"] == 2.0, "± product"].isna().all()
+    assert any("An empty ± is unknown" in c.value for c in at.caption)
+    assert any("(no standard error) at α" in c.value for c in at.caption)
+
+
 def test_a_sweep_whose_peak_is_faint_says_there_is_no_useful_alpha(page):
     """A peak behaviour × coherence of 0.03 is shown with a warning, not as a recommendation."""
     from steering_core.measure.sweep import AlphaPoint
@@ -113,7 +127,7 @@ def test_a_sweep_whose_peak_is_faint_says_there_is_no_useful_alpha(page):
     at.session_state["sw_result"] = {"points": points, "auto": None, "label": "feature 0", "behaviour": "keywords"}
     at.run()
     assert not at.exception, at.exception
-    assert any("peak keywords × coherence = 0.03 at α = 10.0" in c.value for c in at.caption)
+    assert any("peak keywords × coherence = 0.03 (no standard error) at α = 10.0" in c.value for c in at.caption)
     assert any(w.value.startswith("No useful α: the best keywords × coherence is 0.03") for w in at.warning)
 
 

@@ -29,6 +29,13 @@ def test_a_curve_without_spread_is_a_line_alone():
     assert len(fig.data) == 1 and fig.data[0].line.width == 4
 
 
+def test_a_curve_with_an_unknown_spread_gets_no_band():
+    """One rollout per point leaves SEs unknown (NaN): no band, rather than a band with holes."""
+    fig = go.Figure()
+    add_band(fig, [0, 1, 2], [1.0, 2.0, 1.5], [0.0, float("nan"), float("nan")], "x", 0)
+    assert len(fig.data) == 1 and fig.data[0].mode == "lines+markers"
+
+
 def test_the_legend_sits_above_the_plot():
     assert LEGEND_ABOVE["yanchor"] == "bottom" and LEGEND_ABOVE["y"] > 1
 

@@ -3,6 +3,7 @@ page's layer-sweep and data-efficiency figures (built from the library's result 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import plotly.colors
@@ -19,11 +20,12 @@ def add_band(fig: go.Figure, x: Sequence[float], mean: Sequence[float], spread: 
              index: int, width: float = 2) -> None:
     """A line with markers for ``mean`` and a translucent band from mean − spread to mean + spread,
     both in the curve's own colour (a band left to Plotly's colour cycle takes the next curve's
-    colour, and its corners show as that curve's markers)."""
+    colour, and its corners show as that curve's markers). No band where any spread is unknown
+    (NaN: one rollout): a band with holes would draw shapes nobody measured."""
     colour = PALETTE[index % len(PALETTE)]
     r, g, b = plotly.colors.hex_to_rgb(colour)
     x, mean = [float(v) for v in x], [float(v) for v in mean]
-    if spread is not None:
+    if spread is not None and all(math.isfinite(float(s)) for s in spread):
         upper = [m + s for m, s in zip(mean, spread)]
         lower = [m - s for m, s in zip(mean, spread)]
         fig.add_scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", mode="lines", line=dict(width=0),

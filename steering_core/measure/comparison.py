@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from steering_core.errors import SteeringCoreError
-from steering_core.measure.scores import AlphaPoint
+from steering_core.measure.scores import AlphaPoint, format_se
 from steering_core.measure.sweep import SweepCache, SweepSpec, run_sweep
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ def beats_phrase(product: float, product_se: float, other: float, other_se: floa
     standard errors (of the difference, the two taken as independent) is "within noise of"."""
     if not (math.isfinite(product) and math.isfinite(other)):
         return "cannot be compared with"
-    se = math.hypot(product_se if math.isfinite(product_se) else 0.0, other_se if math.isfinite(other_se) else 0.0)
+    se = math.hypot(product_se, other_se)
+    if not math.isfinite(se):  # one rollout on either side: no spread to judge the gap by
+        return ("beats" if product > other else "does not beat") + " (untested against noise: one rollout)"
     if se > 0 and abs(product - other) < 2 * se:
         return f"is within noise of ({product - other:+.2f} ± {se:.2f})"
     return "beats" if product > other else "does not beat"
@@ -104,7 +106,7 @@ def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
         return PeakVerdict(float("nan"), None, False, f"{who}no α has a {behaviour} × coherence score.",
                            "No useful α: no point of this sweep has a score.")
     se = p.get("product_se")
-    pm = f" ± {se:.2f}" if math.isfinite(se) else ""
+    pm = " " + format_se(se)
     message = f"{who}peak {behaviour} × coherence = {best:.2f}{pm} at α = {p.alpha:.1f}"
     if p.alpha == 0.0:
         warning = "No useful α: no steered α scores better than not steering (α = 0)."

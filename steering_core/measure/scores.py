@@ -28,11 +28,19 @@ def coherence_score(loglik: float, loglik_unsteered: float) -> float:
 
 
 def mean_and_se(x: np.ndarray) -> tuple[float, float]:
+    """The mean and its standard error. One value has no spread to estimate an SE from: its SE is
+    NaN (unknown), never 0, which would claim an exact measurement; every SE computed from it is
+    unknown too (:func:`add_product`), and the pages say so."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return float("nan"), float("nan")
-    se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+    se = float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
     return float(x.mean()), se
+
+
+def format_se(se: float, digits: int = 2) -> str:
+    """``± SE`` for a sentence, or what stands in for an unknown one."""
+    return f"± {se:.{digits}f}" if math.isfinite(se) else "(no standard error)"
 
 
 @dataclass
@@ -69,8 +77,7 @@ def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
 
 
 def _se(p: AlphaPoint, name: str) -> float:
-    v = p.get(name + "_se")
-    return v if math.isfinite(v) else 0.0
+    return p.get(name + "_se")  # NaN where unknown: it makes every SE computed from it unknown
 
 
 def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
@@ -82,10 +89,11 @@ def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
     exp(L − L₀) has SE c·√(SE_L² + SE_L₀²) below its cap (0 at the cap, where it does not move), the
     behaviour its own SE (clipping to [0, 1] does not change it), and their product
     √((c·SE_b)² + (b·SE_c)²), treating the two as independent. Pass ``loglik_unsteered_se = 0``
-    for the point that is itself the reference (its coherence is 1 exactly)."""
+    for the point that is itself the reference (its coherence is 1 exactly). An unknown SE (NaN:
+    one rollout) among the inputs leaves the SEs that depend on it unknown."""
     coh = coherence_score(p.get("loglik"), loglik_unsteered)
     p.scores["coherence"] = coh
-    d_se = math.hypot(_se(p, "loglik"), loglik_unsteered_se if math.isfinite(loglik_unsteered_se) else 0.0)
+    d_se = math.hypot(_se(p, "loglik"), loglik_unsteered_se)
     coh_se = coh * d_se if math.isfinite(coh) and coh < 1.0 else (0.0 if math.isfinite(coh) else float("nan"))
     p.scores["coherence_se"] = coh_se
     b = p.get(behaviour)
@@ -99,4 +107,4 @@ def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
     return p
 
 
-__all__ = ["AlphaPoint", "add_product", "coherence_score", "finish", "keyword_hits", "mean_and_se"]
+__all__ = ["AlphaPoint", "add_product", "coherence_score", "finish", "format_se", "keyword_hits", "mean_and_se"]
