@@ -171,7 +171,7 @@ def test_walk_every_page_on_the_embedded_model(tmp_path):
         expect(grid_box).to_be_enabled()  # the manual grid opens once "Manual" is chosen
         grid_box.fill("0, 60, 120")
         grid_box.press("Enter")
-        fill_number(sweep, "Samples per prompt and α", 1)
+        fill_number(sweep, "Samples per prompt and α", 2)  # one would leave every ± unknown
         fill_number(sweep, "Tokens per rollout", 8)
         kw = sweep.get_by_role("textbox", name="Keywords (comma-separated)")
         kw.fill("wedding, bride, married")
