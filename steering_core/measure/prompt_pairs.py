@@ -33,7 +33,6 @@ score, which follows docs/design.md §Feature effects and reads generated tokens
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from steering_core.errors import SteeringCoreError
+from steering_core.measure.scores import mean_and_se
 from steering_core.measure.template_slots import TemplateSlot, first_word, same_word, template_slot
 from steering_core.model.sampling import row_seed
 
@@ -254,11 +254,9 @@ class FeatureScores:
 
 
 def _mean_se(x: np.ndarray) -> tuple[float, float]:
+    """:func:`~steering_core.measure.scores.mean_and_se` of the finite values (one value: SE unknown)."""
     x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+    return mean_and_se(x[np.isfinite(x)])
 
 
 def feature_scores(model: SteerableModel, sae: LoadedSAE, texts: Sequence[str], features: TargetFeatures,
