@@ -39,6 +39,7 @@ def apply_pending() -> None:
 
 
 def current_rows() -> list[dict]:
+    """The table as code last set it (the editor's starting rows, without the user's edits)."""
     return list(ss.get("ds_rows", []))
 
 
@@ -78,7 +79,8 @@ with edit:
             "split": st.column_config.SelectboxColumn("split", options=list(dsm.SPLITS), default="train"),
         },
     )
-    rows = dsm.table_rows(edited.to_dict("records"))
+    rows = dsm.table_rows(edited.to_dict("records"))  # what the table shows, typed edits included:
+    # Generate and Import / export build on these, so appending or exporting keeps hand-typed pairs
     n_held = sum(1 for r in rows if r.get("split") == "heldout")
     st.caption(f"{len(rows)} pairs · {len(rows) - n_held} train · {n_held} heldout"
                + ("" if rows else " · click the table's empty row to type a pair, paste cells copied from a "
@@ -117,9 +119,13 @@ with edit:
             st.rerun()
         except SteeringCoreError as exc:
             ui.show_error(exc)
-    if name in saved and st.button(f"Delete saved dataset {name}", key="ds_delete"):
-        store.delete(name)
-        st.success(f"Deleted {name}.")
+    try:  # the name as the library stores it (spaces around it are dropped when saving)
+        stored_name = dsm.validate_name(name)
+    except SteeringCoreError:
+        stored_name = None
+    if stored_name in saved and st.button(f"Delete saved dataset {stored_name}", key="ds_delete"):
+        store.delete(stored_name)
+        ss.ds_pending = {"flash": f"Deleted {stored_name}."}  # shown after the rerun (a message here is lost)
         st.rerun()
 
 with gen:
@@ -139,7 +145,7 @@ with gen:
         if col.button(mode, key=f"gen_tpl_{mode}"):
             try:
                 new = dsm.from_templates(lines(templates), lines(contexts), lines(pos_t), lines(neg_t))
-                keep = [] if mode == "Replace table" else dsm.validate_pairs(current_rows())[0] if current_rows() else []
+                keep = [] if mode == "Replace table" else dsm.validate_pairs(rows)[0] if rows else []
                 set_table(keep + new, flash=f"{len(new)} pairs generated.")
                 st.rerun()
             except SteeringCoreError as exc:
@@ -155,7 +161,7 @@ with gen:
     if st.button("Append story pairs", key="gen_story"):
         try:
             new = dsm.story_pairs(beginning, lines(pos_e), lines(neg_e))
-            keep = dsm.validate_pairs(current_rows())[0] if current_rows() else []
+            keep = dsm.validate_pairs(rows)[0] if rows else []
             set_table(keep + new, flash=f"{len(new)} story pairs added.")
             st.rerun()
         except SteeringCoreError as exc:
@@ -175,7 +181,7 @@ with io:
         except SteeringCoreError as exc:
             ui.show_error(exc)
     try:
-        pairs_now, _ = dsm.validate_pairs(current_rows()) if current_rows() else ([], [])
+        pairs_now, _ = dsm.validate_pairs(rows) if rows else ([], [])
     except SteeringCoreError as exc:
         pairs_now = []
         st.caption(f"Export needs a valid table: {exc}")

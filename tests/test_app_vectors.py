@@ -54,6 +54,49 @@ def test_load_an_example_and_save_it_to_the_library(app_env):
     store.close()
 
 
+def _typed(at: AppTest, *pairs: tuple[str, str]) -> AppTest:
+    """Type pairs into the empty table's new rows, as the data editor reports them."""
+    at.session_state[f"ds_editor_{at.session_state['ds_version']}"] = {"edited_rows": {}, "deleted_rows": [],
+                             "added_rows": [{"positive": p, "negative": n, "split": "train"} for p, n in pairs]}
+    return at.run()
+
+
+def test_generating_or_exporting_keeps_the_pairs_typed_into_the_table(app_env):
+    """Audit: pairs typed by hand were silently dropped by "Append to table" and "Append story
+    pairs" (and left out of the export), which read the table as last loaded, not as shown."""
+    typed = [("I loved the film.", "I hated the film."), ("The soup was great.", "The soup was awful.")]
+    at = _typed(_page("dataset_editor.py"), *typed)
+    assert "2 pairs · 2 train · 0 heldout" in _text(at)
+    at = _button(at, "gen_tpl_Append to table")  # the default templates: 3 pairs
+    assert not at.exception, at.exception
+    assert "3 pairs generated" in _text(at) and "5 pairs · 5 train · 0 heldout" in _text(at)
+    at = _button(at, "gen_story")
+    assert "6 pairs · 6 train · 0 heldout" in _text(at)
+
+
+def test_a_half_typed_row_stops_append_with_a_sentence_and_keeps_the_table(app_env):
+    at = _typed(_page("dataset_editor.py"), ("I loved the film.", "I hated the film."), ("Only one side.", ""))
+    at = _button(at, "gen_tpl_Append to table")
+    assert not at.exception, at.exception
+    assert at.error and "row 2" in at.error[0].value
+    assert "2 pairs" in _text(at) and "pairs generated" not in _text(at)
+
+
+def test_a_name_saved_with_spaces_around_it_can_be_deleted(app_env):
+    at = _page("dataset_editor.py")
+    at.selectbox(key="ds_open").set_value("example: formal_vs_casual")
+    at = _button(at, "ds_load")
+    at.text_input(key="ds_name").set_value("  sentiment test  ")
+    at = _button(at, "ds_save")
+    assert "Saved sentiment test" in _text(at)
+    at.text_input(key="ds_name").set_value("  sentiment test  ")
+    at = at.run()
+    assert at.button(key="ds_delete").label == "Delete saved dataset sentiment test"
+    at = _button(at, "ds_delete")
+    assert "Deleted sentiment test." in _text(at)
+    assert "saved: sentiment test" not in at.selectbox(key="ds_open").options
+
+
 def test_bad_dataset_name_is_refused_and_nothing_is_saved(app_env):
     at = _page("dataset_editor.py")
     at.selectbox(key="ds_open").set_value("example: formal_vs_casual")

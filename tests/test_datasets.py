@@ -313,6 +313,12 @@ def test_wrap_chat_keeps_splits_and_checks_output():
         wrap_chat(pairs, lambda t: None)
     with pytest.raises(DatasetError, match="chat template failed"):
         wrap_chat(pairs, lambda t: 1 / 0)
+    # a second wrap would nest the template (an audit clicked the button twice): refused by row
+    with pytest.raises(DatasetError, match="Row 1 is already in the chat template"):
+        wrap_chat(wrapped, lambda t: f"<user>{t}</user><assistant>")
+    mixed = [Pair("e", "f"), Pair("<user>g</user><assistant>", "h")]
+    with pytest.raises(DatasetError, match="Row 2 is already"):
+        wrap_chat(mixed, lambda t: f"<user>{t}</user><assistant>")
 
 
 def test_split_heldout_is_deterministic_and_counts():

@@ -114,16 +114,32 @@ def story_pairs(beginning: str, positive_endings: list[str], negative_endings: l
                      what="The story set")[0]
 
 
+def _template_head(format_prompt: Callable[[str], str]) -> str:
+    """What the template puts before a user message (empty when it cannot be told)."""
+    mark = "\u2063wrap-check\u2063"
+    try:
+        wrapped = format_prompt(mark)
+    except Exception:  # noqa: BLE001 - the wrapping loop below reports a failing template
+        return ""
+    return wrapped.split(mark, 1)[0] if isinstance(wrapped, str) and mark in wrapped else ""
+
+
 def wrap_chat(pairs: Iterable[Pair], format_prompt: Callable[[str], str]) -> list[Pair]:
     """The pairs as a chat model sees a user message (the app passes ``model.format_prompt``):
     an instruction-tuned model reads its own template around every prompt, so activations taken
-    from raw text would not match what steering meets at generation time. Splits are kept."""
+    from raw text would not match what steering meets at generation time. Splits are kept.
+    Wrapping twice would nest one template inside another, so a text that already starts the way
+    the template starts is refused, naming its row."""
     if not callable(format_prompt):
         raise DatasetError("format_prompt must be a function from text to text (e.g. model.format_prompt).")
+    head = _template_head(format_prompt)
     out: list[Pair] = []
     for i, p in enumerate(as_rows(pairs), 1):
         if not isinstance(p, Pair):
             raise DatasetError(f"Row {i} is {type(p).__name__}, not a Pair; validate the rows first.")
+        if head and (p.positive.startswith(head) or p.negative.startswith(head)):
+            raise DatasetError(f"Row {i} is already in the chat template; wrapping it again would nest the "
+                               "template inside itself. Nothing was changed.")
         try:
             pos, neg = format_prompt(p.positive), format_prompt(p.negative)
         except SteeringCoreError:
