@@ -46,7 +46,9 @@ def select_vector(name: str) -> None:
 
 def vector_select(key: str, names: list[str]) -> str:
     if ss.get(key) not in names:  # a deleted vector, or none chosen yet
-        ss.pop(key, None)
+        # written, not dropped: a dropped key let the browser keep showing the deleted name over the
+        # results of the vector the page fell back to
+        ss[key] = names[0]
     return st.selectbox("Vector", names, key=key)
 
 
