@@ -119,11 +119,16 @@ with fit_tab:
     if ss.pop("fit_training", None):  # the last run ended in the middle of training: Stop (or any click)
         st.info("Training stopped; nothing was saved.")
     weights_text, top = "", 8
-    if METHODS[method].needs_sae:
+    chosen = METHODS[method]
+    if chosen.takes_features or chosen.ranks_features:  # only the boxes this method reads
         w1, w2 = st.columns([3, 1])
-        weights_text = w1.text_input("Target features (id:weight, comma-separated; empty = from the dataset)",
-                                     key="fit_weights", placeholder="e.g. 812:1.0, 95:0.5")
-        top = w2.number_input("Features from the dataset", 1, 64, 8, key="fit_top")
+        if chosen.takes_features:
+            weights_text = w1.text_input(
+                "Target features (id:weight, comma-separated"
+                + ("" if chosen.needs_features else "; empty = from the dataset") + ")",
+                key="fit_weights", placeholder="e.g. 812:1.0, 95:0.5")
+        if chosen.ranks_features:
+            top = w2.number_input("Features from the dataset", 1, 64, 8, key="fit_top")
     name = st.text_input("Save as", value="", key="fit_name", placeholder="default: <dataset>-<method>-L<layer>")
     OVERWRITE = "Overwrite a vector with that name"
     overwrite = st.checkbox(OVERWRITE, key="fit_overwrite")

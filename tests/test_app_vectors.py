@@ -154,6 +154,18 @@ def test_fit_save_and_list_vectors_with_several_methods(app_env):
     store.close()
 
 
+def test_the_fit_tab_shows_only_the_feature_boxes_the_method_reads(app_env):
+    at = _page("vectors.py")
+    shown = {}
+    for method in ("caa", "sae_features", "feature_delta", "sae_combo", "saets"):
+        at.selectbox(key="fit_method").set_value(method)
+        at = at.run()
+        keys = {w.key for w in at.text_input} | {w.key for w in at.number_input}
+        shown[method] = ("fit_weights" in keys, "fit_top" in keys)
+    assert shown == {"caa": (False, False), "sae_features": (False, True), "feature_delta": (False, False),
+                     "sae_combo": (True, False), "saets": (True, True)}
+
+
 def test_trained_methods_fit_with_their_settings_and_a_stop_leaves_nothing(app_env, one_thread):
     """Issue 18: LoReFT/LoReST/BiPO fit from the page with steps, learning rate and rank; the saved
     adaptor steers through its own operator; a run interrupted in training (Stop) saves nothing."""

@@ -39,6 +39,26 @@ def test_feature_methods_without_an_sae_say_so(tiny_hf, wedding):
         fit_dataset(tiny_hf, FitRequest(wedding, layer=1, method="feature_delta"), FitContext())
 
 
+def test_sae_methods_refuse_pairs_from_another_block_before_extracting(tiny_hf, wedding):
+    """Audit: a fit at block 0 with an SAE that reads block 1 encoded the wrong activations, with no
+    word. Now it is refused before any activation is read; hand-picked decoder rows (no pairs
+    encoded) may still go to any block."""
+    from steering_core.model.saes import tiny_sae
+
+    sae = tiny_sae(tiny_hf, 1, d_sae=32, k=4)
+    seen = []
+    for method in ("sae_features", "feature_delta"):
+        with pytest.raises(FitError, match="reads block 1; activations of block 0 .* Fit at block 1"):
+            fit_dataset(tiny_hf, FitRequest(wedding, layer=0, method=method), FitContext(sae=sae),
+                        on_progress=lambda d, t: seen.append(d))
+    assert seen == []
+    _, vec = fit_dataset(tiny_hf, FitRequest(wedding, layer=0, method="sae_combo"),
+                         FitContext(sae=sae, feature_weights={3: 1.0}))
+    assert vec.layer == 0
+    _, vec = fit_dataset(tiny_hf, FitRequest(wedding, layer=1, method="sae_features"), FitContext(sae=sae))
+    assert vec.layer == 1 and vec.meta["features"]
+
+
 def test_layer_sweep_scores_every_layer_on_heldout_pairs(tiny_hf, wedding):
     ticks = []
     scores = sweep_layers(tiny_hf, wedding, [0, 1, 2], on_progress=lambda d, t: ticks.append((d, t)))

@@ -146,6 +146,18 @@ def test_sae_combo_is_the_weighted_sum_of_unit_decoder_rows(sae):
     assert torch.allclose(res.direction, ref, atol=1e-6)
 
 
+def test_a_method_that_ignores_hand_picked_features_refuses_them(sae):
+    """Audit: target features typed for "SAE features (weighted decoders)" were silently ignored
+    (it ranks the dataset's own), so a fit looked steered by them and was not."""
+    pos, neg = torch.randn(6, 8) + 1, torch.randn(6, 8)
+    for name in ("sae_features", "feature_delta", "caa"):
+        with pytest.raises(FitError, match="does not take hand-picked features.*SAE-TS"):
+            fit(name, pos, neg, FitContext(sae=sae, feature_weights={2: 1.0}))
+    takers = {m.name for m in METHODS.values() if m.takes_features}
+    assert takers == {"sae_combo", "saets", "pinv", "rotation"}
+    assert {m.name for m in METHODS.values() if m.ranks_features} == {"sae_features", "saets", "pinv", "rotation"}
+
+
 def test_saets_pinv_rotation_match_design_formulas(sae, approx):
     t = torch.zeros(12)
     t[3], t[7] = 1.0, 0.5

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from steering_core.errors import SteeringCoreError
 from steering_core.vectors.evaluation import EvaluationError, LayerScore, data_efficiency, layer_sweep, split_indices
 from steering_core.vectors.extraction import ActivationCache, pair_activations
-from steering_core.vectors.methods import METHODS, FitContext, FitResult, fit
+from steering_core.vectors.methods import METHODS, FitContext, FitError, FitResult, fit
 
 if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
@@ -114,6 +114,10 @@ def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None =
     ctx = ctx or FitContext()
     pos_acts = neg_acts = None
     n_used = 0
+    encodes = m.needs_sae and m.uses_pairs and not (m.features_suffice and ctx.feature_weights)
+    if encodes and ctx.sae is not None and ctx.sae.layer != req.layer:  # before the extraction, not after
+        raise FitError(f"{m.label} encodes the pairs with the SAE, which reads block {ctx.sae.layer}; activations "
+                       f"of block {req.layer} are not what it was trained on. Fit at block {ctx.sae.layer}.")
     if m.uses_pairs and not (m.features_suffice and ctx.feature_weights):
         from steering_core.datasets.pairs import validate_pairs
 

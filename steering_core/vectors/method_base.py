@@ -70,10 +70,16 @@ class Method:
     needs_features: bool = False  # hand-picked feature weights required
     uses_pairs: bool = True  # False: the vector comes from features alone, the dataset is not read
     features_suffice: bool = False  # hand-picked target features replace the dataset
+    ranks_features: bool = False  # picks the dataset's FitContext.top_features most raised SAE features
     needs_model: bool = False  # trains through the model on the pairs' texts (FitContext model/layer/texts)
     trained: bool = False  # an optimisation loop: honours FitContext training, on_progress and stop
     produces: str = "vector"  # "vector", or "adaptor": a parametrised edit applied by its own operator
     about: str = ""
+
+    @property
+    def takes_features(self) -> bool:
+        """Whether hand-picked feature weights (FitContext.feature_weights) mean anything to it."""
+        return self.needs_features or self.features_suffice
 
 
 METHODS: dict[str, Method] = {}

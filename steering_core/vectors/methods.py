@@ -147,6 +147,11 @@ def fit(method: str, pos: torch.Tensor | None, neg: torch.Tensor | None, ctx: Fi
     m = METHODS.get(method)
     if m is None:
         raise FitError(f"Unknown method {method!r}; available: {', '.join(METHODS)}.")
+    if ctx.feature_weights and not m.takes_features:
+        takers = ", ".join(x.label for x in METHODS.values() if x.takes_features)
+        raise FitError(f"{m.label} does not take hand-picked features"
+                       + (" (it ranks the dataset's own)" if m.ranks_features else "")
+                       + f"; leave the target features empty, or choose one that does: {takers}.")
     need_pairs = m.uses_pairs and not (m.features_suffice and ctx.feature_weights)
     if m.needs_model and pos is None:
         need_pairs = False  # it reads FitContext.texts instead, and checks them itself

@@ -166,14 +166,18 @@ def _result_from_unit(name: str, v: torch.Tensor, pos: torch.Tensor, neg: torch.
 
 
 SAE_METHODS.append(Method("sae_features", "SAE features (weighted decoders)", sae_top_features, min_pairs=1, needs_sae=True,
+                ranks_features=True,
                 about="Decoder rows of the features the positives raise most, weighted by the raise."))
 SAE_METHODS.append(Method("feature_delta", "Feature-Delta", feature_delta, min_pairs=1, needs_sae=True,
                 about="Decode the mean SAE feature difference ([SAE-Gender])."))
 SAE_METHODS.append(Method("sae_combo", "Hand-picked SAE features", sae_combo, min_pairs=0, needs_sae=True, needs_features=True,
                 uses_pairs=False, about="A weighted sum of decoder rows you choose."))
 SAE_METHODS.append(Method("saets", "SAE-TS", saets, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
+                ranks_features=True,
                 about="Targets features through the effect approximator ([Chalnev 2024] §4)."))
 SAE_METHODS.append(Method("pinv", "Pseudoinverse", pinv, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
+                ranks_features=True,
                 about="Pseudoinverse of the effect approximator ([Chalnev 2024] App. A)."))
 SAE_METHODS.append(Method("rotation", "Rotation", rotation, min_pairs=1, features_suffice=True, needs_sae=True, needs_approximator=True,
+                ranks_features=True,
                 about="Decoder direction rotated into effect space ([Chalnev 2024] App. D)."))
