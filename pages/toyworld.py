@@ -38,6 +38,9 @@ alphas = d1.text_input("α (several: chosen on validation inputs)", "1", key="tw
 n_test = d2.number_input("Test inputs", 50, 5000, 500, key="tw_test")
 samples = d3.number_input("Pre-training samples", 5_000, 500_000, 50_000, step=5_000, key="tw_samples")
 
+tw_settings = {"attributes m": int(m), "layer": int(layer), "repeats": int(repeats), "most examples": int(largest),
+               "methods": tuple(methods), "α": alphas.strip(), "test inputs": int(n_test),
+               "pre-training samples": int(samples)}
 if st.button("Run", type="primary", key="tw_go", disabled=not methods):
     bar = st.progress(0.0, text="Training the MLP…")
     try:
@@ -53,9 +56,10 @@ if st.button("Run", type="primary", key="tw_go", disabled=not methods):
             bar.progress(min(1.0, done[0] / total), text=f"{METHODS[point.method].label}, {point.n} examples, repeat {point.repeat + 1}")
 
         result = tw.run_curves(trained, cfg, on_point=tick)
-        ss.tw_result = {"result": result, "accuracy": trained.report.accuracy, "m": int(m), "layer": int(layer)}
+        ss.tw_result = {"result": result, "accuracy": trained.report.accuracy, "m": int(m), "layer": int(layer),
+                        "settings": tw_settings}
     except ValueError:
-        st.error(f"Cannot read α {alphas!r}: write numbers separated by commas.")
+        st.error(f"Cannot read α {alphas.strip()!r}: write numbers separated by commas.")
     except SteeringCoreError as exc:
         ui.show_error(exc)
     bar.empty()
@@ -63,6 +67,8 @@ if st.button("Run", type="primary", key="tw_go", disabled=not methods):
 res = ss.get("tw_result")
 if res is not None:
     r = res["result"]
+    if note := ui.stale_warning(res.get("settings"), tw_settings, "press Run again"):
+        st.warning(note)
     st.caption(f"m = {res['m']}, layer {res['layer']}: the MLP reads {res['accuracy']:.2%} of attributes right; "
                f"{r.seconds:.0f} s for the curves. Bands: ± one standard deviation over repeats.")
     fig = go.Figure()

@@ -2,6 +2,7 @@
 safetensors and GGUF export/import), ask any vector what it does, and choose layer and dataset size."""
 
 import dataclasses
+import math
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +18,7 @@ from steering_core.vectors import trained
 from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import (
+    MIN_HELDOUT_TO_PICK,
     FitRequest,
     best_layer,
     fit_dataset,
@@ -315,23 +317,31 @@ with layer_tab:
     warn_position(lchoice, lpos)
     position_caption("ls_position", lpos)
     layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
+    ls_settings = {"dataset": lchoice, "method": lmethod, "token position": lpos, "layers": tuple(layers)}
     if st.button("Run layer sweep", key="ls_go"):
         bar = st.progress(0.0, text="Extracting activations…")
         try:
             scores = sweep_layers(model, dstore.open_choice(lchoice), layers, lmethod, lpos,
                                   on_progress=ui.progress_callback(bar, "steps"))
-            ss.ls_result = scores
+            ss.ls_result = {"scores": scores, "settings": ls_settings}
         except SteeringCoreError as exc:
             ui.show_error(exc)
         bar.empty()
-    scores = ss.get("ls_result")
-    if scores:
+    shown = ss.get("ls_result") or {}
+    if shown.get("scores"):
+        scores = shown["scores"]
+        if note := ui.stale_warning(shown["settings"], ls_settings, "run the layer sweep again"):
+            st.warning(note)
         st.plotly_chart(ui.charts.layer_sweep_figure(scores), width="stretch")
         best = best_layer(scores)
+        gap = f"{best.projection_gap:.2f}" if math.isfinite(best.projection_gap) else "— (too few held-out pairs)"
         st.caption(f"Best held-out separation at block {best.layer}: pair accuracy {best.pair_accuracy:.2f} on "
                    f"{best.n_heldout} held-out pairs (95 % interval {best.accuracy_lo:.2f}–{best.accuracy_hi:.2f}), "
-                   f"d′ {best.projection_gap:.2f}. Error bars: 95 % Wilson intervals; with this few pairs, "
+                   f"d′ {gap}. Error bars: 95 % Wilson intervals; with this few pairs, "
                    "neighbouring layers are usually not distinguishable.")
+        if best.n_heldout < MIN_HELDOUT_TO_PICK:
+            st.warning(f"Only {best.n_heldout} held-out pair{'s' if best.n_heldout != 1 else ''}: too few to pick a "
+                       "layer (every interval spans most of 0–1). Hold out more pairs on the Datasets page.")
 
 # -- data efficiency ---------------------------------------------------------------------------------------
 PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"
@@ -351,17 +361,21 @@ with eff_tab:
     emethods = st.multiselect("Methods", [m for m in METHODS if m in usable and METHODS[m].uses_pairs],
                               default=["caa", "pca_diff", "probe"], key="de_methods",
                               format_func=lambda n: METHODS[n].label)
+    de_settings = {"dataset": echoice, "layer": int(elayer), "subsets": int(repeats), "methods": tuple(emethods)}
     if emode == PAIR_ACCURACY:
         if st.button("Run data-efficiency sweep", key="de_go"):
             bar = st.progress(0.0, text="Extracting activations…")
             try:
                 pts = sweep_pairs(model, dstore.open_choice(echoice), int(elayer), emethods, ctx=context(),
                                   repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
-                ss.de_result = pts
+                ss.de_result = {"points": pts, "settings": de_settings}
             except SteeringCoreError as exc:
                 ui.show_error(exc)
             bar.empty()
-        pts = ss.get("de_result")
+        shown = ss.get("de_result") or {}
+        pts = shown.get("points")
+        if pts and (note := ui.stale_warning(shown["settings"], de_settings, "run the sweep again")):
+            st.warning(note)
         if pts:
             st.plotly_chart(ui.charts.efficiency_figure(pts, lambda m: METHODS[m].label), width="stretch")
             st.caption(f"Error bars: ± one standard deviation over {max(p.repeats for p in pts)} random subsets of "

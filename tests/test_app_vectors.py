@@ -254,11 +254,19 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     assert not at.exception, at.exception
     assert "Best held-out separation at block" in _text(at)
     assert "held-out pairs (95 % interval" in _text(at)
-    ls = at.session_state["ls_result"]
+    ls = at.session_state["ls_result"]["scores"]
     assert all(s.accuracy_lo <= s.pair_accuracy <= s.accuracy_hi for s in ls)
+    assert not any("other settings" in w.value for w in at.warning)
+    # audit: another dataset left the old chart up with no word; now it says the result is stale
+    at.selectbox(key="ls_dataset").set_value("example: wedding_vs_neutral")
+    at = at.run()
+    assert any("other settings (dataset changed since)" in w.value for w in at.warning)
     at = _button(at, "de_go")
     assert not at.exception, at.exception
-    assert max(p.n_pairs for p in at.session_state["de_result"]) == 35
+    assert max(p.n_pairs for p in at.session_state["de_result"]["points"]) == 35
+    at.number_input(key="de_layer").set_value(0)
+    at = at.run()
+    assert any("other settings (layer changed since)" in w.value for w in at.warning)
 
 
 # -- prompt-pair metrics in Data efficiency (issue 19) --------------------------------------------------------
@@ -340,3 +348,20 @@ def test_data_efficiency_on_the_prompt_pair_metrics_with_labelled_target_feature
         lines = nums([sh["y0"] for sh in chart["layout"].get("shapes", [])])
         assert lines[0] == pytest.approx(res.baseline[metric], nan_ok=True)  # the unsteered level, dashed
     assert f"took {res.seconds:.1f} s" in _text(at)
+
+
+def test_a_layer_sweep_on_one_held_out_pair_says_it_cannot_pick_a_layer(app_env):
+    """Audit: on a 3-pair dataset the sweep named a best block from one held-out pair and printed
+    "d′ nan"; it now says that is too few, and writes no nan."""
+    from steering_core.datasets import ContrastiveDataset, Pair
+    from steering_core.storage.library import open_library
+
+    lib = open_library(app_env / "library.duckdb")
+    lib.datasets.save(ContrastiveDataset("tiny-set", [Pair("a good day", "a bad day"), Pair("good food", "bad food"),
+                                                      Pair("good news", "bad news", "heldout")]))
+    at = _page("vectors.py")
+    at.selectbox(key="ls_dataset").set_value("saved: tiny-set")
+    at = _button(at, "ls_go")
+    assert not at.exception, at.exception
+    assert any(w.value.startswith("Only 1 held-out pair: too few to pick a layer") for w in at.warning)
+    assert "nan" not in _text(at)

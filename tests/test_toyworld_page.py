@@ -28,11 +28,17 @@ def test_a_small_sweep_draws_one_curve_per_method(one_thread):
     assert res.methods == ["caa", "lorest"] and res.ns == [4, 8, 16]
     assert all(0.0 <= v <= 1.0 for name in res.methods for v in res.mean(name))
     assert len(at.get("plotly_chart")) == 1
+    assert not at.warning
+    # audit: other settings left the old curves up unmarked; now they are said to be the old result
+    at.number_input(key="tw_layer").set_value(1)
+    at.selectbox(key="tw_max").set_value(64)
+    at = at.run()
+    assert any("other settings (layer, most examples changed since)" in w.value for w in at.warning)
 
 
 def test_an_unreadable_alpha_gets_a_sentence(one_thread):
     at = _page()
-    at.text_input(key="tw_alphas").set_value("one")
+    at.text_input(key="tw_alphas").set_value(" one, 2 ")
     at.button(key="tw_go").click().run()
     assert not at.exception
-    assert any("Cannot read α" in e.value for e in at.error)
+    assert any("Cannot read α 'one, 2'" in e.value for e in at.error)  # the input, not its stray spaces
