@@ -189,6 +189,8 @@ with lib_tab:
             try:
                 terms = [(vstore.load(va), wa)] + ([(vstore.load(vb), wb)] if vb != "(none)" else [])
                 out = vm.combine(terms, ar_name.strip() or None)
+                vstore.check_name(out.name, remedy="type another name under 'Save the result as', or delete the "
+                                                   "old one above")
                 saved = vstore.save(out)
                 select_vector(saved)
                 st.success(f"Saved {saved} (norm {out.norm:.3g}).")

@@ -249,6 +249,9 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     at.text_input(key="ar_name").set_value("a minus b")
     at = _button(at, "ar_go")
     assert "Saved a minus b" in _text(at)
+    at = _button(at, "ar_go")  # the same name again: the page's own remedy, not the library's keyword
+    assert at.error and "already exists; type another name under 'Save the result as'" in at.error[0].value
+    assert "overwrite=True" not in at.error[0].value
     at.selectbox(key="ls_dataset").set_value("example: positive_vs_negative")
     at = _button(at, "ls_go")
     assert not at.exception, at.exception

@@ -191,7 +191,9 @@ def import_gguf(path_or_bytes: "str | os.PathLike | bytes", name: str | None = N
         try:
             reader = gguf.GGUFReader(src)
         except Exception as exc:  # noqa: BLE001 - any parser failure is the file's fault
-            raise VectorError(f"{label} is not a readable GGUF file ({first_line(exc)}).") from None
+            # the parser's own words (numpy dtype sizes, offsets) mean nothing to the person importing
+            raise VectorError(f"{label} is not a readable GGUF file: it is damaged or cut short "
+                              f"({type(exc).__name__} while reading it).") from None
         arch = _gguf_text(reader, "general.architecture")
         if arch != GGUF_ARCH:
             raise VectorError(f"{label} is a GGUF file for {arch!r}, not a control vector (general.architecture must be "
