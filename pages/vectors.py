@@ -14,6 +14,7 @@ from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
 from steering_core.measure.links import VectorsLink
 from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
+from steering_core.measure.scores import wilson_interval
 from steering_core.vectors import trained
 from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
@@ -215,7 +216,9 @@ with lib_tab:
         if not rows:
             st.info("No saved vectors yet: fit one in the Fit tab, or import a file below.")
         else:
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+                "name": st.column_config.TextColumn("name", width="large"),  # two fits' names share long prefixes
+                "method": st.column_config.TextColumn("method", width="medium")})
             pick = vector_select("lib_pick", vstore.names())
             try:
                 vec = vstore.load(pick)
@@ -380,8 +383,13 @@ with eff_tab:
             st.warning(note)
         if pts:
             st.plotly_chart(ui.charts.efficiency_figure(pts, lambda m: METHODS[m].label), width="stretch")
+            n_test = max(p.n_heldout for p in pts)
+            lo, _ = wilson_interval(n_test, n_test)
             st.caption(f"Error bars: ± one standard deviation over {max(p.repeats for p in pts)} random subsets of "
-                       "the training pairs per point (the spread from which pairs were drawn, not a standard error).")
+                       "the training pairs per point (the spread from which pairs were drawn, not a standard error). "
+                       f"Every point is scored on the same {n_test} held-out pairs: with that few, even "
+                       f"{n_test} of {n_test} right has a 95 % interval of {lo:.2f}–1.00 (Wilson), so curves closer "
+                       "than that are not told apart.")
     elif sae is None:
         st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
     else:

@@ -267,6 +267,9 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     at = _button(at, "de_go")
     assert not at.exception, at.exception
     assert max(p.n_pairs for p in at.session_state["de_result"]["points"]) == 35
+    assert {p.n_heldout for p in at.session_state["de_result"]["points"]} == {9}
+    assert any("same 9 held-out pairs: with that few, even 9 of 9 right has a 95 % interval of 0.70–1.00" in c.value
+               for c in at.caption)
     at.number_input(key="de_layer").set_value(0)
     at = at.run()
     assert any("other settings (layer changed since)" in w.value for w in at.warning)

@@ -141,6 +141,7 @@ class EfficiencyPoint:
     projection_gap: float
     gap_sd: float
     repeats: int
+    n_heldout: int = 0  # the held-out pairs every point is scored on (the same ones for every point)
 
 
 def data_efficiency(pa, train: Sequence[int], test: Sequence[int], methods: Sequence[str],
@@ -181,7 +182,7 @@ def data_efficiency(pa, train: Sequence[int], test: Sequence[int], methods: Sequ
                 gaps.append(sep.projection_gap)
             if accs:
                 out.append(EfficiencyPoint(name, c, float(np.mean(accs)), float(np.std(accs)),
-                                           _nanmean(gaps), _nanstd(gaps), len(accs)))
+                                           _nanmean(gaps), _nanstd(gaps), len(accs), len(test)))
             if on_point is not None:
                 on_point(name, c)
     return out
