@@ -81,8 +81,13 @@ with edit:
     )
     rows = dsm.table_rows(edited.to_dict("records"))  # what the table shows, typed edits included:
     # Generate and Import / export build on these, so appending or exporting keeps hand-typed pairs
-    n_held = sum(1 for r in rows if r.get("split") == "heldout")
-    st.caption(f"{len(rows)} pairs · {len(rows) - n_held} train · {n_held} heldout"
+    half = dsm.incomplete_rows(rows)  # counted apart: saving refuses them
+    complete = [r for i, r in enumerate(rows, 1) if i not in half]
+    n_held = sum(1 for r in complete if r.get("split") == "heldout")
+    st.caption(f"{len(complete)} pairs · {len(complete) - n_held} train · {n_held} heldout"
+               + (f" · row{'s' if len(half) > 1 else ''} {', '.join(map(str, half))} "
+                  f"{'miss' if len(half) > 1 else 'misses'} a side (Save refuses {'them' if len(half) > 1 else 'it'})"
+                  if half else "")
                + ("" if rows else " · click the table's empty row to type a pair, paste cells copied from a "
                   "spreadsheet into it, or open an example above (Generate and Import / export make pairs too)"))
     b1, b2, b3, b4 = st.columns(4)

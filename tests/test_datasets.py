@@ -486,3 +486,13 @@ def test_store_choices_offer_saved_then_examples_and_open_back(tmp_path):
         assert store.open_choice(f"example: {example}") == load_example(example)
         with pytest.raises(DatasetError, match="names no dataset"):
             store.open_choice(example)
+
+
+def test_incomplete_rows_are_the_ones_saving_would_refuse():
+    from steering_core.datasets import incomplete_rows
+
+    rows = [{"positive": "a", "negative": "b"}, {"positive": "c", "negative": "  "}, {"positive": None, "negative": "d"},
+            {"positive": "e", "negative": "f", "split": "heldout"}]
+    assert incomplete_rows(rows) == [2, 3]
+    with pytest.raises(DatasetError, match="row 3. Also found: empty texts"):  # both refused, for their reasons
+        validate_pairs(rows)

@@ -23,6 +23,7 @@ from steering_core.datasets.pairs import (
     ContrastiveDataset,
     Pair,
     drop_duplicates,
+    incomplete_rows,
     table_rows,
     validate_name,
     validate_pairs,
@@ -32,8 +33,8 @@ from steering_core.errors import DatasetError
 
 __all__ = [
     # pairs and their checks
-    "ContrastiveDataset", "DatasetError", "Pair", "SPLITS", "drop_duplicates", "table_rows", "validate_name",
-    "validate_pairs",
+    "ContrastiveDataset", "DatasetError", "Pair", "SPLITS", "drop_duplicates", "incomplete_rows", "table_rows",
+    "validate_name", "validate_pairs",
     # limits
     "MAX_DESCRIPTION_CHARS", "MAX_PAIRS", "MAX_SOURCE_CHARS", "MAX_TEXT_CHARS", "MAX_UPLOAD_BYTES",
     "MIN_PAIRS_PCA_ACE", "MIN_PAIRS_PROBE",

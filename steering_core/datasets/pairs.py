@@ -307,6 +307,15 @@ def table_rows(records: Iterable[dict]) -> list[dict]:
     return out
 
 
+def incomplete_rows(rows: Iterable[dict]) -> list[int]:
+    """The 1-based numbers of table rows with one side empty or blank, so a count of pairs never
+    includes a row that saving would refuse."""
+    def blank(v: Any) -> bool:
+        return not isinstance(v, str) or not v.strip()
+
+    return [i for i, r in enumerate(rows, 1) if blank(r.get("positive")) or blank(r.get("negative"))]
+
+
 def drop_duplicates(rows: Iterable[Any]) -> list[Any]:
     """The rows with later repeats of a pair removed (first occurrence kept, order and row type
     unchanged), for a "remove duplicates" button: duplicates are refused by
