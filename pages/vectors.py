@@ -2,7 +2,6 @@
 safetensors and GGUF export/import), ask any vector what it does, and choose layer and dataset size."""
 
 import dataclasses
-import math
 
 import pandas as pd
 import streamlit as st
@@ -13,24 +12,13 @@ from steering_core import vectors as vm
 from steering_core.browse.rows import BASES, DEFAULT_MAX_DENSITY, ListFilter
 from steering_core.measure import vector_effects as ve
 from steering_core.measure.links import VectorsLink
-from steering_core.measure.prompt_pairs import DEFAULT_OFF_TARGET, FeatureSelection, find_target_features
-from steering_core.measure.scores import wilson_interval
 from steering_core.vectors import trained
-from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
-from steering_core.vectors.fitting import (
-    MIN_HELDOUT_TO_PICK,
-    FitRequest,
-    best_layer,
-    fit_dataset,
-    position_warning,
-    suggested_position,
-    sweep_layers,
-    sweep_pairs,
-    vector_name,
-)
+from steering_core.vectors.fitting import FitRequest, fit_dataset, vector_name
 from steering_core.vectors.methods import METHODS, FitContext, available, parse_feature_weights
 from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
+from ui.positions import default_position, position_notes
+from ui.vector_sweeps import data_efficiency_tab, layer_sweep_tab
 
 ui.setup_page("Vectors")
 st.title("Vectors")
@@ -55,34 +43,6 @@ def vector_select(key: str, names: list[str]) -> str:
     return st.selectbox("Vector", names, key=key)
 
 
-def default_position(choice: str, key: str) -> None:
-    """Start the position box at the dataset's suggested position whenever another dataset is
-    chosen (a choice the user makes for one dataset stays until the dataset changes)."""
-    if ss.get(key + "_for") == choice:
-        return
-    ss[key + "_for"] = choice
-    try:
-        ss[key], ss[key + "_why"] = suggested_position(model, dstore.open_choice(choice))
-    except SteeringCoreError:
-        ss[key], ss[key + "_why"] = "last", None  # the fit itself reports a dataset that cannot be read
-
-
-def position_caption(key: str, position: str) -> None:
-    if position == "diff" and ss.get(key + "_why"):
-        st.caption(f"Position 'diff' (the tokens where each pair differs) was chosen for this dataset: "
-                   f"{ss[key + '_why']}, which 'last' would mostly learn.")
-
-
-def warn_position(choice: str, position: str) -> None:
-    if position == "last":
-        try:
-            hint = position_warning(model, dstore.open_choice(choice), position)
-        except SteeringCoreError:
-            hint = None  # the fit itself reports a dataset that cannot be read
-        if hint:
-            st.warning(hint)
-
-
 def context(weights_text: str = "", top: int = 8) -> FitContext:
     return FitContext(sae=sae, approximator=approx, feature_weights=parse_feature_weights(weights_text) or None,
                       top_features=int(top))
@@ -100,11 +60,10 @@ with fit_tab:
     c1, c2, c3 = st.columns([2, 1, 1])
     choice = c1.selectbox("Dataset", dstore.choices(), key="fit_dataset")
     layer = c2.number_input("Layer (output of block)", 0, model.n_layers - 1, int(default_layer), key="fit_layer")
-    default_position(choice, "fit_position")
+    default_position(model, dstore, choice, "fit_position")
     position = c3.selectbox("Token position", POSITIONS, key="fit_position",
                             help="last token · mean over tokens · mean over the tokens where the pair differs")
-    warn_position(choice, position)
-    position_caption("fit_position", position)
+    position_notes(model, dstore, choice, "fit_position", position)
     usable = {m.name for m in available(FitContext(sae=sae, approximator=approx, model=model))}
     names = list(METHODS)
     method = st.selectbox("Method", names, key="fit_method",
@@ -310,132 +269,8 @@ with what_tab:
         except SteeringCoreError as exc:
             ui.show_error(exc)
 
-# -- layer sweep -------------------------------------------------------------------------------------------
+# -- layer sweep and data efficiency ---------------------------------------------------------------------
 with layer_tab:
-    l1, l2, l3 = st.columns([2, 1, 1])
-    lchoice = l1.selectbox("Dataset", dstore.choices(), key="ls_dataset")
-    # the layer sweep fits without an SAE or approximator: the methods an empty context allows
-    lmethod = l2.selectbox("Method", [m.name for m in available()], key="ls_method",
-                           format_func=lambda n: METHODS[n].label)
-    default_position(lchoice, "ls_position")
-    lpos = l3.selectbox("Token position", POSITIONS, key="ls_position")
-    warn_position(lchoice, lpos)
-    position_caption("ls_position", lpos)
-    layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
-    ls_settings = {"dataset": lchoice, "method": lmethod, "token position": lpos, "layers": tuple(layers)}
-    if st.button("Run layer sweep", key="ls_go"):
-        bar = st.progress(0.0, text="Extracting activations…")
-        try:
-            scores = sweep_layers(model, dstore.open_choice(lchoice), layers, lmethod, lpos,
-                                  on_progress=ui.progress_callback(bar, "steps"))
-            ss.ls_result = {"scores": scores, "settings": ls_settings}
-        except SteeringCoreError as exc:
-            ui.show_error(exc)
-        bar.empty()
-    shown = ss.get("ls_result") or {}
-    if shown.get("scores"):
-        scores = shown["scores"]
-        if note := ui.stale_warning(shown["settings"], ls_settings, "run the layer sweep again"):
-            st.warning(note)
-        st.plotly_chart(ui.charts.layer_sweep_figure(scores), width="stretch")
-        best = best_layer(scores)
-        gap = f"{best.projection_gap:.2f}" if math.isfinite(best.projection_gap) else "— (too few held-out pairs)"
-        st.caption(f"Best held-out separation at block {best.layer}: pair accuracy {best.pair_accuracy:.2f} on "
-                   f"{best.n_heldout} held-out pairs (95 % interval {best.accuracy_lo:.2f}–{best.accuracy_hi:.2f}), "
-                   f"d′ {gap}. Error bars: 95 % Wilson intervals; with this few pairs, "
-                   "neighbouring layers are usually not distinguishable.")
-        if best.n_heldout < MIN_HELDOUT_TO_PICK:
-            st.warning(f"Only {best.n_heldout} held-out pair{'s' if best.n_heldout != 1 else ''}: too few to pick a "
-                       "layer (every interval spans most of 0–1). Hold out more pairs on the Datasets page.")
-
-# -- data efficiency ---------------------------------------------------------------------------------------
-PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"
-#: The figures of the prompt-pair mode: metric → y-axis title.
-PAIR_FIGURES = {"target": "target-feature activation", "off_target": "off-target activation",
-                "word_similarity": "generated-word similarity"}
-
-
+    layer_sweep_tab(model, dstore)
 with eff_tab:
-    d1, d2, d3 = st.columns([2, 1, 1])
-    echoice = d1.selectbox("Dataset", dstore.choices(), key="de_dataset")
-    elayer = d2.number_input("Layer", 0, model.n_layers - 1, int(default_layer), key="de_layer")
-    repeats = d3.number_input("Subsets per point", 1, 10, 3, key="de_repeats")
-    emode = st.radio("Score", [PAIR_ACCURACY, PROMPT_PAIRS], key="de_mode", horizontal=True,
-                     help="Prompt-pair metrics steer the held-out negatives and read the target and off-target "
-                          "features at the target word, and the word the model writes there.")
-    emethods = st.multiselect("Methods", [m for m in METHODS if m in usable and METHODS[m].uses_pairs],
-                              default=["caa", "pca_diff", "probe"], key="de_methods",
-                              format_func=lambda n: METHODS[n].label)
-    de_settings = {"dataset": echoice, "layer": int(elayer), "subsets": int(repeats), "methods": tuple(emethods)}
-    if emode == PAIR_ACCURACY:
-        if st.button("Run data-efficiency sweep", key="de_go"):
-            bar = st.progress(0.0, text="Extracting activations…")
-            try:
-                pts = sweep_pairs(model, dstore.open_choice(echoice), int(elayer), emethods, ctx=context(),
-                                  repeats=int(repeats), on_progress=ui.progress_callback(bar, "steps"))
-                ss.de_result = {"points": pts, "settings": de_settings}
-            except SteeringCoreError as exc:
-                ui.show_error(exc)
-            bar.empty()
-        shown = ss.get("de_result") or {}
-        pts = shown.get("points")
-        if pts and (note := ui.stale_warning(shown["settings"], de_settings, "run the sweep again")):
-            st.warning(note)
-        if pts:
-            st.plotly_chart(ui.charts.efficiency_figure(pts, lambda m: METHODS[m].label), width="stretch")
-            n_test = max(p.n_heldout for p in pts)
-            lo, _ = wilson_interval(n_test, n_test)
-            st.caption(f"Error bars: ± one standard deviation over {max(p.repeats for p in pts)} random subsets of "
-                       "the training pairs per point (the spread from which pairs were drawn, not a standard error). "
-                       f"Every point is scored on the same {n_test} held-out pairs: with that few, even "
-                       f"{n_test} of {n_test} right has a 95 % interval of {lo:.2f}–1.00 (Wilson), so curves closer "
-                       "than that are not told apart.")
-    elif sae is None:
-        st.info("The prompt-pair metrics read SAE features: load an SAE (the embedded model has one).")
-    else:
-        st.caption(f"Target features fire on the target word of at least a share of the positives ([Purchase 2025] "
-                   f"asks for all of them); off-target features fire on neither side. The SAE reads block {sae.layer}.")
-        f1, f2, f3, f4 = st.columns(4)
-        share = f1.number_input("Share of positives", 0.05, 1.0, 1.0, 0.05, key="de_share")
-        neg_share = f2.number_input("Largest share of negatives", 0.0, 1.0, 1.0, 0.05, key="de_neg_share",
-                                    help="1.0: no limit (the document's rule). Lower it to drop features that "
-                                         "fire on both sides alike.")
-        n_off = f3.number_input("Off-target features", 0, 512, DEFAULT_OFF_TARGET, key="de_off")
-        e_alpha = f4.number_input("α (1 = the mean gap)", 0.0, 20.0, 1.0, 0.25, key="de_alpha")
-        sel = FeatureSelection(share=float(share), off_target=int(n_off),
-                               max_negative_share=float(neg_share) if neg_share < 1.0 else None)
-        g1, g2 = st.columns(2)
-        if g1.button("Find target features", key="de_tf_go"):
-            try:
-                ss.de_features = (echoice, find_target_features(model, sae, dstore.open_choice(echoice), sel))
-            except SteeringCoreError as exc:
-                ui.show_error(exc)
-        if g2.button("Run prompt-pair sweep", key="de_pp_go"):
-            bar = st.progress(0.0, text="Target features and activations…")
-            try:
-                setup = PromptPairSetup(layer=int(elayer), methods=tuple(emethods), alpha=float(e_alpha),
-                                        repeats=int(repeats), selection=sel)
-
-                def step(method: str, n: int) -> None:
-                    bar.progress(min(1.0, emethods.index(method) / max(1, len(emethods))),
-                                 text=f"{METHODS[method].label}: {n} pairs")
-
-                ss.de_pp_result = (echoice, prompt_pair_efficiency(model, sae, dstore.open_choice(echoice), setup,
-                                                                   ctx=context(), on_point=step))
-                ss.de_features = (echoice, ss.de_pp_result[1].features)
-            except SteeringCoreError as exc:
-                ui.show_error(exc)
-            bar.empty()
-        got = ss.get("de_pp_result")
-        if got is not None:
-            name, pp = got
-            st.caption(f"{name}: {len(pp.train)} training and {len(pp.heldout)} held-out pairs, α = "
-                       f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. Error bars: "
-                       "± one standard deviation over the subsets.")
-            for metric, title in PAIR_FIGURES.items():
-                st.plotly_chart(ui.charts.prompt_pair_figure(pp, metric, title, lambda m: METHODS[m].label),
-                                width="stretch")
-        found = ss.get("de_features")
-        if found is not None:
-            st.caption(f"Features of {found[0]}:")
-            ui.show_target_features(pack, found[1])
+    data_efficiency_tab(model, sae, pack, dstore, context(), usable)
