@@ -352,6 +352,19 @@ def _snapshot(store):
     return store.names(), meta, rows
 
 
+def test_a_name_differing_only_in_capitals_is_refused_even_with_overwrite(tmp_path):
+    """'Honesty' beside 'honesty' reads as one dataset twice in every picker (the vector store
+    refuses the same clash, where it would also share a file on some systems)."""
+    with DatasetStore(tmp_path / "library.duckdb") as store:
+        store.save(ContrastiveDataset("honesty", _pairs(2)))
+        for overwrite in (False, True):
+            with pytest.raises(DatasetError, match="'honesty' already exists.*capitals"):
+                store.save(ContrastiveDataset("Honesty", _pairs(3)), overwrite=overwrite)
+        assert store.names() == ["honesty"] and len(store.load("honesty").pairs) == 2
+        store.save(ContrastiveDataset("honesty", _pairs(3)), overwrite=True)  # the same name still overwrites
+        assert len(store.load("honesty").pairs) == 3
+
+
 def test_store_save_load_overwrite_delete(tmp_path):
     path = tmp_path / "library.duckdb"
     ds = ContrastiveDataset("  tricky ", TRICKY, description="hard texts", source="tests")

@@ -146,7 +146,13 @@ class DatasetStore(LibraryTable):
         source = _clean_note(ds.source, "source", MAX_SOURCE_CHARS)
         now = _utcnow()
         with self._lock, transaction(self.con):
-            exists = self.con.execute("SELECT count(*) FROM datasets WHERE name = ?", [key]).fetchone()[0] > 0
+            same = [r[0] for r in self.con.execute("SELECT name FROM datasets WHERE lower(name) = lower(?)",
+                                                   [key]).fetchall()]
+            if clash := [n for n in same if n != key]:
+                raise DatasetError(f"A dataset named {clash[0]!r} already exists; a name differing from it only "
+                                   "in capitals would look like the same dataset in every picker, so choose "
+                                   "another name (or overwrite that one under its own spelling).")
+            exists = key in same
             if exists and not overwrite:
                 raise DatasetError(f"A dataset named {key!r} already exists; choose another name or overwrite it.")
             self.con.execute("DELETE FROM dataset_pairs WHERE name = ?", [key])
