@@ -70,7 +70,9 @@ if res is not None:
     if note := ui.stale_warning(res.get("settings"), tw_settings, "press Run again"):
         st.warning(note)
     st.caption(f"m = {res['m']}, layer {res['layer']}: the MLP reads {res['accuracy']:.2%} of attributes right; "
-               f"{r.seconds:.0f} s for the curves. Bands: ± one standard deviation over repeats.")
+               f"{r.seconds:.0f} s for the curves. "
+               + ("Bands: ± one standard deviation over repeats." if any(v == v for n in r.methods for v in r.std(n)) else
+                  "No bands: one repeat has no spread to read (raise Repeats for one)."))
     fig = go.Figure()
     for i, name in enumerate(r.methods):
         ui.add_band(fig, r.ns, r.mean(name), r.std(name), METHODS[name].label, i)

@@ -271,9 +271,15 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     assert {p.n_heldout for p in at.session_state["de_result"]["points"]} == {9}
     assert any("same 9 held-out pairs: with that few, even 9 of 9 right has a 95 % interval of 0.70–1.00" in c.value
                for c in at.caption)
+    assert any("standard deviation over 3 random subsets" in c.value for c in at.caption)
     at.number_input(key="de_layer").set_value(0)
     at = at.run()
     assert any("other settings (layer changed since)" in w.value for w in at.warning)
+    # one subset per point: no bars and a sentence saying why (a zero-width bar claimed exact points)
+    at.number_input(key="de_repeats").set_value(1)
+    at = _button(at, "de_go")
+    assert any("No error bars: one subset per point" in c.value for c in at.caption)
+    assert not any("standard deviation over" in c.value for c in at.caption)
 
 
 # -- prompt-pair metrics in Data efficiency (issue 19) --------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -72,6 +74,21 @@ def test_pair_sweep_has_a_point_per_count_and_method(tiny_hf, wedding):
     n_train = len(wedding.train)
     assert {p.n_pairs for p in pts if p.method == "caa"} == {4, 8, 16, 32, n_train}
     assert {p.method for p in pts} == {"caa", "pca_diff"}
+
+
+def test_one_subset_per_point_has_an_unknown_spread_except_all_the_pairs(tiny_hf, wedding):
+    """One random subset has no spread to read: a 0 drew zero-width bars that claimed exact points.
+    All the training pairs are the only subset there is, so their spread is truly 0."""
+    n_train = len(wedding.train)
+    pts = sweep_pairs(tiny_hf, wedding, 1, ["caa"], repeats=1)
+    assert [p.n_pairs for p in pts] == [4, 8, 16, 32, n_train]
+    for p in pts:
+        if p.n_pairs < n_train:
+            assert math.isnan(p.accuracy_sd) and math.isnan(p.gap_sd)
+        else:
+            assert p.accuracy_sd == 0.0 and p.gap_sd == 0.0
+    two = sweep_pairs(tiny_hf, wedding, 1, ["caa"], repeats=2)
+    assert all(math.isfinite(p.accuracy_sd) and p.accuracy_sd >= 0 for p in two)
 
 
 def test_a_dataset_without_heldout_pairs_gets_a_seeded_split(tiny_hf):

@@ -196,6 +196,13 @@ def test_curves_have_one_row_per_repeat_and_one_column_per_count(trained, tmp_pa
     assert example_counts(4096) == [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
+def test_a_single_repeat_has_an_unknown_spread_not_zero(trained, tmp_path):
+    res = run_curves(trained, CurveConfig(layer=1, methods=("caa",), ns=(4, 8), repeats=1, n_test=40, n_val=0))
+    assert all(math.isnan(v) for v in res.std("caa")) and all(math.isfinite(v) for v in res.mean("caa"))
+    saved = json.loads(res.save_json(tmp_path / "one.json").read_text())
+    assert saved["summary"]["caa"]["std"] == [None, None]  # unknown, not a measured 0
+
+
 def test_a_point_that_cannot_be_fitted_is_missing_not_fatal(trained, tmp_path):
     def picky(pos, neg):
         if pos.shape[0] < 8:

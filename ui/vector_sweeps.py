@@ -117,8 +117,12 @@ def _pair_accuracy(model: SteerableModel, datasets: DatasetStore, choice: str, l
     st.plotly_chart(ui.charts.efficiency_figure(pts, _label), width="stretch")
     n_test = max(p.n_heldout for p in pts)
     lo, _ = wilson_interval(n_test, n_test)
-    st.caption(f"Error bars: ± one standard deviation over {max(p.repeats for p in pts)} random subsets of "
-               "the training pairs per point (the spread from which pairs were drawn, not a standard error). "
+    reps = max(p.repeats for p in pts)
+    bars = (f"Error bars: ± one standard deviation over {reps} random subsets of the training pairs per point "
+            "(the spread from which pairs were drawn, not a standard error; none at all the pairs, the only "
+            "subset there is). " if reps > 1 else
+            "No error bars: one subset per point has no spread to read (raise 'Subsets per point' for them). ")
+    st.caption(bars +
                f"Every point is scored on the same {n_test} held-out pairs: with that few, even "
                f"{n_test} of {n_test} right has a 95 % interval of {lo:.2f}–1.00 (Wilson), so curves closer "
                "than that are not told apart.")
@@ -164,8 +168,9 @@ def _prompt_pairs(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack | Non
     if got is not None:
         name, pp = got
         st.caption(f"{name}: {len(pp.train)} training and {len(pp.heldout)} held-out pairs, α = "
-                   f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. Error bars: "
-                   "± one standard deviation over the subsets.")
+                   f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. "
+                   + ("Error bars: ± one standard deviation over the subsets." if pp.setup.repeats > 1 else
+                      "No error bars: one subset per point has no spread to read."))
         for metric, title in PAIR_FIGURES.items():
             st.plotly_chart(ui.charts.prompt_pair_figure(pp, metric, title, _label), width="stretch")
     found = ss.get("de_features")

@@ -143,9 +143,10 @@ class CurveResult:
         return self._stat(self.kept if kept else self.target, method, lambda x: x.mean())
 
     def std(self, method: str, kept: bool = False) -> list[float]:
-        """Standard deviation over repeats per n (0 for a single repeat)."""
+        """Standard deviation over repeats per n; NaN (unknown, drawn without a band) from a single
+        repeat, which has no spread to read: a zero would claim an exact figure."""
         return self._stat(self.kept if kept else self.target, method,
-                          lambda x: x.std(unbiased=False) if x.numel() > 1 else torch.tensor(0.0))
+                          lambda x: x.std(unbiased=False) if x.numel() > 1 else torch.tensor(float("nan")))
 
     def to_dict(self) -> dict:
         """Plain JSON values (a point that could not be fitted is null), with a per-method summary."""

@@ -61,7 +61,8 @@ def _matplotlib(result: CurveResult, path: Path) -> Path:
     axes[0].axhline(1 / N_VALUES, ls=":", c="grey", lw=1, label="chance (1/8)")
     axes[0].set_ylabel("steered-attribute accuracy (mean ± sd)")
     axes[1].set_ylabel("other attributes still right")
-    low = min((m - s for name in result.methods for m, s in zip(result.mean(name, True), result.std(name, True))
+    low = min((m - (s if s == s else 0.0)  # an unknown spread (one repeat) widens nothing
+               for name in result.methods for m, s in zip(result.mean(name, True), result.std(name, True))
                if m == m), default=0.0)
     axes[1].set_ylim(max(0.0, min(low, 0.99) - 0.005), 1.0005)  # zoom: these stay near 1 unless a method breaks the model
     axes[0].legend(fontsize=8, loc="best")

@@ -181,8 +181,9 @@ def data_efficiency(pa, train: Sequence[int], test: Sequence[int], methods: Sequ
                 accs.append(sep.pair_accuracy)
                 gaps.append(sep.projection_gap)
             if accs:
-                out.append(EfficiencyPoint(name, c, float(np.mean(accs)), float(np.std(accs)),
-                                           _nanmean(gaps), _nanstd(gaps), len(accs), len(test)))
+                whole = c == len(train)
+                out.append(EfficiencyPoint(name, c, float(np.mean(accs)), _nanstd(accs, whole),
+                                           _nanmean(gaps), _nanstd(gaps, whole), len(accs), len(test)))
             if on_point is not None:
                 on_point(name, c)
     return out
@@ -193,9 +194,14 @@ def _nanmean(x: list[float]) -> float:
     return float(np.mean(v)) if v else float("nan")
 
 
-def _nanstd(x: list[float]) -> float:
+def _nanstd(x: list[float], whole: bool = False) -> float:
+    """The spread over subsets of the training pairs (NaN values skipped). One subset gives no spread
+    to read, so NaN (unknown, drawn without a bar) rather than a zero-width bar that claims an exact
+    figure; except when that subset is ``whole`` training set: the only one there is, so nothing varies."""
     v = [a for a in x if not math.isnan(a)]
-    return float(np.std(v)) if v else float("nan")
+    if len(v) > 1 or (v and whole):
+        return float(np.std(v))
+    return float("nan")
 
 
 # -- data efficiency on the prompt-pair metrics ([Purchase 2025] §3.2.2, Figure 4.1) ------------------------
@@ -402,7 +408,8 @@ def prompt_pair_efficiency(model: SteerableModel, sae: LoadedSAE, dataset, setup
             for m in PAIR_METRICS:
                 vals = [sc[m] for sc in mine if m in sc]
                 if vals:
-                    points.append(MetricPoint(name, c, m, _nanmean(vals), _nanstd(vals), len(vals)))
+                    points.append(MetricPoint(name, c, m, _nanmean(vals), _nanstd(vals, c == len(train)),
+                                              len(vals)))
             if on_point is not None:
                 on_point(name, c)
     return PromptPairEfficiency(points, baseline, positives, features, train, held, subsets, setup,
