@@ -322,22 +322,37 @@ with token_tab:
     nt_prompt = t1.text_input("Prompt", "I went to a", key="nt_prompt")
     nt_tokens = t2.text_input("Tokens to follow (comma-separated)", " wedding, party, store", key="nt_tokens")
     top = st.slider("Also show the tokens that move most", 0, 16, 6, key="nt_top")
-    hi = st.number_input("Largest |α|", 1.0, 1e4,
+    n1, n2 = st.columns([3, 1])
+    hi = n1.number_input("Largest |α|", 1.0, 1e4,
                          float(round(model.residual_norms()[layer], 0)) if vector is not None else 100.0, key="nt_hi")
+    # off by default: the tokens to follow continue the prompt's own text ("I went to a" → " wedding"),
+    # while in the template the next token is the first of the assistant's reply
+    nt_chat = n2.toggle("Chat template", False, key="nt_chat", disabled=not model.chat_template,
+                        help="Wrap the prompt as a user turn: the next token is then the first of the reply.")
+    nt_settings = {"vector": label, "layer": layer, "prompt": nt_prompt.strip(), "tokens": nt_tokens,
+                   "movers": int(top), "largest |α|": float(hi), "chat template": bool(nt_chat)}
     if vector is None:
         st.info(missing)
     if st.button("Compute", key="nt_go", disabled=vector is None):
+        ss.pop("nt_result", None)  # an error must not leave the last curves under it as if they were these
         try:
             grid = list(np.linspace(-hi, hi, 21))
-            ss.nt_result = (next_token_curves(model, nt_prompt, vector, layer, grid, nt_tokens.split(","), top),
-                            dce_curve(model, layer, vector, grid))
-            ss.nt_label = label
+            ss.nt_result = (next_token_curves(model, nt_prompt, vector, layer, grid, nt_tokens.split(","), top,
+                                              chat=bool(nt_chat) and bool(model.chat_template)),
+                            dce_curve(model, layer, vector, grid), nt_settings)
         except SteeringCoreError as exc:
             ui.show_error(exc)
     if ss.get("nt_result") and vector is not None:
-        if ss.get("nt_label", label) != label:
-            st.warning(f"These curves are for {ss.nt_label}, not {label}: compute again for the current vector.")
-        cur, dc = ss.nt_result
+        made = ss.nt_result[2]
+        if note := ui.stale_warning(made, nt_settings, "press Compute again"):
+            st.warning(note)
+        st.caption(f"{made['vector']} at block {made['layer']}, 21 α from −{made['largest |α|']:g} to "
+                   f"+{made['largest |α|']:g}, after {made['prompt']!r}"
+                   + (" in the chat template" if made["chat template"] else "")
+                   + ". Exact next-token probabilities (one forward pass per α, no sampling, so no error bars).")
+        for line in ss.nt_result[0].notes:
+            st.caption(line)
+        cur, dc, _ = ss.nt_result
         fig = go.Figure()
         for j, tok in enumerate(cur.tokens):
             fig.add_scatter(x=cur.alphas, y=cur.delta_p[:, j], name=repr(tok) + ("" if cur.chosen[j] else " (mover)"),

@@ -54,9 +54,25 @@ def test_bad_grids_get_messages(page):
 def test_next_token_view(page):
     at = page.button(key="nt_go").click().run()
     assert not at.exception, at.exception
-    cur, dc = at.session_state["nt_result"]
+    cur, dc, made = at.session_state["nt_result"]
     assert len(cur.alphas) == 21 and cur.delta_p.shape[0] == 21
     assert len(at.get("plotly_chart")) >= 2
+    # the curves say what made them: the prompt continued as text unless the template is chosen
+    assert made["prompt"] == "I went to a" and made["chat template"] is False
+    assert any("after 'I went to a'. Exact next-token probabilities" in c.value for c in at.caption)
+    assert not at.warning
+
+
+def test_next_token_view_says_when_its_curves_are_stale_and_drops_them_on_an_error(page):
+    """Audit: a new prompt left the old curves up with no word, and an error showed under them."""
+    at = page.button(key="nt_go").click().run()
+    at.text_input(key="nt_prompt").set_value("The weather today").run()
+    assert any("prompt changed since" in w.value for w in at.warning)
+    assert len(at.get("plotly_chart")) >= 2  # the old curves, said to be old
+    at.text_input(key="nt_prompt").set_value("   ")
+    at = at.button(key="nt_go").click().run()
+    assert at.error and "prompt is empty" in at.error[0].value
+    assert "nt_result" not in at.session_state and not at.get("plotly_chart")
 
 
 def test_compare_methods_tab(page):

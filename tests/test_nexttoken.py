@@ -47,3 +47,21 @@ def test_bad_requests(tiny_hf):
         next_token_curves(tiny_hf, "hi", v, 1, [float("inf")])
     with pytest.raises(NextTokenError, match="two non-zero"):
         dce_curve(tiny_hf, 1, v, [0.0, 1.0])
+
+
+def test_typed_tokens_skip_stray_commas_and_say_when_a_word_is_several_tokens(tiny_hf):
+    """Audit: " , ,zzzqqq, wedding" drew a curve for a space token nobody asked for, and followed
+    only the first piece of "zzzqqq" without a word."""
+    from steering_core.measure.nexttoken import chosen_tokens
+
+    enc = lambda t: tiny_hf.tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    long = next(w for w in ("zzzqqq", "xqzvbnm", "antidisestablishment") if len(enc(w)) > 1)
+    one = next(t for t in (tiny_hf.tokenizer.decode([i]) for i in range(5, 500))
+               if t.strip() and len(enc(t)) == 1 and enc(t)[0] != enc(long)[0])
+    ids, notes = chosen_tokens(tiny_hf, " , ,|".replace("|", long).split(",") + [one])
+    assert ids == [enc(long)[0], enc(one)[0]]
+    assert notes == [f"{long!r} is {len(enc(long))} tokens; its curve follows the first, "
+                     f"{tiny_hf.tokenizer.decode(enc(long)[:1])!r}."]
+    v = random_unit_vector(tiny_hf.d_model, 4)
+    cur = next_token_curves(tiny_hf, "hello", v, 1, [1.0], tokens=[" ", long], top_movers=0, chat=False)
+    assert cur.token_ids == [enc(long)[0]] and cur.notes == notes

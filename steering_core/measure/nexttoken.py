@@ -7,7 +7,7 @@ suppresses and bump-shaped for most others; ΔCE(α) ≈ g·α + ½·c·α² nea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -32,6 +32,7 @@ class NextTokenCurves:
     chosen: list[bool]  # True for tokens the user asked for, False for the top movers
     p0: np.ndarray  # [T] probability at α = 0
     delta_p: np.ndarray  # [A, T] p(z | α) − p(z | 0)
+    notes: list[str] = field(default_factory=list)  # how typed strings became tokens, where not one to one
 
 
 def _alphas(alphas: Sequence[float]) -> torch.Tensor:
@@ -61,22 +62,40 @@ def next_token_curves(model: SteerableModel, prompt: str, vector, layer: int, al
     p = torch.softmax(logits, -1)
     zero = int((a == 0).nonzero()[0])
     dp = p - p[zero : zero + 1]
-    chosen_ids: list[int] = []
-    for t in tokens:
-        if not isinstance(t, str) or not t.strip("\n"):
-            continue
-        if unencodable_at(t) is not None:
-            raise NextTokenError(f"The token {t!r} contains a character that cannot be encoded (an unpaired "
-                                 "surrogate); remove it.")
-        tid = model.tokenizer(t, add_special_tokens=False)["input_ids"]
-        if tid and tid[0] not in chosen_ids:
-            chosen_ids.append(int(tid[0]))
+    chosen_ids, notes = chosen_tokens(model, tokens)
     movers = dp.abs().max(0).values.argsort(descending=True).tolist()
     extra = [i for i in movers if i not in chosen_ids][: max(0, int(top_movers))]
     all_ids = chosen_ids + extra
     return NextTokenCurves(a.numpy(), all_ids, [model.tokenizer.decode([i]) for i in all_ids],
                            [True] * len(chosen_ids) + [False] * len(extra), p[zero, all_ids].numpy(),
-                           dp[:, all_ids].numpy())
+                           dp[:, all_ids].numpy(), notes)
+
+
+def chosen_tokens(model: SteerableModel, tokens: Sequence[str]) -> tuple[list[int], list[str]]:
+    """The token ids of the strings a person typed to follow, and sentences on where a string is
+    not one token. Only a string's first token is the *next* token, so a word the tokenizer splits
+    is followed by its first piece, and the person is told which; entries of spaces alone (left by
+    a stray comma) are skipped rather than followed as a space token nobody asked for."""
+    ids: list[int] = []
+    notes: list[str] = []
+    for t in tokens:
+        if not isinstance(t, str) or not t.strip():
+            continue
+        if unencodable_at(t) is not None:
+            raise NextTokenError(f"The token {t!r} contains a character that cannot be encoded (an unpaired "
+                                 "surrogate); remove it.")
+        tid = [int(i) for i in model.tokenizer(t, add_special_tokens=False)["input_ids"]]
+        if not tid:
+            notes.append(f"{t!r} is no token at all; it is left out.")
+            continue
+        if len(tid) > 1:
+            first = model.tokenizer.decode(tid[:1])
+            notes.append(f"{t!r} is {len(tid)} tokens; its curve follows the first, {first!r}.")
+        if tid[0] in ids:
+            notes.append(f"{t!r} starts with the same token as an earlier entry; it is drawn once.")
+        else:
+            ids.append(tid[0])
+    return ids, notes
 
 
 @dataclass
