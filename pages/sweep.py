@@ -126,6 +126,8 @@ sweep_tab, token_tab, compare_tab = st.tabs(["Behaviour × coherence", "Next tok
 with sweep_tab:
     c1, c2 = st.columns(2)
     prompts = c1.text_area("Prompts, one per line", key="sw_prompts",
+                           help="Each prompt is a user turn in the model's chat template (where it has one), "
+                                "and the rollouts are the reply, as on the Steer page by default.",
                            **ui.first_value("sw_prompts", "I think\nTell me about your weekend.\nWrite a short story."))
     mode = c2.radio("α grid", list(ui.SweepGrid), key="sw_mode", horizontal=True)
     target = c2.number_input("ΔCE target for the automatic α (nats)", 0.05, 5.0, 0.5, 0.05, key="sw_target")
