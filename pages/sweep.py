@@ -11,7 +11,15 @@ from steering_core import SteeringCoreError
 from steering_core.browse.rows import feature_table
 from steering_core.browse.suggest import example_feature, sweep_suggestion
 from steering_core.measure.alpha import auto_alpha
-from steering_core.measure.comparison import DEFAULT_MULTIPLIERS, Candidate, beats_phrase, compare, peak_verdict
+from steering_core.measure.comparison import (
+    DEFAULT_MULTIPLIERS,
+    USEFUL_PRODUCT,
+    Candidate,
+    beats_phrase,
+    compare,
+    peak_verdict,
+    summary_rows,
+)
 from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.links import SweepLink
 from steering_core.measure.nexttoken import dce_curve, next_token_curves
@@ -381,8 +389,17 @@ with compare_tab:
     instructions = q1.text_area("Prompting baselines, one instruction per line (optional)", "", key="cmp_prompting",
                                 placeholder="Always mention weddings.", height=80)
     placement = q2.selectbox("Placed as", PLACEMENTS, key="cmp_placement", format_func=PLACEMENT_LABELS.get)
+    task_prompts = [p for p in prompts.splitlines() if p.strip()]
+    st.caption(f"Task, from the first tab: keywords {keywords.strip()!r}, scored on {len(task_prompts)} prompt"
+               f"{'s' if len(task_prompts) != 1 else ''} × {int(samples)} samples of {int(new_tokens)} tokens, "
+               f"seed {int(seed)}; every entry gets the same rows.")
+    cmp_settings = {"vectors": tuple(chosen), "features": feats.strip(), "prompting baselines": instructions.strip(),
+                    "placement": placement, "prompts": tuple(task_prompts), "keywords": keywords.strip(),
+                    "samples": int(samples), "tokens": int(new_tokens), "seed": int(seed)}
     if st.button("Compare", key="cmp_go"):
         bar = st.progress(0.0, text="Comparing…")
+        for old in ("cmp_result", "cmp_report"):  # an error must not leave an earlier comparison under it
+            ss.pop(old, None)
         try:
             cands, sources = [], []
             for name in chosen:
@@ -399,7 +416,7 @@ with compare_tab:
             rows, curves = compare(model, cands, task, cache=ui.library().sweeps, prompts=entries,
                                    on_candidate=lambda i, n, name: bar.progress(i / max(1, n), text=f"{name} ({i}/{n})"))
             ss.cmp_result = (rows, curves)
-            ss.pop("cmp_report", None)  # never the report of an earlier comparison
+            ss.cmp_settings = cmp_settings
             settings = compare_settings(task, sources, entries, DEFAULT_MULTIPLIERS, 0.5, model.name,
                                         dtype_name(model.dtype), sae.source if sae is not None else None)
             ss.cmp_report = report_zip(make_report(rows, curves, settings,
@@ -409,19 +426,28 @@ with compare_tab:
         bar.empty()
     if ss.get("cmp_result"):
         rows, curves = ss.cmp_result
-        table = pd.DataFrame([r.__dict__ for r in rows])
-        first = ["name", "kind", "peak_product", "peak_product_se", "alpha_at_peak", "auto_alpha", "behaviour_at_peak",
-                 "coherence_at_peak", "layer", "instruction"]
-        st.dataframe(table[first + [c for c in table.columns if c not in first]], hide_index=True, width="stretch")
+        if note := ui.stale_warning(ss.get("cmp_settings"), cmp_settings, "press Compare again"):
+            st.warning(note)
+        table = pd.DataFrame(summary_rows(rows, curves))
+        st.dataframe(table, hide_index=True, width="stretch", column_config={
+            "name": st.column_config.TextColumn("name", width="medium"),
+            **{c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns
+               if c not in ("name", "verdict", "layer", "α at peak", "automatic α") and not c.startswith("against")},
+            "α at peak": st.column_config.NumberColumn("α at peak", format="%.1f"),
+            "automatic α": st.column_config.NumberColumn("automatic α", format="%.1f")})
+        st.caption("± is one standard error of the peak (delta method over the behaviour's and the coherence's "
+                   f"SEs; empty where one rollout per α leaves it unknown). A peak below {USEFUL_PRODUCT:.2f}, or "
+                   "at α = 0, is no useful α; a gap to the prompting baseline within 2 SE is within noise.")
         fig = go.Figure()
-        for r in rows:
+        for i, r in enumerate(rows):
             pts = curves[r.name]
             if r.kind == "prompt":
                 fig.add_hline(y=pts[0].get("product"), line_dash="dash", annotation_text=r.name)
             else:
-                fig.add_scatter(x=[p.alpha for p in pts], y=[p.get("product") for p in pts], name=r.name,
-                                mode="lines+markers")
-        fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence", legend=ui.LEGEND_ABOVE)
+                ui.add_band(fig, [p.alpha for p in pts], [p.get("product") for p in pts],
+                            [p.get("product_se") for p in pts], r.name, i)
+        fig.update_layout(height=340, xaxis_title="α", yaxis_title="keywords × coherence (± 1 SE)",
+                          legend=ui.LEGEND_ABOVE)
         st.plotly_chart(fig, width="stretch")
         if ss.get("cmp_report"):
             st.download_button("Download the Compare report (CSV + PNG + settings JSON)", ss.cmp_report,

@@ -129,6 +129,8 @@ def _compare_with_prompting(page, features: str = "1", instructions: str = "Alwa
 
 
 def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
+    from steering_core.measure.comparison import beats_phrase
+
     at = _compare_with_prompting(page, instructions="Always mention weddings.\n\nAlways mention weddings.\nBe brief.")
     assert not at.exception, at.exception
     rows, curves = at.session_state["cmp_result"]
@@ -136,17 +138,37 @@ def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
     assert set(by) == {"feature 1", "prompt: Always mention weddings.", "prompt: Be brief."}  # a repeated line once
     assert by["prompt: Be brief."].kind == "prompt" and by["feature 1"].kind == "vector"
     table = at.dataframe[0].value
-    assert list(table.columns[:2]) == ["name", "kind"]
-    assert sorted(table["kind"]) == ["prompt", "prompt", "vector"]
-    assert table.set_index("name").loc["prompt: Be brief.", "instruction"] == "Be brief."
+    assert list(table.columns[:4]) == ["name", "peak keywords × coherence", "±", "verdict"]
+    assert list(table["verdict"]).count("prompting baseline") == 2
+    best = max((r for r in rows if r.kind == "prompt"), key=lambda r: r.peak_product)
+    assert f"against {best.name}" in table.columns  # how the feature stands against the best prompt
+    feat = by["feature 1"]
+    assert table.set_index("name").loc["feature 1", f"against {best.name}"] == beats_phrase(
+        feat.peak_product, feat.peak_product_se, best.peak_product, best.peak_product_se)
     chart = at.get("plotly_chart")[-1]
     lines = _hlines(chart)
     want = [curves[n][0].get("product") for n in ("prompt: Always mention weddings.", "prompt: Be brief.")]
     assert sorted(lines) == pytest.approx(sorted(want))
     import json
 
-    traces = [t.get("name") for t in json.loads(chart.proto.spec)["data"]]
+    traces = [t.get("name") for t in json.loads(chart.proto.spec)["data"] if t.get("name")]
     assert traces == ["feature 1"]  # prompting entries are lines, not curves
+
+
+def test_the_compare_tab_names_its_task_says_when_it_is_stale_and_drops_it_on_an_error(page):
+    """Audit: the table gave no word of the keywords it scored (the first tab's, auto-filled from
+    another feature), stayed up under changed settings, and stayed under an error."""
+    at = _compare_with_prompting(page)
+    assert not at.exception, at.exception
+    assert any("Task, from the first tab: keywords 'the, a', scored on 3 prompts × 1 samples of 4 tokens, seed 3"
+               in c.value for c in at.caption)
+    assert not any("other settings" in w.value for w in at.warning)
+    at.text_input(key="sw_keywords").set_value("wedding").run()
+    assert any("other settings (keywords changed since)" in w.value for w in at.warning)
+    at.text_input(key="cmp_features").set_value("1, 99999")
+    at = at.button(key="cmp_go").click().run()
+    assert at.error and "cmp_result" not in at.session_state and "cmp_report" not in at.session_state
+    assert not at.dataframe and not at.get("download_button")
 
 
 def test_the_compare_report_zip_holds_csv_settings_and_png(page):

@@ -118,3 +118,29 @@ def test_beating_another_entry_is_said_only_outside_two_standard_errors():
     assert beats_phrase(float("nan"), 0.1, 0.2, 0.1) == "cannot be compared with"
     # one rollout on a side: no SE, so a gap is never called a win over noise without saying so
     assert beats_phrase(0.22, float("nan"), 0.17, 0.05) == "beats (untested against noise: one rollout)"
+
+
+def test_the_table_says_which_peaks_are_no_useful_alpha_and_how_each_stands_against_the_prompt():
+    """Audit: the Compare table ranked a peak of 0.005 ± 0.005 first, under raw column names, with
+    no word that no entry had a useful α or how the vectors stood against the prompting row."""
+    from steering_core.measure.comparison import ComparisonRow, summary_rows
+
+    def curve(*products):
+        return [AlphaPoint(a, {"product": v, "product_se": 0.02}) for a, v in zip((0.0, 20.0, 40.0), products)]
+
+    curves = {"good": curve(0.0, 0.45, 0.30), "faint": curve(0.0, 0.005, 0.004), "flat": curve(0.2, 0.1, 0.05),
+              "prompt: Be nice.": [AlphaPoint(0.0, {"product": 0.41, "product_se": 0.02})]}
+    rows = [ComparisonRow("good", 3, 20.0, 0.45, 20.0, 0.5, 0.9, peak_product_se=0.02),
+            ComparisonRow("prompt: Be nice.", None, float("nan"), 0.41, float("nan"), 0.5, 0.82, kind="prompt",
+                          instruction="Be nice.", peak_product_se=0.02),
+            ComparisonRow("flat", 3, 20.0, 0.2, 0.0, 0.2, 1.0, peak_product_se=0.02),
+            ComparisonRow("faint", 3, 20.0, 0.005, 20.0, 0.01, 0.5, peak_product_se=0.02)]
+    table = {r["name"]: r for r in summary_rows(rows, curves)}
+    assert [r["verdict"] for r in table.values()] == [
+        "useful α", "prompting baseline", "no useful α (best at α = 0)", "no useful α (peak below 0.10)"]
+    against = "against prompt: Be nice."
+    assert table["good"][against] == "is within noise of (+0.04 ± 0.03)"  # 0.04 < 2 · 0.028
+    assert table["faint"][against] == "does not beat" and table["prompt: Be nice."][against] == ""
+    assert table["good"]["peak keywords × coherence"] == 0.45 and table["good"]["±"] == 0.02
+    assert table["prompt: Be nice."]["α at peak"] is None
+    assert against not in summary_rows(rows[:1], curves)[0]  # no prompting row: no such column

@@ -118,6 +118,40 @@ def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
     return PeakVerdict(best, p.alpha, warning is None, message, warning, se)
 
 
+def verdict_label(points: Sequence[AlphaPoint], behaviour: str, threshold: float = USEFUL_PRODUCT) -> str:
+    """:func:`peak_verdict` in a few words, for a table cell: "useful α", or why there is none."""
+    v = peak_verdict(points, behaviour, threshold=threshold)
+    if v.useful:
+        return "useful α"
+    if v.alpha is None:
+        return "no score"
+    if v.alpha == 0.0:
+        return "no useful α (best at α = 0)"
+    return f"no useful α (peak below {threshold:.2f})"
+
+
+def summary_rows(rows: Sequence[ComparisonRow], curves: dict[str, Sequence[AlphaPoint]],
+                 behaviour: str = "keywords") -> list[dict]:
+    """The comparison as a table a person reads: each entry's peak with its standard error, whether
+    that peak is a useful α at all (a peak of 0.005 must not read as a ranking), and how it stands
+    against the best prompting baseline, judged against noise (:func:`beats_phrase`)."""
+    prompts = [r for r in rows if r.kind == "prompt" and math.isfinite(r.peak_product)]
+    best = max(prompts, key=lambda r: r.peak_product) if prompts else None
+    out = []
+    for r in rows:
+        vector = r.kind != "prompt"
+        row = {"name": r.name, f"peak {behaviour} × coherence": r.peak_product, "±": r.peak_product_se,
+               "verdict": verdict_label(curves.get(r.name, []), behaviour) if vector else "prompting baseline",
+               "α at peak": r.alpha_at_peak if vector else None, "automatic α": r.auto_alpha if vector else None,
+               f"{behaviour} at peak": r.behaviour_at_peak, "coherence at peak": r.coherence_at_peak,
+               "layer": r.layer}
+        if best is not None:
+            row[f"against {best.name}"] = (beats_phrase(r.peak_product, r.peak_product_se, best.peak_product,
+                                                        best.peak_product_se) if vector else "")
+        out.append(row)
+    return out
+
+
 def compare(model: SteerableModel, candidates: Sequence[Candidate], task: SweepSpec, sae: LoadedSAE | None = None,
             cache: SweepCache | None = None, multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
             target_dce: float = 0.5,
