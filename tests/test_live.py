@@ -86,6 +86,22 @@ def test_uploaded_direction_normalises_and_refuses_bad_files(tiny_hf, tmp_path):
         uploaded_direction(tiny_hf, stack.getvalue(), "s.npy")
 
 
+def test_an_uploaded_vector_near_float32s_limit_is_normalised_or_refused_never_zeroed(tiny_hf):
+    """Audit: values of 1e38 overflowed the float32 norm to inf, so 'normalised' gave a silent zero
+    vector, and unnormalised steering would have filled the residual with infinities."""
+    big = io.BytesIO()
+    np.save(big, np.full(tiny_hf.d_model, 1e38, dtype=np.float32))
+    r = uploaded_direction(tiny_hf, big.getvalue(), "big.npy")
+    assert torch.allclose(r.vector, torch.full((tiny_hf.d_model,), tiny_hf.d_model ** -0.5))
+    assert r.original_norm == pytest.approx(1e38 * tiny_hf.d_model ** 0.5, rel=1e-6)
+    with pytest.raises(SteeringError, match="beyond what 32-bit arithmetic holds.*Normalise to unit norm"):
+        uploaded_direction(tiny_hf, big.getvalue(), "big.npy", normalize=False)
+    zero = io.BytesIO()
+    np.save(zero, np.zeros(tiny_hf.d_model, dtype=np.float32))
+    with pytest.raises(SteeringError, match="zero vector"):  # unnormalised too: nothing to steer along
+        uploaded_direction(tiny_hf, zero.getvalue(), "z.npy", normalize=False)
+
+
 def test_extra_vectors_steer_the_steered_column_together(tiny_hf):
     from steering_core.measure.live import ExtraVector
     from steering_core.model.steering import make_term, steering

@@ -10,6 +10,8 @@ branches on an operator's name.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -92,11 +94,17 @@ def uploaded_direction(model: SteerableModel, data: bytes, filename: str, normal
     v = read_vector_bytes(data, filename, d_model=model.d_model)
     if v.dim() != 1:
         raise SteeringError(f"{filename} holds {v.shape[0]} vectors; upload a single vector.")
-    norm = float(v.norm())
+    # the norm in float64: values near float32's limit (1e38) overflow a float32 norm to inf, and
+    # v / inf was a silent zero vector
+    norm = float(v.double().norm())
+    if norm == 0:
+        raise SteeringError(f"{filename} is the zero vector; it has no direction to steer along.")
     if normalize:
-        if norm == 0:
-            raise SteeringError(f"{filename} is the zero vector; it has no direction to steer along.")
-        v = v / norm
+        v = (v.double() / norm).to(v.dtype)
+    elif not math.isfinite(float(v.float().norm())):
+        raise SteeringError(f"{filename} has a norm of {norm:.3g}, beyond what 32-bit arithmetic holds; steering with "
+                            "it would fill the residual stream with infinities. Tick 'Normalise to unit norm', or "
+                            "rescale it.")
     return ResolvedVector(v, f"uploaded {filename}" + (" (normalised)" if normalize else ""), norm)
 
 
