@@ -28,6 +28,7 @@ from steering_core.measure.live import (
     with_operator,
 )
 from steering_core.model.operators import get_operator
+from steering_core.storage.presets import PresetTarget, applicable
 from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
 
 ui.setup_page("Steer")
@@ -183,8 +184,17 @@ with st.sidebar:
         if presets.names():
             chosen = st.selectbox("Preset", presets.names(), key="preset_pick")
             if st.button("Load preset", key="preset_load"):
-                ss.pending_widgets = presets.load(chosen)
-                st.rerun()
+                try:
+                    ss.pending_widgets, ss.preset_notes = applicable(presets.load(chosen), PresetTarget(
+                        n_layers=model.n_layers, sources=tuple(ui.SteerSource), vector_names=tuple(vstore.names()),
+                        n_features=sae.d_sae if sae is not None else None, max_samples=MAX_SAMPLES,
+                        source_keys={ui.SteerSource.RANDOM: "vec_seed", ui.SteerSource.SAE_FEATURE: "vec_feature",
+                                     ui.SteerSource.SAVED: "vec_saved"}))
+                    st.rerun()
+                except SteeringCoreError as exc:
+                    st.error(str(exc))
+    for note in ss.pop("preset_notes", []):  # once, after the load's rerun (not inside the folded expander)
+        st.warning(note)
 
 st.subheader("Prompt")
 chat_mode = st.toggle("Multi-turn chat (each column keeps its own replies)", key="chat_mode",

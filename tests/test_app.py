@@ -187,6 +187,38 @@ def test_steer_presets_and_extra_vectors(tmp_path):
     assert at.session_state["steer_last"]["steered"] == with_extra
 
 
+def test_a_preset_that_no_longer_fits_says_so_instead_of_loading_other_settings(tmp_path):
+    """Audit: a preset whose saved vector was deleted silently steered with another vector, and a
+    hand-edited one with layer 'abc' crashed the page with int()'s message."""
+    from steering_core import random_unit_vector
+    from steering_core.storage.presets import PresetStore
+    from steering_core.vectors import SteeringVector, VectorStore
+
+    store = VectorStore(tmp_path / "cache")
+    store.save(SteeringVector("still-here", 1, random_unit_vector(64, 7) * 3, method="manual"))
+    store.close()
+    with PresetStore(tmp_path / "cache" / "library.duckdb") as presets:
+        presets.save("deleted", {"vec_source": ui_source("SAVED"), "vec_saved": "gone", "alpha": 5.0, "seed": 9})
+        presets.save("odd", {"vec_source": ui_source("SAE_FEATURE"), "vec_feature": "5", "layer": "abc", "seed": 9})
+    at = _steer(seed=1)
+    at.selectbox(key="preset_pick").set_value("deleted").run()
+    at.button(key="preset_load").click().run()
+    assert not at.exception, at.exception
+    assert any("Nothing was loaded: this preset steers with saved vector 'gone'" in w.value for w in at.warning)
+    assert at.number_input(key="seed").value == 1  # nothing of it applied
+    at.selectbox(key="preset_pick").set_value("odd").run()
+    at.button(key="preset_load").click().run()
+    assert not at.exception, at.exception
+    assert any("The preset's layer 'abc' was not applied" in w.value for w in at.warning)
+    assert at.number_input(key="seed").value == 9 and at.text_input(key="vec_feature").value == "5"
+
+
+def ui_source(member: str) -> str:
+    import ui
+
+    return str(getattr(ui.SteerSource, member))
+
+
 def test_steer_multi_turn_chat_keeps_a_history_per_column():
     at = _steer(vec_feature="5", alpha=8.0, temperature=0.0, max_tokens=5, n_samples=1, prompt="hello")
     at.toggle(key="chat_mode").set_value(True).run()

@@ -11,7 +11,6 @@ branches on an operator's name.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
