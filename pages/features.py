@@ -307,6 +307,8 @@ with t_compare:
         fid = pack.check_feature(cid.strip())  # a message echoes the input without its spaces
         nb = browse.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
         st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
+        st.caption(f"{len(nb.both)} of {k} in both; two lists of {k} drawn at random from the pack's "
+                   f"{pack.n_features:,} features share {browse.chance_shared(k, pack.n_features):.2f} on average.")
         fig = go.Figure()
         fig.add_shape(type="circle", x0=0, y0=0, x1=2, y1=2, fillcolor="rgba(31,119,180,0.3)", line_width=1)
         fig.add_shape(type="circle", x0=1.2, y0=0, x1=3.2, y1=2, fillcolor="rgba(255,127,14,0.3)", line_width=1)
@@ -328,7 +330,8 @@ with t_compare:
         size = g[0].slider("Group size", 4, 32, 12, key="group_size")
         per_step = g[1].slider("Added per step", 1, 4, 2, key="group_step")
         cmp = browse.compare_groups(pack, fid, size=size, per_step=per_step, flt=flt, notes=notes)
-        st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {len(cmp.both)} features in both.")
+        st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {len(cmp.both)} "
+                   f"feature{'' if len(cmp.both) == 1 else 's'} in both (the seed among them).")
         gl, gr = st.columns(2)
         both = {m.feature_id for m in cmp.both}
         for col, title, grp in ((gl, "By effect similarity", cmp.effect_group), (gr, "By cosine similarity", cmp.cosine_group)):

@@ -102,6 +102,7 @@ def test_compare_and_groups(app_env):
     at = _search(fresh, "Feature id", "3")
     assert any(m.label.startswith("Jaccard") for m in at.metric)
     assert "Jaccard of the two groups" in _text(at)
+    assert "drawn at random from the pack's" in _text(at) and "share" in _text(at)  # the chance yardstick
     assert at.text_input(key="compare_id").value == "3"  # the opened feature is the one compared
 
 

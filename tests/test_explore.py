@@ -397,6 +397,18 @@ def test_what_fires_here_bad_input(model_and_sae):
 # -- neighbourhoods and groups -------------------------------------------------------------------
 
 
+def test_chance_overlap_of_two_random_lists_matches_a_simulation():
+    """The yardstick the Compare tab gives beside an overlap: k²/n shared by two random k-lists."""
+    import random
+
+    from steering_core.browse import chance_shared
+
+    rng = random.Random(0)
+    sims = [len(set(rng.sample(range(300), 16)) & set(rng.sample(range(300), 16))) for _ in range(20_000)]
+    assert chance_shared(16, 300) == pytest.approx(16 * 16 / 300)
+    assert sum(sims) / len(sims) == pytest.approx(chance_shared(16, 300), abs=0.03)
+
+
 def test_jaccard_by_hand():
     assert jaccard([1, 2, 3], [2, 3, 4, 5]) == pytest.approx(2 / 5)
     assert jaccard([], []) == 0.0

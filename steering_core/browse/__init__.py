@@ -31,6 +31,7 @@ from steering_core.browse.groups import (
     GroupMember,
     Labelled,
     Neighbourhoods,
+    chance_shared,
     compare_groups,
     grow_from,
     grow_group,
@@ -73,7 +74,7 @@ from steering_core.browse.search import (
 
 __all__ = [
     "BASES", "Baseline", "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureReading", "Firing", "SORTS", "arrange_hits",
-    "baseline_activation",
+    "baseline_activation", "chance_shared",
     "feature_on_text", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",

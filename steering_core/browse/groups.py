@@ -31,6 +31,12 @@ def jaccard(a: Iterable[int], b: Iterable[int]) -> float:
     return len(sa & sb) / len(union) if union else 0.0
 
 
+def chance_shared(k: int, n: int) -> float:
+    """How many features two lists of ``k`` drawn at random from ``n`` share on average (k²/n):
+    the yardstick for an overlap, since "2 in both" means little until one knows chance gives 0.08."""
+    return k * k / n if n > 0 else float("nan")
+
+
 @dataclass(frozen=True)
 class Labelled:
     """A feature id with the label to show for it."""
