@@ -293,6 +293,10 @@ with t_work:
             ss.ws_imported = up.file_id
             st.success(f"Imported {len(loaded.pinned)} pinned cards, {len(loaded.labels)} labels, "
                        f"{len(loaded.notes)} notes.")
+            if len(loaded.pinned) > ui.MAX_PINS:
+                st.warning(f"The workspace holds {ui.MAX_PINS} cards at a time: the first {ui.MAX_PINS} of the file's "
+                           f"{len(loaded.pinned)} are pinned ({', '.join(f'#{f}' for f in loaded.pinned[ui.MAX_PINS:])} "
+                           "are not).")
         except SteeringCoreError as exc:
             st.error(str(exc))
 

@@ -251,3 +251,26 @@ def test_a_single_pinned_card_takes_the_workspace_width(app_env):
     assert at.session_state["pins"] == [3] and _workspace_columns(at) == 1
     at = _search(at, "Feature id", "4")
     assert set(at.session_state["pins"]) == {3, 4} and _workspace_columns(at) == 2
+
+
+def test_importing_a_workspace_with_more_cards_than_fit_says_which_are_not_pinned(app_env):
+    """Audit: a workspace file with 10 pinned cards said "Imported 10 pinned cards" and pinned 8."""
+    import json
+
+    import ui
+
+    at = _page()
+    pinned = list(range(ui.MAX_PINS + 2))
+    body = json.dumps({"pinned": pinned, "labels": {"3": "my label"}}).encode()
+    at.file_uploader(key="ws_import").set_value(("workspace.json", body, "application/json"))
+    at = at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["pins"] == pinned[:ui.MAX_PINS]
+    rest = ", ".join(f"#{f}" for f in pinned[ui.MAX_PINS:])
+    assert any(f"the first {ui.MAX_PINS} of the file's {len(pinned)} are pinned ({rest} are not)" in w.value
+               for w in at.warning)
+    bad = _page()
+    bad.file_uploader(key="ws_import").set_value(("w.json", b'{"pinned": [1, "x"]', "application/json"))
+    bad = bad.run()
+    assert bad.error and "not valid JSON" in bad.error[0].value
+    assert not bad.success and not bad.session_state["pins"]  # nothing of a broken file is applied
