@@ -202,6 +202,8 @@ chat_mode = st.toggle("Multi-turn chat (each column keeps its own replies)", key
 ss.setdefault("hist_u", [])
 ss.setdefault("hist_s", [])
 if chat_mode:
+    st.caption("Each turn continues from each column's first sample (the top reply), which joins the "
+               "conversation shown here from the next turn on.")
     if ss.hist_u:
         h1, h2 = st.columns(2)
         for col, hist in ((h1, ss.hist_u), (h2, ss.hist_s)):

@@ -229,6 +229,7 @@ def test_steer_multi_turn_chat_keeps_a_history_per_column():
     hu, hs = at.session_state["hist_u"], at.session_state["hist_s"]
     assert [u for u, _ in hu] == [u for u, _ in hs] == ["hello", "and then?"]
     assert hu != hs  # the steered column's replies are its own
+    assert any("continues from each column's first sample" in c.value for c in at.caption)
     assert any(m.value.startswith("**You:** hello") for m in at.markdown)
     at.button(key="chat_reset").click().run()
     assert at.session_state["hist_u"] == [] and at.session_state["hist_s"] == []
