@@ -87,6 +87,14 @@ def test_a_bad_link_gets_a_sentence(app_env, raw, message):
     assert at.session_state["selected"] is None
 
 
+def test_a_link_parameter_the_page_does_not_read_is_said(app_env):
+    at = _page(feature="3", tab="map")
+    assert not at.exception, at.exception
+    assert _card_titles(at)[0].startswith("### ★ #3 ·")
+    assert [w.value for w in at.warning if "link" in w.value] == [
+        "The link's 'tab' was ignored: this page's links take feature."]
+
+
 def _search_cards(at: AppTest) -> list[str]:
     return [m.value for m in at.tabs[0].markdown if m.value.startswith("### ")]
 

@@ -88,3 +88,18 @@ def test_the_sweep_page_opens_a_link_and_writes_its_settings_back(sweep_page_app
     bad = bad.run()
     assert any("grid='0, x' was ignored" in w.value for w in bad.warning)
     assert bad.radio(key="sw_mode").value != "Manual"  # the default stands
+
+
+def test_a_mistyped_parameter_is_said_not_silently_dropped():
+    """A shared /steer?alhpa=50 kept the page's own α without a word: the reader believed α was 50."""
+    from steering_core.measure.links import parse_steer_link
+
+    link, warnings = parse_steer_link({"feature": "3", "alhpa": "50", "embed": "true"}, n_layers=4, n_features=40)
+    assert link.feature == 3 and link.alpha is None
+    assert warnings == ["The link's 'alhpa' was ignored: this page's links take feature, vector, layer, alpha, "
+                        "seed, prompt."]  # Streamlit's own embed parameter is not reported
+    _, warnings = parse_sweep_link({"feature": "3", "sampels": "8"}, n_features=40)
+    assert len(warnings) == 1 and warnings[0].startswith("The link's 'sampels' was ignored: this page's links take "
+                                                         "feature, vector, grid, keywords")
+    _, warnings = parse_vectors_link({"vector": "a", "tab": "x"}, vector_names=["a"])
+    assert warnings == ["The link's 'tab' was ignored: this page's links take vector."]

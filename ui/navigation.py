@@ -83,6 +83,12 @@ def unpin_feature(fid: int) -> None:
 def feature_from_url(pack) -> int | None:
     """The feature a link names (``/features?feature=630``), checked against the pack: opened
     (pinned and selected) the first time this session sees it. A bad id is a sentence on the page."""
+    from steering_core.measure.links import unknown_parameters
+
+    if "url_unknown_said" not in st.session_state:  # once per session, like the other pages' links
+        st.session_state.url_unknown_said = True
+        for sentence in unknown_parameters(st.query_params.to_dict(), ["feature"]):
+            st.warning(sentence)
     raw = st.query_params.get("feature")
     if raw is None:
         return None

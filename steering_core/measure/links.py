@@ -123,6 +123,24 @@ class _Reader:
     def seed(self) -> int | None:
         return self.whole("seed", "a seed is a whole number, 0 or more.", lo=0, hi=2**63 - 1)
 
+    def unknown(self, known: Iterable[str]) -> None:
+        """A sentence for each parameter the page does not read: a mistyped ``alhpa=50`` in a shared
+        link would otherwise leave the reader believing α was set."""
+        self.warnings += unknown_parameters(self.params, known)
+
+
+#: Query parameters Streamlit itself reads (embedding); never reported as unknown.
+STREAMLIT_PARAMS = frozenset({"embed", "embed_options"})
+
+
+def unknown_parameters(params: Mapping[str, Any] | Any, known: Iterable[str]) -> list[str]:
+    """One sentence per query parameter of ``params`` that is not in ``known`` (nor Streamlit's own)."""
+    keys = list(params.keys()) if hasattr(params, "keys") else []
+    known = list(known)
+    takes = ", ".join(known)
+    return [f"The link's {str(k)[:40]!r} was ignored: this page's links take {takes}."
+            for k in keys if k not in known and k not in STREAMLIT_PARAMS]
+
 
 class _Link:
     """What every link dataclass shares: writing itself back as query parameters."""
@@ -178,6 +196,7 @@ def parse_steer_link(params, *, n_layers: int, n_features: int | None = None,
                     range_why=f"this model's layers are 0 to {n_layers - 1}.")
     alpha = r.number("alpha", "α is a finite number such as 49.4.")
     link = SteerLink(feature, vector, layer, alpha, r.seed(), r.long_text("prompt", "prompt"))
+    r.unknown(LINK_KEYS)
     return link, r.warnings
 
 
@@ -226,6 +245,7 @@ def parse_sweep_link(params, *, n_features: int | None = None,
                      r.whole("samples", f"samples is a whole number from 1 to {MAX_SAMPLES}.", 1, MAX_SAMPLES),
                      r.whole("tokens", f"tokens is a whole number from 1 to {MAX_TOKENS}.", 1, MAX_TOKENS),
                      r.seed())
+    r.unknown(f.name for f in fields(SweepLink))
     return link, r.warnings
 
 
@@ -244,4 +264,6 @@ def parse_vectors_link(params, *, vector_names=None) -> tuple[VectorsLink, list[
     """Read a Vectors link's query parameters into a :class:`VectorsLink` and one plain sentence
     per value that cannot be used, as :func:`parse_steer_link` does."""
     r = _Reader(params)
-    return VectorsLink(r.vector(False, vector_names)), r.warnings
+    link = VectorsLink(r.vector(False, vector_names))
+    r.unknown(f.name for f in fields(VectorsLink))
+    return link, r.warnings
