@@ -266,6 +266,10 @@ def test_importing_a_workspace_with_more_cards_than_fit_says_which_are_not_pinne
     at = at.run()
     assert not at.exception, at.exception
     assert at.session_state["pins"] == pinned[:ui.MAX_PINS]
+    # the cards drawn are the file's, in this very run (they used to be the old ones until a later rerun)
+    titles = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert titles and titles[0].startswith("### ★ #0 ·") and at.session_state["selected"] == 0
+    assert any(s.value == f"Imported {len(pinned)} pinned cards, 1 label, 0 notes." for s in at.success)
     rest = ", ".join(f"#{f}" for f in pinned[ui.MAX_PINS:])
     assert any(f"the first {ui.MAX_PINS} of the file's {len(pinned)} are pinned ({rest} are not)" in w.value
                for w in at.warning)

@@ -42,6 +42,7 @@ from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer
 )
 from ui.stale import stale_warning  # noqa: F401  (re-exported for pages)
 from ui.targets import show_target_features  # noqa: F401  (re-exported for pages)
+from ui.words import count  # noqa: F401  (re-exported for pages)
 
 
 def _release_cached_resources() -> None:
