@@ -212,6 +212,7 @@ if chat_mode:
                 col.markdown(f"**Model:** {reply}")
     if st.button("Reset conversation", key="chat_reset"):
         ss.hist_u, ss.hist_s = [], []
+        ss.pop("steer_last", None)  # its replies belonged to the conversation just reset
         st.rerun()
 first = ui.first_value  # presets set these keys too
 prompt = st.text_area("Prompt", key="prompt", label_visibility="collapsed",
@@ -227,7 +228,7 @@ temperature = c4.number_input("Temperature (0 = greedy)", 0.0, 5.0, step=0.1, ke
 seed = c5.number_input("Seed", step=1, key="seed", **first("seed", 0))
 current = ShownSettings(float(alpha), int(layer), resolved.description, int(seed), prompt, samples=int(n_samples),
                         max_tokens=int(max_tokens), temperature=float(temperature), chat=bool(chat),
-                        extras="; ".join(extra_desc)) if resolved else None
+                        extras="; ".join(extra_desc), conversation=bool(chat_mode)) if resolved else None
 ui.write_link(SteerLink(  # the URL follows the settings, so it can be shared
     feature=sae.check_feature(fid) if resolved and source == ui.SteerSource.SAE_FEATURE else None,
     vector=pick if resolved and source == ui.SteerSource.SAVED else None,

@@ -231,5 +231,11 @@ def test_steer_multi_turn_chat_keeps_a_history_per_column():
     assert hu != hs  # the steered column's replies are its own
     assert any("continues from each column's first sample" in c.value for c in at.caption)
     assert any(m.value.startswith("**You:** hello") for m in at.markdown)
+    # helper audit: chat switched off left the last reply up as if it answered the plain prompt
+    at.toggle(key="chat_mode").set_value(False).run()
+    assert any("multi-turn chat on → off" in i.value for i in at.info), [i.value for i in at.info]
+    at.toggle(key="chat_mode").set_value(True).run()
+    assert not any("multi-turn chat" in i.value for i in at.info)
     at.button(key="chat_reset").click().run()
     assert at.session_state["hist_u"] == [] and at.session_state["hist_s"] == []
+    assert "steer_last" not in at.session_state  # its replies belonged to the reset conversation

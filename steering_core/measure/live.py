@@ -249,6 +249,7 @@ class ShownSettings:
     temperature: float = 0.0
     chat: bool = False
     extras: str = ""  # the extra vectors and their α, as the page lists them
+    conversation: bool = False  # generated as a turn of a multi-turn chat (after its earlier turns)
 
     def header(self) -> str:
         return f"Steered (α = {self.alpha:+.1f}, layer {self.layer})"
@@ -258,7 +259,8 @@ class ShownSettings:
         out = f"{self.vector} · seed {self.seed}"
         if self.max_tokens:
             out += (f" · {self.samples} sample{'s' if self.samples != 1 else ''} × {self.max_tokens} tokens"
-                    f" · temperature {self.temperature:g}" + (" · chat template" if self.chat else ""))
+                    f" · temperature {self.temperature:g}" + (" · chat template" if self.chat else "")
+                    + (" · a turn of the conversation" if self.conversation else ""))
         return out + (f" · with {self.extras}" if self.extras else "")
 
     def changes(self, now: ShownSettings) -> list[str]:
@@ -296,4 +298,5 @@ _CHANGE_PHRASES: tuple[tuple[str, Callable[[object, object], str]], ...] = (
     ("temperature", lambda a, b: f"temperature {a:g} → {b:g}"),
     ("chat", lambda a, b: f"chat template {'on → off' if a else 'off → on'}"),
     ("extras", lambda a, b: "extra vectors changed"),
+    ("conversation", lambda a, b: f"multi-turn chat {'on → off' if a else 'off → on'}"),
 )
