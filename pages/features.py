@@ -315,9 +315,16 @@ with t_compare:
     try:
         fid = pack.check_feature(cid.strip())  # a message echoes the input without its spaces
         nb = browse.neighbourhoods(pack, fid, k=k, flt=flt, notes=notes)
-        st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
-        st.caption(f"{len(nb.both)} of {k} in both; two lists of {k} drawn at random from the pack's "
-                   f"{pack.n_features:,} features share {browse.chance_shared(k, pack.n_features):.2f} on average.")
+        n_cos, n_eff = len(nb.cosine), len(nb.effect_similar)
+        if not (n_cos and n_eff):  # an overlap with an empty list is undefined, not 0
+            st.info(f"The sidebar filters leave {ui.count(n_cos, 'cosine-similar neighbour')} and "
+                    f"{ui.count(n_eff, 'effect-similar one')}: nothing to overlap. Loosen the filters to compare.")
+        else:
+            st.metric("Jaccard overlap of the cosine and effect neighbourhoods", f"{nb.jaccard:.2f}")
+            sizes = f"{n_cos}" if n_cos == n_eff else f"{n_cos} and {n_eff}"
+            st.caption(f"{len(nb.both)} in both lists ({n_cos} cosine-similar, {n_eff} effect-similar after the "
+                       f"filters); two random lists of {sizes} from the pack's {pack.n_features:,} features share "
+                       f"{browse.chance_shared(n_cos, pack.n_features, n_eff):.2f} on average.")
         fig = go.Figure()
         fig.add_shape(type="circle", x0=0, y0=0, x1=2, y1=2, fillcolor="rgba(31,119,180,0.3)", line_width=1)
         fig.add_shape(type="circle", x0=1.2, y0=0, x1=3.2, y1=2, fillcolor="rgba(255,127,14,0.3)", line_width=1)
@@ -339,8 +346,12 @@ with t_compare:
         size = g[0].slider("Group size", 4, 32, 12, key="group_size")
         per_step = g[1].slider("Added per step", 1, 4, 2, key="group_step")
         cmp = browse.compare_groups(pack, fid, size=size, per_step=per_step, flt=flt, notes=notes)
-        st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {len(cmp.both)} "
-                   f"feature{'' if len(cmp.both) == 1 else 's'} in both (the seed among them).")
+        if len(cmp.effect_group) <= 1 or len(cmp.cosine_group) <= 1:
+            st.info("The sidebar filters leave no neighbours to grow one of the groups from: it holds the seed "
+                    "alone, so the two cannot be compared. Loosen the filters.")
+        else:
+            st.caption(f"Jaccard of the two groups: {cmp.jaccard:.2f} · {ui.count(len(cmp.both), 'feature')} in "
+                       "both (the seed among them).")
         gl, gr = st.columns(2)
         both = {m.feature_id for m in cmp.both}
         for col, title, grp in ((gl, "By effect similarity", cmp.effect_group), (gr, "By cosine similarity", cmp.cosine_group)):

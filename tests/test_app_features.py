@@ -102,8 +102,14 @@ def test_compare_and_groups(app_env):
     at = _search(fresh, "Feature id", "3")
     assert any(m.label.startswith("Jaccard") for m in at.metric)
     assert "Jaccard of the two groups" in _text(at)
-    assert "drawn at random from the pack's" in _text(at) and "share" in _text(at)  # the chance yardstick
+    assert "two random lists of" in _text(at) and "on average" in _text(at)  # the chance yardstick
     assert at.text_input(key="compare_id").value == "3"  # the opened feature is the one compared
+    # helper audit: filters that leave no neighbours showed "Jaccard 0.00" and "0 of 16 in both", and
+    # "1.00" for two groups that were the seed alone
+    at.number_input(key="f_min_abs").set_value(1e6).run()
+    assert not any(m.label.startswith("Jaccard") for m in at.metric)
+    assert "nothing to overlap" in _text(at) and "Jaccard of the two groups" not in _text(at)
+    assert "no neighbours to grow one of the groups from" in _text(at)
 
 
 def test_map_has_points(app_env):

@@ -406,6 +406,7 @@ def test_chance_overlap_of_two_random_lists_matches_a_simulation():
     rng = random.Random(0)
     sims = [len(set(rng.sample(range(300), 16)) & set(rng.sample(range(300), 16))) for _ in range(20_000)]
     assert chance_shared(16, 300) == pytest.approx(16 * 16 / 300)
+    assert chance_shared(16, 300, 4) == pytest.approx(16 * 4 / 300)
     assert sum(sims) / len(sims) == pytest.approx(chance_shared(16, 300), abs=0.03)
 
 

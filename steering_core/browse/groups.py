@@ -31,10 +31,12 @@ def jaccard(a: Iterable[int], b: Iterable[int]) -> float:
     return len(sa & sb) / len(union) if union else 0.0
 
 
-def chance_shared(k: int, n: int) -> float:
-    """How many features two lists of ``k`` drawn at random from ``n`` share on average (k²/n):
-    the yardstick for an overlap, since "2 in both" means little until one knows chance gives 0.08."""
-    return k * k / n if n > 0 else float("nan")
+def chance_shared(k: int, n: int, k2: int | None = None) -> float:
+    """How many features a list of ``k`` and one of ``k2`` (default ``k``) drawn at random from ``n``
+    share on average (k·k2/n): the yardstick for an overlap, since "2 in both" means little until
+    one knows chance gives 0.08."""
+    k2 = k if k2 is None else k2
+    return k * k2 / n if n > 0 else float("nan")
 
 
 @dataclass(frozen=True)
