@@ -313,7 +313,7 @@ with sweep_tab:
             better = beats_phrase(verdict.product, verdict.product_se, pp.get("product"), pp.get("product_se"))
             st.caption(f"Prompting baseline {prompted.entry.instruction!r} ({PLACEMENT_LABELS[prompted.entry.placement]}"
                        f"): {res['behaviour']} {pp.get(res['behaviour']):.2f}, coherence {pp.get('coherence'):.2f}, "
-                       f"product {pp.get('product'):.2f} {format_se(pp.get('product_se'))}; the best α {better} it.")
+                       f"product {pp.get('product'):.2f} {format_se(pp.get('product_se'))}; the best α {better}.")
         # each score next to its standard error, so no measured figure is shown without one
         cols = [c for name in df.columns if not name.endswith("_se")
                 for c in (name, name + "_se") if c in df.columns]
@@ -390,8 +390,8 @@ with compare_tab:
                                 placeholder="Always mention weddings.", height=80)
     placement = q2.selectbox("Placed as", PLACEMENTS, key="cmp_placement", format_func=PLACEMENT_LABELS.get)
     task_prompts = [p for p in prompts.splitlines() if p.strip()]
-    st.caption(f"Task, from the first tab: keywords {keywords.strip()!r}, scored on {len(task_prompts)} prompt"
-               f"{'s' if len(task_prompts) != 1 else ''} × {int(samples)} samples of {int(new_tokens)} tokens, "
+    st.caption(f"Task, from the first tab: keywords {keywords.strip()!r}, scored on {ui.count(len(task_prompts), 'prompt')}"
+               f" × {ui.count(int(samples), 'sample')} of {ui.count(int(new_tokens), 'token')}, "
                f"seed {int(seed)}; every entry gets the same rows.")
     cmp_settings = {"vectors": tuple(chosen), "features": feats.strip(), "prompting baselines": instructions.strip(),
                     "placement": placement, "prompts": tuple(task_prompts), "keywords": keywords.strip(),
@@ -430,7 +430,7 @@ with compare_tab:
             st.warning(note)
         table = pd.DataFrame(summary_rows(rows, curves))
         st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "name": st.column_config.TextColumn("name", width="medium"),
+            "name": st.column_config.TextColumn("name", width="large"),
             **{c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns
                if c not in ("name", "verdict", "layer", "α at peak", "automatic α") and not c.startswith("against")},
             "α at peak": st.column_config.NumberColumn("α at peak", format="%.1f"),

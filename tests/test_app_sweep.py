@@ -160,7 +160,7 @@ def test_the_compare_tab_names_its_task_says_when_it_is_stale_and_drops_it_on_an
     another feature), stayed up under changed settings, and stayed under an error."""
     at = _compare_with_prompting(page)
     assert not at.exception, at.exception
-    assert any("Task, from the first tab: keywords 'the, a', scored on 3 prompts × 1 samples of 4 tokens, seed 3"
+    assert any("Task, from the first tab: keywords 'the, a', scored on 3 prompts × 1 sample of 4 tokens, seed 3"
                in c.value for c in at.caption)
     assert not any("other settings" in w.value for w in at.warning)
     at.text_input(key="sw_keywords").set_value("wedding").run()

@@ -112,12 +112,14 @@ def test_compare_checks_prompting_entries_before_generating(tiny_hf, monkeypatch
 def test_beating_another_entry_is_said_only_outside_two_standard_errors():
     from steering_core.measure.comparison import beats_phrase
 
-    assert beats_phrase(0.30, 0.02, 0.10, 0.02) == "beats"
-    assert beats_phrase(0.10, 0.02, 0.30, 0.02) == "does not beat"
-    assert beats_phrase(0.22, 0.05, 0.17, 0.05) == "is within noise of (+0.05 ± 0.07)"
-    assert beats_phrase(float("nan"), 0.1, 0.2, 0.1) == "cannot be compared with"
+    assert beats_phrase(0.30, 0.02, 0.10, 0.02) == "beats it"
+    assert beats_phrase(0.10, 0.02, 0.30, 0.02, "the prompt") == "does not beat the prompt"
+    assert beats_phrase(0.22, 0.05, 0.17, 0.05) == "is within noise of it (+0.05 ± 0.07)"
+    assert beats_phrase(float("nan"), 0.1, 0.2, 0.1) == "cannot be compared with it"
     # one rollout on a side: no SE, so a gap is never called a win over noise without saying so
-    assert beats_phrase(0.22, float("nan"), 0.17, 0.05) == "beats (untested against noise: one rollout)"
+    assert beats_phrase(0.22, float("nan"), 0.17, 0.05) == "beats it (untested against noise: one rollout)"
+    # helper audit: two exact zeros (± 0) read "does not beat", while a small gap read "within noise"
+    assert beats_phrase(0.0, 0.0, 0.0, 0.0) == "ties with it"
 
 
 def test_the_table_says_which_peaks_are_no_useful_alpha_and_how_each_stands_against_the_prompt():
@@ -126,10 +128,11 @@ def test_the_table_says_which_peaks_are_no_useful_alpha_and_how_each_stands_agai
     from steering_core.measure.comparison import ComparisonRow, summary_rows
 
     def curve(*products):
-        return [AlphaPoint(a, {"product": v, "product_se": 0.02}) for a, v in zip((0.0, 20.0, 40.0), products)]
+        return [AlphaPoint(a, {"product": v, "product_se": 0.02, "keywords_se": 0.03, "coherence_se": 0.01})
+                for a, v in zip((0.0, 20.0, 40.0), products)]
 
     curves = {"good": curve(0.0, 0.45, 0.30), "faint": curve(0.0, 0.005, 0.004), "flat": curve(0.2, 0.1, 0.05),
-              "prompt: Be nice.": [AlphaPoint(0.0, {"product": 0.41, "product_se": 0.02})]}
+              "prompt: Be nice.": [AlphaPoint(0.0, {"product": 0.41, "product_se": 0.02, "coherence_se": 0.01})]}
     rows = [ComparisonRow("good", 3, 20.0, 0.45, 20.0, 0.5, 0.9, peak_product_se=0.02),
             ComparisonRow("prompt: Be nice.", None, float("nan"), 0.41, float("nan"), 0.5, 0.82, kind="prompt",
                           instruction="Be nice.", peak_product_se=0.02),
@@ -139,8 +142,12 @@ def test_the_table_says_which_peaks_are_no_useful_alpha_and_how_each_stands_agai
     assert [r["verdict"] for r in table.values()] == [
         "useful α", "prompting baseline", "no useful α (best at α = 0)", "no useful α (peak below 0.10)"]
     against = "against prompt: Be nice."
-    assert table["good"][against] == "is within noise of (+0.04 ± 0.03)"  # 0.04 < 2 · 0.028
-    assert table["faint"][against] == "does not beat" and table["prompt: Be nice."][against] == ""
+    assert table["good"][against] == "is within noise of it (+0.04 ± 0.03)"  # 0.04 < 2 · 0.028
+    assert table["faint"][against] == "does not beat it" and table["prompt: Be nice."][against] == ""
     assert table["good"]["peak keywords × coherence"] == 0.45 and table["good"]["±"] == 0.02
     assert table["prompt: Be nice."]["α at peak"] is None
+    # helper audit: behaviour and coherence at the peak came without their ±
+    assert list(table["good"])[:5] == ["name", "peak keywords × coherence", "±", "verdict", against]
+    assert table["good"]["± keywords"] == 0.03 and table["good"]["± coherence"] == 0.01
+    assert table["prompt: Be nice."]["± coherence"] == 0.01
     assert against not in summary_rows(rows[:1], curves)[0]  # no prompting row: no such column

@@ -82,17 +82,21 @@ class PeakVerdict:
     product_se: float = float("nan")
 
 
-def beats_phrase(product: float, product_se: float, other: float, other_se: float) -> str:
-    """Whether a peak beats another entry's product, said honestly: a difference within two
-    standard errors (of the difference, the two taken as independent) is "within noise of"."""
+def beats_phrase(product: float, product_se: float, other: float, other_se: float, other_name: str = "it") -> str:
+    """Whether a peak beats another entry's product, said honestly and as a whole phrase with its
+    object (``other_name``): a difference within two standard errors (of the difference, the two
+    taken as independent) is "within noise of it", an exact tie "ties with it"."""
     if not (math.isfinite(product) and math.isfinite(other)):
-        return "cannot be compared with"
+        return f"cannot be compared with {other_name}"
+    if product == other:
+        return f"ties with {other_name}"
     se = math.hypot(product_se, other_se)
+    verb = "beats" if product > other else "does not beat"
     if not math.isfinite(se):  # one rollout on either side: no spread to judge the gap by
-        return ("beats" if product > other else "does not beat") + " (untested against noise: one rollout)"
+        return f"{verb} {other_name} (untested against noise: one rollout)"
     if se > 0 and abs(product - other) < 2 * se:
-        return f"is within noise of ({product - other:+.2f} ± {se:.2f})"
-    return "beats" if product > other else "does not beat"
+        return f"is within noise of {other_name} ({product - other:+.2f} ± {se:.2f})"
+    return f"{verb} {other_name}"
 
 
 def peak_verdict(points: Sequence[AlphaPoint], behaviour: str, label: str = "",
@@ -135,19 +139,27 @@ def summary_rows(rows: Sequence[ComparisonRow], curves: dict[str, Sequence[Alpha
     """The comparison as a table a person reads: each entry's peak with its standard error, whether
     that peak is a useful α at all (a peak of 0.005 must not read as a ranking), and how it stands
     against the best prompting baseline, judged against noise (:func:`beats_phrase`)."""
+    def peak_se(r: ComparisonRow, name: str) -> float:
+        """The standard error of score ``name`` at the entry's peak (a prompting row's one point)."""
+        if name == "product" and math.isfinite(r.peak_product_se):
+            return r.peak_product_se
+        _, p = peak(curves.get(r.name, []), behaviour)
+        return p.get(name + "_se") if p is not None else float("nan")
+
     prompts = [r for r in rows if r.kind == "prompt" and math.isfinite(r.peak_product)]
     best = max(prompts, key=lambda r: r.peak_product) if prompts else None
     out = []
     for r in rows:
         vector = r.kind != "prompt"
-        row = {"name": r.name, f"peak {behaviour} × coherence": r.peak_product, "±": r.peak_product_se,
-               "verdict": verdict_label(curves.get(r.name, []), behaviour) if vector else "prompting baseline",
-               "α at peak": r.alpha_at_peak if vector else None, "automatic α": r.auto_alpha if vector else None,
-               f"{behaviour} at peak": r.behaviour_at_peak, "coherence at peak": r.coherence_at_peak,
-               "layer": r.layer}
-        if best is not None:
-            row[f"against {best.name}"] = (beats_phrase(r.peak_product, r.peak_product_se, best.peak_product,
-                                                        best.peak_product_se) if vector else "")
+        row = {"name": r.name, f"peak {behaviour} × coherence": r.peak_product, "±": peak_se(r, "product"),
+               "verdict": verdict_label(curves.get(r.name, []), behaviour) if vector else "prompting baseline"}
+        if best is not None:  # beside the verdict, where it is read without scrolling
+            row[f"against {best.name}"] = (beats_phrase(r.peak_product, peak_se(r, "product"), best.peak_product,
+                                                        peak_se(best, "product")) if vector else "")
+        row.update({"α at peak": r.alpha_at_peak if vector else None, "automatic α": r.auto_alpha if vector else None,
+                    f"{behaviour} at peak": r.behaviour_at_peak, f"± {behaviour}": peak_se(r, behaviour),
+                    "coherence at peak": r.coherence_at_peak, "± coherence": peak_se(r, "coherence"),
+                    "layer": r.layer})
         out.append(row)
     return out
 
