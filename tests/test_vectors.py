@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -217,8 +218,15 @@ def test_unsupported_suffix_is_refused(name):
 
 @pytest.mark.parametrize("name", ["v.npy", "v.pt", "v.safetensors"])
 def test_garbage_bytes_are_refused(name):
-    with pytest.raises(VectorFileError, match="Could not read|refused unread"):
+    """Helper audit: junk .npy read "load it unsafely using allow_pickle=", which the user cannot act
+    on, and junk .pt "an internal miniz error … Thi", cut mid-word."""
+    with pytest.raises(VectorFileError) as info:
         read_vector_bytes(b"\x00\x01 definitely not a tensor file \xff" * 4, name, d_model=D)
+    message = str(info.value)
+    assert "allow_pickle" not in message and "unsafely" not in message
+    assert re.search(r"is not a readable (\.npy|PyTorch|safetensors) file: it is damaged|refused unread", message)
+    assert message.endswith((").", "unread. Save the vector with numpy.save from a float array.",
+                             "Save vectors with safetensors or .npy instead."))
 
 
 @pytest.mark.parametrize(

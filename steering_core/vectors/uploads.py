@@ -108,8 +108,23 @@ def read_vector_bytes(
     except VectorFileError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is the file's fault
-        raise VectorFileError(f"Could not read {filename!r} as a {suffix} tensor file: {first_line(exc)}") from None
+        # the parsers' own words mislead here ("load it unsafely using allow_pickle=", "an internal
+        # miniz error"): say what the file is not, and what to do
+        if suffix == ".npy" and "pickle" in str(exc).lower():
+            raise VectorFileError(f"{filename!r} is not a plain numeric .npy array (it holds Python objects, or is "
+                                  "not .npy data at all); it was refused unread. Save the vector with numpy.save "
+                                  "from a float array.") from None
+        kind = {".safetensors": "safetensors", ".npy": ".npy", ".pt": "PyTorch", ".pth": "PyTorch"}.get(suffix, suffix)
+        raise VectorFileError(f"{filename!r} is not a readable {kind} file: it is damaged, cut short, or holds other "
+                              f"data ({_short(first_line(exc))}).") from None
     return check_vector(t, d_model)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A parser's message cut at a word boundary, so a sentence never ends mid-word."""
+    if len(text) <= limit:
+        return text.rstrip(".")
+    return text[:limit].rsplit(" ", 1)[0].rstrip(".,;:") + " …"
 
 
 def check_vector(t: torch.Tensor, d_model: int | None = None) -> torch.Tensor:
