@@ -178,7 +178,10 @@ with st.sidebar:
             try:
                 keep = {k: ss[k] for k in PRESET_KEYS if k in ss}
                 keep.update({k: ss[k] for k in ss if isinstance(k, str) and k.startswith("extra_alpha_")})
-                st.success(f"Saved preset {presets.save(pname, keep)}.")
+                before = set(presets.names())
+                saved = presets.save(pname, keep)
+                st.success(f"Replaced preset {saved} with these settings." if saved in before
+                           else f"Saved preset {saved}.")
             except SteeringCoreError as exc:
                 st.error(str(exc))
         if presets.names():

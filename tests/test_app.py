@@ -174,6 +174,8 @@ def test_steer_presets_and_extra_vectors(tmp_path):
     at.text_input(key="preset_name").set_value("my preset").run()
     at.button(key="preset_save").click().run()
     assert any("Saved preset my preset" in m.value for m in at.success)
+    at.button(key="preset_save").click().run()  # helper audit: the same name again said "Saved" as if new
+    assert any("Replaced preset my preset with these settings." in m.value for m in at.success)
     # change everything, then load the preset back
     at.multiselect(key="extra_vectors").set_value([]).run()
     at.slider(key="alpha").set_value(-5.0).run()
