@@ -363,6 +363,8 @@ with token_tab:
         for line in ss.nt_result[0].notes:
             st.caption(line)
         cur, dc, _ = ss.nt_result
+        if not cur.tokens:
+            st.info("No token to draw: type tokens to follow, or raise 'Also show the tokens that move most'.")
         fig = go.Figure()
         for j, tok in enumerate(cur.tokens):
             fig.add_scatter(x=cur.alphas, y=cur.delta_p[:, j], name=repr(tok) + ("" if cur.chosen[j] else " (mover)"),

@@ -61,6 +61,11 @@ def test_next_token_view(page):
     assert made["prompt"] == "I went to a" and made["chat template"] is False
     assert any("after 'I went to a'. Exact next-token probabilities" in c.value for c in at.caption)
     assert not at.warning
+    # no token asked for and no movers: a sentence, not an empty chart
+    at.text_input(key="nt_tokens").set_value(" , ")
+    at.slider(key="nt_top").set_value(0)
+    at = at.button(key="nt_go").click().run()
+    assert any("No token to draw" in i.value for i in at.info)
 
 
 def test_next_token_view_says_when_its_curves_are_stale_and_drops_them_on_an_error(page):

@@ -20,4 +20,4 @@ def stale_warning(made_with: Mapping[str, Any] | None, now: Mapping[str, Any], a
     if not changed:
         return None
     return (f"This result was made with other settings ({', '.join(changed)} changed since); {action} to apply "
-            "them. The plot and table below are the old result.")
+            "them. What is shown below is the old result.")
