@@ -81,7 +81,10 @@ with st.sidebar:
                 resolved = saved_direction(model, vstore, pick)
         else:
             up = st.file_uploader("Vector file", type=["safetensors", "npy", "pt", "pth"], key="vec_upload",
-                                  max_upload_size=ui.upload_mb(MAX_VECTOR_FILE_BYTES))
+                                  max_upload_size=ui.upload_mb(MAX_VECTOR_FILE_BYTES),
+                                  help="One vector of length d_model as .safetensors, .npy or .pt. A GGUF control "
+                                       "vector holds one per layer: import it on the Vectors page, then pick it "
+                                       "under 'Saved vector'.")
             normalize = st.checkbox("Normalise to unit norm", value=True, key="vec_norm")
             if up is None:
                 st.info("Upload a vector of length d_model = %d." % model.d_model)
