@@ -441,10 +441,12 @@ with compare_tab:
                    f"SEs; empty where one rollout per α leaves it unknown). A peak below {USEFUL_PRODUCT:.2f}, or "
                    "at α = 0, is no useful α; a gap to the prompting baseline within 2 SE is within noise.")
         fig = go.Figure()
+        corners = ("top right", "bottom right", "top left", "bottom left")  # two baselines at one height stay readable
         for i, r in enumerate(rows):
             pts = curves[r.name]
             if r.kind == "prompt":
-                fig.add_hline(y=pts[0].get("product"), line_dash="dash", annotation_text=r.name)
+                fig.add_hline(y=pts[0].get("product"), line_dash="dash", annotation_text=r.name,
+                              annotation_position=corners[sum(q.kind == "prompt" for q in rows[:i]) % len(corners)])
             else:
                 ui.add_band(fig, [p.alpha for p in pts], [p.get("product") for p in pts],
                             [p.get("product_se") for p in pts], r.name, i)

@@ -134,6 +134,8 @@ def _compare_with_prompting(page, features: str = "1", instructions: str = "Alwa
 
 
 def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
+    import json
+
     from steering_core.measure.comparison import beats_phrase
 
     at = _compare_with_prompting(page, instructions="Always mention weddings.\n\nAlways mention weddings.\nBe brief.")
@@ -153,9 +155,10 @@ def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
     chart = at.get("plotly_chart")[-1]
     lines = _hlines(chart)
     want = [curves[n][0].get("product") for n in ("prompt: Always mention weddings.", "prompt: Be brief.")]
+    notes = json.loads(chart.proto.spec)["layout"].get("annotations", [])
+    spots = {(a.get("xanchor"), a.get("yanchor")) for a in notes if str(a.get("text", "")).startswith("prompt: ")}
+    assert len(spots) == 2  # two baselines' labels sit in different corners (they overlapped at one height)
     assert sorted(lines) == pytest.approx(sorted(want))
-    import json
-
     traces = [t.get("name") for t in json.loads(chart.proto.spec)["data"] if t.get("name")]
     assert traces == ["feature 1"]  # prompting entries are lines, not curves
 
