@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -33,9 +35,27 @@ def _label(method: str) -> str:
     return METHODS[method].label
 
 
+def _run_and_recall(label: str, button: str, state: str, field: str, settings: dict, again: str,
+                    compute: Callable[[Callable], Any]) -> Any:
+    """Both tabs' one pattern: on ``button``, run ``compute(on_progress)`` under a progress bar and
+    keep its result with the settings that made it (``ss[state] = {field: result, "settings": …}``);
+    return the kept result, after a warning when the widgets changed since (None: nothing kept)."""
+    ss = st.session_state
+    if st.button(label, key=button):
+        bar = st.progress(0.0, text="Extracting activations…")
+        try:
+            ss[state] = {field: compute(ui.progress_callback(bar, "steps")), "settings": settings}
+        except SteeringCoreError as exc:
+            ui.show_error(exc)
+        bar.empty()
+    shown = ss.get(state) or {}
+    if shown.get(field) and (note := ui.stale_warning(shown["settings"], settings, again)):
+        st.warning(note)
+    return shown.get(field)
+
+
 def layer_sweep_tab(model: SteerableModel, datasets: DatasetStore) -> None:
     """Fit one method at every chosen block and plot held-out pair accuracy with Wilson intervals."""
-    ss = st.session_state
     l1, l2, l3 = st.columns([2, 1, 1])
     choice = l1.selectbox("Dataset", datasets.choices(), key="ls_dataset")
     # the layer sweep fits without an SAE or approximator: the methods an empty context allows
@@ -45,21 +65,11 @@ def layer_sweep_tab(model: SteerableModel, datasets: DatasetStore) -> None:
     position_notes(model, datasets, choice, "ls_position", position)
     layers = st.multiselect("Layers", list(range(model.n_layers)), default=list(range(model.n_layers)), key="ls_layers")
     settings = {"dataset": choice, "method": method, "token position": position, "layers": tuple(layers)}
-    if st.button("Run layer sweep", key="ls_go"):
-        bar = st.progress(0.0, text="Extracting activations…")
-        try:
-            scores = sweep_layers(model, datasets.open_choice(choice), layers, method, position,
-                                  on_progress=ui.progress_callback(bar, "steps"))
-            ss.ls_result = {"scores": scores, "settings": settings}
-        except SteeringCoreError as exc:
-            ui.show_error(exc)
-        bar.empty()
-    shown = ss.get("ls_result") or {}
-    if not shown.get("scores"):
+    scores = _run_and_recall("Run layer sweep", "ls_go", "ls_result", "scores", settings, "run the layer sweep again",
+                             lambda step: sweep_layers(model, datasets.open_choice(choice), layers, method, position,
+                                                       on_progress=step))
+    if not scores:
         return
-    scores = shown["scores"]
-    if note := ui.stale_warning(shown["settings"], settings, "run the layer sweep again"):
-        st.warning(note)
     st.plotly_chart(ui.charts.layer_sweep_figure(scores), width="stretch")
     best = best_layer(scores)
     gap = f"{best.projection_gap:.2f}" if math.isfinite(best.projection_gap) else "— (too few held-out pairs)"
@@ -98,22 +108,11 @@ def data_efficiency_tab(model: SteerableModel, sae: LoadedSAE | None, pack: Feat
 
 def _pair_accuracy(model: SteerableModel, datasets: DatasetStore, choice: str, layer: int, repeats: int,
                    methods: list[str], ctx: FitContext, settings: dict) -> None:
-    ss = st.session_state
-    if st.button("Run data-efficiency sweep", key="de_go"):
-        bar = st.progress(0.0, text="Extracting activations…")
-        try:
-            pts = sweep_pairs(model, datasets.open_choice(choice), layer, methods, ctx=ctx, repeats=repeats,
-                              on_progress=ui.progress_callback(bar, "steps"))
-            ss.de_result = {"points": pts, "settings": settings}
-        except SteeringCoreError as exc:
-            ui.show_error(exc)
-        bar.empty()
-    shown = ss.get("de_result") or {}
-    pts = shown.get("points")
+    pts = _run_and_recall("Run data-efficiency sweep", "de_go", "de_result", "points", settings, "run the sweep again",
+                          lambda step: sweep_pairs(model, datasets.open_choice(choice), layer, methods, ctx=ctx,
+                                                   repeats=repeats, on_progress=step))
     if not pts:
         return
-    if note := ui.stale_warning(shown["settings"], settings, "run the sweep again"):
-        st.warning(note)
     st.plotly_chart(ui.charts.efficiency_figure(pts, _label), width="stretch")
     n_test = max(p.n_heldout for p in pts)
     lo, _ = wilson_interval(n_test, n_test)
