@@ -139,26 +139,26 @@ def summary_rows(rows: Sequence[ComparisonRow], curves: dict[str, Sequence[Alpha
     """The comparison as a table a person reads: each entry's peak with its standard error, whether
     that peak is a useful α at all (a peak of 0.005 must not read as a ranking), and how it stands
     against the best prompting baseline, judged against noise (:func:`beats_phrase`)."""
-    def peak_se(r: ComparisonRow, name: str) -> float:
-        """The standard error of score ``name`` at the entry's peak (a prompting row's one point)."""
+    def peak_se(r: ComparisonRow, p: AlphaPoint | None, name: str) -> float:
+        """The standard error of score ``name`` at the entry's peak ``p`` (a prompting row's one point)."""
         if name == "product" and math.isfinite(r.peak_product_se):
             return r.peak_product_se
-        _, p = peak(curves.get(r.name, []), behaviour)
         return p.get(name + "_se") if p is not None else float("nan")
 
+    peaks = {r.name: peak(curves.get(r.name, []), behaviour)[1] for r in rows}  # once per entry
     prompts = [r for r in rows if r.kind == "prompt" and math.isfinite(r.peak_product)]
     best = max(prompts, key=lambda r: r.peak_product) if prompts else None
     out = []
     for r in rows:
-        vector = r.kind != "prompt"
-        row = {"name": r.name, f"peak {behaviour} × coherence": r.peak_product, "±": peak_se(r, "product"),
+        vector, p = r.kind != "prompt", peaks[r.name]
+        row = {"name": r.name, f"peak {behaviour} × coherence": r.peak_product, "±": peak_se(r, p, "product"),
                "verdict": verdict_label(curves.get(r.name, []), behaviour) if vector else "prompting baseline"}
         if best is not None:  # beside the verdict, where it is read without scrolling
-            row[f"against {best.name}"] = (beats_phrase(r.peak_product, peak_se(r, "product"), best.peak_product,
-                                                        peak_se(best, "product")) if vector else "")
+            row[f"against {best.name}"] = (beats_phrase(r.peak_product, peak_se(r, p, "product"), best.peak_product,
+                                                        peak_se(best, peaks[best.name], "product")) if vector else "")
         row.update({"α at peak": r.alpha_at_peak if vector else None, "automatic α": r.auto_alpha if vector else None,
-                    f"{behaviour} at peak": r.behaviour_at_peak, f"± {behaviour}": peak_se(r, behaviour),
-                    "coherence at peak": r.coherence_at_peak, "± coherence": peak_se(r, "coherence"),
+                    f"{behaviour} at peak": r.behaviour_at_peak, f"± {behaviour}": peak_se(r, p, behaviour),
+                    "coherence at peak": r.coherence_at_peak, "± coherence": peak_se(r, p, "coherence"),
                     "layer": r.layer})
         out.append(row)
     return out

@@ -144,9 +144,9 @@ def applicable(settings: dict, target: PresetTarget) -> tuple[dict, list[str]]:
         extras = []
     gone = [x for x in extras if x not in t.vector_names]
     if gone:
-        notes.append(f"The preset's extra vector{'s' if len(gone) > 1 else ''} {', '.join(map(repr, gone))} "
-                     "no longer exist{} and {} left out.".format("" if len(gone) > 1 else "s",
-                                                                  "are" if len(gone) > 1 else "is"))
+        many = len(gone) > 1
+        notes.append(f"The preset's extra vector{'s' if many else ''} {', '.join(map(repr, gone))} "
+                     + ("no longer exist and are left out." if many else "no longer exists and is left out."))
     if "extra_vectors" in settings:
         kept["extra_vectors"] = [x for x in extras if x in t.vector_names]
     for key, value in settings.items():
