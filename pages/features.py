@@ -292,18 +292,16 @@ with t_work:
             ss.pins = list(loaded.pinned)[:ui.MAX_PINS]
             ss.selected = ss.pins[0] if ss.pins else None  # the file's cards, not the one open before
             ss.ws_imported = up.file_id
-            flash = [("success", f"Imported {ui.count(len(loaded.pinned), 'pinned card')}, "
-                                 f"{ui.count(len(loaded.labels), 'label')}, {ui.count(len(loaded.notes), 'note')}.")]
+            ui.flash("ws_flash", "success", f"Imported {ui.count(len(loaded.pinned), 'pinned card')}, "
+                     f"{ui.count(len(loaded.labels), 'label')}, {ui.count(len(loaded.notes), 'note')}.")
             if len(loaded.pinned) > ui.MAX_PINS:
-                flash.append(("warning", f"The workspace holds {ui.MAX_PINS} cards at a time: the first {ui.MAX_PINS} "
-                                         f"of the file's {len(loaded.pinned)} are pinned "
-                                         f"({', '.join(f'#{f}' for f in loaded.pinned[ui.MAX_PINS:])} are not)."))
-            ss.ws_flash = flash
+                ui.flash("ws_flash", "warning", f"The workspace holds {ui.MAX_PINS} cards at a time: the first "
+                         f"{ui.MAX_PINS} of the file's {len(loaded.pinned)} are pinned "
+                         f"({', '.join(f'#{f}' for f in loaded.pinned[ui.MAX_PINS:])} are not).")
             st.rerun()  # the cards above were drawn before the import: draw the file's
         except SteeringCoreError as exc:
             st.error(str(exc))
-    for kind, text in ss.pop("ws_flash", []):
-        getattr(w2, kind)(text)
+    ui.show_flashes("ws_flash", w2)
 
 with t_compare:
     default = str(ss.selected if ss.selected is not None else (ss.pins[0] if ss.pins else 0))

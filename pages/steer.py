@@ -191,16 +191,17 @@ with st.sidebar:
             chosen = st.selectbox("Preset", presets.names(), key="preset_pick")
             if st.button("Load preset", key="preset_load"):
                 try:
-                    ss.pending_widgets, ss.preset_notes = applicable(presets.load(chosen), PresetTarget(
+                    ss.pending_widgets, notes = applicable(presets.load(chosen), PresetTarget(
                         n_layers=model.n_layers, sources=tuple(ui.SteerSource), vector_names=tuple(vstore.names()),
                         n_features=sae.d_sae if sae is not None else None, max_samples=MAX_SAMPLES,
                         source_keys={ui.SteerSource.RANDOM: "vec_seed", ui.SteerSource.SAE_FEATURE: "vec_feature",
                                      ui.SteerSource.SAVED: "vec_saved"}))
+                    for note in notes:
+                        ui.flash("preset_flash", "warning", note)
                     st.rerun()
                 except SteeringCoreError as exc:
                     st.error(str(exc))
-    for note in ss.pop("preset_notes", []):  # once, after the load's rerun (not inside the folded expander)
-        st.warning(note)
+    ui.show_flashes("preset_flash")  # after the load's rerun, outside the folded expander
 
 st.subheader("Prompt")
 chat_mode = st.toggle("Multi-turn chat (each column keeps its own replies)", key="chat_mode",

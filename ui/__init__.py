@@ -19,6 +19,7 @@ from steering_core import SteeringCoreError, load_model
 from steering_core.model.loading import cache_dir
 from steering_core.model.saes import load_sae
 from ui.charts import LEGEND_ABOVE, add_band  # noqa: F401  (re-exported for pages)
+from ui.flash import flash, show_flashes  # noqa: F401  (re-exported for pages)
 from ui.highlight import snippet_html, token_spans, tokens_html  # noqa: F401  (re-exported for pages)
 from ui.motion import without_transitions
 from ui.navigation import (  # noqa: F401  (re-exported for pages: ui.goto_steer, ui.SteerSource, …)
