@@ -106,7 +106,7 @@ def _build_tiny_pack(tmp: Path) -> None:
 
     res = run_cli(["build", str(write_config(tmp)), "--quiet"], fresh=True)  # as a user starts it
     assert res.returncode == 0, res.stderr[-3000:]
-    (tmp / "build.stderr").write_text(res.stderr)  # what a quiet build printed (tests/test_pack.py)
+    (tmp / "build.stderr").write_text(res.stderr)  # what a quiet build printed (tests/pack/test_pack.py)
 
 
 @pytest.fixture(scope="module")

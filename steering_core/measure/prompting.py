@@ -21,7 +21,7 @@ produced:
   relative to the unsteered rollouts.
 
 So an empty instruction *is* the unsteered model: its point equals a sweep's α = 0 point bit for
-bit (``tests/test_prompting.py``). A prompting entry has no α; its single point is stored at
+bit (``tests/measure/test_prompting.py``). A prompting entry has no α; its single point is stored at
 α = 0 (nothing is added to the residual stream) and drawn as a horizontal line.
 """
 

@@ -29,7 +29,7 @@ did before.
 
 The arithmetic is the Hugging Face block's, op for op, except that the fused products are summed
 by the kernel for the larger matrix, so logits agree with the unfused block to float rounding
-(``tests/test_model_decode.py``): tokens were the same on the embedded model and the tiny one.
+(``tests/model/test_model_decode.py``): tokens were the same on the embedded model and the tiny one.
 Within the path every guarantee holds as before: α = 0 equals unsteered bit for bit, KV-cached
 decoding equals re-running the sequence.
 """

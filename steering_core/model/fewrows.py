@@ -11,7 +11,7 @@ plain and 4.25 s this way, same tokens. From about 128 rows on, both ways run at
 so larger calls (the pack's 896-row effect measurement) keep the plain layer.
 
 The sums are the same dot products, accumulated by another kernel, so outputs agree with the plain
-layer to float rounding, not bit for bit (``tests/test_model_fewrows.py``). Every guarantee the
+layer to float rounding, not bit for bit (``tests/model/test_model_fewrows.py``). Every guarantee the
 tests hold is within one path and still holds: a steered and an unsteered batch of the same size
 run the same kernels, so α = 0 equals unsteered bit for bit, and KV-cached decoding equals
 re-running the sequence. Calls that need gradients, other dtypes and other devices use the plain

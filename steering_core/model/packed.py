@@ -6,7 +6,7 @@ as the multiplication: measured on this project's 2-core AMX machine (one thread
 1,536 took 0.26 ms plain and 0.17 ms packed (fp32: 0.21 ms), and the 49,152-token unembedding at 2
 rows 12.9 ms against 9.5 ms; at 896 rows the gain is about 10 %. On this project's AMX machine
 the packed kernel computes the same sums in the same order as the plain bf16 layer, so outputs are
-bit for bit the same for contiguous inputs (``tests/test_precision.py`` checks logits and generated
+bit for bit the same for contiguous inputs (``tests/model/test_precision.py`` checks logits and generated
 tokens there, and closeness on CPUs without AMX, whose plain bf16 path may block differently);
 nothing measured in one mode differs from the other.
 

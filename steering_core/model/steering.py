@@ -1,6 +1,6 @@
 """Steering: add α·v to the residual stream after block l, exactly and only where asked.
 
-The rule (docs/design.md §Steering semantics), which every test in ``tests/test_steering.py`` pins
+The rule (docs/design.md §Steering semantics), which every test in ``tests/model/test_steering.py`` pins
 down:
 
 * the intervention edits the **output of block l** (``blocks.l.hook_resid_post``);

@@ -9,7 +9,7 @@ import pytest
 
 from steering_core.measure.sweep import SweepSpec, rollout_seeds, run_sweep, sample_seed, sweep_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- bug 5: seeds -----------------------------------------------------------------------------------

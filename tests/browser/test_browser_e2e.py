@@ -16,12 +16,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser import ARTIFACTS, browser_page, choose, fill_number, go_to_page, screenshot_all, serve_app, wait_idle
+from browser_util import ARTIFACTS, browser_page, choose, fill_number, go_to_page, screenshot_all, serve_app, wait_idle
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATASET, VECTOR = "e2e-wedding", "e2e-caa"
 
 

@@ -15,7 +15,7 @@ def _tiny_app(monkeypatch):
     monkeypatch.setenv("STEERING_MODEL", "tiny")
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

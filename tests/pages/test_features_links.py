@@ -1,7 +1,7 @@
 """The Features page names one feature everywhere (bug 2: the search box said #630 while the card
 showed #3002) and links to any feature: ``/features?feature=3`` opens card #3, and opening a card
 puts it in the address. A real browser opening ``/features?feature=630`` on the shipped pack is in
-tests/test_browser_embedded_pack.py."""
+tests/browser/test_browser_embedded_pack.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

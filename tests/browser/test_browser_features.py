@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from browser import ARTIFACTS, browser_page, serve_app, tiny_pack_app
+from browser_util import ARTIFACTS, browser_page, serve_app, tiny_pack_app
 
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 

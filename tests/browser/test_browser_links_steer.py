@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from browser import browser_page, fill_number, serve_app, tiny_pack_app, wait_idle
+from browser_util import browser_page, fill_number, serve_app, tiny_pack_app, wait_idle
 from playwright.sync_api import expect
 
 

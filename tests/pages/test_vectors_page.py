@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
 def duplicated_widget_state(monkeypatch) -> list[str]:
     """Streamlit's "created with a default value but also had its value set via the Session State
-    API" warnings, collected (switched on outside a server, as in tests/test_ui_handoffs.py)."""
+    API" warnings, collected (switched on outside a server, as in tests/ui/test_ui_handoffs.py)."""
     from streamlit import runtime
     from streamlit.elements.lib import policies
 

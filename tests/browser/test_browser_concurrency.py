@@ -2,7 +2,7 @@
 model): four sessions steering at once with different vectors, α and seeds each get exactly what
 they get alone; a long sweep in one session does not freeze another session's page, shows its
 progress, and stops on request with its finished α values kept. (The same guarantee through the
-library, with threads, is tests/test_steering.py::test_four_threads_steering_at_once_get_their_solo_results.)"""
+library, with threads, is tests/model/test_steering.py::test_four_threads_steering_at_once_get_their_solo_results.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import contextlib
 import re
 
 import pytest
-from browser import ARTIFACTS, CHROMIUM, serve_app
+from browser_util import ARTIFACTS, CHROMIUM, serve_app
 
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 

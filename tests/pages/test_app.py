@@ -17,7 +17,7 @@ def _tiny_app(monkeypatch):
     monkeypatch.setenv("STEERING_SAE", "tiny")
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ that no longer exists."""
 from __future__ import annotations
 
 import torch
-from browser import browser_page, choose, serve_app, tiny_pack_app, wait_idle
+from browser_util import browser_page, choose, serve_app, tiny_pack_app, wait_idle
 
 from steering_core.storage.library import open_library
 from steering_core.vectors.vector import SteeringVector

@@ -1,6 +1,6 @@
 """measure.links: a Sweep link (/sweep?feature=…&grid=…&keywords=…) reads back what it wrote,
 never raises on what a link holds, and the Sweep page fills its settings from one and writes its
-settings into the address (the Steer link's page tests are in tests/test_steer_page.py)."""
+settings into the address (the Steer link's page tests are in tests/pages/test_steer_page.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from steering_core.measure.links import SweepLink, VectorsLink, parse_sweep_link, parse_vectors_link
 from steering_core.measure.sweep import MAX_GRID, SweepError, parse_grid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_sweep_link_round_trips():

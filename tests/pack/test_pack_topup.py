@@ -292,7 +292,7 @@ def test_the_card_says_how_many_rollouts_each_feature_had(topup_build, tmp_path,
     monkeypatch.setenv("STEERING_MODEL", "tiny")
     monkeypatch.setenv("STEERING_CACHE_DIR", str(cache))
     monkeypatch.setenv("STEERING_SAE", str(cache / "pack" / "sae"))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "features.py"),
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "features.py"),
                            default_timeout=120).run()
     at.radio(key="search_mode").set_value("Feature id")
     for fid, says, topped in ((ids[0], "over 12 steered rollouts", True), (other, "over 6 steered rollouts", False)):
@@ -306,7 +306,7 @@ def test_the_card_says_how_many_rollouts_each_feature_had(topup_build, tmp_path,
 def test_the_adaptive_embedded_config_differs_only_in_its_budget():
     """packs/embedded-adaptive.toml must build the same pack as packs/embedded.toml (model, layer,
     SAE, corpus, α, control, reference) on the adaptive budget: 224 rollouts, 448 where contested."""
-    root = Path(__file__).resolve().parent.parent / "packs"
+    root = Path(__file__).resolve().parents[2] / "packs"
     full, adaptive = load_config(root / "embedded.toml").to_dict(), load_config(root / "embedded-adaptive.toml").to_dict()
     assert adaptive["effects"] == {**full["effects"], "rollouts_per_prompt": 16}
     assert adaptive["topup"]["rollouts_per_prompt"] == full["effects"]["rollouts_per_prompt"] == 32

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 import ui
 from steering_core.measure.links import SteerLink, parse_steer_link
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

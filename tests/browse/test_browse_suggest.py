@@ -11,7 +11,7 @@ import pytest
 
 from steering_core.describe.labels import sweep_keywords
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_keywords_leave_out_function_words_and_noise_output_words():

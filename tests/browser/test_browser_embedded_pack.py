@@ -15,7 +15,7 @@ import re
 import time
 
 import pytest
-from browser import ARTIFACTS, browser_page, screenshot_all, serve_app, wait_idle
+from browser_util import ARTIFACTS, browser_page, screenshot_all, serve_app, wait_idle
 from test_browser_e2e import grid_rows, keyed, temp_cache
 
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)

@@ -479,7 +479,7 @@ def test_an_empty_table_says_how_to_add_a_pair(tmp_path, monkeypatch):
 
     monkeypatch.setenv("STEERING_MODEL", "tiny")
     monkeypatch.setenv("STEERING_CACHE_DIR", str(tmp_path))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "dataset_editor.py"),
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages" / "dataset_editor.py"),
                            default_timeout=120).run()
     assert not at.exception, at.exception
     assert any(c.value.startswith("0 pairs · 0 train · 0 heldout · click the table's empty row") for c in at.caption)
