@@ -22,10 +22,12 @@ COLUMNS = ["positive", "negative", "split"]
 
 def set_table(pairs, name: str | None = None, description: str | None = None, flash: str = "") -> None:
     """Replace the table. Name and description widgets can only change before they are drawn, so
-    they (and a message to show) wait in session state for the next run."""
+    they wait in session state for the next run (as does a message to show: ``ui.flash``)."""
     ss.ds_rows = [{"positive": p.positive, "negative": p.negative, "split": p.split} for p in pairs]
     ss.ds_version = ss.get("ds_version", 0) + 1
-    ss.ds_pending = {"name": name, "description": description, "flash": flash}
+    ss.ds_pending = {"name": name, "description": description}
+    if flash:
+        ui.flash("ds_flash", "success", flash)
 
 
 def apply_pending() -> None:
@@ -34,8 +36,6 @@ def apply_pending() -> None:
         ss.ds_name = pending["name"]
     if pending.get("description") is not None:
         ss.ds_description = pending["description"]
-    if pending.get("flash"):
-        ss.ds_flash = pending["flash"]
 
 
 def current_rows() -> list[dict]:
@@ -59,10 +59,7 @@ if c2.button("Load", key="ds_load", width="stretch") or "ds_rows" not in ss:
     except SteeringCoreError as exc:
         ui.show_error(exc)
 apply_pending()
-if ss.get("ds_flash"):
-    st.success(ss.pop("ds_flash"))
-for w in ss.pop("ds_save_warnings", []):
-    st.warning(w)
+ui.show_flashes("ds_flash")
 
 edit, gen, io = st.tabs(["Edit", "Generate", "Import / export"])
 
@@ -84,7 +81,7 @@ with edit:
     half = dsm.incomplete_rows(rows)  # counted apart: saving refuses them
     complete = [r for i, r in enumerate(rows, 1) if i not in half]
     n_held = sum(1 for r in complete if r.get("split") == "heldout")
-    st.caption(f"{len(complete)} pairs · {len(complete) - n_held} train · {n_held} heldout"
+    st.caption(f"{ui.count(len(complete), 'pair')} · {len(complete) - n_held} train · {n_held} heldout"
                + (f" · row{'s' if len(half) > 1 else ''} {', '.join(map(str, half))} "
                   f"{'miss' if len(half) > 1 else 'misses'} a side (Save refuses {'them' if len(half) > 1 else 'it'})"
                   if half else "")
@@ -96,8 +93,9 @@ with edit:
         try:
             pairs, warnings = dsm.validate_pairs(rows)
             warn = store.save(dsm.ContrastiveDataset(name, pairs, description), overwrite=overwrite)
-            ss.ds_pending = {"flash": f"Saved {dsm.validate_name(name)} ({len(pairs)} pairs)."}
-            ss.ds_save_warnings = list(dict.fromkeys(list(warnings) + list(warn or [])))
+            ui.flash("ds_flash", "success", f"Saved {dsm.validate_name(name)} ({ui.count(len(pairs), 'pair')}).")
+            for w in dict.fromkeys(list(warnings) + list(warn or [])):
+                ui.flash("ds_flash", "warning", w)
             st.rerun()  # so the Open list and the saved-datasets table include it
         except SteeringCoreError as exc:
             ui.show_error(exc)
@@ -130,7 +128,7 @@ with edit:
         stored_name = None
     if stored_name in saved and st.button(f"Delete saved dataset {stored_name}", key="ds_delete"):
         store.delete(stored_name)
-        ss.ds_pending = {"flash": f"Deleted {stored_name}."}  # shown after the rerun (a message here is lost)
+        ui.flash("ds_flash", "success", f"Deleted {stored_name}.")  # shown after the rerun (a message here is lost)
         st.rerun()
 
 with gen:
@@ -151,7 +149,7 @@ with gen:
             try:
                 new = dsm.from_templates(lines(templates), lines(contexts), lines(pos_t), lines(neg_t))
                 keep = [] if mode == "Replace table" else dsm.validate_pairs(rows)[0] if rows else []
-                set_table(keep + new, flash=f"{len(new)} pairs generated.")
+                set_table(keep + new, flash=f"{ui.count(len(new), 'pair')} generated.")
                 st.rerun()
             except SteeringCoreError as exc:
                 ui.show_error(exc)
@@ -167,7 +165,7 @@ with gen:
         try:
             new = dsm.story_pairs(beginning, lines(pos_e), lines(neg_e))
             keep = dsm.validate_pairs(rows)[0] if rows else []
-            set_table(keep + new, flash=f"{len(new)} story pairs added.")
+            set_table(keep + new, flash=f"{ui.count(len(new), 'story pair')} added.")
             st.rerun()
         except SteeringCoreError as exc:
             ui.show_error(exc)
@@ -180,7 +178,7 @@ with io:
         try:
             pairs, warnings = dsm.parse_upload(up.getvalue(), up.name)
             stem = up.name.rsplit(".", 1)[0]
-            set_table(pairs, stem, "", flash=" ".join([f"{len(pairs)} pairs loaded from {up.name}; review and save them."]
+            set_table(pairs, stem, "", flash=" ".join([f"{ui.count(len(pairs), 'pair')} loaded from {up.name}; review and save them."]
                                                       + list(warnings)))
             st.rerun()
         except SteeringCoreError as exc:

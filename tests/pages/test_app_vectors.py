@@ -76,11 +76,22 @@ def test_generating_or_exporting_keeps_the_pairs_typed_into_the_table(app_env):
 
 def test_a_half_typed_row_stops_append_with_a_sentence_and_keeps_the_table(app_env):
     at = _typed(_page("dataset_editor.py"), ("I loved the film.", "I hated the film."), ("Only one side.", ""))
-    assert "1 pairs · 1 train · 0 heldout · row 2 misses a side (Save refuses it)" in _text(at)  # audit: it said 2
+    assert "1 pair · 1 train · 0 heldout · row 2 misses a side (Save refuses it)" in _text(at)  # audit: it said 2
     at = _button(at, "gen_tpl_Append to table")
     assert not at.exception, at.exception
     assert at.error and "row 2" in at.error[0].value
     assert "row 2 misses a side" in _text(at) and "pairs generated" not in _text(at)
+
+
+def test_a_save_says_saved_and_its_warnings_once_after_its_rerun(app_env):
+    at = _typed(_page("dataset_editor.py"), ("I loved the film.", "I hated the film."))
+    at.text_input(key="ds_name").set_value("one pair")
+    at = _button(at, "ds_save")
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == ["Saved one pair (1 pair)."]  # "1 pairs" before
+    assert [w.value for w in at.warning if w.value.startswith("Only one pair")], _text(at)
+    at = at.run()  # shown once: the next run is quiet
+    assert not at.success and not any(w.value.startswith("Only one pair") for w in at.warning)
 
 
 def test_a_name_saved_with_spaces_around_it_can_be_deleted(app_env):
