@@ -17,6 +17,7 @@ from steering_core.measure.prompt_pairs import FeatureSelection, find_target_fea
 from steering_core.measure.prompting import PLACEMENTS, PromptEntry, prompt_baseline
 from steering_core.measure.scores import format_se
 from steering_core.measure.sweep import MAX_SAMPLES, MAX_TOKENS, SweepSpec, parse_grid, run_sweep
+from ui.numbers import number_table
 from ui.sweep_tabs import MISSING, PLACEMENT_LABELS, Task, compare_tab, next_token_tab
 
 ui.setup_page("Sweep")
@@ -293,10 +294,9 @@ with tab_sweep:
         cols = [c for name in df.columns if not name.endswith("_se")
                 for c in (name, name + "_se") if c in df.columns]
         table = df[cols].rename(columns={c: f"± {c[:-3]}" for c in cols if c.endswith("_se")})
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "alpha"})
+        number_table(table, {c: "%.3f" for c in table.columns if c != "alpha"})
         if any(df[c].isna().any() for c in df.columns if c.endswith("_se")):
-            st.caption("An empty ± is unknown: one rollout per α has no spread to estimate it from. Raise the "
+            st.caption("A ± of — is unknown: one rollout per α has no spread to estimate it from. Raise the "
                        "samples per prompt (or add prompts) for standard errors.")
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
         for text in next(p for p in pts if round(p.alpha, 2) == at).samples[:8]:

@@ -24,6 +24,7 @@ from steering_core.model.precision import dtype_name
 from steering_core.model.saes import LoadedSAE
 from steering_core.model.steerable import SteerableModel
 from steering_core.vectors.store import VectorStore
+from ui.numbers import number_table
 
 PLACEMENT_LABELS = {"system": "system prompt", "prefix": "before each prompt"}
 #: What a tab says when the sidebar holds no valid vector (the tabs stay usable; Compare needs none).
@@ -158,14 +159,13 @@ def compare_tab(model: SteerableModel, sae: LoadedSAE | None, vstore: VectorStor
         if note := ui.stale_warning(ss.get("cmp_settings"), cmp_settings, "press Compare again"):
             st.warning(note)
         table = pd.DataFrame(summary_rows(rows, curves))
-        st.dataframe(table, hide_index=True, width="stretch", column_config={
-            "name": st.column_config.TextColumn("name", width="large"),
-            **{c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns
-               if c not in ("name", "verdict", "layer", "α at peak", "automatic α") and not c.startswith("against")},
-            "α at peak": st.column_config.NumberColumn("α at peak", format="%.1f"),
-            "automatic α": st.column_config.NumberColumn("automatic α", format="%.1f")})
+        number_table(table, {**{c: "%.3f" for c in table.columns if c not in ("name", "verdict", "layer", "α at peak",
+                                                                             "automatic α") and not c.startswith("against")},
+                             "α at peak": "%.1f", "automatic α": "%.1f", "layer": "%d"},
+                     name=st.column_config.TextColumn("name", width="large"))
         st.caption("± is one standard error of the peak (delta method over the behaviour's and the coherence's "
-                   f"SEs; empty where one rollout per α leaves it unknown). A peak below {USEFUL_PRODUCT:.2f}, or "
+                   f"SEs; — where one rollout per α leaves it unknown, and for a prompting baseline's α and "
+                   f"layer, which it has none of). A peak below {USEFUL_PRODUCT:.2f}, or "
                    "at α = 0, is no useful α; a gap to the prompting baseline within 2 SE is within noise.")
         fig = go.Figure()
         corners = ("top right", "bottom right", "top left", "bottom left")  # two baselines at one height stay readable

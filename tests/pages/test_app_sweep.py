@@ -147,6 +147,10 @@ def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
     table = at.dataframe[0].value
     assert list(table.columns[:4]) == ["name", "peak keywords × coherence", "±", "verdict"]
     assert list(table["verdict"]).count("prompting baseline") == 2
+    by_name = table.set_index("name")
+    assert by_name.loc["prompt: Be brief.", "α at peak"] == "—"  # a grey "None" before: a prompt has no α
+    assert by_name.loc["feature 1", "α at peak"] == f"{feat_alpha(rows):.1f}"
+    assert not table.isna().any().any()  # no cell is drawn as "None"
     best = max((r for r in rows if r.kind == "prompt"), key=lambda r: r.peak_product)
     assert f"against {best.name}" in table.columns  # how the feature stands against the best prompt
     feat = by["feature 1"]
@@ -161,6 +165,10 @@ def test_a_prompting_entry_is_a_table_row_and_a_horizontal_line(page):
     assert sorted(lines) == pytest.approx(sorted(want))
     traces = [t.get("name") for t in json.loads(chart.proto.spec)["data"] if t.get("name")]
     assert traces == ["feature 1"]  # prompting entries are lines, not curves
+
+
+def feat_alpha(rows) -> float:
+    return next(r.alpha_at_peak for r in rows if r.name == "feature 1")
 
 
 def test_the_compare_tab_names_its_task_says_when_it_is_stale_and_drops_it_on_an_error(page):

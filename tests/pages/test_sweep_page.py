@@ -104,16 +104,16 @@ def test_bad_feature_id_is_reported_in_the_sidebar_and_the_page_keeps_working(pa
 
 
 def test_one_rollout_per_alpha_shows_unknown_standard_errors_not_zero(page, manual_sweep):
-    """One prompt × one sample per α: the table's ± are empty and the page says why; before, they
+    """One prompt × one sample per α: the table's ± read — and the page says why; before, they
     read 0.000, an exact measurement nobody made."""
     at = page
     at.text_area(key="sw_prompts").set_value("I think")
     at = manual_sweep(at.run(), "0, 2", samples=1, tokens=4)
     assert not at.exception, at.exception
     table = at.dataframe[-1].value
-    assert table["± keywords"].isna().all() and table["± loglik"].isna().all()
-    assert table.loc[table["alpha"] == 2.0, "± product"].isna().all()
-    assert any("An empty ± is unknown" in c.value for c in at.caption)
+    assert (table["± keywords"] == "—").all() and (table["± loglik"] == "—").all()  # not a grey "None"
+    assert (table.loc[table["alpha"] == 2.0, "± product"] == "—").all()
+    assert any("A ± of — is unknown" in c.value for c in at.caption)
     assert any("(no standard error) at α" in c.value for c in at.caption)
 
 
