@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from browser import browser_page, serve_app, wait_idle  # noqa: E402
+from browser_util import browser_page, serve_app, wait_idle  # noqa: E402
 
 from bench.common import emit, log  # noqa: E402
 from ui.motion import STYLE_ID  # noqa: E402
