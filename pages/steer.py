@@ -282,9 +282,11 @@ if run:
     started = time.perf_counter()
     try:
         update = None
+        for slot, text in zip(slots_l, cached or []):  # from cache: drawn once, not on every redraw below
+            slot.info(text or "…")
         for update in side_by_side(model, request, unsteered=cached):
             if update.step % 6 == 0 or update.done:  # fewer redraws: each one costs the generating thread time
-                for slot, text in zip(slots_l, update.unsteered):
+                for slot, text in zip(slots_l, [] if cached is not None else update.unsteered):
                     slot.info(text or "…")
                 for slot, text in zip(slots_r, update.steered):
                     slot.success(text or "…")
