@@ -46,6 +46,9 @@ def current_rows() -> list[dict]:
 # -- open --------------------------------------------------------------------------------------------
 saved = store.names()
 NEW = "(new, empty)"
+PREFIXES = (store.SAVED, store.EXAMPLE)
+for warning in ui.read_datasets_link(saved, dsm.example_datasets(), PREFIXES):  # a shared link, once
+    st.warning(warning)
 options = [NEW] + store.choices()
 c1, c2 = st.columns([3, 1])
 choice = c1.selectbox("Open", options, key="ds_open")
@@ -56,9 +59,11 @@ if c2.button("Load", key="ds_load", width="stretch") or "ds_rows" not in ss:
         else:
             ds = store.open_choice(choice)
             set_table(ds.pairs, ds.name, ds.description)
+        ss.ds_loaded = choice
     except SteeringCoreError as exc:
         ui.show_error(exc)
 apply_pending()
+ui.write_link(ui.datasets_link(ss.get("ds_loaded"), PREFIXES))  # the address opens the dataset last loaded or saved
 ui.show_flashes("ds_flash")
 
 edit, gen, io = st.tabs(["Edit", "Generate", "Import / export"])
@@ -94,6 +99,7 @@ with edit:
             pairs, warnings = dsm.validate_pairs(rows)
             warn = store.save(dsm.ContrastiveDataset(name, pairs, description), overwrite=overwrite)
             ui.flash("ds_flash", "success", f"Saved {dsm.validate_name(name)} ({ui.count(len(pairs), 'pair')}).")
+            ss.ds_loaded = store.SAVED + dsm.validate_name(name)
             for w in dict.fromkeys(list(warnings) + list(warn or [])):
                 ui.flash("ds_flash", "warning", w)
             st.rerun()  # so the Open list and the saved-datasets table include it
@@ -129,6 +135,8 @@ with edit:
     if stored_name in saved and st.button(f"Delete saved dataset {stored_name}", key="ds_delete"):
         store.delete(stored_name)
         ui.flash("ds_flash", "success", f"Deleted {stored_name}.")  # shown after the rerun (a message here is lost)
+        if ss.get("ds_loaded") == store.SAVED + stored_name:
+            ss.ds_loaded = None  # the address no longer links it
         st.rerun()
 
 with gen:

@@ -233,3 +233,33 @@ def read_vectors_link(vector_names: Sequence[str]) -> tuple[str | None, list[str
             ss.vec_link_tab = VECTORS_LINK_TAB
     return ss.get("vec_link_tab"), ss.get("vec_link_warnings", [])
 
+
+
+def read_datasets_link(saved: Sequence[str], examples: Sequence[str], choices: tuple[str, str]) -> list[str]:
+    """Open the dataset a Datasets link names (``/dataset_editor?dataset=NAME`` or ``?example=NAME``)
+    in the page's Open box, once per session, before the box is drawn; ``choices`` is the box's two
+    prefixes (saved, example). Returns the sentences about what the link could not use."""
+    from steering_core.measure.links import parse_datasets_link
+
+    ss = st.session_state
+    if "ds_link_read" not in ss:
+        ss.ds_link_read = True
+        link, ss.ds_link_warnings = parse_datasets_link(st.query_params.to_dict(), saved_names=saved,
+                                                        example_names=examples)
+        if link.dataset is not None or link.example is not None:
+            ss.ds_open = choices[0] + link.dataset if link.dataset is not None else choices[1] + link.example
+            ss.pop("ds_rows", None)  # the page loads what the Open box holds when it has no table
+    return ss.get("ds_link_warnings", [])
+
+
+def datasets_link(choice: str | None, choices: tuple[str, str]):
+    """The link to a dataset chosen in the Open box (``"saved: NAME"`` / ``"example: NAME"``;
+    anything else, such as a new empty table, links nothing)."""
+    from steering_core.measure.links import DatasetsLink
+
+    saved, example = choices
+    if choice and choice.startswith(saved):
+        return DatasetsLink(dataset=choice[len(saved):])
+    if choice and choice.startswith(example):
+        return DatasetsLink(example=choice[len(example):])
+    return DatasetsLink()

@@ -9,6 +9,7 @@ always a link to what is on screen.
     /steer?feature=630&alpha=76.4&layer=15&seed=3&prompt=…      (or vector=<saved name>)
     /sweep?feature=630&grid=0,20,40,80&keywords=wedding,party&prompts=…&samples=4&tokens=32&seed=0
     /vectors?vector=<saved name>                                  (its "What does it do?" tab)
+    /dataset_editor?dataset=<saved name>   or   ?example=<shipped example>
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ class _Reader:
             self.bad("vector", text, "it names no vector.")
         elif names is not None and text not in list(names):
             self.bad("vector", text, "there is no saved vector by that name.")
+        else:
+            return text
+        return None
+
+    def choice(self, key: str, names: Iterable[str] | None, why: str) -> str | None:
+        """A name that must be one of ``names`` (``why`` when it is not; None: any name)."""
+        text = self.text(key)
+        if text is None:
+            return None
+        if not text:
+            self.bad(key, text, "it names nothing.")
+        elif names is not None and text not in list(names):
+            self.bad(key, text, why)
         else:
             return text
         return None
@@ -267,3 +281,30 @@ def parse_vectors_link(params, *, vector_names=None) -> tuple[VectorsLink, list[
     link = VectorsLink(r.vector(False, vector_names))
     r.unknown(f.name for f in fields(VectorsLink))
     return link, r.warnings
+
+
+# -- Datasets ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetsLink(_Link):
+    """A Datasets link opens one dataset: a saved one of the reader's own library (``dataset``), or
+    an example that ships with the package (``example``), which every reader has."""
+
+    dataset: str | None = None
+    example: str | None = None
+
+
+def parse_datasets_link(params, *, saved_names=None, example_names=None) -> tuple[DatasetsLink, list[str]]:
+    """Read a Datasets link into a :class:`DatasetsLink` and one plain sentence per value that
+    cannot be used, as :func:`parse_steer_link` does."""
+    r = _Reader(params)
+    examples = list(example_names) if example_names is not None else None
+    dataset = r.choice("dataset", saved_names, "there is no saved dataset by that name in this library.")
+    example = r.choice("example", examples, "there is no such example" + (
+        f" (the examples: {', '.join(examples)})." if examples else "."))
+    if dataset is not None and example is not None:
+        r.bad("example", example, "a link opens one dataset, and the saved one is opened.")
+        example = None
+    r.unknown(f.name for f in fields(DatasetsLink))
+    return DatasetsLink(dataset, example), r.warnings

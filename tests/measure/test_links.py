@@ -103,3 +103,22 @@ def test_a_mistyped_parameter_is_said_not_silently_dropped():
                                                          "feature, vector, grid, keywords")
     _, warnings = parse_vectors_link({"vector": "a", "tab": "x"}, vector_names=["a"])
     assert warnings == ["The link's 'tab' was ignored: this page's links take vector."]
+
+
+def test_a_datasets_link_round_trips_and_says_what_it_cannot_open():
+    from steering_core.measure.links import DatasetsLink, parse_datasets_link
+
+    names, examples = ["mine"], ["london_vs_paris", "wedding_vs_neutral"]
+    for link in (DatasetsLink(dataset="mine"), DatasetsLink(example="london_vs_paris")):
+        assert parse_datasets_link(link.params(), saved_names=names, example_names=examples) == (link, [])
+    link, warnings = parse_datasets_link({"dataset": "gone", "example": "nope", "exmaple": "x"},
+                                         saved_names=names, example_names=examples)
+    assert link == DatasetsLink()
+    assert warnings == [
+        "The link's dataset='gone' was ignored: there is no saved dataset by that name in this library.",
+        "The link's example='nope' was ignored: there is no such example (the examples: london_vs_paris, "
+        "wedding_vs_neutral).",
+        "The link's 'exmaple' was ignored: this page's links take dataset, example."]
+    link, warnings = parse_datasets_link({"dataset": "mine", "example": "london_vs_paris"}, saved_names=names,
+                                         example_names=examples)
+    assert link == DatasetsLink(dataset="mine") and "the saved one is opened" in warnings[0]
