@@ -88,7 +88,7 @@ def test_data_efficiency_grows_with_pairs_and_respects_method_minimums():
 def test_prompt_pair_efficiency_shape_planted_answer_and_heldout_pairs_never_trained_on(tiny_hf, monkeypatch,
                                                                                        one_thread):
     import numpy as np
-    from test_prompt_pairs import LAYER, TARGETS, planted_dataset, planted_sae
+    from planted_pairs import LAYER, TARGETS, planted_dataset, planted_sae
 
     import steering_core.vectors.evaluation as ev
     from steering_core.measure.prompt_pairs import FeatureSelection, WordConfig
@@ -134,7 +134,7 @@ def test_prompt_pair_efficiency_shape_planted_answer_and_heldout_pairs_never_tra
 
 
 def test_batched_resamples_score_like_each_fit_steered_alone(tiny_hf, one_thread):
-    from test_prompt_pairs import LAYER, planted_dataset, planted_sae
+    from planted_pairs import LAYER, planted_dataset, planted_sae
 
     from steering_core.measure.prompt_pairs import (
         WordConfig,
@@ -175,7 +175,7 @@ def test_prompt_pair_efficiency_takes_the_trained_adaptors_too(tiny_hf, one_thre
     adaptors steer the held-out rows through their own operators."""
     import math
 
-    from test_prompt_pairs import LAYER, planted_dataset, planted_sae
+    from planted_pairs import LAYER, planted_dataset, planted_sae
 
     from steering_core.measure.prompt_pairs import WordConfig
     from steering_core.vectors.evaluation import PromptPairSetup, pair_methods, prompt_pair_efficiency
