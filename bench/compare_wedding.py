@@ -187,8 +187,8 @@ def efficiency_png(res, labels: dict[int, str], path: Path) -> None:
 def run_efficiency(args, model, sae, pack, ds) -> None:
     from steering_core.browse.rows import feature_table
     from steering_core.measure.prompt_pairs import FeatureSelection
-    from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
     from steering_core.vectors.extraction import ActivationCache
+    from steering_core.vectors.pair_efficiency import PromptPairSetup, prompt_pair_efficiency
 
     sel = FeatureSelection(share=args.share, max_negative_share=args.max_negative_share, seed=args.seed)
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())

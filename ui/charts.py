@@ -68,7 +68,7 @@ def efficiency_figure(points: Sequence, label: Callable[[str], str]) -> go.Figur
 
 
 def prompt_pair_figure(pp, metric: str, title: str, label: Callable[[str], str]) -> go.Figure:
-    """One prompt-pair metric (``vectors.evaluation.PromptPairEfficiency``) against training pairs,
+    """One prompt-pair metric (``vectors.pair_efficiency.PromptPairEfficiency``) against training pairs,
     one curve per method, with the unsteered and positive levels as reference lines."""
     fig = go.Figure()
     for method in dict.fromkeys(p.method for p in pp.points):

@@ -19,10 +19,10 @@ from steering_core.measure.scores import wilson_interval
 from steering_core.model.saes import LoadedSAE
 from steering_core.model.steerable import SteerableModel
 from steering_core.pack.reader import FeaturePack
-from steering_core.vectors.evaluation import PromptPairSetup, prompt_pair_efficiency
 from steering_core.vectors.extraction import POSITIONS
 from steering_core.vectors.fitting import MIN_HELDOUT_TO_PICK, best_layer, sweep_layers, sweep_pairs
 from steering_core.vectors.methods import METHODS, FitContext, available
+from steering_core.vectors.pair_efficiency import PromptPairSetup, prompt_pair_efficiency
 from ui.positions import default_position, position_notes
 
 PAIR_ACCURACY, PROMPT_PAIRS = "held-out pair accuracy", "prompt-pair metrics ([Purchase 2025] §3.2.2)"

@@ -8,8 +8,8 @@
   the library's own files and llama.cpp / repeng control vectors;
 * :mod:`~steering_core.vectors.store`: :class:`VectorStore`, the saved vectors;
 * :mod:`~steering_core.vectors.methods`, :mod:`~steering_core.vectors.extraction`,
-  :mod:`~steering_core.vectors.fitting`, :mod:`~steering_core.vectors.evaluation`: fitting vectors
-  from contrastive pairs and judging them.
+  :mod:`~steering_core.vectors.fitting`, :mod:`~steering_core.vectors.evaluation`,
+  :mod:`~steering_core.vectors.pair_efficiency`: fitting vectors from contrastive pairs and judging them.
 
 How a vector is applied (addition, ACE, ...) is the operator registry's job,
 :mod:`steering_core.model.operators`.
