@@ -12,7 +12,10 @@ Positions:
   the text has more than one token);
 * ``diff``: the mean over the tokens where the two texts of a pair differ, that is every token
   after their longest common token prefix ([SAE-Gender]'s stories share a beginning; averaging it
-  in would only dilute the difference).
+  in would only dilute the difference). Position 0 is left out here too: a pair that differs from
+  its first token ("Could you…" / "Can you…") would otherwise average in the attention sink, whose
+  residual is several times the norm of any other token's, and the vector would mostly be the
+  difference of two sinks.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
 
 POSITIONS = ("last", "mean", "diff")
+#: Part of every cache key: raised when pooling changes, so activations pooled the old way (kept on
+#: disk across versions) are recomputed rather than fitted on. 2: ``diff`` leaves out position 0.
+POOLING_VERSION = 2
 #: Texts per forward pass: 16 keeps a 135M model's activations for 256 tokens under 100 MB.
 DEFAULT_BATCH = 16
 
@@ -97,7 +103,7 @@ def _pool(acts: torch.Tensor, mask: torch.Tensor, starts: list[int], position: s
         length = int(mask[i].sum())
         first = width - length  # left padding
         lo = first + starts[i]
-        if position == "mean" and length > 1:
+        if length > 1:  # mean and diff: position 0, the attention sink, is left out
             lo = max(lo, first + 1)
         out.append(acts[i, lo:].float().mean(0))
     return torch.stack(out)
@@ -165,7 +171,8 @@ class ActivationCache:
 
     @staticmethod
     def key(model_name: str, positives: Sequence[str], negatives: Sequence[str], layer: int, position: str) -> str:
-        h = hashlib.sha256(json.dumps([model_name, list(positives), list(negatives), int(layer), position],
+        h = hashlib.sha256(json.dumps([model_name, list(positives), list(negatives), int(layer), position,
+                                       POOLING_VERSION],
                                       ensure_ascii=False).encode("utf-8"))
         return h.hexdigest()[:32]
 

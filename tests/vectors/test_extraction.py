@@ -52,6 +52,34 @@ def test_diff_position_averages_only_after_the_shared_prefix(tiny_hf):
     assert torch.allclose(pa.neg[0], _solo(tiny_hf, neg[0], 2)[common:].mean(0), atol=1e-4)
 
 
+def test_diff_leaves_out_position_0_when_a_pair_differs_from_its_first_token(tiny_hf):
+    """Audit: formal_vs_casual ("Could you kindly…" / "Can you…") differs from its first token, so
+    'diff' averaged in the attention sink and the embedded model's CAA vector had norm 960 at a
+    block whose residuals have norm ≈ 176. Position 0 is left out, as 'mean' already did."""
+    pos, neg = ["alpha beta gamma delta"], ["omega beta gamma delta"]
+    sp, sn = diff_starts(tiny_hf, pos, neg)
+    assert sp == [0] and sn == [0]  # they differ at the first token
+    pa = pair_activations(tiny_hf, pos, neg, [2], "diff", cache=None)[2]
+    assert torch.allclose(pa.pos[0], _solo(tiny_hf, pos[0], 2)[1:].mean(0), atol=1e-4)
+    assert torch.allclose(pa.neg[0], _solo(tiny_hf, neg[0], 2)[1:].mean(0), atol=1e-4)
+    one = pair_activations(tiny_hf, ["a"], ["b"], [2], "diff", cache=None)[2]  # one token: nothing else to use
+    assert torch.allclose(one.pos[0], _solo(tiny_hf, "a", 2)[0], atol=1e-4)
+
+
+def test_a_pooling_change_is_a_new_cache_key():
+    """Activations pooled the old way stay on disk across versions; the key names the pooling, so
+    they are recomputed, not fitted on."""
+    from steering_core.vectors import extraction
+
+    key = ActivationCache.key("m", ["p"], ["n"], 2, "diff")
+    old = extraction.POOLING_VERSION
+    try:
+        extraction.POOLING_VERSION = old - 1
+        assert ActivationCache.key("m", ["p"], ["n"], 2, "diff") != key
+    finally:
+        extraction.POOLING_VERSION = old
+
+
 def test_cache_hits_and_disk_round_trip(tiny_hf, tmp_path):
     cache = ActivationCache(tmp_path)
     a = pair_activations(tiny_hf, TEXTS[:2], TEXTS[2:], [1, 2], "last", cache=cache)
