@@ -98,6 +98,13 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm().clamp(min=1e-12)
 
 
+def method_label(method: str) -> str:
+    """The name a person reads ("Hand-picked SAE features", not "sae_combo") for a message."""
+    from steering_core.vectors.methods import METHODS  # imported late: the registry imports this module
+
+    return METHODS[method].label if method in METHODS else method
+
+
 def _mean_diff(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     return (pos.float() - neg.float()).mean(0)
 
@@ -111,7 +118,7 @@ def _scaled(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, metho
         u, gap = -u, -gap
     warnings = []
     if not gap > 1e-8:
-        warnings.append(f"{method}: positives do not project higher than negatives along this direction; "
+        warnings.append(f"{method_label(method)}: positives do not project higher than negatives along this direction; "
                         "returned unit-norm.")
         gap = 1.0
     return FitResult(method, u * gap, info=dict(info or {}, gap=gap), warnings=warnings)

@@ -21,6 +21,7 @@ from steering_core.vectors.method_base import (
     _scaled,
     _unit,
     feature_difference,
+    method_label,
 )
 
 if TYPE_CHECKING:
@@ -29,13 +30,13 @@ if TYPE_CHECKING:
 
 def _need_sae(ctx: FitContext, method: str):
     if ctx.sae is None:
-        raise FitError(f"{method} needs an SAE; open a feature pack or load an SAE for this layer.")
+        raise FitError(f"{method_label(method)} needs an SAE; open a feature pack or load an SAE for this layer.")
     return ctx.sae
 
 
 def _need_approx(ctx: FitContext, method: str):
     if ctx.approximator is None:
-        raise FitError(f"{method} needs the pack's effect approximator; open a pack built for this model and layer.")
+        raise FitError(f"{method_label(method)} needs the pack's effect approximator; open a pack built for this model and layer.")
     return ctx.approximator
 
 
@@ -46,7 +47,7 @@ def _w_dec(sae: LoadedSAE) -> torch.Tensor:
 def _weights_vector(ctx: FitContext, d_sae: int, method: str) -> torch.Tensor:
     fw = ctx.feature_weights
     if not fw:
-        raise FitError(f"{method} needs features to target: pick at least one feature and a weight.")
+        raise FitError(f"{method_label(method)} needs features to target: pick at least one feature and a weight.")
     t = torch.zeros(d_sae)
     for fid, w in fw.items():
         if isinstance(fid, bool) or not isinstance(fid, int) or not 0 <= fid < d_sae:
@@ -55,7 +56,7 @@ def _weights_vector(ctx: FitContext, d_sae: int, method: str) -> torch.Tensor:
             raise FitError(f"Feature {fid}'s weight must be a finite number, got {w!r}.")
         t[fid] = float(w)
     if not bool(t.any()):
-        raise FitError(f"{method}: every feature weight is zero.")
+        raise FitError(f"{method_label(method)}: every feature weight is zero.")
     return t
 
 
@@ -71,7 +72,7 @@ def data_targets(ctx: FitContext, pos: torch.Tensor, neg: torch.Tensor, method: 
     t = torch.zeros_like(delta)
     keep = val > 0
     if not bool(keep.any()):
-        raise FitError(f"{method}: no SAE feature is more active on the positives than on the negatives.")
+        raise FitError(f"{method_label(method)}: no SAE feature is more active on the positives than on the negatives.")
     t[idx[keep]] = val[keep]
     return t
 
@@ -159,7 +160,7 @@ def _result_from_unit(name: str, v: torch.Tensor, pos: torch.Tensor, neg: torch.
     gap = float(_mean_diff(pos, neg) @ u)
     warnings = []
     if gap <= 1e-8:
-        warnings.append(f"{name}: the positives do not sit further along this vector than the negatives "
+        warnings.append(f"{method_label(name)}: the positives do not sit further along this vector than the negatives "
                         "(it targets features, not the dataset's gap); returned unit-norm.")
         gap = 1.0
     return FitResult(name, u * gap, info=dict(info, gap=gap), warnings=warnings)

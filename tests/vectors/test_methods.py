@@ -227,3 +227,14 @@ def test_the_registry_order_does_not_depend_on_which_module_is_imported_first():
     assert len(orders) == 1
     names = orders.pop().split(",")
     assert names.index("rotation") < names.index("loreft") and names[0] == "caa"
+
+
+def test_messages_name_a_method_as_the_page_does_not_by_its_registry_key(sae):
+    """Audit: 'Hand-picked SAE features' with no feature picked said "sae_combo needs features to
+    target"; the page's method box never shows that key."""
+    with pytest.raises(FitError, match=r"^Hand-picked SAE features needs an SAE"):
+        fit("sae_combo", None, None, FitContext())
+    with pytest.raises(FitError, match=r"^Hand-picked SAE features needs features to target"):
+        fit("sae_combo", None, None, FitContext(sae=sae))
+    with pytest.raises(FitError, match=r"^SAE-TS needs the pack's effect approximator"):
+        fit("saets", torch.ones(2, 8), torch.zeros(2, 8), FitContext(sae=sae))
