@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from steering_core.browse.glossary import GLOSSARY, SUMMARY_LABELS
+from steering_core.browse.glossary import GLOSSARY, OVERLAP_FIGURES, SUMMARY_LABELS, overlap_text
 
 ui.setup_page("Home")
 st.title("Steering workbench")
@@ -37,7 +37,9 @@ with left:
     if pack is not None:
         st.subheader("Feature pack")
         summ = pack.summary()
-        st.markdown("\n".join(f"- **{SUMMARY_LABELS.get(k, k)}**: {ui.fmt(v)}" for k, v in summ.items() if v is not None))
+        shown = {k: overlap_text(v, pack.overlap_spread(k)) if k in OVERLAP_FIGURES else ui.fmt(v)
+                 for k, v in summ.items() if v is not None}
+        st.markdown("\n".join(f"- **{SUMMARY_LABELS.get(k, k)}**: {v}" for k, v in shown.items()))
 with right:
     st.subheader("Mean residual norm after each block")
     fig = go.Figure(go.Bar(

@@ -28,14 +28,28 @@ SUMMARY_LABELS: dict[str, str] = {
     "delta_ce": "ΔCE with the SAE spliced in (nats)", "mean_l0": "mean L0 (features firing per token)",
     "dead_fraction": "dead features (share)", "precision": "measured in",
     "steered_rollouts": "steered rollouts per feature", "reference_rollouts": "reference rollouts per feature",
-    "reference_top10_overlap": "reference top-10 overlap, raw (median of 10)",
-    "specific_reference_top10_overlap": "reference top-10 overlap, specific (median of 10)",
-    "stability_top10_overlap": "stability top-10 overlap, raw (median of 10)",
-    "specific_stability_top10_overlap": "stability top-10 overlap, specific (median of 10)",
+    "reference_top10_overlap": "reference top-10 overlap, raw",
+    "specific_reference_top10_overlap": "reference top-10 overlap, specific",
+    "stability_top10_overlap": "stability top-10 overlap, raw",
+    "specific_stability_top10_overlap": "stability top-10 overlap, specific",
     "self_in_top10": "features in their own raw top 10 (share)",
     "specific_self_in_top10": "features in their own specific top 10 (share)",
     "hub_targets": "hub targets (random directions move them)", "approximator_r2": "approximator held-out R²",
     "corpus_tokens": "corpus tokens", "built": "built",
 }
 
-__all__ = ["GLOSSARY", "SUMMARY_LABELS"]
+#: The figures of ``FeaturePack.summary()`` that are a median top-10 overlap over features.
+OVERLAP_FIGURES = ("reference_top10_overlap", "specific_reference_top10_overlap", "stability_top10_overlap",
+                   "specific_stability_top10_overlap")
+
+
+def overlap_text(median: float, spread: tuple[int, float, float] | None) -> str:
+    """A median top-10 overlap as a person reads it, with what it is a median of and its spread:
+    "8 of 10 (median over 12 features; middle half 7–9)"."""
+    if spread is None:
+        return f"{median:g} of 10 (median over features)"
+    n, q1, q3 = spread
+    return f"{median:g} of 10 (median over {n} features; middle half {q1:g}–{q3:g})"
+
+
+__all__ = ["GLOSSARY", "OVERLAP_FIGURES", "SUMMARY_LABELS", "overlap_text"]

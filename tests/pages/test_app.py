@@ -131,9 +131,13 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     pack = FeaturePack(tiny_pack_build / "pack")
     try:
         s = pack.summary()
+        spread = pack.overlap_spread("reference_top10_overlap")
     finally:
         pack.close()
-    assert f"**reference top-10 overlap, raw (median of 10)**: {ui.fmt(s['reference_top10_overlap'])}" in text
+    # "(median of 10)" read as ten features: it says what the median is over, and its spread
+    n, q1, q3 = spread
+    assert (f"**reference top-10 overlap, raw**: {s['reference_top10_overlap']:g} of 10 (median over {n} features; "
+            f"middle half {q1:g}–{q3:g})") in text
     assert f"**steered rollouts per feature**: {s['steered_rollouts']}" in text
     from steering_core.browse.glossary import SUMMARY_LABELS
 
