@@ -39,7 +39,7 @@ _DOUBLING = dict(type="log", dtick=0.30103)
 
 def layer_sweep_figure(scores: Sequence) -> go.Figure:
     """Held-out separation per layer (``vectors.evaluation.LayerScore`` rows): pair accuracy with its
-    95 % Wilson interval, probe accuracy, and d′ on a second axis."""
+    95 % Wilson interval, probe accuracy, and d′ with its 95 % bootstrap interval on a second axis."""
     layers = [s.layer for s in scores]
     fig = go.Figure()
     fig.add_scatter(x=layers, y=[s.pair_accuracy for s in scores], name="pair accuracy (vector)",
@@ -47,10 +47,14 @@ def layer_sweep_figure(scores: Sequence) -> go.Figure:
                     error_y=dict(type="data", symmetric=False, array=[s.accuracy_hi - s.pair_accuracy for s in scores],
                                  arrayminus=[s.pair_accuracy - s.accuracy_lo for s in scores]))
     fig.add_scatter(x=layers, y=[s.probe_accuracy for s in scores], name="probe accuracy", mode="lines+markers")
-    fig.add_scatter(x=layers, y=[s.projection_gap for s in scores], name="projection gap (d′)",
-                    mode="lines+markers", yaxis="y2")
+    fig.add_scatter(x=layers, y=[s.projection_gap for s in scores], name="projection gap (d′, 95 % bootstrap)",
+                    mode="lines+markers", yaxis="y2",
+                    error_y=dict(type="data", symmetric=False, array=[s.gap_hi - s.projection_gap for s in scores],
+                                 arrayminus=[s.projection_gap - s.gap_lo for s in scores]))
+    # d′ from 0 on its own ticks (synced to the accuracy grid they read 1.653, 2.04, …)
     fig.update_layout(height=360, xaxis_title="layer", yaxis=dict(title="held-out accuracy", range=[0, 1.05]),
-                      yaxis2=dict(title="d′", overlaying="y", side="right"), legend=LEGEND_ABOVE)
+                      yaxis2=dict(title="d′", overlaying="y", side="right", rangemode="tozero", tickmode="auto",
+                                  showgrid=False), legend=LEGEND_ABOVE)
     return fig
 
 

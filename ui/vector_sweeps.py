@@ -73,10 +73,12 @@ def layer_sweep_tab(model: SteerableModel, datasets: DatasetStore) -> None:
     st.plotly_chart(ui.charts.layer_sweep_figure(scores), width="stretch")
     best = best_layer(scores)
     gap = f"{best.projection_gap:.2f}" if math.isfinite(best.projection_gap) else "— (too few held-out pairs)"
+    if math.isfinite(best.projection_gap) and math.isfinite(best.gap_lo):
+        gap += f" (95 % interval {best.gap_lo:.2f}–{best.gap_hi:.2f})"
     st.caption(f"Best held-out separation at block {best.layer}: pair accuracy {best.pair_accuracy:.2f} on "
                f"{best.n_heldout} held-out pairs (95 % interval {best.accuracy_lo:.2f}–{best.accuracy_hi:.2f}), "
-               f"d′ {gap}. Error bars: 95 % Wilson intervals; with this few pairs, "
-               "neighbouring layers are usually not distinguishable.")
+               f"d′ {gap}. Error bars: 95 % Wilson intervals for accuracy, a bootstrap over the held-out pairs "
+               "for d′; with this few pairs, neighbouring layers are usually not distinguishable.")
     if best.n_heldout < MIN_HELDOUT_TO_PICK:
         st.warning(f"Only {best.n_heldout} held-out pair{'s' if best.n_heldout != 1 else ''}: too few to pick a "
                    "layer (every interval spans most of 0–1). Hold out more pairs on the Datasets page.")

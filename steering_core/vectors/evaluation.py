@@ -7,7 +7,8 @@ Two measures, both on pairs the vector never saw:
   than its own negative (0.5 is chance, 1.0 perfect). Pairing removes everything the two texts
   share, so it is a sharper test than classifying single texts;
 * **projection gap**: the mean of (positive − negative) projections divided by the pooled standard
-  deviation of single projections (a d′; 0 means no separation).
+  deviation of single projections (a d′; 0 means no separation), with a 95 % interval from a
+  seeded bootstrap over the held-out pairs (a pair is resampled whole, so its two texts stay paired).
 
 A layer sweep also reports a logistic **probe accuracy** (single texts, held-out), the usual
 "is the concept linearly readable here" number.
@@ -40,6 +41,34 @@ class Separation:
     projection_gap: float
     n_pairs: int = 0  # held-out pairs it was measured on
     accuracy_interval: tuple[float, float] = (float("nan"), float("nan"))  # 95 % Wilson
+    gap_interval: tuple[float, float] = (float("nan"), float("nan"))  # 95 % bootstrap over pairs
+
+
+#: Bootstrap resamples of the held-out pairs for d′'s interval (seeded: the same pairs give the same interval).
+GAP_RESAMPLES = 2000
+
+
+def _gap(pp: torch.Tensor, pn: torch.Tensor) -> torch.Tensor:
+    """d′ of each row of ``[resamples, pairs]`` projections (NaN where the pooled spread is 0)."""
+    pooled = torch.cat([pp - pp.mean(-1, keepdim=True), pn - pn.mean(-1, keepdim=True)], -1).std(-1)
+    gap = (pp - pn).mean(-1) / pooled
+    return torch.where(pooled > 1e-12, gap, torch.full_like(gap, float("nan")))
+
+
+def gap_interval(pp: torch.Tensor, pn: torch.Tensor, resamples: int = GAP_RESAMPLES,
+                 seed: int = 0) -> tuple[float, float]:
+    """A 95 % percentile-bootstrap interval of d′ over the pairs (NaN with fewer than 3 pairs,
+    where resampling says nothing)."""
+    n = len(pp)
+    if n < 3:
+        return float("nan"), float("nan")
+    idx = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+    gaps = _gap(pp.double()[idx], pn.double()[idx])
+    gaps = gaps[torch.isfinite(gaps)]
+    if len(gaps) < resamples // 2:
+        return float("nan"), float("nan")
+    lo, hi = torch.quantile(gaps, torch.tensor([0.025, 0.975], dtype=gaps.dtype))
+    return float(lo), float(hi)
 
 
 def separation(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> Separation:
@@ -50,7 +79,7 @@ def separation(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) ->
     acc = float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
     pooled = float(torch.cat([pp - pp.mean(), pn - pn.mean()]).std()) if len(pp) > 1 else 0.0
     gap = float(diff.mean()) / pooled if pooled > 1e-12 else float("nan")
-    return Separation(acc, gap, len(diff), wilson_interval(acc * len(diff), len(diff)))
+    return Separation(acc, gap, len(diff), wilson_interval(acc * len(diff), len(diff)), gap_interval(pp, pn))
 
 
 def probe_accuracy(train_pos, train_neg, test_pos, test_neg) -> float:
@@ -92,6 +121,8 @@ class LayerScore:
     n_heldout: int = 0
     accuracy_lo: float = float("nan")  # 95 % Wilson interval of pair_accuracy
     accuracy_hi: float = float("nan")
+    gap_lo: float = float("nan")  # 95 % bootstrap interval of projection_gap
+    gap_hi: float = float("nan")
 
 
 def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: str = "caa",
@@ -111,7 +142,7 @@ def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: s
         sep = separation(res.direction, te.pos, te.neg)
         pacc = probe_accuracy(tr.pos, tr.neg, te.pos, te.neg) if len(train) >= 2 else float("nan")
         out.append(LayerScore(layer, method, sep.pair_accuracy, sep.projection_gap, pacc, res.norm, sep.n_pairs,
-                              *sep.accuracy_interval))
+                              *sep.accuracy_interval, *sep.gap_interval))
         if on_layer is not None:
             on_layer(layer)
     return out

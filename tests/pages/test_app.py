@@ -220,7 +220,6 @@ def test_a_preset_that_no_longer_fits_says_so_instead_of_loading_other_settings(
 
 
 def ui_source(member: str) -> str:
-    import ui
 
     return str(getattr(ui.SteerSource, member))
 

@@ -268,6 +268,7 @@ def test_combine_and_sweeps_draw_their_results(app_env):
     at = _button(at, "ls_go")
     assert not at.exception, at.exception
     assert "Best held-out separation at block" in _text(at)
+    assert "d′" in _text(at) and "a bootstrap over the held-out pairs for d′" in _text(at)
     assert "held-out pairs (95 % interval" in _text(at)
     ls = at.session_state["ls_result"]["scores"]
     assert all(s.accuracy_lo <= s.pair_accuracy <= s.accuracy_hi for s in ls)

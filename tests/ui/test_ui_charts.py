@@ -44,13 +44,16 @@ def test_layer_sweep_figure_draws_the_wilson_interval_around_each_accuracy():
     from steering_core.vectors.evaluation import LayerScore
     from ui.charts import layer_sweep_figure
 
-    scores = [LayerScore(l, "caa", acc, gap, 0.9, 1.0, 10, lo, hi)
-              for l, acc, gap, lo, hi in [(0, 0.6, 0.5, 0.3, 0.8), (1, 0.9, 1.5, 0.6, 0.98)]]
+    scores = [LayerScore(l, "caa", acc, gap, 0.9, 1.0, 10, lo, hi, glo, ghi)
+              for l, acc, gap, lo, hi, glo, ghi in [(0, 0.6, 0.5, 0.3, 0.8, 0.1, 0.9), (1, 0.9, 1.5, 0.6, 0.98, 1.0, 2.5)]]
     pair, probe, gap = layer_sweep_figure(scores).data
     assert list(pair.x) == [0, 1] and list(pair.y) == [0.6, 0.9]
     assert list(pair.error_y.array) == [0.8 - 0.6, 0.98 - 0.9]
     assert list(pair.error_y.arrayminus) == [0.6 - 0.3, 0.9 - 0.6]
     assert list(probe.y) == [0.9, 0.9] and list(gap.y) == [0.5, 1.5] and gap.yaxis == "y2"
+    assert list(gap.error_y.array) == [0.9 - 0.5, 2.5 - 1.5] and list(gap.error_y.arrayminus) == [0.5 - 0.1, 1.5 - 1.0]
+    y2 = layer_sweep_figure(scores).layout.yaxis2
+    assert y2.rangemode == "tozero" and y2.tickmode == "auto"  # its own ticks, not 1.653, 2.04, … synced to y
 
 
 def test_efficiency_figure_one_curve_per_method_in_pair_order():

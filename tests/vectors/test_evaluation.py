@@ -45,6 +45,31 @@ def test_separation_along_the_planted_direction_and_across_it():
     assert good.accuracy_interval[0] < good.pair_accuracy <= good.accuracy_interval[1]
 
 
+def test_d_prime_carries_a_bootstrap_interval_over_pairs_equal_to_a_hand_loop():
+    """Audit: the layer sweep drew d′ bare, the one figure on the Vectors page without an uncertainty."""
+    from steering_core.vectors.evaluation import gap_interval
+
+    pos, neg, u = planted(n=24)
+    pp, pn = pos @ u, neg @ u
+    sep = separation(u, pos, neg)
+    lo, hi = sep.gap_interval
+    assert lo < sep.projection_gap < hi
+    # the same seeded resamples, one at a time: percentile interval of d′ over pairs resampled whole
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 24, (300, 24), generator=g)
+    gaps = []
+    for row in idx:
+        a, b = pp.double()[row], pn.double()[row]
+        pooled = torch.cat([a - a.mean(), b - b.mean()]).std()
+        gaps.append(float((a - b).mean() / pooled))
+    want = torch.quantile(torch.tensor(gaps, dtype=torch.float64), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    got = gap_interval(pp, pn, resamples=300)
+    assert got == pytest.approx((float(want[0]), float(want[1])), rel=1e-9)
+    wide = separation(u, *planted(n=6)[:2]).gap_interval  # fewer pairs: a wider interval
+    assert wide[1] - wide[0] > hi - lo
+    assert all(math.isnan(x) for x in gap_interval(pp[:2], pn[:2]))  # 2 pairs: resampling says nothing
+
+
 def test_split_uses_the_datasets_own_heldout_else_a_seeded_fraction():
     assert split_indices(10, heldout=[2, 5]) == ([0, 1, 3, 4, 6, 7, 8, 9], [2, 5])
     tr, te = split_indices(8, fraction=0.25, seed=1)
