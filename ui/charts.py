@@ -39,14 +39,16 @@ _DOUBLING = dict(type="log", dtick=0.30103)
 
 def layer_sweep_figure(scores: Sequence) -> go.Figure:
     """Held-out separation per layer (``vectors.evaluation.LayerScore`` rows): pair accuracy with its
-    95 % Wilson interval, probe accuracy, and d′ with its 95 % bootstrap interval on a second axis."""
+    95 % Wilson interval, probe accuracy with its own, and d′ with its 95 % bootstrap interval on a second axis."""
     layers = [s.layer for s in scores]
     fig = go.Figure()
     fig.add_scatter(x=layers, y=[s.pair_accuracy for s in scores], name="pair accuracy (vector)",
                     mode="lines+markers",
                     error_y=dict(type="data", symmetric=False, array=[s.accuracy_hi - s.pair_accuracy for s in scores],
                                  arrayminus=[s.pair_accuracy - s.accuracy_lo for s in scores]))
-    fig.add_scatter(x=layers, y=[s.probe_accuracy for s in scores], name="probe accuracy", mode="lines+markers")
+    fig.add_scatter(x=layers, y=[s.probe_accuracy for s in scores], name="probe accuracy", mode="lines+markers",
+                    error_y=dict(type="data", symmetric=False, array=[s.probe_hi - s.probe_accuracy for s in scores],
+                                 arrayminus=[s.probe_accuracy - s.probe_lo for s in scores], thickness=1))
     fig.add_scatter(x=layers, y=[s.projection_gap for s in scores], name="projection gap (d′, 95 % bootstrap)",
                     mode="lines+markers", yaxis="y2",
                     error_y=dict(type="data", symmetric=False, array=[s.gap_hi - s.projection_gap for s in scores],

@@ -123,6 +123,8 @@ class LayerScore:
     accuracy_hi: float = float("nan")
     gap_lo: float = float("nan")  # 95 % bootstrap interval of projection_gap
     gap_hi: float = float("nan")
+    probe_lo: float = float("nan")  # 95 % Wilson interval of probe_accuracy (over 2 × n_heldout texts)
+    probe_hi: float = float("nan")
 
 
 def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: str = "caa",
@@ -141,8 +143,10 @@ def layer_sweep(acts: dict, train: Sequence[int], test: Sequence[int], method: s
         res = fit(method, tr.pos, tr.neg, ctx)
         sep = separation(res.direction, te.pos, te.neg)
         pacc = probe_accuracy(tr.pos, tr.neg, te.pos, te.neg) if len(train) >= 2 else float("nan")
+        texts = 2 * len(te.pos)
+        probe_ci = wilson_interval(pacc * texts, texts) if pacc == pacc else (float("nan"), float("nan"))
         out.append(LayerScore(layer, method, sep.pair_accuracy, sep.projection_gap, pacc, res.norm, sep.n_pairs,
-                              *sep.accuracy_interval, *sep.gap_interval))
+                              *sep.accuracy_interval, *sep.gap_interval, *probe_ci))
         if on_layer is not None:
             on_layer(layer)
     return out

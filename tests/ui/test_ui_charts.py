@@ -4,6 +4,8 @@ above the plot, clear of the x axis."""
 
 from __future__ import annotations
 
+import math
+
 import plotly.colors
 import plotly.graph_objects as go
 
@@ -52,6 +54,7 @@ def test_layer_sweep_figure_draws_the_wilson_interval_around_each_accuracy():
     assert list(pair.error_y.arrayminus) == [0.6 - 0.3, 0.9 - 0.6]
     assert list(probe.y) == [0.9, 0.9] and list(gap.y) == [0.5, 1.5] and gap.yaxis == "y2"
     assert list(gap.error_y.array) == [0.9 - 0.5, 2.5 - 1.5] and list(gap.error_y.arrayminus) == [0.5 - 0.1, 1.5 - 1.0]
+    assert all(math.isnan(x) for x in probe.error_y.array)  # no probe interval given: no bar
     y2 = layer_sweep_figure(scores).layout.yaxis2
     assert y2.rangemode == "tozero" and y2.tickmode == "auto"  # its own ticks, not 1.653, 2.04, … synced to y
 
