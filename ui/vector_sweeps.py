@@ -172,6 +172,8 @@ def _prompt_pairs(model: SteerableModel, sae: LoadedSAE, pack: FeaturePack | Non
                    f"{pp.setup.alpha:g}, {pp.setup.repeats} subsets per point; took {pp.seconds:.1f} s. "
                    + ("Error bars: ± one standard deviation over the subsets." if pp.setup.repeats > 1 else
                       "No error bars: one subset per point has no spread to read."))
+        for warning in pp.warnings():
+            st.warning(warning)
         for metric, title in PAIR_FIGURES.items():
             st.plotly_chart(ui.charts.prompt_pair_figure(pp, metric, title, _label), width="stretch")
     found = ss.get("de_features")

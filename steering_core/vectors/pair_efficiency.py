@@ -85,6 +85,18 @@ class PromptPairEfficiency:
         """One line of one figure, by number of pairs."""
         return sorted((p for p in self.points if p.metric == metric and p.method == method), key=lambda p: p.n_pairs)
 
+    def warnings(self) -> list[str]:
+        """What makes the figures unreadable as a measure of steering, in sentences: target features
+        that the unsteered negatives already carry as strongly as the positives do not tell the two
+        sides apart, so no curve can rise from the unsteered line towards the positives' line."""
+        base, goal = self.baseline.get("target"), self.positives.get("target")
+        if base is None or goal is None or not (base == base and goal == goal) or base < goal:
+            return []
+        return [f"The target features are as active on the unsteered held-out negatives ({base:.3g}) as on the "
+                f"positives ({goal:.3g}): they do not tell the two sides apart, so the target-feature figure cannot "
+                "show steering towards the positives. Lower 'Largest share of negatives' so that features the "
+                "negatives share are left out, or use a dataset whose pairs differ at the target word."]
+
 
 def pair_methods(ctx: FitContext | None = None) -> list[str]:
     """Registered methods that fit a vector from pairs with what ``ctx`` offers (an SAE adds the

@@ -112,3 +112,18 @@ def test_prompt_pair_efficiency_takes_the_trained_adaptors_too(tiny_hf, one_thre
     for method in ("lorest", "loreft"):
         (p,) = res.curve("target", method)
         assert p.n_pairs == 8 and math.isfinite(p.mean)
+
+
+def test_target_features_the_negatives_share_are_flagged_not_plotted_as_if_they_measured_steering():
+    """Audit: on formal_vs_casual the defaults (any share of negatives) found 2 target features
+    that fire on the final '.', unsteered 51.7 above the positives' 49.0; the figure drew curves
+    between the two lines as if they could move from one to the other, without a word."""
+    from steering_core.vectors.pair_efficiency import PromptPairEfficiency, PromptPairSetup
+
+    def result(base, goal):
+        return PromptPairEfficiency([], {"target": base}, {"target": goal}, None, [], [], {}, PromptPairSetup(1), 0.0)
+
+    words = result(51.7, 49.0).warnings()
+    assert len(words) == 1 and "(51.7) as on the positives (49)" in words[0] and "Largest share of negatives" in words[0]
+    assert result(0.2, 3.0).warnings() == []  # the planted case: they separate
+    assert result(float("nan"), 3.0).warnings() == []
