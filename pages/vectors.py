@@ -14,7 +14,7 @@ from steering_core.measure import vector_effects as ve
 from steering_core.measure.links import VectorsLink
 from steering_core.vectors import trained
 from steering_core.vectors.extraction import POSITIONS
-from steering_core.vectors.fitting import FitRequest, fit_dataset, vector_name
+from steering_core.vectors.fitting import FitRequest, fit_dataset, refit_note, vector_name
 from steering_core.vectors.methods import METHODS, FitContext, available, parse_feature_weights
 from steering_core.vectors.uploads import MAX_VECTOR_FILE_BYTES
 from ui.positions import default_position, position_notes
@@ -177,10 +177,13 @@ with lib_tab:
         else:
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
                 "name": st.column_config.TextColumn("name", width="large"),  # two fits' names share long prefixes
-                "method": st.column_config.TextColumn("method", width="medium")})
+                "method": st.column_config.TextColumn("method", width="medium"),
+                "norm": st.column_config.NumberColumn("norm", format="%.3g")})
             pick = vector_select("lib_pick", vstore.names())
             try:
                 vec = vstore.load(pick)
+                if note := refit_note(vec):
+                    st.warning(note)
                 e1, e2, e3, e4 = st.columns(4)
                 e1.download_button("safetensors", vm.to_safetensors_bytes(vec), f"{pick}.safetensors",
                                    key="lib_dl_st")
@@ -209,6 +212,8 @@ with what_tab:
         try:
             vec = vstore.load(pick)
             st.caption(f"{vec.method} · block {vec.layer} · norm {vec.norm:.3g} · dataset {vec.dataset or '—'}")
+            if note := refit_note(vec):
+                st.warning(note)
             if not vec.operator_spec.additive:
                 op = vec.operator_spec
                 st.caption(f"{op.label} vector: the lists treat its direction r as an added vector (effects of "

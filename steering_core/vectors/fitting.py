@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from steering_core.errors import SteeringCoreError
 from steering_core.vectors.evaluation import EvaluationError, LayerScore, data_efficiency, layer_sweep, split_indices
-from steering_core.vectors.extraction import ActivationCache, pair_activations
+from steering_core.vectors.extraction import POOLING_VERSION, ActivationCache, pair_activations
 from steering_core.vectors.methods import METHODS, FitContext, FitError, FitResult, fit
 
 if TYPE_CHECKING:
     from steering_core.model.steerable import SteerableModel
+    from steering_core.vectors.vector import SteeringVector
 
 Progress = Callable[[int, int], None] | None
 
@@ -91,6 +92,18 @@ def position_warning(model: SteerableModel, dataset, position: str,
             "or end the texts where they differ.")
 
 
+def refit_note(vec: SteeringVector) -> str | None:
+    """A sentence when a saved vector was fitted in a way since found wrong, so it is not trusted
+    silently: before pooling version 2, ``diff`` averaged in position 0 (the attention sink), and a
+    pair that differs from its first token made a vector that is mostly the difference of two sinks."""
+    meta = vec.meta or {}
+    if meta.get("position") == "diff" and int(meta.get("pooling", 1) or 1) < 2:
+        return (f"{vec.name} was fitted at position 'diff' before position 0 (the attention sink) was left out "
+                "of it: where its pairs differ from their first token, it is mostly the difference of two sinks "
+                "(a norm far above the residual's is the sign). Fit it again.")
+    return None
+
+
 def suggested_position(model: SteerableModel, dataset) -> tuple[str, str | None]:
     """The token position a fit of ``dataset`` should start from, and why when it is not ``last``:
     ``diff`` where ``last`` would mostly learn a token both texts end with (the shipped examples
@@ -132,7 +145,7 @@ def fit_dataset(model: SteerableModel, req: FitRequest, ctx: FitContext | None =
                                 on_batch=tick)[req.layer]
         pos_acts, neg_acts, n_used = acts.pos, acts.neg, len(pos)
     res = fit(req.method, pos_acts, neg_acts, ctx)
-    meta = {"position": req.position, "pairs_used": n_used, **{k: v for k, v in res.info.items()
+    meta = {"position": req.position, "pooling": POOLING_VERSION, "pairs_used": n_used, **{k: v for k, v in res.info.items()
                                                                if isinstance(v, (int, float, str))}}
     if res.info.get("features"):
         meta["features"] = {str(k): v for k, v in res.info["features"].items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -106,3 +107,18 @@ def test_best_layer_is_the_highest_accuracy_then_the_largest_gap():
     assert best_layer(scores).layer == 1
     with pytest.raises(EvaluationError, match="no layers"):
         best_layer([])
+
+
+def test_a_diff_vector_fitted_before_the_sink_was_left_out_is_told_to_be_refitted(tiny_hf):
+    """The 'diff' pooling fix (position 0 left out) does not repair vectors already saved: those say so."""
+    from steering_core.vectors.extraction import POOLING_VERSION
+    from steering_core.vectors.fitting import refit_note
+
+    ds = ContrastiveDataset("tiny", [Pair(f"good day {i}", f"bad day {i}") for i in range(8)])
+    _, vec = fit_dataset(tiny_hf, FitRequest(ds, layer=1, method="caa", position="diff"))
+    assert vec.meta["position"] == "diff" and vec.meta["pooling"] == POOLING_VERSION == 2
+    assert refit_note(vec) is None
+    old = dataclasses.replace(vec, meta={k: v for k, v in vec.meta.items() if k != "pooling"})
+    assert "Fit it again" in refit_note(old)
+    last = dataclasses.replace(vec, meta={"position": "last"})
+    assert refit_note(last) is None  # only 'diff' pooled position 0 in
