@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ import torch
 from steering_core.errors import SteeringCoreError
 from steering_core.measure.scores import wilson_interval
 from steering_core.vectors.methods import FitContext, FitError, fit
-
-if TYPE_CHECKING:
-    pass
 
 
 class EvaluationError(SteeringCoreError):
