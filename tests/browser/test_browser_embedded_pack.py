@@ -114,7 +114,7 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
     import json
 
     import numpy as np
-    from browser import ROOT
+    from browser_util import ROOT
 
     from steering_core.describe.words import is_word, readable
     from steering_core.storage.db import connect
@@ -148,7 +148,7 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
 def test_no_card_lists_two_snippets_with_the_same_text():
     """Issue 15: a snippet list never shows two snippets whose text is the same except for the
     highlighted token. Every feature's snippets, folded as the pack reader folds them for a card."""
-    from browser import ROOT
+    from browser_util import ROOT
 
     from steering_core.describe.inputs import collapse_same_text
     from steering_core.storage.db import connect

@@ -88,7 +88,7 @@ def test_effects_toggle_between_raw_and_specific_in_the_browser(tiny_pack_build,
     import csv
     import io
 
-    from browser import wait_idle
+    from browser_util import wait_idle
 
     from steering_core.pack.reader import FeaturePack
 

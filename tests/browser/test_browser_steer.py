@@ -49,7 +49,7 @@ def test_home_and_steer_pages_in_chromium_on_the_embedded_model():
 def test_dragging_alpha_regenerates_the_steered_column_with_its_header():
     """Issue 16: releasing the α slider is the experiment. The steered column and its header change
     together; the unsteered column is reused and says "from cache"."""
-    from browser import fill_number, wait_idle
+    from browser_util import fill_number, wait_idle
 
     with serve_app({"STEERING_MODEL": "embedded", "STEERING_SAE": ""}) as url, browser_page() as page:
         page.goto(url + "/steer?alpha=20&seed=3&prompt=Tell%20me%20about%20your%20weekend.")
