@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from steering_core.browse.glossary import GLOSSARY, OVERLAP_FIGURES, SUMMARY_LABELS, overlap_text
+from steering_core.pack.reliability import overlap_spread
 
 ui.setup_page("Home")
 st.title("Steering workbench")
@@ -37,7 +38,7 @@ with left:
     if pack is not None:
         st.subheader("Feature pack")
         summ = pack.summary()
-        shown = {k: overlap_text(v, pack.overlap_spread(k)) if k in OVERLAP_FIGURES else ui.fmt(v)
+        shown = {k: overlap_text(v, overlap_spread(pack, k)) if k in OVERLAP_FIGURES else ui.fmt(v)
                  for k, v in summ.items() if v is not None}
         st.markdown("\n".join(f"- **{SUMMARY_LABELS.get(k, k)}**: {v}" for k, v in shown.items()))
 with right:

@@ -99,23 +99,6 @@ class FeaturePack:
             "corpus_tokens": m("corpus_tokens"), "built": self.meta.get("build_date"),
         }
 
-    def overlap_spread(self, key: str) -> tuple[int, float, float] | None:
-        """For a top-10 overlap figure of :meth:`summary` (``reference_top10_overlap`` …): how many
-        features its median is over and their middle half (quartiles), or None when the pack did not
-        keep the per-feature overlaps. A median of 8 over 12 features says less than over 50."""
-        ref = self.meta_json("reference_features") or []
-        per_feature = {
-            "reference_top10_overlap": [r.get("overlap") for r in ref],
-            "specific_reference_top10_overlap": [r.get("specific_overlap") for r in ref],
-            "stability_top10_overlap": self.meta_json("stability_overlaps") or [],
-            "specific_stability_top10_overlap": self.meta_json("specific_stability_overlaps") or [],
-        }.get(key)
-        values = [float(v) for v in per_feature or [] if v is not None]
-        if not values:
-            return None
-        q1, q3 = np.percentile(values, [25, 75])
-        return len(values), float(q1), float(q3)
-
     def check_feature(self, feature_id) -> int:
         if self.n_features == 0:
             raise FeatureLookupError("This pack has no features (an empty or unfinished build); rebuild it.")

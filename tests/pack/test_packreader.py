@@ -24,24 +24,6 @@ def test_summary_reports_quality_figures(pack):
     assert s["approximator_r2"] is not None and s["stability_top10_overlap"] is not None
 
 
-def test_overlap_figures_say_what_their_median_is_over_and_its_spread(pack):
-    import json
-
-    import numpy as np
-
-    from steering_core.browse.glossary import OVERLAP_FIGURES, overlap_text
-
-    ref = json.loads(pack.meta["reference_features"])
-    n, q1, q3 = pack.overlap_spread("reference_top10_overlap")
-    assert n == len(ref) and (q1, q3) == tuple(np.percentile([r["overlap"] for r in ref], [25, 75]))
-    stab = json.loads(pack.meta["stability_overlaps"])
-    assert pack.overlap_spread("stability_top10_overlap")[0] == len(stab)
-    assert all(pack.overlap_spread(k) is not None for k in OVERLAP_FIGURES)
-    assert pack.overlap_spread("corpus_tokens") is None
-    assert overlap_text(8.0, (12, 7.0, 9.25)) == "8 of 10 (median over 12 features; middle half 7–9.25)"
-    assert overlap_text(8.0, None) == "8 of 10 (median over features)"
-
-
 def test_effects_are_ranked_by_magnitude_and_labelled(pack):
     fid = pack.con.execute("SELECT min(feature_id) FROM features WHERE measured").fetchone()[0]
     effs = pack.effects(fid)

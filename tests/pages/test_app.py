@@ -127,11 +127,12 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     assert "live features" in text and "SAE explained variance" in text and "approximator held-out R²" in text
     # the reliability figures a researcher reads before trusting an effect, each named in words
     from steering_core.pack.reader import FeaturePack
+    from steering_core.pack.reliability import overlap_spread
 
     pack = FeaturePack(tiny_pack_build / "pack")
     try:
         s = pack.summary()
-        spread = pack.overlap_spread("reference_top10_overlap")
+        spread = overlap_spread(pack, "reference_top10_overlap")
     finally:
         pack.close()
     # "(median of 10)" read as ten features: it says what the median is over, and its spread
