@@ -26,5 +26,5 @@ def overlap_spread(pack: FeaturePack, key: str) -> tuple[int, float, float] | No
     values = [float(v) for v in per_feature or [] if v is not None]
     if not values:
         return None
-    q1, q3 = np.percentile(values, [25, 75])
+    q1, q3 = np.percentile(values, [25, 75], method="nearest")  # overlaps are counts: quartiles that occur
     return len(values), float(q1), float(q3)
