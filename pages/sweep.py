@@ -15,7 +15,7 @@ from steering_core.measure.judge import JudgeConfig
 from steering_core.measure.links import SweepLink
 from steering_core.measure.prompt_pairs import FeatureSelection, find_target_features, target_spec
 from steering_core.measure.prompting import PLACEMENTS, PromptEntry, prompt_baseline
-from steering_core.measure.scores import format_se
+from steering_core.measure.scores import agreement_note, format_se
 from steering_core.measure.sweep import MAX_SAMPLES, MAX_TOKENS, SweepSpec, parse_grid, run_sweep
 from ui.numbers import number_table
 from ui.sweep_tabs import MISSING, PLACEMENT_LABELS, Task, compare_tab, next_token_tab
@@ -298,6 +298,8 @@ with tab_sweep:
         if any(df[c].isna().any() for c in df.columns if c.endswith("_se")):
             st.caption("A ± of — is unknown: one rollout per α has no spread to estimate it from. Raise the "
                        "samples per prompt (or add prompts) for standard errors.")
+        if "keywords" in df and (note := agreement_note(pts, "keywords")):
+            st.caption(note)
         at = st.select_slider("Samples at α", options=[round(p.alpha, 2) for p in pts], key="sw_show")
         for text in next(p for p in pts if round(p.alpha, 2) == at).samples[:8]:
             st.text(text)

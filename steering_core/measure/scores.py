@@ -66,6 +66,18 @@ def wilson_interval(hits: float, n: int, z: float = 1.96) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def agreement_note(points: Sequence[AlphaPoint], name: str = "keywords") -> str | None:
+    """A sentence for rates of exactly 0 or 1: their ± is 0 because every rollout agreed, which
+    reads as an exact figure; the Wilson bound says how far the rate could still be from it."""
+    flat = [p for p in points if p.get(name) in (0.0, 1.0) and p.get(name + "_se") == 0.0 and p.samples]
+    if not flat:
+        return None
+    n = min(len(p.samples) for p in flat)
+    hi = wilson_interval(0, n)[1]
+    return (f"A {name} rate of exactly 0 or 1 shows ± 0 only because every rollout agreed: with {n} rollouts, "
+            f"a rate of 0 is still consistent with up to {hi:.2f}, and 1 with down to {1 - hi:.2f} (95 % Wilson).")
+
+
 def finish(points: list[AlphaPoint], behaviour: str) -> list[AlphaPoint]:
     """Add the coherence score (relative to α = 0) and behaviour × coherence to every point."""
     zero = next((p for p in points if p.alpha == 0.0), None)
@@ -107,4 +119,4 @@ def add_product(p: AlphaPoint, behaviour: str, loglik_unsteered: float,
     return p
 
 
-__all__ = ["AlphaPoint", "add_product", "coherence_score", "finish", "format_se", "keyword_hits", "mean_and_se"]
+__all__ = ["AlphaPoint", "add_product", "agreement_note", "coherence_score", "finish", "format_se", "keyword_hits", "mean_and_se"]

@@ -85,3 +85,19 @@ def test_one_rollout_has_an_unknown_standard_error_never_zero():
     assert math.isnan(pts[1].get("coherence_se")) and math.isnan(pts[1].get("product_se"))
     assert pts[1].get("product") == pytest.approx(math.exp(-1.0))
     assert format_se(0.1234) == "± 0.12" and format_se(float("nan")) == "(no standard error)"
+
+
+def test_a_rate_every_rollout_agreed_on_says_how_far_it_could_still_be():
+    """Audit: a sweep whose 6 rollouts per α all missed the keywords read "0.00 ± 0.00" at every α,
+    an exact figure nobody measured; the page now gives the Wilson bound beside it."""
+    from steering_core.measure.scores import AlphaPoint, agreement_note, wilson_interval
+
+    texts = ["a"] * 12
+    none = AlphaPoint(0.0, {"keywords": 0.0, "keywords_se": 0.0}, texts)
+    some = AlphaPoint(10.0, {"keywords": 0.25, "keywords_se": 0.13}, texts)
+    note = agreement_note([none, some])
+    hi = wilson_interval(0, 12)[1]
+    assert f"with 12 rollouts, a rate of 0 is still consistent with up to {hi:.2f}" in note
+    assert round(hi, 2) == 0.24  # the textbook figure for 0 of 12
+    assert agreement_note([some]) is None  # a rate with spread has its SE
+    assert agreement_note([AlphaPoint(0.0, {"keywords": 0.0, "keywords_se": float("nan")}, ["a"])]) is None

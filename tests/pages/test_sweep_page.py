@@ -192,3 +192,16 @@ def test_a_sweep_result_made_with_other_settings_is_marked_and_shows_its_standar
     at.text_input(key="sw_keywords").set_value("the, a").run()
     at.text_input(key="sw_grid").set_value("0, 2").run()
     assert not [w.value for w in at.warning if "other settings" in w.value]
+
+
+def test_a_keyword_rate_every_rollout_missed_gets_its_wilson_bound_on_the_page(page):
+    from steering_core.measure.sweep import AlphaPoint
+
+    at = page
+    points = [AlphaPoint(a, {"keywords": 0.0, "keywords_se": 0.0, "coherence": c, "product": 0.0, "product_se": 0.0,
+                             "loglik": -2.0, "loglik_se": 0.1}, ["text"] * 6)
+              for a, c in ((0.0, 1.0), (10.0, 0.6))]
+    at.session_state["sw_result"] = {"points": points, "auto": None, "label": "feature 0", "behaviour": "keywords"}
+    at.run()
+    assert not at.exception, at.exception
+    assert any("with 6 rollouts, a rate of 0 is still consistent with up to 0.39" in c.value for c in at.caption)
