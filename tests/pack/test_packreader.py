@@ -8,13 +8,6 @@ from steering_core.pack.reader import FeatureLookupError, FeaturePack
 from steering_core.storage.db import StoreError, connect
 
 
-@pytest.fixture(scope="module")
-def pack(tiny_pack_build):
-    p = FeaturePack(tiny_pack_build / "pack")
-    yield p
-    p.close()
-
-
 def test_summary_reports_quality_figures(pack):
     s = pack.summary()
     assert s["hook"] == "blocks.1.hook_resid_post"

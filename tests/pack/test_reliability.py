@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from steering_core.pack.reader import FeaturePack
-
-
-@pytest.fixture(scope="module")
-def pack(tiny_pack_build):
-    p = FeaturePack(tiny_pack_build / "pack")
-    yield p
-    p.close()
-
 
 def test_overlap_figures_say_what_their_median_is_over_and_its_spread(pack):
     import json
