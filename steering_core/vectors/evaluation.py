@@ -74,8 +74,7 @@ def separation(direction: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) ->
     pp, pn = pos.float() @ u, neg.float() @ u
     diff = pp - pn
     acc = float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
-    pooled = float(torch.cat([pp - pp.mean(), pn - pn.mean()]).std()) if len(pp) > 1 else 0.0
-    gap = float(diff.mean()) / pooled if pooled > 1e-12 else float("nan")
+    gap = float(_gap(pp[None], pn[None])[0]) if len(pp) > 1 else float("nan")  # the same d′ its interval resamples
     return Separation(acc, gap, len(diff), wilson_interval(acc * len(diff), len(diff)), gap_interval(pp, pn))
 
 
