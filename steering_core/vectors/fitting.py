@@ -97,7 +97,9 @@ def refit_note(vec: SteeringVector) -> str | None:
     silently: before pooling version 2, ``diff`` averaged in position 0 (the attention sink), and a
     pair that differs from its first token made a vector that is mostly the difference of two sinks."""
     meta = vec.meta or {}
-    if meta.get("position") == "diff" and int(meta.get("pooling", 1) or 1) < 2:
+    pooling = meta.get("pooling")
+    current = isinstance(pooling, (int, float)) and not isinstance(pooling, bool) and pooling >= 2
+    if meta.get("position") == "diff" and not current:  # absent, old or hand-edited: not trusted
         return (f"{vec.name} was fitted at position 'diff' before position 0 (the attention sink) was left out "
                 "of it: where its pairs differ from their first token, it is mostly the difference of two sinks "
                 "(a norm far above the residual's is the sign). Fit it again.")

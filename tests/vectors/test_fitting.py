@@ -122,3 +122,5 @@ def test_a_diff_vector_fitted_before_the_sink_was_left_out_is_told_to_be_refitte
     assert "Fit it again" in refit_note(old)
     last = dataclasses.replace(vec, meta={"position": "last"})
     assert refit_note(last) is None  # only 'diff' pooled position 0 in
+    edited = dataclasses.replace(vec, meta={**vec.meta, "pooling": "two"})  # a hand-edited file
+    assert "Fit it again" in refit_note(edited)  # not trusted, and no int() error on the page
