@@ -71,6 +71,16 @@ def embedded():
     return load_model("embedded")
 
 
+@pytest.fixture(scope="module")
+def pack(tiny_pack_build):
+    """The tiny built pack, opened once per test module that asks for it (and closed after)."""
+    from steering_core.pack.reader import FeaturePack
+
+    p = FeaturePack(tiny_pack_build / "pack")
+    yield p
+    p.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_pack_build(tmp_path_factory):
     """One uninterrupted tiny pack build, run through the CLI as a user would: ``<dir>/build`` is
