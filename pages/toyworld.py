@@ -56,7 +56,7 @@ if st.button("Run", type="primary", key="tw_go", disabled=not methods):
             bar.progress(min(1.0, done[0] / total), text=f"{METHODS[point.method].label}, {point.n} examples, repeat {point.repeat + 1}")
 
         result = tw.run_curves(trained, cfg, on_point=tick)
-        ss.tw_result = {"result": result, "accuracy": trained.report.accuracy, "m": int(m), "layer": int(layer),
+        ss.tw_result = {"result": result, "accuracy": trained.report.accuracy_text(), "m": int(m), "layer": int(layer),
                         "settings": tw_settings}
     except ValueError:
         st.error(f"Cannot read α {alphas.strip()!r}: write numbers separated by commas.")
@@ -69,7 +69,7 @@ if res is not None:
     r = res["result"]
     if note := ui.stale_warning(res.get("settings"), tw_settings, "press Run again"):
         st.warning(note)
-    st.caption(f"m = {res['m']}, layer {res['layer']}: the MLP reads {res['accuracy']:.2%} of attributes right; "
+    st.caption(f"m = {res['m']}, layer {res['layer']}: the MLP reads {res['accuracy']}; "
                f"{r.seconds:.0f} s for the curves. "
                + ("Bands: ± one standard deviation over repeats." if any(v == v for n in r.methods for v in r.std(n)) else
                   "No bands: one repeat has no spread to read (raise Repeats for one)."))

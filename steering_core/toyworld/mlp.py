@@ -19,6 +19,7 @@ before that, so :class:`TrainConfig` can stop at a target accuracy or a time lim
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,6 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from steering_core.measure.scores import wilson_interval
 from steering_core.toyworld.data import N_VALUES, ToyWorldError, World, make_dataset
 
 HIDDEN = (512, 512, 256, 512)
@@ -120,6 +122,8 @@ class TrainReport:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
+    val_accuracy_se: list[float] = field(default_factory=list)
+    val_samples: int = 0
     best_epoch: int = -1
     seconds: float = 0.0
 
@@ -127,6 +131,23 @@ class TrainReport:
     def accuracy(self) -> float:
         """Attribute accuracy of the kept weights on the validation split."""
         return self.val_accuracy[self.best_epoch] if self.best_epoch >= 0 else float("nan")
+
+    @property
+    def accuracy_se(self) -> float:
+        """The SE of :attr:`accuracy` over validation *samples*: a sample's attributes share one
+        input, so their labels are not independent and a binomial SE over labels would claim
+        m times too many observations."""
+        return self.val_accuracy_se[self.best_epoch] if 0 <= self.best_epoch < len(self.val_accuracy_se) else float("nan")
+
+    def accuracy_text(self) -> str:
+        """The kept accuracy with its uncertainty, in words. Every sample read right has an SE of
+        0, which reads as exact; the 95 % Wilson bound over the samples says what it establishes."""
+        acc, se, n = self.accuracy, self.accuracy_se, self.val_samples
+        if acc != acc:
+            return "no validation accuracy (not trained)"
+        if acc == 1.0 and n > 0:
+            return f"every attribute of all {n:,} held-out samples right (95 % bound ≥ {wilson_interval(n, n)[0]:.2%})"
+        return f"{acc:.2%} of attributes right on {n:,} held-out samples" + (f" (± {se:.2%}, SE over samples)" if se == se else "")
 
 
 @dataclass
@@ -145,17 +166,29 @@ def attribute_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: ToyMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
-    """(mean cross-entropy, attribute accuracy) of ``model`` on ``(x, y)``."""
+def per_sample_accuracy(model: ToyMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, torch.Tensor]:
+    """(mean cross-entropy, each sample's share of attributes read right) of ``model`` on ``(x, y)``.
+    Per sample, because that is the unit an uncertainty must be computed over (one input, m labels)."""
     model.eval()
-    loss, correct = 0.0, 0.0
+    loss, shares = 0.0, []
     for i in range(0, x.shape[0], batch_size):
         logits = model(x[i:i + batch_size])
         yy = y[i:i + batch_size]
         loss += float(nn.functional.cross_entropy(logits.reshape(-1, N_VALUES), yy.reshape(-1), reduction="sum"))
-        correct += float((logits.argmax(-1) == yy).sum())
-    n = y.numel()
-    return loss / n, correct / n
+        shares.append((logits.argmax(-1) == yy).double().mean(-1))
+    return loss / y.numel(), torch.cat(shares)
+
+
+def evaluate(model: ToyMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
+    """(mean cross-entropy, attribute accuracy) of ``model`` on ``(x, y)``."""
+    loss, shares = per_sample_accuracy(model, x, y, batch_size)
+    return loss, float(shares.mean())
+
+
+def clustered_se(shares: torch.Tensor) -> float:
+    """The SE of the mean of per-sample shares (NaN with fewer than two samples)."""
+    n = shares.numel()
+    return float(shares.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
 
 
 def train_mlp(world: World, config: TrainConfig = TrainConfig(),
@@ -169,7 +202,7 @@ def train_mlp(world: World, config: TrainConfig = TrainConfig(),
     model = ToyMLP(world.m)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed + 7)
-    report, best, best_loss, t0 = TrainReport(), None, float("inf"), time.perf_counter()
+    report, best, best_loss, t0 = TrainReport(val_samples=n_val), None, float("inf"), time.perf_counter()
     for epoch in range(config.epochs):
         model.train()
         order, total = torch.randperm(xt.shape[0], generator=gen), 0.0
@@ -183,7 +216,9 @@ def train_mlp(world: World, config: TrainConfig = TrainConfig(),
             loss.backward()
             opt.step()
             total += float(loss.detach()) * idx.numel()
-        val_loss, val_acc = evaluate(model, xv, yv)
+        val_loss, shares = per_sample_accuracy(model, xv, yv)
+        val_acc = float(shares.mean())
+        report.val_accuracy_se.append(clustered_se(shares))
         report.train_loss.append(total / xt.shape[0])
         report.val_loss.append(val_loss)
         report.val_accuracy.append(val_acc)
@@ -203,5 +238,5 @@ def train_mlp(world: World, config: TrainConfig = TrainConfig(),
     return TrainedModel(world, model, report)
 
 
-__all__ = ["HIDDEN", "WIDTH", "Block", "ToyMLP", "TrainConfig", "TrainReport", "TrainedModel", "attribute_accuracy",
+__all__ = ["HIDDEN", "WIDTH", "Block", "ToyMLP", "TrainConfig", "TrainReport", "TrainedModel", "attribute_accuracy", "clustered_se", "per_sample_accuracy",
            "evaluate", "train_mlp"]

@@ -29,6 +29,8 @@ def test_a_small_sweep_draws_one_curve_per_method(one_thread):
     assert all(0.0 <= v <= 1.0 for name in res.methods for v in res.mean(name))
     assert len(at.get("plotly_chart")) == 1
     assert not at.warning
+    # the MLP's own accuracy is said with its uncertainty over held-out samples (1,000 of 5,000)
+    assert any("1,000 held-out samples" in c.value for c in at.caption), [c.value for c in at.caption]
     # audit: other settings left the old curves up unmarked; now they are said to be the old result
     at.number_input(key="tw_layer").set_value(1)
     at.selectbox(key="tw_max").set_value(64)

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from steering_core.measure.scores import wilson_interval
 from steering_core.toyworld import (
     CurveConfig,
     EditMethod,
@@ -30,7 +31,7 @@ from steering_core.toyworld.__main__ import main
 from steering_core.toyworld.adapt import edit_from_fit
 from steering_core.toyworld.curves import repeat_split
 from steering_core.toyworld.data import with_value
-from steering_core.toyworld.mlp import evaluate
+from steering_core.toyworld.mlp import TrainReport, clustered_se, evaluate
 from steering_core.toyworld.steer import pair_activations, space_of
 from steering_core.vectors.methods import METHODS, FitResult, Method
 
@@ -105,6 +106,33 @@ def test_the_mlp_reaches_95_percent_attribute_accuracy_on_held_out_data(trained)
     assert [b.up.out_features for b in trained.model.blocks] == [512, 512, 256, 512]
     h = trained.model.residual(x[:8], 1)
     assert torch.allclose(trained.model.readout(h, 1), trained.model(x[:8]), atol=1e-5)
+
+
+def test_the_accuracy_se_is_over_samples_not_labels():
+    # a sample's attributes share one input: 4 samples reading 1, 1, 0.5 and 0 of their 2 attributes
+    # right give an SE over 4 samples, not over 8 labels
+    shares = torch.tensor([1.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    mean, sd = 0.625, math.sqrt(((0.375 ** 2) * 2 + 0.125 ** 2 + 0.625 ** 2) / 3)
+    assert clustered_se(shares) == pytest.approx(sd / 2)
+    assert float(shares.mean()) == mean
+    assert math.isnan(clustered_se(torch.tensor([1.0], dtype=torch.float64)))
+
+
+def test_training_reports_the_kept_epochs_accuracy_and_its_se(trained):
+    r = trained.report
+    assert len(r.val_accuracy_se) == len(r.val_accuracy)
+    assert r.accuracy_se == r.val_accuracy_se[r.best_epoch]
+    assert 0 <= r.accuracy_se < 0.05 and r.val_samples == 800
+    assert f"{r.val_samples:,} held-out samples" in r.accuracy_text()
+
+
+def test_a_perfect_accuracy_reads_as_a_bound_not_as_plus_minus_zero():
+    r = TrainReport(val_accuracy=[1.0], val_accuracy_se=[0.0], val_samples=800, best_epoch=0)
+    text = r.accuracy_text()
+    assert "±" not in text and "all 800 held-out samples" in text
+    assert f"{wilson_interval(800, 800)[0]:.2%}" in text and wilson_interval(800, 800)[0] < 1
+    r = TrainReport(val_accuracy=[0.9], val_accuracy_se=[0.01], val_samples=800, best_epoch=0)
+    assert r.accuracy_text() == "90.00% of attributes right on 800 held-out samples (± 1.00%, SE over samples)"
 
 
 # -- steering --------------------------------------------------------------------------------------
