@@ -19,7 +19,6 @@ before that, so :class:`TrainConfig` can stop at a target accuracy or a time lim
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from steering_core.measure.scores import wilson_interval
+from steering_core.measure.scores import mean_and_se, wilson_interval
 from steering_core.toyworld.data import N_VALUES, ToyWorldError, World, make_dataset
 
 HIDDEN = (512, 512, 256, 512)
@@ -185,12 +184,6 @@ def evaluate(model: ToyMLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 
     return loss, float(shares.mean())
 
 
-def clustered_se(shares: torch.Tensor) -> float:
-    """The SE of the mean of per-sample shares (NaN with fewer than two samples)."""
-    n = shares.numel()
-    return float(shares.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
-
-
 def train_mlp(world: World, config: TrainConfig = TrainConfig(),
               on_epoch: Callable[[int, TrainReport], None] | None = None) -> TrainedModel:
     """Pre-train a :class:`ToyMLP` on fresh samples of ``world`` and keep the weights with the
@@ -217,8 +210,8 @@ def train_mlp(world: World, config: TrainConfig = TrainConfig(),
             opt.step()
             total += float(loss.detach()) * idx.numel()
         val_loss, shares = per_sample_accuracy(model, xv, yv)
-        val_acc = float(shares.mean())
-        report.val_accuracy_se.append(clustered_se(shares))
+        val_acc, val_se = mean_and_se(shares.numpy())  # over samples, the unit of independence
+        report.val_accuracy_se.append(val_se)
         report.train_loss.append(total / xt.shape[0])
         report.val_loss.append(val_loss)
         report.val_accuracy.append(val_acc)
@@ -238,5 +231,5 @@ def train_mlp(world: World, config: TrainConfig = TrainConfig(),
     return TrainedModel(world, model, report)
 
 
-__all__ = ["HIDDEN", "WIDTH", "Block", "ToyMLP", "TrainConfig", "TrainReport", "TrainedModel", "attribute_accuracy", "clustered_se", "per_sample_accuracy",
-           "evaluate", "train_mlp"]
+__all__ = ["HIDDEN", "WIDTH", "Block", "ToyMLP", "TrainConfig", "TrainReport", "TrainedModel", "attribute_accuracy",
+           "evaluate", "per_sample_accuracy", "train_mlp"]

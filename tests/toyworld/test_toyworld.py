@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from steering_core.measure.scores import wilson_interval
+from steering_core.measure.scores import mean_and_se, wilson_interval
 from steering_core.toyworld import (
     CurveConfig,
     EditMethod,
@@ -30,8 +30,8 @@ from steering_core.toyworld import (
 from steering_core.toyworld.__main__ import main
 from steering_core.toyworld.adapt import edit_from_fit
 from steering_core.toyworld.curves import repeat_split
-from steering_core.toyworld.data import with_value
-from steering_core.toyworld.mlp import TrainReport, clustered_se, evaluate
+from steering_core.toyworld.data import N_VALUES, with_value
+from steering_core.toyworld.mlp import ToyMLP, TrainReport, evaluate, per_sample_accuracy
 from steering_core.toyworld.steer import pair_activations, space_of
 from steering_core.vectors.methods import METHODS, FitResult, Method
 
@@ -111,11 +111,15 @@ def test_the_mlp_reaches_95_percent_attribute_accuracy_on_held_out_data(trained)
 def test_the_accuracy_se_is_over_samples_not_labels():
     # a sample's attributes share one input: 4 samples reading 1, 1, 0.5 and 0 of their 2 attributes
     # right give an SE over 4 samples, not over 8 labels
-    shares = torch.tensor([1.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    trained_like = ToyMLP(2)  # a model whose readout is replaced: its predictions are planted
+    y = torch.zeros(4, 2, dtype=torch.long)
+    planted = torch.tensor([[0, 0], [0, 0], [0, 1], [1, 1]])  # right on 2, 2, 1 and 0 attributes
+    trained_like.forward = lambda x: torch.nn.functional.one_hot(planted[: x.shape[0]], N_VALUES).float()
+    _, shares = per_sample_accuracy(trained_like, torch.zeros(4, 16), y)
     mean, sd = 0.625, math.sqrt(((0.375 ** 2) * 2 + 0.125 ** 2 + 0.625 ** 2) / 3)
-    assert clustered_se(shares) == pytest.approx(sd / 2)
+    assert mean_and_se(shares.numpy())[1] == pytest.approx(sd / 2)
     assert float(shares.mean()) == mean
-    assert math.isnan(clustered_se(torch.tensor([1.0], dtype=torch.float64)))
+    assert math.isnan(mean_and_se(shares[:1].numpy())[1])
 
 
 def test_training_reports_the_kept_epochs_accuracy_and_its_se(trained):
