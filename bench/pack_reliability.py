@@ -36,6 +36,10 @@ FIGURES = {
     "effects_mean_rollouts": ("effects_mean_rollouts_per_feature", "rollouts"),  # with a top-up
     "topup_seconds_per_feature": ("topup_seconds_per_topped_feature", "s"),
     "control_hubs": ("control_hub_targets", "features"),
+    "sae_explained_variance_typical": ("sae_ev_typical_tokens", "share"),  # attention sinks left out
+    "sae_explained_variance": ("sae_ev_all_tokens", "share"),
+    "sae_massive_tokens": ("sae_massive_tokens_heldout", "tokens"),
+    "sae_delta_ce": ("sae_delta_ce", "nats"),
 }
 
 

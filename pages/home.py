@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from steering_core.browse.glossary import GLOSSARY, OVERLAP_FIGURES, SUMMARY_LABELS, overlap_text
+from steering_core.browse.glossary import GLOSSARY, summary_texts
 from steering_core.pack.reliability import overlap_spread
 
 ui.setup_page("Home")
@@ -37,10 +37,8 @@ with left:
     pack = ui.current_pack()
     if pack is not None:
         st.subheader("Feature pack")
-        summ = pack.summary()
-        shown = {k: overlap_text(v, overlap_spread(pack, k)) if k in OVERLAP_FIGURES else ui.fmt(v)
-                 for k, v in summ.items() if v is not None}
-        st.markdown("\n".join(f"- **{SUMMARY_LABELS.get(k, k)}**: {v}" for k, v in shown.items()))
+        shown = summary_texts(pack.summary(), lambda key: overlap_spread(pack, key))
+        st.markdown("\n".join(f"- **{label}**: {text}" for label, text in shown.items()))
 with right:
     st.subheader("Mean residual norm after each block")
     fig = go.Figure(go.Bar(

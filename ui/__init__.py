@@ -271,13 +271,6 @@ def md_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()<>#+!|~])", r"\\\1", str(text))
 
 
-def fmt(v) -> str:
-    """Numbers to 3 significant digits, everything else as is (for metric lists)."""
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
-
-
 def _library(open_fn):
     """Open one of the user's library files, or stop the page with a sentence. The usual cause is
     a second app or build holding the same cache (DuckDB lets one process write a file); the file

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,14 @@ import numpy as np
 import torch
 
 from steering_core.errors import SAELoadError, SteeringCoreError
+from steering_core.measure.reconstruction import (
+    MASSIVE_FACTOR,
+    WindowTotals,
+    bootstrap_se,
+    explained_variance,
+    massive_threshold,
+    variance_share,
+)
 from steering_core.model.recording import record_residuals
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
 from steering_core.model.steerable import hook_name
@@ -278,46 +287,63 @@ class SAEMetrics:
     heldout_tokens: int
     dead_fraction_corpus: float | None = None
     extra: dict = field(default_factory=dict)
+    # what the headline figure leaves out (measure.reconstruction): its SE over windows, and the
+    # same figure without the massive-activation tokens, which carry most of the variance
+    explained_variance_se: float | None = None
+    explained_variance_typical: float | None = None
+    explained_variance_typical_se: float | None = None
+    massive_tokens: int | None = None
+    massive_variance_share: float | None = None
+    massive_factor: float | None = None
+    delta_ce_se: float | None = None  # over the windows, paired
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def next_token_loss(model: SteerableModel, ids: torch.Tensor, steer_set=None) -> float:
-    """Mean next-token cross-entropy (nats) over positions 1.. of equal-length windows."""
+def next_token_loss(model: SteerableModel, ids: torch.Tensor, steer_set=None) -> torch.Tensor:
+    """Each window's mean next-token cross-entropy (nats) over positions 1.. of equal-length
+    windows: per window, so a spliced-in loss can be paired with the clean one window by window."""
     with torch.no_grad(), steer(model, steer_set):
         logits = model.backend.forward(ids, torch.ones_like(ids)).float()
     lp = torch.log_softmax(logits[:, :-1], -1)
     tgt = ids[:, 1:]
-    return float(-lp.gather(-1, tgt.unsqueeze(-1)).mean())
+    return -lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
 def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray, layer: int,
                  max_ce_windows: int = 48, batch_tokens: int = 8192) -> SAEMetrics:
     """Held-out quality: reconstruction (EV, L0, dead) on every held-out token, and the next-token
-    loss with the reconstruction spliced in at ``layer`` on up to ``max_ce_windows`` windows."""
+    loss with the reconstruction spliced in at ``layer`` on up to ``max_ce_windows`` windows. EV is
+    given over all tokens and over the typical ones, each with a bootstrap SE over windows: a few
+    attention-sink tokens decide the all-token figure (:mod:`steering_core.measure.reconstruction`)."""
     flat = acts.reshape(-1, acts.shape[-1])
+    w = corpus.tokens.shape[1]
     rows = token_rows(corpus, heldout=True)
-    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
-    sse = 0.0
-    l0 = 0.0
-    xs_sum = torch.zeros(sae.d_in, dtype=torch.float64)
-    xs_sq = 0.0
-    n = 0
-    with torch.no_grad():
+    window = torch.from_numpy(np.searchsorted(np.nonzero(corpus.heldout)[0], rows // w))
+    n_windows = int(corpus.heldout.sum())
+
+    def batches():
         for i in range(0, len(rows), batch_tokens):
-            x = torch.from_numpy(flat[rows[i:i + batch_tokens]].astype(np.float32))
+            yield i, torch.from_numpy(flat[rows[i:i + batch_tokens]].astype(np.float32))
+
+    norms = torch.cat([x.norm(dim=1) for _, x in batches()]) if len(rows) else torch.zeros(0)
+    cut = massive_threshold(norms)
+    every, typical = WindowTotals.zeros(n_windows, sae.d_in), WindowTotals.zeros(n_windows, sae.d_in)
+    fired = torch.zeros(sae.d_sae, dtype=torch.bool)
+    l0 = 0.0
+    with torch.no_grad():
+        for i, x in batches():
             f = sae.encode(x)
             xh = sae.decode(f)
-            sse += float(((x - xh) ** 2).sum())
+            win = window[i:i + len(x)]
+            keep = norms[i:i + len(x)] <= cut
+            every.add(win, x, xh)
+            typical.add(win[keep], x[keep], xh[keep])
             l0 += float((f > 0).sum())
             fired |= (f > 0).any(0)
-            xs_sum += x.double().sum(0)
-            xs_sq += float((x.double() ** 2).sum())
-            n += x.shape[0]
-    mean = xs_sum / max(1, n)
-    total_var = xs_sq - n * float((mean ** 2).sum())
-    ev = 1.0 - sse / max(total_var, 1e-12)
+    n = every.tokens
+    ev = explained_variance(every)
     wins = np.nonzero(corpus.heldout)[0][:max_ce_windows]
     ids = torch.from_numpy(corpus.tokens[wins]).to(model.device)
     zero = torch.zeros(model.d_model)
@@ -326,8 +352,15 @@ def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np
     for j in range(0, len(ids), 8):
         clean.append(next_token_loss(model, ids[j:j + 8]))
         spliced.append(next_token_loss(model, ids[j:j + 8], splice))
-    ce_c, ce_s = float(np.mean(clean)), float(np.mean(spliced))
+    clean_t, spliced_t = torch.cat(clean).double(), torch.cat(spliced).double()
+    ce_c, ce_s = float(clean_t.mean()), float(spliced_t.mean())
+    diff = spliced_t - clean_t
+    dce_se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
     return SAEMetrics(
         explained_variance=ev, mean_l0=l0 / max(1, n), dead_fraction_heldout=1.0 - float(fired.float().mean()),
         ce_clean=ce_c, ce_spliced=ce_s, delta_ce=ce_s - ce_c, heldout_tokens=n,
+        explained_variance_se=bootstrap_se(every), explained_variance_typical=explained_variance(typical),
+        explained_variance_typical_se=bootstrap_se(typical), massive_tokens=n - typical.tokens,
+        massive_variance_share=variance_share(every.minus(typical), every), massive_factor=MASSIVE_FACTOR,
+        delta_ce_se=dce_se,
     )

@@ -5,6 +5,7 @@ unknown architecture is refused with the list of known ones, in the config check
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -21,6 +22,7 @@ from steering_core.pack.sae_training import (
     SAETrainSpec,
     architecture,
     describe_training,
+    evaluate_sae,
     train_sae,
 )
 
@@ -84,3 +86,35 @@ def test_unknown_architecture_is_refused(tmp_path):
         load_config(cfg)
     cfg.write_text(cfg.read_text().replace('"vanilla"', '"jumprelu"'))
     assert load_config(cfg).sae_train.architecture == "jumprelu"
+
+
+def test_evaluation_reports_ev_without_the_sinks_and_the_ses(random_acts, tiny_hf, tmp_path, one_thread):
+    """A held-out token hundreds of times the usual norm (an attention sink) carries nearly all the
+    variance; the typical-token EV is that of the other held-out tokens, and both figures equal a
+    direct computation."""
+    corpus, acts = random_acts
+    spec = SAETrainSpec(d_sae=D_SAE, k=K, training_tokens=64 * 8, batch_size=64, n_checkpoints=1)
+    train_sae(tiny_hf, corpus, acts, 1, spec, tmp_path, seed=0)
+    sae = load_sae(str(tmp_path / "sae"), tiny_hf)
+    planted = acts.copy()
+    planted[15, 5] = 3000 / 8  # norm 3,000 where the others' is about 8
+    m = evaluate_sae(tiny_hf, sae, corpus, planted, 1, max_ce_windows=2)
+
+    def reference(x):
+        with torch.no_grad():
+            xh = sae.decode(sae.encode(x))
+        return 1 - float(((x - xh) ** 2).sum()) / float(((x - x.mean(0)) ** 2).sum())
+
+    # the held-out tokens, position 0 skipped as the SAE never sees it
+    x = torch.from_numpy(planted[14:16, 1:].reshape(-1, 64).astype(np.float32))
+    assert m.heldout_tokens == len(x) == 32
+    assert m.explained_variance == pytest.approx(reference(x), abs=1e-5)
+    assert m.explained_variance_typical == pytest.approx(reference(x[x.norm(dim=1) < 1000]), abs=1e-5)
+    assert m.massive_tokens == 1 and m.massive_factor == 10.0
+    assert m.massive_variance_share > 0.9
+    assert m.explained_variance_typical_se > 0 and m.explained_variance_se >= 0
+    # ΔCE's SE over the windows, paired clean against spliced: these two hold the same tokens
+    assert m.delta_ce_se == 0.0 and math.isfinite(m.delta_ce)
+    # unplanted, nothing is massive and the two figures agree
+    plain = evaluate_sae(tiny_hf, sae, corpus, acts, 1, max_ce_windows=2)
+    assert plain.massive_tokens == 0 and plain.explained_variance == pytest.approx(plain.explained_variance_typical)

@@ -126,6 +126,7 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     assert "Feature pack" in [h.value for h in at.subheader]
     assert "live features" in text and "SAE explained variance" in text and "approximator held-out R²" in text
     # the reliability figures a researcher reads before trusting an effect, each named in words
+    from steering_core.browse.glossary import summary_texts
     from steering_core.pack.reader import FeaturePack
     from steering_core.pack.reliability import overlap_spread
 
@@ -133,6 +134,7 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     try:
         s = pack.summary()
         spread = overlap_spread(pack, "reference_top10_overlap")
+        lines = summary_texts(s, lambda key: overlap_spread(pack, key))
     finally:
         pack.close()
     # "(median of 10)" read as ten features: it says what the median is over, and its spread
@@ -140,9 +142,11 @@ def test_home_shows_the_feature_pack_quality(tiny_pack_build, monkeypatch):
     assert (f"**reference top-10 overlap, raw**: {s['reference_top10_overlap']:g} of 10 (median over {n} features; "
             f"middle half {q1:g}–{q3:g})") in text
     assert f"**steered rollouts per feature**: {s['steered_rollouts']}" in text
-    from steering_core.browse.glossary import SUMMARY_LABELS
-
-    assert all(f"**{SUMMARY_LABELS[k]}**: " in text for k, v in s.items() if v is not None)  # every figure named
+    assert all(f"**{label}**: {value}" in text for label, value in lines.items())  # every figure, in words
+    # the SAE's explained variance with its SE, and without the attention sinks
+    assert f"**SAE explained variance, all held-out tokens**: {s['explained_variance']:.3g} ± " in text
+    assert "**SAE explained variance without the massive-activation tokens**: " in text
+    assert f"**massive-activation tokens (attention sinks)**: {s['massive_tokens']:,} of {s['heldout_tokens']:,}" in text
 
 
 def test_steer_page_automatic_alpha_sets_the_slider():
