@@ -20,6 +20,7 @@ class Approximator:
     r2_heldout: float
     ridge: float
     n_train: int
+    r2_heldout_se: float = float("nan")  # bootstrap over the held-out features; not saved in the file
 
     def predict(self, vectors: torch.Tensor) -> torch.Tensor:
         """Predicted effects of unit-normalised ``vectors`` ``[n, d_model]`` → ``[n, d_sae]``."""
@@ -61,26 +62,48 @@ def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, 
     return w[:-1].float(), w[-1].float()
 
 
+def r2_bootstrap_se(y: torch.Tensor, yhat: torch.Tensor, draws: int = 400, seed: int = 0) -> float:
+    """Standard error of :func:`r2_score` from resampling rows (features) with replacement: the
+    held-out features are a sample, and a second sample of as many would give another R². NaN
+    with fewer than two rows."""
+    n = y.shape[0]
+    if n < 2:
+        return float("nan")
+    y64 = y.double()
+    picks = torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(seed))
+    w = torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(draws, n, dtype=torch.float64))
+    sse = w @ ((y64 - yhat.double()) ** 2).sum(1)
+    s = w @ y64
+    sst = w @ (y64 ** 2).sum(1) - (s * s).sum(1) / n
+    return float((1 - sse / sst.clamp(min=1e-12)).std())
+
+
 def fit_approximator(vectors: torch.Tensor, effects: torch.Tensor, heldout_fraction: float = 0.1, seed: int = 0,
                      ridges: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)) -> Approximator:
-    """Least squares (the exact MSE minimiser, instead of Adam's approximation of it), with the
-    ridge chosen on a held-out split whose R² is reported; the final fit uses every pair."""
+    """Least squares (the exact MSE minimiser, instead of Adam's approximation of it) with a ridge.
+    Three disjoint sets of features: the ridge is chosen on a validation set, the R² (with its
+    bootstrap SE) reported on a held-out set that chose nothing, and the final fit uses every pair."""
     x = vectors.float()
     x = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     y = effects.float()
     n = x.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_held = max(1, int(round(n * heldout_fraction)))
-    held, train = perm[:n_held], perm[n_held:]
+    held, rest = perm[:n_held], perm[n_held:]
+    n_val = max(1, int(round(len(rest) * heldout_fraction)))
+    val, train = rest[:n_val], rest[n_val:]
     best = None
     for lam in ridges:
         m, b = _ridge(x[train], y[train], lam)
-        r2 = r2_score(y[held], x[held] @ m + b)
+        r2 = r2_score(y[val], x[val] @ m + b)
         if best is None or r2 > best[0]:
             best = (r2, lam)
-    r2, lam = best
+    lam = best[1]
+    m, b = _ridge(x[rest], y[rest], lam)
+    pred = x[held] @ m + b
+    r2, se = r2_score(y[held], pred), r2_bootstrap_se(y[held], pred)
     m, b = _ridge(x, y, lam)
-    return Approximator(M=m, b=b, r2_heldout=float(r2), ridge=float(lam), n_train=n)
+    return Approximator(M=m, b=b, r2_heldout=float(r2), ridge=float(lam), n_train=n, r2_heldout_se=se)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

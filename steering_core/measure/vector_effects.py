@@ -107,9 +107,11 @@ def prediction_note(pack: FeaturePack) -> str:
         return "Predicted by the effect approximator, not measured; this pack does not say how well it predicts."
     n = pack.meta.get("approximator_pairs")
     fitted = f" fitted on {int(n):,} features' measured effects" if str(n or "").isdigit() else ""
+    se = pack.meta_json("approximator_r2_heldout_se")
+    pm = f" ± {se:.2f}" if isinstance(se, (int, float)) and not math.isnan(se) else ""
     return (f"A linear map{fitted}; on features held out of its fit it explains {max(r2, 0.0):.0%} of the "
-            f"variance of their measured effects (R² {r2:.2f}). No error bars: a guide to what to measure, "
-            "not a measurement.")
+            f"variance of their measured effects (R² {r2:.2f}{pm}). No error bars on the predicted effects: a "
+            "guide to what to measure, not a measurement.")
 
 
 def effect_rows(pack: FeaturePack, effects: np.ndarray, flt: ListFilter | None = None, k: int = 64,

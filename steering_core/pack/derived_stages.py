@@ -70,8 +70,10 @@ def approximator(b: Builder) -> None:
     eff, live = effect_matrix(b, basis)
     ap = fit_approximator(directions(b, live), torch.from_numpy(eff), seed=b.cfg.seed)
     ap.save(b.dir / "approximator.safetensors")
-    b.finish("approximator", {"r2_heldout": ap.r2_heldout, "ridge": ap.ridge, "basis": basis},
-             {"approximator_r2_heldout": json.dumps(ap.r2_heldout), "approximator_ridge": json.dumps(ap.ridge),
+    b.finish("approximator", {"r2_heldout": ap.r2_heldout, "r2_heldout_se": ap.r2_heldout_se, "ridge": ap.ridge,
+                              "basis": basis},
+             {"approximator_r2_heldout": json.dumps(ap.r2_heldout),
+              "approximator_r2_heldout_se": json.dumps(ap.r2_heldout_se), "approximator_ridge": json.dumps(ap.ridge),
               "approximator_pairs": str(ap.n_train), "approximator_basis": basis})
 
 

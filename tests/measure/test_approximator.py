@@ -12,6 +12,7 @@ from steering_core.measure.approximator import (
     Approximator,
     fit_approximator,
     pinv_vector,
+    r2_bootstrap_se,
     r2_score,
     rotation_vector,
     saets_vector,
@@ -89,6 +90,48 @@ def test_r2_score():
     noise = 0.1 * torch.randn(50, 4, generator=g)
     ref = 1 - float((noise ** 2).sum()) / float(((y - y.mean(0)) ** 2).sum())
     assert r2_score(y, y + noise) == pytest.approx(ref, rel=1e-6)
+
+
+def test_the_ridge_is_chosen_on_a_validation_set_and_r2_reported_on_features_that_chose_nothing(synthetic):
+    """Choosing the ridge on the rows that report R² would flatter it: the reported figure must be
+    the one a fit on the other rows, at the ridge the validation rows chose, scores on the held-out
+    rows, recomputed here in float64 NumPy."""
+    x, y, _, _ = synthetic
+    noisy = y + 2.0 * torch.randn(y.shape, generator=torch.Generator().manual_seed(9))  # so the ridge matters
+    a = fit_approximator(x, noisy)
+    xn = _unit_np(x.double().numpy())
+    yn = noisy.double().numpy()
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(0)).numpy()
+    held, rest = perm[:40], perm[40:]
+    val, train = rest[:36], rest[36:]
+
+    def ridge(rows, lam):
+        xa = np.hstack([xn[rows], np.ones((len(rows), 1))])
+        reg = lam * np.eye(xa.shape[1])
+        reg[-1, -1] = 0
+        return np.linalg.solve(xa.T @ xa + reg, xa.T @ yn[rows])
+
+    def r2(rows, w):
+        pred = np.hstack([xn[rows], np.ones((len(rows), 1))]) @ w
+        return 1 - ((yn[rows] - pred) ** 2).sum() / ((yn[rows] - yn[rows].mean(0)) ** 2).sum()
+
+    chosen = max((1e-3, 1e-2, 1e-1, 1.0, 10.0), key=lambda lam: r2(val, ridge(train, lam)))
+    assert a.ridge == chosen
+    assert a.r2_heldout == pytest.approx(r2(held, ridge(rest, chosen)), abs=1e-5)
+    assert 0 < a.r2_heldout_se < 0.2
+
+
+def test_r2_bootstrap_se_matches_the_spread_over_fresh_samples():
+    def sample(seed):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.randn(60, 5, generator=g)
+        return y, y + 0.8 * torch.randn(60, 5, generator=g)
+
+    spread = torch.tensor([r2_score(*sample(s)) for s in range(300)]).std().item()
+    se = torch.tensor([r2_bootstrap_se(*sample(s)) for s in range(5)]).median().item()
+    assert 0.7 < se / spread < 1.4
+    y, yhat = sample(0)
+    assert np.isnan(r2_bootstrap_se(y[:1], yhat[:1]))
 
 
 def test_save_load_round_trip(fitted, tmp_path):

@@ -50,7 +50,9 @@ def test_contract_tables_and_every_live_feature_measured(reference_build):
         assert {"meta", "features", "feature_effects"} <= names
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         for key in ("model_id", "hook_point", "layer", "d_model", "d_sae", "sae_id", "effects_rollouts", "build_date",
-                    "sae_explained_variance", "approximator_r2_heldout", "stability_median_top10_overlap",
+                    "sae_explained_variance", "sae_explained_variance_se", "sae_explained_variance_typical",
+                    "sae_explained_variance_typical_se", "sae_massive_tokens", "sae_delta_ce_se",
+                    "approximator_r2_heldout", "approximator_r2_heldout_se", "stability_median_top10_overlap",
                     "specific_stability_median_top10_overlap", "self_in_top10_share", "specific_self_in_top10_share",
                     "reference_top10_overlap_median", "specific_reference_top10_overlap_median", "reference_features",
                     "precision", "effect_basis", "control_directions"):
