@@ -49,6 +49,8 @@ def feature_card(pack: FeaturePack, notes: UserNotes, fid: int, key: str, flt: L
                    f"{missed[0]:.2f} nats, not ≈{missed[1]:g} (the solve's check on {pack.alpha_basis()}). Its "
                    f"effects were measured at that {'stronger' if missed[0] > missed[1] else 'weaker'} push, so they "
                    "are not comparable with other features' at equal loss.")
+    if (sink := browse.sink_note(pack, feat)) is not None:
+        st.warning(sink)
     b1, b2, b3 = st.columns(3)
     if b1.button("Steer" if compact else "Steer with this feature", key=f"{key}_steer", type="primary",
                  help="Open the Steer page with this feature's decoder row at its loss-matched α."):

@@ -61,6 +61,7 @@ from steering_core.browse.rows import (
     ListRow,
     baseline_activation,
     filter_rows,
+    sink_note,
 )
 from steering_core.browse.search import (
     SORTS,
@@ -74,7 +75,7 @@ from steering_core.browse.search import (
 
 __all__ = [
     "BASES", "Baseline", "DEFAULT_MAX_DENSITY", "ExploreError", "FeatureReading", "Firing", "SORTS", "arrange_hits",
-    "baseline_activation", "chance_shared",
+    "baseline_activation", "chance_shared", "sink_note",
     "feature_on_text", "GROUP_KINDS", "GroupComparison", "GroupMember",
     "LIST_KINDS", "Labelled", "ListFilter", "ListKind", "ListRow", "MAX_K", "Neighbourhoods", "REL_EPS", "SIGNS",
     "SearchHit", "TokenFeatures", "actions_list", "compare_groups", "cosine_list",

@@ -43,7 +43,8 @@ SUMMARY_LABELS: dict[str, str] = {
     "specific_stability_top10_overlap": "stability top-10 overlap, specific",
     "self_in_top10": "features in their own raw top 10 (share)",
     "specific_self_in_top10": "features in their own specific top 10 (share)",
-    "hub_targets": "hub targets (random directions move them)", "approximator_r2": "approximator held-out R²",
+    "hub_targets": "hub targets (random directions move them)",
+    "sink_features": "features firing mostly on attention sinks", "approximator_r2": "approximator held-out R²",
     "corpus_tokens": "corpus tokens", "built": "built",
 }
 

@@ -213,6 +213,23 @@ def baseline_activation(pack: FeaturePack, feature_id) -> Baseline | None:
     return feature_table(pack).baseline_of(pack.check_feature(feature_id))
 
 
+def sink_note(pack: FeaturePack, feature: dict) -> str | None:
+    """A sentence for a feature that fires mostly on attention sinks (``pack.sinks``): its label,
+    histogram and top snippets then describe a few outsized positions, not a meaning, and a
+    researcher should know before reading them. None for other features and for packs built
+    before sinks were measured."""
+    share = feature.get("sink_share")
+    bar = pack.meta_json("sink_feature_share", 0.5)
+    if share is None or (isinstance(share, float) and math.isnan(share)) or share <= bar:
+        return None
+    tokens, factor = pack.meta_json("sink_tokens"), pack.meta_json("sink_factor")
+    where = (f"the {tokens:,} attention-sink tokens of the pack corpus (residual norm over {factor:g}× the median)"
+             if isinstance(tokens, int) and isinstance(factor, (int, float)) else "attention-sink tokens")
+    pct = f"{share:.0%}" if share < 0.995 else f"{share:.1%}"  # 99.8 %, not a rounded 100 %
+    return (f"Fires mostly on attention sinks: {pct} of its activation is on {where}. Its label, "
+            "histogram and top snippets describe those few outsized positions, not a meaning of the text.")
+
+
 @dataclass(frozen=True)
 class FeatureTable:
     """Pack-wide per-feature arrays: label (pack label, else auto label), density, baseline

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 #: Which stages read each setting (a section name, or a top-level key). ``*`` is every stage.
 READERS: dict[str, tuple[str, ...]] = {
     "model": ("*",), "layer": ("*",), "hook": ("*",), "seed": ("*",),
-    "sae": ("sae", "sae_eval", "stats", "control", "effects", "topup", "stability", "reference", "neighbors",
+    "sae": ("sae", "sae_eval", "stats", "sinks", "control", "effects", "topup", "stability", "reference", "neighbors",
             "approximator", "maps", "outputs", "labels"),
     "precision": ("*",), "device": (),
     "corpus": ("corpus",), "sae_train": ("sae",), "stats": ("stats",),

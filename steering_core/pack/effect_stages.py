@@ -28,7 +28,7 @@ import torch
 from steering_core.measure.effects import EffectSpec, baseline_rows, relative_effect
 from steering_core.measure.generic import GenericResponse, generic_response
 from steering_core.model.precision import dtype_name
-from steering_core.pack import carry, tables
+from steering_core.pack import carry, sinks, tables  # noqa: F401  (sinks: registers its stage after stats)
 from steering_core.pack.corpus import atomic_write_bytes
 from steering_core.pack.distributed.work import ChunkJob, MeasureSetup, control_vectors, unit_rows
 from steering_core.pack.stages import stage

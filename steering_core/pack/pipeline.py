@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["PIPELINE"]
 
 
-@stage("ship", needs=("sae_eval", "neighbors", "approximator", "maps", "stability", "reference", "labels"))
+@stage("ship", needs=("sae_eval", "sinks", "neighbors", "approximator", "maps", "stability", "reference", "labels"))
 def ship(b: Builder) -> None:
     if not b.cfg.ship_to:
         b.finish("ship", {"shipped": False})

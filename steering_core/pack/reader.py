@@ -101,7 +101,7 @@ class FeaturePack:
             "stability_top10_overlap": m("stability_median_top10_overlap"),
             "specific_stability_top10_overlap": m("specific_stability_median_top10_overlap"),
             "self_in_top10": m("self_in_top10_share"), "specific_self_in_top10": m("specific_self_in_top10_share"),
-            "hub_targets": m("control_hubs"), "approximator_r2": m("approximator_r2_heldout"),
+            "hub_targets": m("control_hubs"), "sink_features": m("sink_features"), "approximator_r2": m("approximator_r2_heldout"),
             "approximator_r2_se": m("approximator_r2_heldout_se"),
             "corpus_tokens": m("corpus_tokens"), "built": self.meta.get("build_date"),
         }

@@ -47,6 +47,7 @@ SCHEMA = [
     "ALTER TABLE features ADD COLUMN IF NOT EXISTS token_change TEXT",
     "ALTER TABLE features ADD COLUMN IF NOT EXISTS output_score DOUBLE",
     "ALTER TABLE feature_snippets ADD COLUMN IF NOT EXISTS n_similar INTEGER DEFAULT 1",
+    "ALTER TABLE features ADD COLUMN IF NOT EXISTS sink_share DOUBLE",
 ]
 
 

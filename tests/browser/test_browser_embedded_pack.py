@@ -5,7 +5,8 @@
 * a label search for "wedding" finds #630 with a wedding label;
 * a meaning search for "weddings and marriage" puts only wedding/marriage/celebration-like labels
   in its top five;
-* "Test this feature on my text" paints a wedding sentence and reports the peak activation.
+* "Test this feature on my text" paints a wedding sentence and reports the peak activation;
+* a feature that fires mostly on attention sinks says so on its card.
 
 Screenshots land in test-artifacts/embedded-*.png."""
 
@@ -21,6 +22,8 @@ from test_browser_e2e import grid_rows, keyed, temp_cache
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
 WEDDING = 630
+#: A feature whose activation is 99.8 % on the corpus's attention-sink tokens (label "al, numbers, Gold …").
+SINK_FEATURE = 572
 #: Words a label about weddings, marriage or celebrations would contain.
 WEDDING_LIKE = re.compile(r"wedd|marri|bride|groom|ceremon|celebrat|anniversar|honeymoon|engag|reception|vow|party|"
                           r"love|famil|guest", re.I)
@@ -101,6 +104,15 @@ def test_the_wedding_feature_with_error_bars_search_and_my_text(tmp_path):
         top = grid_rows(keyed(main, "search_table"))[:5]
         assert len(top) == 5 and all(WEDDING_LIKE.search(r["label"]) for r in top), top
         screenshot_all(page, ARTIFACTS / "embedded-meaning-search.png")
+
+        # -- a sink feature says so on its card; the wedding feature does not ----------------------------
+        assert not main.get_by_text("Fires mostly on attention sinks").count()
+        page.goto(f"{url}/features?feature={SINK_FEATURE}")
+        main.get_by_role("heading", name=re.compile(rf"#{SINK_FEATURE} ·")).first.wait_for()
+        warning = main.get_by_text(re.compile(r"Fires mostly on attention sinks: 99\.8% of its activation is on the "
+                                              r"157 attention-sink tokens")).first
+        warning.wait_for()
+        screenshot_all(page, ARTIFACTS / "embedded-sink-feature.png")
 
 
 def _words(part: str) -> list[str]:

@@ -52,7 +52,8 @@ def test_contract_tables_and_every_live_feature_measured(reference_build):
         for key in ("model_id", "hook_point", "layer", "d_model", "d_sae", "sae_id", "effects_rollouts", "build_date",
                     "sae_explained_variance", "sae_explained_variance_se", "sae_explained_variance_typical",
                     "sae_explained_variance_typical_se", "sae_massive_tokens", "sae_delta_ce_se",
-                    "approximator_r2_heldout", "approximator_r2_heldout_se", "stability_median_top10_overlap",
+                    "approximator_r2_heldout", "approximator_r2_heldout_se", "sink_tokens", "sink_features",
+                    "stability_median_top10_overlap",
                     "specific_stability_median_top10_overlap", "self_in_top10_share", "specific_self_in_top10_share",
                     "reference_top10_overlap_median", "specific_reference_top10_overlap_median", "reference_features",
                     "precision", "effect_basis", "control_directions"):
@@ -60,6 +61,9 @@ def test_contract_tables_and_every_live_feature_measured(reference_build):
         assert meta["hook_point"] == "blocks.1.hook_resid_post"
         live = [r[0] for r in con.execute("SELECT feature_id FROM features WHERE live").fetchall()]
         assert live
+        # every feature has its share of activation on attention sinks, a share
+        assert con.execute("SELECT count(*) FROM features WHERE sink_share IS NULL OR sink_share < 0 "
+                           "OR sink_share > 1").fetchone()[0] == 0
         counts = dict(con.execute("SELECT source_feature, count(rank) FROM feature_effects GROUP BY 1").fetchall())
         assert all(counts.get(f, 0) == 8 for f in live)  # top_effects = 8 in the tiny config
         spec_counts = dict(con.execute("SELECT source_feature, count(rank_specific) FROM feature_effects "

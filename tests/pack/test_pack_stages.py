@@ -11,7 +11,7 @@ from steering_core.pack.config import PackConfigError, load_config
 from steering_core.pack.pipeline import PIPELINE
 from steering_core.pack.registry import Stage, StageError, StageRegistry
 
-EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "control", "effects", "topup", "stability", "reference",
+EXPECTED = ["corpus", "activations", "sae", "sae_eval", "stats", "sinks", "control", "effects", "topup", "stability", "reference",
             "neighbors", "approximator", "maps", "outputs", "labels", "ship"]
 
 
@@ -26,7 +26,8 @@ def test_declared_dependencies():
     assert PIPELINE.needs("control") == ("stats",)
     assert PIPELINE.needs("effects") == ("control",)  # specific effects need the generic response
     assert PIPELINE.needs("neighbors") == ("reference",)  # effect-similar lists use the stabler basis
-    assert set(PIPELINE.needs("ship")) == {"sae_eval", "neighbors", "approximator", "maps", "stability", "reference",
+    assert PIPELINE.needs("sinks") == ("stats",)
+    assert set(PIPELINE.needs("ship")) == {"sae_eval", "sinks", "neighbors", "approximator", "maps", "stability", "reference",
                                            "labels"}
     assert set(PIPELINE.needs("labels")) == {"stats", "outputs"}  # labels read both sides
     order = PIPELINE.order()
