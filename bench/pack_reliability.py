@@ -40,6 +40,7 @@ FIGURES = {
     "sae_explained_variance": ("sae_ev_all_tokens", "share"),
     "sae_massive_tokens": ("sae_massive_tokens_heldout", "tokens"),
     "sae_delta_ce": ("sae_delta_ce", "nats"),
+    "sink_features": ("sink_features", "features"),  # over half their activation on attention sinks
 }
 
 
