@@ -110,7 +110,7 @@ def prediction_note(pack: FeaturePack) -> str:
     se = pack.meta_json("approximator_r2_heldout_se")
     pm = f" ± {se:.2f}" if isinstance(se, (int, float)) and not math.isnan(se) else ""
     return (f"A linear map{fitted}; on features held out of its fit it explains {max(r2, 0.0):.0%} of the "
-            f"variance of their measured effects (R² {r2:.2f}{pm}). No error bars on the predicted effects: a "
+            f"variance of their measured effects (R² {r2:.2f}{pm}). No error bars on its predictions: a "
             "guide to what to measure, not a measurement.")
 
 

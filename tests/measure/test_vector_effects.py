@@ -195,7 +195,7 @@ def test_the_predicted_list_says_how_well_the_approximator_predicts(env):
     se = pack.meta_json("approximator_r2_heldout_se")
     note = prediction_note(pack)
     assert f"(R² {r2:.2f} ± {se:.2f})" in note and f"explains {max(r2, 0):.0%}" in note
-    assert "No error bars on the predicted effects" in note
+    assert "No error bars on its predictions" in note
     assert f"{int(pack.meta['approximator_pairs']):,} features" in note
 
     class Old:  # a pack from before the approximator recorded its fit
