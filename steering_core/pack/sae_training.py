@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from steering_core.errors import SAELoadError, SteeringCoreError
+from steering_core.measure.alpha import per_row_loss
 from steering_core.measure.reconstruction import (
     MASSIVE_FACTOR,
     WindowTotals,
@@ -27,7 +28,7 @@ from steering_core.measure.reconstruction import (
 from steering_core.model.recording import record_residuals
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
 from steering_core.model.steerable import hook_name
-from steering_core.model.steering import SteeringTerm, make_term, steer, steering
+from steering_core.model.steering import SteeringTerm, make_term, steering
 from steering_core.pack.corpus import Corpus
 from steering_core.progress import Progress
 
@@ -301,16 +302,6 @@ class SAEMetrics:
         return asdict(self)
 
 
-def next_token_loss(model: SteerableModel, ids: torch.Tensor, steer_set=None) -> torch.Tensor:
-    """Each window's mean next-token cross-entropy (nats) over positions 1.. of equal-length
-    windows: per window, so a spliced-in loss can be paired with the clean one window by window."""
-    with torch.no_grad(), steer(model, steer_set):
-        logits = model.backend.forward(ids, torch.ones_like(ids)).float()
-    lp = torch.log_softmax(logits[:, :-1], -1)
-    tgt = ids[:, 1:]
-    return -lp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1).mean(-1)
-
-
 def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np.ndarray, layer: int,
                  max_ce_windows: int = 48, batch_tokens: int = 8192) -> SAEMetrics:
     """Held-out quality: reconstruction (EV, L0, dead) on every held-out token, and the next-token
@@ -350,8 +341,8 @@ def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np
     splice = steering(model, make_term(model, layer, zero, 0.0, term_cls=SpliceTerm, sae=sae))
     clean, spliced = [], []
     for j in range(0, len(ids), 8):
-        clean.append(next_token_loss(model, ids[j:j + 8]))
-        spliced.append(next_token_loss(model, ids[j:j + 8], splice))
+        clean.append(per_row_loss(model, ids[j:j + 8]))
+        spliced.append(per_row_loss(model, ids[j:j + 8], splice))
     clean_t, spliced_t = torch.cat(clean).double(), torch.cat(spliced).double()
     ce_c, ce_s = float(clean_t.mean()), float(spliced_t.mean())
     diff = spliced_t - clean_t
