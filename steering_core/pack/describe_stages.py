@@ -23,6 +23,7 @@ import torch
 import steering_core.pack.derived_stages  # noqa: F401  (declared before outputs and labels: the run order)
 from steering_core.pack import tables
 from steering_core.pack.effect_stages import control_directions, directions, loss_matched
+from steering_core.pack.sinks import SINK_FEATURE_SHARE, SINK_LABEL
 from steering_core.pack.stages import stage
 from steering_core.pack.tables import mark_stage, set_meta
 from steering_core.progress import Progress
@@ -85,17 +86,21 @@ def relabel(con) -> int:
     Output words enter a label only for features that steer well (output score above the random
     directions' bar): below it, the tokens TokenChange ranks first are the generic response and
     noise (in the embedded pack, 1,272 of the 1,397 labels built before this rule named such words,
-    "wedding, travel, trip → prediction, data" among them). Returns the number of features."""
+    "wedding, travel, trip → prediction, data" among them). A feature that fires mostly on attention
+    sinks is labelled "attention sink · …" first, since its words come from sink positions.
+    Returns the number of features."""
     from steering_core.describe.labels import feature_description, feature_label, search_text
     from steering_core.model.embeddings import embed_texts
 
     bar = tables.get_meta(con).get("output_score_steers_well")
     bar = float(bar) if bar not in (None, "", "null") else None
+    columns = {r[0] for r in con.execute("DESCRIBE features").fetchall()}
+    sink_col = "f.sink_share" if "sink_share" in columns else "NULL"  # a pack from before the sinks stage
     feats = con.execute("SELECT f.feature_id, f.live, f.top_tokens, f.context_words, f.top_logits, o.gains, o.losses, "
-                        "f.output_score FROM features f LEFT JOIN feature_outputs o USING (feature_id) "
+                        f"f.output_score, {sink_col} FROM features f LEFT JOIN feature_outputs o USING (feature_id) "
                         "ORDER BY f.feature_id").fetchall()
     rows, texts = [], []
-    for fid, live, top, ctx, lens, gains, losses, score in feats:
+    for fid, live, top, ctx, lens, gains, losses, score, sink in feats:
         if not live:
             rows.append(("dead feature", "", fid))
             texts.append("dead feature")
@@ -103,10 +108,13 @@ def relabel(con) -> int:
         # no outputs stage: the logit lens stands in (said in docs/design.md); measured: the bar decides
         steers = gains is None or bar is None or (score is not None and score >= bar)
         promoted = (gains if gains is not None else (lens or [])) if steers else []
-        rows.append((feature_label(top or [], promoted),
+        # a sink feature's words are read off sink positions: its label says so first (pack.sinks)
+        sinks = sink is not None and sink > SINK_FEATURE_SHARE
+        rows.append(((SINK_LABEL if sinks else "") + feature_label(top or [], promoted),
                      feature_description(top or [], ctx or [], promoted, (losses or []) if steers else [], steers),
                      fid))
-        texts.append(search_text(top or [], ctx or [], promoted) or rows[-1][0])
+        texts.append(("attention sink, " if sinks else "") + search_text(top or [], ctx or [], promoted)
+                     or rows[-1][0])
     emb = embed_texts(texts)
     with transaction(con):
         tables.set_labels(con, rows, [(fid, emb[i].tolist()) for i, (_, _, fid) in enumerate(rows)])
@@ -114,7 +122,7 @@ def relabel(con) -> int:
     return len(rows)
 
 
-@stage("labels", needs=("stats", "outputs"))
+@stage("labels", needs=("stats", "outputs", "sinks"))
 def labels(b: Builder) -> None:
     n = relabel(b.con)
     with transaction(b.con):

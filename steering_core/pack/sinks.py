@@ -5,8 +5,9 @@ an ordinary token's (:mod:`steering_core.measure.reconstruction`). The SAE spend
 them: on the embedded pack about 20 of 3,072 put more than half of their activation on the 157
 sink tokens of 647,021, and their labels ("al, numbers, Gold") are read off those positions, not
 off a meaning. The ``sinks`` stage stores each feature's share of its activation that falls on
-sink tokens (``features.sink_share``) and the count and cut in ``meta``, so the browser can mark
-them instead of leaving a researcher to decode the label."""
+sink tokens (``features.sink_share``) and the count and cut in ``meta``, so the labels stage can
+name them ("attention sink · al, numbers, …") and their cards say so, instead of leaving a
+researcher to decode the label."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 #: A feature with more than this share of its activation on sink tokens is a sink feature.
 SINK_FEATURE_SHARE = 0.5
+#: What a sink feature's label starts with (the labels stage), so every list says it at a glance.
+SINK_LABEL = "attention sink · "
 
 
 @dataclass
@@ -84,4 +87,4 @@ def sinks(b: Builder) -> None:
           f"than {SINK_FEATURE_SHARE:.0%} of their activation on them")
 
 
-__all__ = ["SINK_FEATURE_SHARE", "SinkShares", "sink_shares"]
+__all__ = ["SINK_FEATURE_SHARE", "SINK_LABEL", "SinkShares", "sink_shares"]

@@ -22,7 +22,7 @@ from test_browser_e2e import grid_rows, keyed, temp_cache
 pytestmark = pytest.mark.heavy  # a minute or more: scheduled first (tests/conftest.py)
 
 WEDDING = 630
-#: A feature whose activation is 99.8 % on the corpus's attention-sink tokens (label "al, numbers, Gold …").
+#: A feature whose activation is 99.8 % on the corpus's attention-sink tokens ("attention sink · al, numbers, Gold …").
 SINK_FEATURE = 572
 #: Words a label about weddings, marriage or celebrations would contain.
 WEDDING_LIKE = re.compile(r"wedd|marri|bride|groom|ceremon|celebrat|anniversar|honeymoon|engag|reception|vow|party|"
@@ -129,6 +129,7 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
     from browser_util import ROOT
 
     from steering_core.describe.words import is_word, readable
+    from steering_core.pack.sinks import SINK_LABEL
     from steering_core.storage.db import connect
 
     con = connect(ROOT / "cache" / "pack" / "pack.duckdb", read_only=True)
@@ -151,7 +152,7 @@ def test_the_shipped_pack_is_complete_and_its_labels_readable():
         # The input side names what it fires on: a dictionary word, a symbol's name ("line break"),
         # or, for a piece, the quoted token itself ("“str”"); the output side only dictionary words.
         fired = {readable(t, fired=True) for t in (top or [])} - {None}
-        ins, _, outs = label.partition(" → ")
+        ins, _, outs = label.removeprefix(SINK_LABEL).partition(" → ")
         bad += [(fid, w) for w in _words(ins) if w != "unreadable tokens" and not (is_word(w) or w in fired)]
         bad += [(fid, w) for w in _words(outs) if not is_word(w)]
     assert not bad, bad[:20]

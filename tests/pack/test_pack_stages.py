@@ -29,7 +29,7 @@ def test_declared_dependencies():
     assert PIPELINE.needs("sinks") == ("stats",)
     assert set(PIPELINE.needs("ship")) == {"sae_eval", "sinks", "neighbors", "approximator", "maps", "stability", "reference",
                                            "labels"}
-    assert set(PIPELINE.needs("labels")) == {"stats", "outputs"}  # labels read both sides
+    assert set(PIPELINE.needs("labels")) == {"stats", "outputs", "sinks"}  # both sides, and the sink share
     order = PIPELINE.order()
     for s in PIPELINE:
         assert all(order.index(d) < order.index(s.name) for d in s.needs), s.name

@@ -60,3 +60,24 @@ def test_the_card_sentence_names_the_share_and_the_sinks():
     assert sink_note(pack, {"sink_share": 0.3}) is None
     assert sink_note(_Pack({}), {"sink_share": None}) is None  # a pack from before the sinks stage
     assert sink_note(_Pack({}), {}) is None
+
+
+def test_relabel_names_sink_features_first_and_leaves_the_others(tmp_path):
+    """The labels stage reads ``sink_share``: above the bar the label starts "attention sink · ",
+    below it and where the share is unknown (a pack from before the sinks stage) it is unchanged."""
+    from steering_core.pack import tables
+    from steering_core.pack.describe_stages import relabel
+    from steering_core.pack.sinks import SINK_LABEL
+    from steering_core.storage.db import connect
+
+    con = connect(tmp_path / "p.duckdb")
+    tables.ensure_schema(con)
+    top = ["▁wedding", "▁bride"]
+    for fid, share in ((0, 0.9), (1, 0.2), (2, None)):
+        con.execute("INSERT INTO features (feature_id, live, top_tokens, context_words, top_logits, sink_share) "
+                    "VALUES (?, true, ?, [], [], ?)", [fid, top, share])
+    relabel(con)
+    labels = dict(con.execute("SELECT feature_id, label FROM features").fetchall())
+    con.close()
+    assert labels[1] == labels[2] and not labels[1].startswith(SINK_LABEL)
+    assert labels[0] == SINK_LABEL + labels[1]
