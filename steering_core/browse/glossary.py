@@ -3,6 +3,8 @@ read them from here, so the app and its documentation never disagree."""
 
 from collections.abc import Callable
 
+from steering_core.measure.reconstruction import MASSIVE_FACTOR
+
 GLOSSARY: dict[str, str] = {
     "Label": "A few words for a feature, built from the tokens it fires on most specifically (left of →) and "
              "the dictionary words steering with it makes more likely (right of →); edit it on any card.",
@@ -19,7 +21,7 @@ GLOSSARY: dict[str, str] = {
                     "token (exact, no sampling); above random directions' 95th percentile it \"steers well\".",
     "SAE explained variance": "The share of the residual's variance (about its mean) the SAE's reconstruction "
                               "keeps on held-out tokens, ± a bootstrap SE over windows. A few attention-sink tokens "
-                              "(residual norm over 10× the median) carry most of the variance and are easy to "
+                              f"(residual norm over {MASSIVE_FACTOR:g}× the median) carry most of the variance and are easy to "
                               "reconstruct, so the figure without them is how much of an ordinary token the SAE keeps.",
     "Reliability": "The pack's reference overlap says how many of a feature's top-10 effects a fresh measurement "
                    "at the larger reference budget finds again (of 10, median over features); stability is the same "
