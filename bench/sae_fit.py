@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import emit, log
-from steering_core.pack.config import load_config
+from steering_core.pack.config import load_config, resolve_layer
 from steering_core.pack.corpus import Corpus, build_corpus
 from steering_core.pack.sae_training import SAEMetrics, compute_activations, evaluate_sae
 
@@ -31,26 +31,27 @@ def _report(corpus: str, windows: str, m: SAEMetrics) -> None:
     emit("sae_delta_ce", m.delta_ce, "nats", se=round(m.delta_ce_se, 4), **tags)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="packs/embedded.toml")
     ap.add_argument("--draws", type=int, default=4, help="other random sets of as many windows as the held-out")
     ap.add_argument("--fresh", type=Path, help="generate a new corpus here and measure on it too")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cfg = load_config(Path(args.config))
     from steering_core.model.loading import load_model
-    from steering_core.model.saes import load_sae
+    from steering_core.model.saes import load_sae_from_disk
 
     build = cfg.workdir
     if not (build / "corpus.npz").exists() or not (build / "acts.npy").exists():
         raise SystemExit(f"{build} holds no corpus and activations: build the pack first (its build folder is kept).")
     model = load_model(cfg.model, precision=cfg.precision)
-    sae = load_sae(str(cfg.sae), model)
+    sae = load_sae_from_disk(build / "sae", model)  # the SAE the build measured, trained or given
+    layer = resolve_layer(cfg, model)
     corpora = [("build", Corpus.load(build / "corpus.npz"), np.load(build / "acts.npy", mmap_mode="r"))]
     if args.fresh is not None:
         log(f"generating a fresh corpus in {args.fresh} …")
         fresh = Corpus.load(build_corpus(model, cfg.corpus, args.fresh, cfg.seed, show_bar=False))
-        corpora.append(("fresh", fresh, compute_activations(model, fresh, cfg.layer, args.fresh / "acts.npy",
+        corpora.append(("fresh", fresh, compute_activations(model, fresh, layer, args.fresh / "acts.npy",
                                                             show_bar=False)))
     rng = np.random.default_rng(0)
     for name, corpus, acts in corpora:
@@ -62,7 +63,7 @@ def main() -> None:
             sets[f"random draw {i + 1}"] = mask
         for label, mask in sets.items():
             log(f"{name}: {label} ({int(mask.sum())} windows)")
-            _report(name, label, evaluate_sae(model, sae, dataclasses.replace(corpus, heldout=mask), acts, cfg.layer))
+            _report(name, label, evaluate_sae(model, sae, dataclasses.replace(corpus, heldout=mask), acts, layer))
 
 
 if __name__ == "__main__":
