@@ -81,30 +81,10 @@ class FeaturePack:
             return self.meta.get(key, default)
 
     def summary(self) -> dict:
-        """The numbers a person wants before trusting a pack."""
-        m = self.meta_json
-        return {
-            "model": self.meta.get("model_id"), "hook": self.meta.get("hook_point"), "d_sae": m("d_sae"),
-            "live_features": int(self._read("SELECT count(*) FROM features WHERE live", how="one")[0]),
-            "measured_features": int(self._read("SELECT count(*) FROM features WHERE measured", how="one")[0]),
-            # the typical tokens' figure first: the all-token one mostly measures a few attention sinks
-            "explained_variance_typical": m("sae_explained_variance_typical"),
-            "explained_variance_typical_se": m("sae_explained_variance_typical_se"),
-            "explained_variance": m("sae_explained_variance"), "explained_variance_se": m("sae_explained_variance_se"),
-            "massive_tokens": m("sae_massive_tokens"), "massive_variance_share": m("sae_massive_variance_share"),
-            "massive_factor": m("sae_massive_factor"), "heldout_tokens": m("sae_heldout_tokens"),
-            "delta_ce": m("sae_delta_ce"), "delta_ce_se": m("sae_delta_ce_se"), "mean_l0": m("sae_mean_l0"),
-            "dead_fraction": m("dead_fraction_corpus"), "precision": self.meta.get("precision"),
-            "steered_rollouts": m("effects_steered_rollouts"), "reference_rollouts": m("reference_rollouts"),
-            "reference_top10_overlap": m("reference_top10_overlap_median"),
-            "specific_reference_top10_overlap": m("specific_reference_top10_overlap_median"),
-            "stability_top10_overlap": m("stability_median_top10_overlap"),
-            "specific_stability_top10_overlap": m("specific_stability_median_top10_overlap"),
-            "self_in_top10": m("self_in_top10_share"), "specific_self_in_top10": m("specific_self_in_top10_share"),
-            "hub_targets": m("control_hubs"), "sink_features": m("sink_features"), "approximator_r2": m("approximator_r2_heldout"),
-            "approximator_r2_se": m("approximator_r2_heldout_se"),
-            "corpus_tokens": m("corpus_tokens"), "built": self.meta.get("build_date"),
-        }
+        """The numbers a person wants before trusting a pack (:func:`~steering_core.pack.reliability.pack_summary`)."""
+        from steering_core.pack.reliability import pack_summary
+
+        return pack_summary(self)
 
     def check_feature(self, feature_id) -> int:
         if self.n_features == 0:
