@@ -49,7 +49,7 @@ with right:
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="layer", yaxis_title="‖resid‖")
     st.plotly_chart(fig, width="stretch")
     st.caption("α is in residual-stream units for a unit-norm vector: α equal to the bar's height "
-               "adds a vector as long as what is typically there (first token excluded).")
+               "adds a vector as long as what is typically there (attention sinks, such as the first token, excluded).")
 
 with st.expander("How to read the numbers", expanded=pack is None or "reference_top10_overlap_median" not in pack.meta):
     st.markdown("\n".join(f"- **{k}**: {v}" for k, v in GLOSSARY.items()))  # this pack's figures: above

@@ -3,7 +3,7 @@ read them from here, so the app and its documentation never disagree."""
 
 from collections.abc import Callable
 
-from steering_core.measure.reconstruction import MASSIVE_FACTOR
+from steering_core.model.massive import MASSIVE_FACTOR
 
 GLOSSARY: dict[str, str] = {
     "Label": "A few words for a feature, built from the tokens it fires on most specifically (left of →) and "

@@ -8,7 +8,7 @@ way), so the figure mostly says how well it copies them: 0.986 over all tokens, 
 rest. And since how many sinks a draw of windows holds is luck, the all-token figure of 285
 windows ran from 0.945 to 0.986 over draws while the typical one stayed within 0.800–0.806. So a
 reconstruction is reported twice, over all tokens and over the typical ones (residual norm at
-most ``MASSIVE_FACTOR`` times the median), each with a standard error from a bootstrap over
+most ``model.massive.MASSIVE_FACTOR`` times the median), each with a standard error from a bootstrap over
 windows, the unit the held-out split samples.
 
 The totals are per window, so any set of windows' figure, and every bootstrap draw, is a sum of
@@ -17,14 +17,9 @@ rows: no model call is repeated.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-
-#: A token whose residual norm exceeds this many times the median is a massive activation (an
-#: attention sink); on the embedded model they sit near 150× the median and ordinary tokens below 2×.
-MASSIVE_FACTOR = 10.0
 
 
 @dataclass
@@ -103,12 +98,4 @@ def variance_share(part: WindowTotals, whole: WindowTotals) -> float:
     return part_dev / whole_dev if whole_dev > 0 else float("nan")
 
 
-def massive_threshold(norms: torch.Tensor, factor: float = MASSIVE_FACTOR) -> float:
-    """The residual norm above which a token counts as a massive activation: ``factor`` times the
-    median, so it follows the model's own scale."""
-    if norms.numel() == 0:
-        return math.inf
-    return float(factor * norms.float().median())
-
-
-__all__ = ["MASSIVE_FACTOR", "WindowTotals", "bootstrap_se", "explained_variance", "massive_threshold", "variance_share"]
+__all__ = ["WindowTotals", "bootstrap_se", "explained_variance", "variance_share"]

@@ -196,20 +196,24 @@ class SteerableModel:
 
     # --- measurement -----------------------------------------------------------
     def residual_norms(self) -> list[float]:
-        """Mean L2 norm of the residual after each block on neutral text (position 0 excluded).
+        """Mean L2 norm of the residual after each block on neutral text, massive activations
+        excluded: position 0, and any token over ``model.massive.MASSIVE_FACTOR`` times the layer's
+        median norm (some models also park them on the first full stop or line break).
 
-        Position 0 is left out because many models park huge activations on the first token;
-        including it would make every alpha look small.
+        Many models put huge activations on a few attention-sink tokens; one of them among a hundred
+        ordinary tokens would double the mean and make every alpha look small.
         """
         with self._lock:
             if self._norms is None:
+                from steering_core.model.massive import massive_threshold
                 from steering_core.model.recording import record_residuals
 
                 ids, mask = self.tokenize(list(REFERENCE_TEXTS))
                 acts = record_residuals(self, ids, mask, list(range(self.n_layers)))
                 keep = mask.bool().clone()
                 keep[torch.arange(len(keep)), mask.argmax(-1)] = False  # first real token per row
-                self._norms = [float(acts[layer][keep].norm(dim=-1).mean()) for layer in range(self.n_layers)]
+                norms = [acts[layer][keep].float().norm(dim=-1) for layer in range(self.n_layers)]
+                self._norms = [float(n[n <= massive_threshold(n)].mean()) for n in norms]
         return list(self._norms)
 
     def describe(self) -> dict[str, Any]:

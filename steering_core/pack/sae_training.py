@@ -17,14 +17,8 @@ import torch
 
 from steering_core.errors import SAELoadError, SteeringCoreError
 from steering_core.measure.alpha import per_row_loss
-from steering_core.measure.reconstruction import (
-    MASSIVE_FACTOR,
-    WindowTotals,
-    bootstrap_se,
-    explained_variance,
-    massive_threshold,
-    variance_share,
-)
+from steering_core.measure.reconstruction import WindowTotals, bootstrap_se, explained_variance, variance_share
+from steering_core.model.massive import MASSIVE_FACTOR, massive_threshold
 from steering_core.model.recording import record_residuals
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
 from steering_core.model.steerable import hook_name

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from steering_core.measure.reconstruction import MASSIVE_FACTOR, massive_threshold
+from steering_core.model.massive import MASSIVE_FACTOR, massive_threshold
 from steering_core.pack.sae_training import token_rows
 from steering_core.pack.stages import stage
 from steering_core.progress import Progress

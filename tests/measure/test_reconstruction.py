@@ -9,13 +9,8 @@ import math
 import pytest
 import torch
 
-from steering_core.measure.reconstruction import (
-    WindowTotals,
-    bootstrap_se,
-    explained_variance,
-    massive_threshold,
-    variance_share,
-)
+from steering_core.measure.reconstruction import WindowTotals, bootstrap_se, explained_variance, variance_share
+from steering_core.model.massive import massive_threshold
 
 
 def _totals(x, xh, window, n_windows):

@@ -130,6 +130,33 @@ def test_residual_norms_equal_a_hand_computed_reference(tiny):
     assert tiny.residual_norms() == norms
 
 
+def test_a_massive_activation_after_the_first_token_does_not_set_the_norm(tiny, monkeypatch):
+    """Some models park a huge activation on a later token too (a first full stop): one such token
+    among the reference text's would double the mean norm and shrink every α. It is left out, and
+    the norm is the mean over the other tokens."""
+    import steering_core.model.recording as recording
+
+    real = recording.record_residuals
+
+    def planted(model, ids, mask, layers):
+        acts = real(model, ids, mask, layers)
+        for layer in layers:
+            first = int(mask[0].argmax())
+            acts[layer][0, first + 2] *= 1000  # the third real token of the first text
+        return acts
+
+    # by hand, unplanted: every real token but each row's first, and but the planted one
+    ids, mask = tiny.tokenize(list(REFERENCE_TEXTS))
+    acts = real(tiny, ids, mask, list(range(tiny.n_layers)))
+    keep = mask.bool().clone()
+    keep[torch.arange(len(keep)), mask.argmax(-1)] = False
+    keep[0, int(mask[0].argmax()) + 2] = False
+    expect = [float(acts[layer][keep].double().norm(dim=-1).mean()) for layer in range(tiny.n_layers)]
+    monkeypatch.setattr(recording, "record_residuals", planted)
+    monkeypatch.setattr(tiny, "_norms", None)
+    assert tiny.residual_norms() == pytest.approx(expect, rel=1e-5)
+
+
 # --- text ----------------------------------------------------------------------------------------
 
 
