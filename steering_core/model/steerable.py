@@ -212,7 +212,7 @@ class SteerableModel:
                 acts = record_residuals(self, ids, mask, list(range(self.n_layers)))
                 keep = mask.bool().clone()
                 keep[torch.arange(len(keep)), mask.argmax(-1)] = False  # first real token per row
-                norms = [acts[layer][keep].float().norm(dim=-1) for layer in range(self.n_layers)]
+                norms = [acts[layer][keep].norm(dim=-1) for layer in range(self.n_layers)]
                 self._norms = [float(n[n <= massive_threshold(n)].mean()) for n in norms]
         return list(self._norms)
 
