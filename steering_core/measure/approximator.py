@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from steering_core.measure.scores import resample_counts
 from steering_core.storage.files import make_readable
 
 
@@ -70,8 +71,7 @@ def r2_bootstrap_se(y: torch.Tensor, yhat: torch.Tensor, draws: int = 400, seed:
     if n < 2:
         return float("nan")
     y64 = y.double()
-    picks = torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(seed))
-    w = torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(draws, n, dtype=torch.float64))
+    w = resample_counts(n, draws, seed)
     sse = w @ ((y64 - yhat.double()) ** 2).sum(1)
     s = w @ y64
     sst = w @ (y64 ** 2).sum(1) - (s * s).sum(1) / n

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from steering_core.measure.scores import resample_counts
+
 
 @dataclass
 class WindowTotals:
@@ -76,10 +78,8 @@ def bootstrap_se(t: WindowTotals, draws: int = 400, seed: int = 0) -> float:
     used = (t.count > 0).nonzero().squeeze(-1)
     if used.numel() < 2:
         return float("nan")
-    g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, used.numel(), (draws, used.numel()), generator=g)
     weights = torch.zeros(draws, len(t.count), dtype=torch.float64)
-    weights.scatter_add_(1, used[picks], torch.ones(draws, used.numel(), dtype=torch.float64))
+    weights[:, used] = resample_counts(used.numel(), draws, seed)
     evs = _ev(weights, t)
     evs = evs[torch.isfinite(evs)]
     return float(evs.std()) if evs.numel() > 1 else float("nan")

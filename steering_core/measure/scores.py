@@ -38,6 +38,16 @@ def mean_and_se(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), se
 
 
+def resample_counts(n: int, draws: int, seed: int = 0):
+    """How often each of ``n`` rows appears in each of ``draws`` bootstrap resamples (with
+    replacement), as a ``[draws, n]`` float64 tensor: a statistic that is a sum over rows is then a
+    matrix product per draw, with no row recomputed."""
+    import torch
+
+    picks = torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(draws, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(draws, n, dtype=torch.float64))
+
+
 def format_se(se: float, digits: int = 2) -> str:
     """``± SE`` for a sentence, or what stands in for an unknown one."""
     return f"± {se:.{digits}f}" if math.isfinite(se) else "(no standard error)"

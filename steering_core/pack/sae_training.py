@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from steering_core.errors import SAELoadError, SteeringCoreError
 from steering_core.measure.alpha import per_row_loss
 from steering_core.measure.reconstruction import WindowTotals, bootstrap_se, explained_variance, variance_share
+from steering_core.measure.scores import mean_and_se
 from steering_core.model.massive import MASSIVE_FACTOR, massive_threshold
 from steering_core.model.recording import record_residuals
 from steering_core.model.saes import LoadedSAE, load_sae_from_disk
@@ -339,8 +339,7 @@ def evaluate_sae(model: SteerableModel, sae: LoadedSAE, corpus: Corpus, acts: np
         spliced.append(per_row_loss(model, ids[j:j + 8], splice))
     clean_t, spliced_t = torch.cat(clean).double(), torch.cat(spliced).double()
     ce_c, ce_s = float(clean_t.mean()), float(spliced_t.mean())
-    diff = spliced_t - clean_t
-    dce_se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    _, dce_se = mean_and_se((spliced_t - clean_t).numpy())
     return SAEMetrics(
         explained_variance=ev, mean_l0=l0 / max(1, n), dead_fraction_heldout=1.0 - float(fired.float().mean()),
         ce_clean=ce_c, ce_spliced=ce_s, delta_ce=ce_s - ce_c, heldout_tokens=n,
